@@ -1,0 +1,198 @@
+// npm run bench: upload throughput and read latency of the real server on 127.0.0.1.
+//
+// For embedded PGlite (always) and Postgres (when DATABASE_URL is set) it starts the
+// service in a child process (bench/serve.ts) with a temporary DATA_DIR, creates a
+// dataset, uploads 1 MP JPEGs through POST /v1/datasets/{id}/images, then runs autocannon
+// against GET /v1/datasets/{id} and prints a table. Options (all optional):
+//   --duration S     seconds of autocannon load (default 10)
+//   --connections N  concurrent autocannon connections (default 32)
+//   --images N       images to upload (default 60), sent --batch per request
+//   --batch N        images per upload request (default 10)
+//   --uploaders N    upload requests in flight at once (default 2)
+import autocannon from 'autocannon';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { jpeg } from '../test/support/images.js';
+
+const { values: args } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '10' },
+    connections: { type: 'string', default: '32' },
+    images: { type: 'string', default: '60' },
+    batch: { type: 'string', default: '10' },
+    uploaders: { type: 'string', default: '2' },
+  },
+});
+const DURATION_S = Number(args.duration);
+const CONNECTIONS = Number(args.connections);
+const IMAGE_COUNT = Number(args.images);
+const BATCH = Number(args.batch);
+const UPLOADERS = Number(args.uploaders);
+/** 1 MP: the size class of a downscaled phone photo. */
+const IMAGE_SIDE = 1024;
+const JPEG_QUALITY = 90;
+/** Generous: on a busy machine tsx, PGlite and the migrations can take a minute to start. */
+const READY_TIMEOUT_MS = 180_000;
+const MB = 1e6;
+
+interface Server {
+  url: string;
+  apiKey: string;
+  database: string;
+  child: ChildProcess;
+  dataDir: string;
+}
+
+async function startServer(databaseUrl: string): Promise<Server> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'sdxl-bench-'));
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'serve.ts')], {
+    env: {
+      ...process.env,
+      DATA_DIR: dataDir,
+      DATABASE_URL: databaseUrl,
+      LOG_LEVEL: 'warn',
+      DATASET_MAX_IMAGES: String(IMAGE_COUNT + BATCH),
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const lines = createInterface({ input: child.stdout! });
+  const ready = new Promise<{ url: string, apiKey: string, database: string }>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGTERM');
+      reject(new Error('the service did not start in time'));
+    }, READY_TIMEOUT_MS);
+    child.once('exit', (code) => reject(new Error(`the service exited with ${code}`)));
+    lines.on('line', (line) => {
+      if (!line.startsWith('BENCH_READY ')) return;
+      clearTimeout(timer);
+      resolve(JSON.parse(line.slice('BENCH_READY '.length)));
+    });
+  });
+  return { ...(await ready), child, dataDir };
+}
+
+async function stopServer(server: Server): Promise<void> {
+  const exited = new Promise((resolve) => server.child.once('exit', resolve));
+  server.child.kill('SIGTERM');
+  await exited;
+  await rm(server.dataDir, { recursive: true, force: true });
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
+}
+
+interface UploadResult {
+  images: number;
+  megabytes: number;
+  seconds: number;
+  requestP50Ms: number;
+}
+
+async function benchUpload(server: Server, datasetId: string, images: Buffer[]): Promise<UploadResult> {
+  const batches: Buffer[][] = [];
+  for (let i = 0; i < images.length; i += BATCH) batches.push(images.slice(i, i + BATCH));
+  const latencies: number[] = [];
+  let next = 0;
+  const started = performance.now();
+  const uploader = async (): Promise<void> => {
+    while (next < batches.length) {
+      const batch = batches[next++]!;
+      const form = new FormData();
+      batch.forEach((bytes, i) => form.append('files', new Blob([new Uint8Array(bytes)], { type: 'image/jpeg' }), `img${next}-${i}.jpg`));
+      const t0 = performance.now();
+      const response = await fetch(`${server.url}/v1/datasets/${datasetId}/images`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${server.apiKey}` },
+        body: form,
+      });
+      const body = await response.text();
+      if (response.status !== 201) throw new Error(`upload answered ${response.status}: ${body}`);
+      latencies.push(performance.now() - t0);
+    }
+  };
+  await Promise.all(Array.from({ length: UPLOADERS }, uploader));
+  const seconds = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  return {
+    images: images.length,
+    megabytes: images.reduce((sum, b) => sum + b.length, 0) / MB,
+    seconds,
+    requestP50Ms: percentile(latencies, 50),
+  };
+}
+
+interface ReadResult {
+  requestsPerSecond: number;
+  p50: number;
+  p99: number;
+  max: number;
+  non2xx: number;
+  errors: number;
+}
+
+async function benchRead(server: Server, datasetId: string): Promise<ReadResult> {
+  const result = await autocannon({
+    url: `${server.url}/v1/datasets/${datasetId}`,
+    connections: CONNECTIONS,
+    duration: DURATION_S,
+    headers: { authorization: `Bearer ${server.apiKey}` },
+  });
+  return {
+    requestsPerSecond: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    max: result.latency.max,
+    non2xx: result.non2xx,
+    errors: result.errors,
+  };
+}
+
+async function benchMode(label: string, databaseUrl: string, images: Buffer[]) {
+  const server = await startServer(databaseUrl);
+  try {
+    const created = await fetch(`${server.url}/v1/datasets`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${server.apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'bench', class_word: 'dog' }),
+    });
+    if (created.status !== 201) throw new Error(`create dataset answered ${created.status}`);
+    const datasetId = ((await created.json()) as { id: string }).id;
+    const upload = await benchUpload(server, datasetId, images);
+    process.stderr.write(`[${label}] uploaded ${upload.images} images in ${upload.seconds.toFixed(2)} s\n`);
+    process.stderr.write(
+      `[${label}] autocannon -c ${CONNECTIONS} -d ${DURATION_S} -H "authorization: Bearer <key>" ${server.url}/v1/datasets/${datasetId}\n`,
+    );
+    const read = await benchRead(server, datasetId);
+    return { label, database: server.database, upload, read };
+  } finally {
+    await stopServer(server);
+  }
+}
+
+const images: Buffer[] = [];
+for (let i = 0; i < IMAGE_COUNT; i++) images.push(await jpeg({ width: IMAGE_SIDE, height: IMAGE_SIDE, seed: i + 1, quality: JPEG_QUALITY }));
+
+const modes: Array<[string, string]> = [['PGlite (embedded)', '']];
+if (process.env.DATABASE_URL) modes.push(['Postgres (DATABASE_URL)', process.env.DATABASE_URL]);
+
+const results = [];
+for (const [label, url] of modes) results.push(await benchMode(label, url, images));
+
+const cpu = cpus()[0]?.model ?? 'unknown CPU';
+console.log(`\nMachine: ${availableParallelism()} CPU (${cpu}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Node ${process.version}`);
+console.log(`Upload: ${IMAGE_COUNT} JPEGs of ${IMAGE_SIDE}x${IMAGE_SIDE} (q${JPEG_QUALITY}), ${BATCH} per request, ${UPLOADERS} requests in flight`);
+console.log(`Read: autocannon, ${CONNECTIONS} connections, ${DURATION_S} s, GET /v1/datasets/{id}\n`);
+console.log('| Database | Upload images/s | Upload MB/s | Upload request p50 (ms) | GET dataset req/s | p50 (ms) | p99 (ms) | max (ms) | non-2xx | errors |');
+console.log('|---|---|---|---|---|---|---|---|---|---|');
+for (const r of results) {
+  console.log(
+    `| ${r.label} | ${(r.upload.images / r.upload.seconds).toFixed(1)} | ${(r.upload.megabytes / r.upload.seconds).toFixed(1)} | ` +
+      `${r.upload.requestP50Ms.toFixed(0)} | ${r.read.requestsPerSecond.toFixed(0)} | ${r.read.p50} | ${r.read.p99} | ${r.read.max} | ` +
+      `${r.read.non2xx} | ${r.read.errors} |`,
+  );
+}

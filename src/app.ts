@@ -1,0 +1,76 @@
+// The service: a fastify instance with its plugins and routes, not yet listening.
+// src/server.ts runs it; tests and the OpenAPI generator build it without a socket.
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyInstance, type FastifyServerOptions, type RawServerDefault, type FastifyBaseLogger, type RawRequestDefaultExpression, type RawReplyDefaultExpression } from 'fastify';
+import { randomUUID } from 'node:crypto';
+import type { Config } from './config.js';
+import type { Database } from './db/database.js';
+import { buildValidator } from './validation.js';
+import authPlugin from './plugins/auth.js';
+import databasePlugin from './plugins/database.js';
+import errorsPlugin from './plugins/errors.js';
+import repositoriesPlugin from './plugins/repositories.js';
+import schemasPlugin from './plugins/schemas.js';
+import swaggerPlugin from './plugins/swagger.js';
+import healthRoutes from './routes/health.js';
+import v1Routes from './routes/v1/index.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config;
+  }
+}
+
+export type App = FastifyInstance<
+  RawServerDefault,
+  RawRequestDefaultExpression,
+  RawReplyDefaultExpression,
+  FastifyBaseLogger,
+  TypeBoxTypeProvider
+>;
+
+export interface BuildOptions {
+  /** pino options, or false for no log (tests). Defaults to JSON logs at config.logLevel. */
+  logger?: FastifyServerOptions['logger'];
+  /** Use this open database instead of opening one from the config; the caller closes it. */
+  database?: Database;
+}
+
+/** A caller-supplied x-request-id is kept when it is short and plain, so ids can follow a request across services. */
+const REQUEST_ID = /^[\w.:-]{1,64}$/;
+const PLUGIN_TIMEOUT_MS = 120_000;
+
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<App> {
+  const app = Fastify({
+    logger: options.logger ?? { level: config.logLevel },
+    bodyLimit: config.bodyLimitBytes,
+    // The embedded database compiles its WebAssembly and migrations may rewrite tables:
+    // both can outlast fastify's 10 s default on a small machine.
+    pluginTimeout: PLUGIN_TIMEOUT_MS,
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+    },
+    // plugins/errors.ts answers requests that arrive while closing, as problem+json.
+    return503OnClosing: false,
+    schemaController: { compilersFactory: { buildValidator: buildValidator as never } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.decorate('config', config);
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  // JSON and multipart only: a text/plain body is a 415, not a string that fails validation.
+  app.removeContentTypeParser('text/plain');
+
+  await app.register(errorsPlugin);
+  await app.register(schemasPlugin);
+  await app.register(swaggerPlugin);
+  await app.register(databasePlugin, options.database ? { database: options.database } : {});
+  await app.register(repositoriesPlugin);
+  await app.register(authPlugin);
+  await app.register(healthRoutes);
+  await app.register(v1Routes, { prefix: '/v1' });
+  return app;
+}

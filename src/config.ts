@@ -1,0 +1,96 @@
+// Service configuration: read once from environment variables, validated by a
+// TypeBox schema. Every variable has a documented default (README "Configuration").
+import path from 'node:path';
+import { Type, type Static } from 'typebox';
+import { Value } from 'typebox/value';
+// ---- images (S2): the images feature's variables live with it, in src/services/image-limits.ts
+import { ImageEnvProperties, imageConfigFromEnv, type ImageConfig } from './services/image-limits.js';
+
+const MiB = 1024 * 1024;
+
+/** The environment variables the service reads, with their defaults. */
+export const EnvSchema = Type.Object({
+  /** TCP port to listen on; 0 picks a free port. */
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
+  /** Interface to bind; 0.0.0.0 inside containers. */
+  HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  /** postgres:// URL; when empty the service runs on embedded PGlite under DATA_DIR. */
+  DATABASE_URL: Type.String({ default: '' }),
+  /** Largest number of pooled Postgres connections per replica. */
+  DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
+  /** Directory for local state: embedded database, uploaded images, adapters. */
+  DATA_DIR: Type.String({ minLength: 1, default: './data' }),
+  /** pino level. */
+  LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
+  /** Largest accepted JSON request body, in bytes. */
+  BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, default: 1 * MiB }),
+  /** Largest accepted uploaded file (one image, or one zip archive), in bytes. */
+  UPLOAD_MAX_FILE_BYTES: Type.Integer({ minimum: 1024, default: 50 * MiB }),
+  /** Most files accepted in one multipart upload request. */
+  UPLOAD_MAX_FILES: Type.Integer({ minimum: 1, default: 100 }),
+  /** Apply pending migrations at start-up (under an advisory lock). */
+  MIGRATE_ON_START: Type.Boolean({ default: true }),
+  /** Milliseconds in-flight requests get to finish after SIGTERM before the process exits anyway. */
+  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, default: 10_000 }),
+  // ---- images (S2): IMAGE_*, DATASET_MAX_IMAGES, UPLOAD_MAX_REQUEST_BYTES, ZIP_*, CAPTION_MAX_BYTES
+  ...ImageEnvProperties,
+});
+export type Env = Static<typeof EnvSchema>;
+
+export interface Config {
+  port: number;
+  host: string;
+  /** undefined means embedded PGlite. */
+  databaseUrl: string | undefined;
+  databasePoolMax: number;
+  /** Absolute path. */
+  dataDir: string;
+  logLevel: Env['LOG_LEVEL'];
+  bodyLimitBytes: number;
+  uploadMaxFileBytes: number;
+  uploadMaxFiles: number;
+  migrateOnStart: boolean;
+  shutdownGraceMs: number;
+  /** ---- images (S2): limits of image uploads and zip archives. */
+  images: ImageConfig;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Reads the known variables from `env`, applies defaults and converts strings; throws ConfigError naming every bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const known: Record<string, unknown> = {};
+  for (const key of Object.keys(EnvSchema.properties)) {
+    const value = env[key];
+    // An empty variable means "not set" so that `FOO= npm start` falls back to the default.
+    if (value !== undefined && value !== '') known[key] = value;
+  }
+  const converted = Value.Convert(EnvSchema, Value.Default(EnvSchema, known));
+  if (!Value.Check(EnvSchema, converted)) {
+    // One message per variable: a union reports once per branch.
+    const problems = new Map<string, string>();
+    for (const e of Value.Errors(EnvSchema, converted)) {
+      const name = e.instancePath.replace(/^\//, '') || '(env)';
+      if (!problems.has(name)) problems.set(name, `${name} ${e.message}`);
+    }
+    throw new ConfigError(`invalid configuration: ${[...problems.values()].join('; ')}`);
+  }
+  const e = converted;
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    databaseUrl: e.DATABASE_URL === '' ? undefined : e.DATABASE_URL,
+    databasePoolMax: e.DATABASE_POOL_MAX,
+    dataDir: path.resolve(e.DATA_DIR),
+    logLevel: e.LOG_LEVEL,
+    bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    uploadMaxFileBytes: e.UPLOAD_MAX_FILE_BYTES,
+    uploadMaxFiles: e.UPLOAD_MAX_FILES,
+    migrateOnStart: e.MIGRATE_ON_START,
+    shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    // ---- images (S2)
+    images: imageConfigFromEnv(e),
+  };
+}

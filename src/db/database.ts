@@ -1,0 +1,26 @@
+// The one data-layer contract: repositories and the migrator talk to this, and
+// never know whether a pg Pool (DATABASE_URL) or embedded PGlite answers.
+
+export type SqlParam = string | number | boolean | null | Date | Buffer | Uint8Array | readonly unknown[];
+
+export interface QueryResult<Row> {
+  rows: Row[];
+  /** Rows returned or affected. */
+  rowCount: number;
+}
+
+/** Something that runs SQL: the database itself, or one transaction on it. */
+export interface Queryable {
+  query<Row = Record<string, unknown>>(text: string, params?: readonly SqlParam[]): Promise<QueryResult<Row>>;
+  /** Runs a script of several statements without parameters (migrations). */
+  exec(script: string): Promise<void>;
+}
+
+export interface Database extends Queryable {
+  /** 'postgres' for a server reached through DATABASE_URL, 'pglite' for the embedded one. */
+  readonly kind: 'postgres' | 'pglite';
+  /** Runs `fn` inside BEGIN/COMMIT on one connection; ROLLBACK when it throws. */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /** Waits for running queries, then releases every connection. */
+  close(): Promise<void>;
+}

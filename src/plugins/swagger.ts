@@ -1,0 +1,51 @@
+// OpenAPI 3.1 generated from the route schemas (@fastify/swagger), served at /docs.
+// Schemas added with an $id (Problem, Dataset, ...) become components/schemas entries.
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import fp from 'fastify-plugin';
+import fs from 'node:fs';
+import path from 'node:path';
+import { projectRoot } from '../paths.js';
+
+const { version } = JSON.parse(fs.readFileSync(path.join(projectRoot, 'package.json'), 'utf8')) as { version: string };
+
+export const BEARER_SCHEME = 'bearerAuth';
+
+export default fp(
+  async (fastify) => {
+    await fastify.register(swagger, {
+      openapi: {
+        openapi: '3.1.0',
+        info: {
+          title: 'sdxl-lora-service',
+          version,
+          description:
+            'Trains SDXL LoRA adapters from a few photos and serves images from them. ' +
+            'Every /v1 call needs `Authorization: Bearer <API key>`; every error is RFC 9457 application/problem+json.',
+          license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
+        },
+        tags: [
+          { name: 'health', description: 'Liveness and readiness probes (no API key)' },
+          { name: 'datasets', description: 'Sets of training photos of one subject' },
+          { name: 'images', description: 'The photos of a dataset' },
+        ],
+        components: {
+          securitySchemes: {
+            [BEARER_SCHEME]: {
+              type: 'http',
+              scheme: 'bearer',
+              description: 'An API key from `npm run create-api-key -- --tenant NAME` (or printed on the first embedded start)',
+            },
+          },
+        },
+        security: [{ [BEARER_SCHEME]: [] }],
+      },
+      refResolver: {
+        // Name components after their $id so refs read #/components/schemas/Problem.
+        buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`),
+      },
+    });
+    await fastify.register(swaggerUi, { routePrefix: '/docs' });
+  },
+  { name: 'swagger', dependencies: ['schemas'] },
+);

@@ -1,0 +1,14 @@
+// Everything under /v1 needs an API key: the hook runs before body parsing, so an
+// unauthenticated upload is refused before it is read.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import datasetRoutes from './datasets/index.js';
+import imageRoutes from './images/index.js';
+
+const v1Routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.addHook('onRequest', fastify.authenticate);
+  await fastify.register(datasetRoutes, { prefix: '/datasets' });
+  // Images live under their dataset: /v1/datasets/{id}/images... (paths are the images plugin's own).
+  await fastify.register(imageRoutes);
+};
+
+export default v1Routes;

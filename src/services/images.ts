@@ -1,0 +1,207 @@
+// The images of datasets: storing an upload all-or-nothing, reading, deleting, and
+// giving blobs back once nothing references them.
+//
+// Crash safety, in order of events:
+//  - upload: blobs are written (fsync + rename) inside the transaction, before the rows
+//    that name them are inserted; a crash before COMMIT leaves at most orphan blobs.
+//  - delete: the row delete and the queueing of its blob (blob_releases, by trigger)
+//    commit together; the blob is unlinked afterwards, so a crash leaves a queued
+//    release that the next collection finishes.
+//  - blob writers and the collector take the same per-blob advisory lock, so the
+//    collector can never unlink a blob between an upload writing it and committing the
+//    row that references it.
+// Orphan blobs (written, then the request failed or the process died before COMMIT) are
+// harmless and are removed by sweepOrphanBlobs().
+import type { Database } from '../db/database.js';
+import { createImagesRepository, type ImageRow } from '../repositories/images.js';
+import type { Image } from '../schemas/images.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import { IMAGE_MEDIA_TYPES } from './file-sniffing.js';
+import { ImageUploadError } from './image-upload-error.js';
+import { prepareUpload, type PreparedImage, type UploadedFile, type UploadLimits } from './image-upload.js';
+
+export interface StoredImage {
+  row: ImageRow;
+  /** True when the dataset already held these bytes (the existing image is returned). */
+  duplicate: boolean;
+}
+
+export class DatasetNotFoundError extends Error {
+  override name = 'DatasetNotFoundError';
+}
+
+/** What one pass over the release queue did. */
+export interface BlobCollection {
+  unlinked: number;
+  /** Blobs left queued because unlinking them failed. */
+  failures: Array<{ sha256: string, error: unknown }>;
+}
+
+/** Queue entries handled per collection pass. */
+const RELEASE_BATCH = 100;
+export const CAPTION_SOURCE_UPLOAD = 'upload';
+
+export class ImagesService {
+  readonly limits: UploadLimits;
+  private readonly db: Database;
+  private readonly blobs: BlobStore;
+
+  constructor(db: Database, blobs: BlobStore, limits: UploadLimits) {
+    this.db = db;
+    this.blobs = blobs;
+    this.limits = limits;
+  }
+
+  async datasetExists(tenantId: string, datasetId: string): Promise<boolean> {
+    return createImagesRepository(this.db).datasetExists(tenantId, datasetId);
+  }
+
+  /**
+   * Validates every file, then stores the new images in one transaction. Files whose
+   * bytes the dataset already holds (or that repeat an earlier file of the same request)
+   * come back as the existing image with duplicate: true. Throws ImageUploadError or
+   * DatasetNotFoundError and stores nothing when any file is refused.
+   */
+  async upload(tenantId: string, datasetId: string, files: UploadedFile[]): Promise<StoredImage[]> {
+    const prepared = await prepareUpload(files, this.limits);
+    return this.db.transaction(async (tx) => {
+      const images = createImagesRepository(tx);
+      const imageCount = await images.lockDataset(tenantId, datasetId);
+      if (imageCount === null) throw new DatasetNotFoundError(datasetId);
+
+      const existing = new Map<string, ImageRow>();
+      for (const row of await images.findBySha256s(tenantId, datasetId, [...new Set(prepared.map((p) => p.sha256))])) {
+        existing.set(row.sha256, row);
+      }
+      const fresh = new Map<string, PreparedImage>();
+      for (const image of prepared) {
+        if (!existing.has(image.sha256) && !fresh.has(image.sha256)) fresh.set(image.sha256, image);
+      }
+      if (imageCount + fresh.size > this.limits.maxImagesPerDataset) {
+        throw new ImageUploadError(
+          'dataset-image-limit',
+          409,
+          `Dataset ${datasetId} holds ${imageCount} images and this request adds ${fresh.size} new ones; a dataset holds at most ${this.limits.maxImagesPerDataset}.`,
+          { field: 'files' },
+        );
+      }
+
+      // Sorted so two uploads sharing blobs take the locks in the same order.
+      for (const sha256 of [...fresh.keys()].sort()) {
+        await images.lockBlob(sha256);
+        await this.blobs.put(fresh.get(sha256)!.bytes);
+      }
+      const created = new Map<string, ImageRow>();
+      for (const [sha256, image] of fresh) {
+        created.set(sha256, await images.insert(tenantId, datasetId, {
+          sha256,
+          byte_size: image.image.byteSize,
+          format: image.image.format,
+          width: image.image.width,
+          height: image.image.height,
+          original_filename: image.originalFilename === '' ? null : image.originalFilename,
+          caption: image.caption,
+          caption_source: image.caption === null ? null : CAPTION_SOURCE_UPLOAD,
+        }));
+      }
+
+      // One answer per uploaded image, in request order; only the first copy of new bytes is "created".
+      const answered = new Set<string>();
+      return prepared.map((image) => {
+        const row = created.get(image.sha256);
+        if (row !== undefined && !answered.has(image.sha256)) {
+          answered.add(image.sha256);
+          return { row, duplicate: false };
+        }
+        return { row: row ?? existing.get(image.sha256)!, duplicate: true };
+      });
+    });
+  }
+
+  async get(tenantId: string, id: string): Promise<ImageRow | null> {
+    return createImagesRepository(this.db).findById(tenantId, id);
+  }
+
+  async list(tenantId: string, datasetId: string, limit: number, before?: string): Promise<ImageRow[]> {
+    return createImagesRepository(this.db).listNewestFirst(tenantId, datasetId, limit, before);
+  }
+
+  /** The stored bytes of an image row, as a stream; null if the blob is missing (which the design rules out). */
+  async content(row: ImageRow) {
+    return this.blobs.stream(row.sha256);
+  }
+
+  /**
+   * Deletes the image row (its blob is queued for release in the same transaction), then
+   * gives the blob back if nothing else references it. The deletion stands even when
+   * that last step fails: the release stays queued for the next collection.
+   */
+  async delete(tenantId: string, id: string): Promise<{ row: ImageRow | null, collection: BlobCollection }> {
+    const row = await createImagesRepository(this.db).delete(tenantId, id);
+    const collection = row === null ? { unlinked: 0, failures: [] } : await this.collectReleasedBlobs();
+    return { row, collection };
+  }
+
+  /**
+   * Works through blob_releases: unlinks each queued blob that no row references any
+   * more and forgets the queue entry. Safe to run anywhere, any time, concurrently.
+   * A blob that cannot be released stays queued and is reported, not thrown.
+   */
+  async collectReleasedBlobs(): Promise<BlobCollection> {
+    const result: BlobCollection = { unlinked: 0, failures: [] };
+    for (;;) {
+      const pending = await createImagesRepository(this.db).pendingReleases(RELEASE_BATCH);
+      for (const sha256 of pending) {
+        try {
+          if (await this.releaseBlob(sha256, true)) result.unlinked++;
+        } catch (error) {
+          result.failures.push({ sha256, error });
+        }
+      }
+      // A failed entry stays queued: stop rather than meet it again in the next pass.
+      if (pending.length < RELEASE_BATCH || result.failures.length > 0) return result;
+    }
+  }
+
+  /**
+   * Unlinks every stored blob that no row references (left behind by a request that
+   * failed, or a process that died, between writing a blob and committing its row).
+   */
+  async sweepOrphanBlobs(): Promise<number> {
+    let unlinked = 0;
+    for await (const sha256 of this.blobs.list()) {
+      if (await this.releaseBlob(sha256, false)) unlinked++;
+    }
+    return unlinked;
+  }
+
+  private async releaseBlob(sha256: string, queued: boolean): Promise<boolean> {
+    return this.db.transaction(async (tx) => {
+      const images = createImagesRepository(tx);
+      await images.lockBlob(sha256);
+      if (queued) await images.forgetRelease(sha256);
+      if (await images.isBlobReferenced(sha256)) return false;
+      // Unlinked under the lock: no upload can be between "blob written" and "row committed" now.
+      return this.blobs.delete(sha256);
+    });
+  }
+}
+
+/** The API shape of an image row. */
+export function toImage(row: ImageRow): Image {
+  return {
+    id: row.id,
+    dataset_id: row.dataset_id,
+    sha256: row.sha256,
+    byte_size: Number(row.byte_size),
+    format: row.format,
+    media_type: IMAGE_MEDIA_TYPES[row.format],
+    width: Number(row.width),
+    height: Number(row.height),
+    original_filename: row.original_filename,
+    caption: row.caption,
+    caption_source: row.caption_source,
+    content_url: `/v1/images/${row.id}/content`,
+    created_at: new Date(row.created_at).toISOString(),
+  };
+}

@@ -1,0 +1,98 @@
+// The committed OpenAPI document is what the routes generate, it validates, and every
+// operation is documented: operationId, tag, summary, problem responses, security.
+import SwaggerParser from '@apidevtools/swagger-parser';
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import { test } from 'node:test';
+import { generateOpenApiJson } from '../src/cli/openapi.js';
+import { openapiFile } from '../src/paths.js';
+
+const generated = await generateOpenApiJson();
+const document = JSON.parse(generated) as {
+  openapi: string;
+  paths: Record<string, Record<string, Operation>>;
+  components: { schemas: Record<string, unknown>; securitySchemes: Record<string, { type: string; scheme: string }> };
+  security: Array<Record<string, string[]>>;
+};
+
+interface Operation {
+  operationId?: string;
+  tags?: string[];
+  summary?: string;
+  security?: Array<Record<string, string[]>>;
+  responses: Record<string, { description?: string; content?: Record<string, { schema: { $ref?: string } }> }>;
+}
+
+const HTTP_METHODS = new Set(['get', 'post', 'put', 'patch', 'delete']);
+
+function operations(): Array<[string, Operation]> {
+  const out: Array<[string, Operation]> = [];
+  for (const [path, item] of Object.entries(document.paths)) {
+    for (const [method, operation] of Object.entries(item)) {
+      if (HTTP_METHODS.has(method)) out.push([`${method.toUpperCase()} ${path}`, operation]);
+    }
+  }
+  return out;
+}
+
+test('openapi/openapi.json is up to date (run `npm run openapi` after changing routes)', async () => {
+  const committed = await fs.readFile(openapiFile, 'utf8');
+  assert.equal(committed, generated);
+});
+
+test('the document is valid OpenAPI 3.1', async () => {
+  assert.equal(document.openapi, '3.1.0');
+  await SwaggerParser.validate(structuredClone(document) as never);
+});
+
+test('every operation has an operationId, a tag and a summary; operationIds are unique', () => {
+  const ops = operations();
+  assert.ok(ops.length >= 7, `found ${ops.length} operations`);
+  const ids = new Set<string>();
+  for (const [name, op] of ops) {
+    assert.match(op.operationId ?? '', /^[a-z][A-Za-z]+$/, `${name} operationId`);
+    assert.ok(!ids.has(op.operationId!), `${name}: duplicate operationId ${op.operationId}`);
+    ids.add(op.operationId!);
+    assert.ok((op.tags ?? []).length > 0, `${name} tag`);
+    assert.ok((op.summary ?? '').length > 0, `${name} summary`);
+  }
+  assert.ok(!operations().some(([name]) => name.includes('/docs')), 'the docs UI is not an API operation');
+});
+
+test('every error response is a documented application/problem+json $ref to Problem', () => {
+  for (const [name, op] of operations()) {
+    const errors = Object.entries(op.responses).filter(([status]) => Number(status) >= 400);
+    assert.ok(errors.length > 0, `${name} documents its errors`);
+    for (const [status, response] of errors) {
+      assert.ok(response.description, `${name} ${status} description`);
+      assert.deepEqual(
+        Object.keys(response.content ?? {}),
+        ['application/problem+json'],
+        `${name} ${status} content type`,
+      );
+      assert.equal(response.content!['application/problem+json']!.schema.$ref, '#/components/schemas/Problem', `${name} ${status}`);
+    }
+  }
+  assert.ok(document.components.schemas.Problem);
+});
+
+test('/v1 operations need the bearer key and document 401 and a 4xx of their own; probes need none', () => {
+  assert.deepEqual(document.components.securitySchemes.bearerAuth, {
+    type: 'http',
+    scheme: 'bearer',
+    description: (document.components.securitySchemes.bearerAuth as { description?: string }).description,
+  });
+  assert.deepEqual(document.security, [{ bearerAuth: [] }]);
+  for (const [name, op] of operations()) {
+    if (name.includes(' /v1/')) {
+      assert.equal(op.security, undefined, `${name} inherits the bearer requirement`);
+      assert.ok(op.responses['401'], `${name} documents 401`);
+      assert.ok(
+        Object.keys(op.responses).some((s) => Number(s) >= 400 && Number(s) < 500 && s !== '401'),
+        `${name} documents a 4xx besides 401`,
+      );
+    } else {
+      assert.deepEqual(op.security, [], `${name} needs no key`);
+    }
+  }
+});
