@@ -2,10 +2,15 @@
 // Configures and builds native/ with CMake: finds libtorch and Node's installed
 // headers, then builds the engine library, the Node-API addon and the C++ tests.
 //
-// libtorch, in order: LIBTORCH_DIR (a libtorch folder or a CMake prefix),
-// an importable Python torch, Debian's libtorch-dev (apt-get install libtorch-dev).
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+// libtorch, in order: LIBTORCH_DIR, an importable Python torch, Debian's
+// libtorch-dev (apt-get install libtorch-dev). LIBTORCH_DIR may be any of:
+//   the folder holding TorchConfig.cmake   (/usr/lib/x86_64-linux-gnu/cmake/Torch)
+//   an unpacked libtorch download          (…/libtorch, with share/cmake/Torch)
+//   a CMake prefix                         (/usr, /opt/conda/lib/python3.x/site-packages/torch)
+// Environment: SDXL_NATIVE_BUILD_DIR (default native/build), SDXL_BUILD_JOBS,
+// CMAKE_BUILD_TYPE (default Release), NODE_INCLUDE_DIR.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -14,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const buildDir = path.resolve(root, process.env.SDXL_NATIVE_BUILD_DIR ?? 'native/build');
 const DEBIAN_TORCH = '/usr/lib/x86_64-linux-gnu/cmake/Torch';
+const TORCH_CONFIG = 'TorchConfig.cmake';
 const FIX = 'apt-get install -y cmake g++ libtorch-dev nlohmann-json3-dev';
 
 function fail(message) {
@@ -21,15 +27,39 @@ function fail(message) {
   process.exit(1);
 }
 
+// CMake arguments that make find_package(Torch) use `dir` (see the header for the forms).
+function torchArguments(dir, source) {
+  const archDirs = existsSync(path.join(dir, 'lib'))
+    ? readdirSync(path.join(dir, 'lib')).map((entry) => path.join('lib', entry, 'cmake', 'Torch'))
+    : [];
+  const configDir = ['.', 'Torch', 'share/cmake/Torch', 'lib/cmake/Torch', ...archDirs]
+    .map((relative) => path.resolve(dir, relative))
+    .find((candidate) => existsSync(path.join(candidate, TORCH_CONFIG)));
+  if (configDir) return { args: [`-DTorch_DIR=${configDir}`], dir: configDir, source };
+  if (source === 'LIBTORCH_DIR') {
+    fail(
+      `LIBTORCH_DIR=${dir} holds no ${TORCH_CONFIG} (looked in ., Torch, share/cmake/Torch, lib/cmake/Torch, lib/*/cmake/Torch).\n` +
+        `  Debian: LIBTORCH_DIR=${DEBIAN_TORCH} after ${FIX}`,
+    );
+  }
+  return { args: [`-DCMAKE_PREFIX_PATH=${dir}`], dir, source };
+}
+
 function findLibtorch() {
   const fromEnv = process.env.LIBTORCH_DIR;
   if (fromEnv) {
-    if (!existsSync(fromEnv)) fail(`LIBTORCH_DIR=${fromEnv} does not exist`);
-    return { prefix: fromEnv, source: 'LIBTORCH_DIR' };
+    if (!existsSync(fromEnv) || !statSync(fromEnv).isDirectory()) {
+      fail(
+        `LIBTORCH_DIR=${fromEnv} is not a folder.\n` +
+          `  Point it at the folder holding ${TORCH_CONFIG} (Debian: ${DEBIAN_TORCH}) or an unpacked libtorch,\n` +
+          `  or unset it to use Python's torch or Debian's libtorch-dev (${FIX}).`,
+      );
+    }
+    return torchArguments(path.resolve(fromEnv), 'LIBTORCH_DIR');
   }
   const py = spawnSync('python3', ['-c', 'import torch;print(torch.utils.cmake_prefix_path)'], { encoding: 'utf8' });
-  if (py.status === 0 && py.stdout.trim()) return { prefix: py.stdout.trim(), source: 'python3 torch' };
-  if (existsSync(DEBIAN_TORCH)) return { prefix: DEBIAN_TORCH, source: "Debian's libtorch-dev" };
+  if (py.status === 0 && py.stdout.trim()) return torchArguments(py.stdout.trim(), 'python3 torch');
+  if (existsSync(path.join(DEBIAN_TORCH, TORCH_CONFIG))) return torchArguments(DEBIAN_TORCH, "Debian's libtorch-dev");
   fail(`no libtorch found: set LIBTORCH_DIR, install PyTorch, or run: ${FIX}`);
 }
 
@@ -45,23 +75,44 @@ function findNodeHeaders() {
   return found;
 }
 
-const require = createRequire(import.meta.url);
-const addonApiDir = require('node-addon-api').include_dir.replace(/^"|"$/g, '');
+function findAddonApi() {
+  try {
+    const require = createRequire(import.meta.url);
+    return path.resolve(root, require('node-addon-api').include_dir.replace(/^"|"$/g, ''));
+  } catch {
+    fail('node-addon-api is not installed; run: npm install');
+  }
+}
+
+function checkTool(command, purpose) {
+  const probe = spawnSync(command, ['--version'], { encoding: 'utf8' });
+  if (probe.error) fail(`${command} not found (${purpose}); install it: ${FIX}`);
+}
+
+function run(step, args, hint) {
+  const result = spawnSync('cmake', args, { stdio: 'inherit', cwd: root });
+  if (result.error) fail(`${step} could not start cmake (${result.error.message}); ${FIX}`);
+  if (result.status !== 0) fail(`${step} failed (exit ${result.status ?? result.signal}). ${hint}`);
+}
+
+checkTool('cmake', 'builds native/');
 const torch = findLibtorch();
 const nodeInclude = findNodeHeaders();
-console.log(`build:native: libtorch from ${torch.source} (${torch.prefix}), Node headers ${nodeInclude}`);
+const addonApiDir = findAddonApi();
+console.log(`build:native: libtorch from ${torch.source} (${torch.dir}), Node headers ${nodeInclude}, build in ${buildDir}`);
 
-const cmake = (args) => execFileSync('cmake', args, { stdio: 'inherit', cwd: root });
-try {
-  cmake([
+run(
+  'CMake configure',
+  [
     '-S', path.join(root, 'native'), '-B', buildDir,
     `-DCMAKE_BUILD_TYPE=${process.env.CMAKE_BUILD_TYPE ?? 'Release'}`,
-    `-DCMAKE_PREFIX_PATH=${torch.prefix}`,
+    ...torch.args,
     `-DNODE_INCLUDE_DIR=${nodeInclude}`,
-    `-DNODE_ADDON_API_DIR=${path.resolve(root, addonApiDir)}`,
-  ]);
-  const jobs = process.env.SDXL_BUILD_JOBS ?? String(availableParallelism());
-  cmake(['--build', buildDir, '--parallel', jobs]);
-} catch (error) {
-  fail(`CMake failed (${error.message.split('\n')[0]}). Missing tools? ${FIX}`);
-}
+    `-DNODE_ADDON_API_DIR=${addonApiDir}`,
+  ],
+  `Read CMake's message above: a missing compiler, libtorch (find_package(Torch)) or nlohmann-json? ${FIX}` +
+    (process.env.LIBTORCH_DIR ? `; check LIBTORCH_DIR=${process.env.LIBTORCH_DIR} holds ${TORCH_CONFIG}` : ''),
+);
+const jobs = process.env.SDXL_BUILD_JOBS ?? String(availableParallelism());
+run('Build', ['--build', buildDir, '--parallel', jobs], 'The compiler errors are above.');
+console.log(`build:native: built ${path.join(buildDir, 'sdxl_engine.node')}`);

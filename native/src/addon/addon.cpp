@@ -1,0 +1,66 @@
+// The Node-API addon `sdxl_engine.node`: registers every export in one place.
+//
+//   buildInfo()                           -> { torchVersion, cudaAvailable, cudaDeviceCount }
+//   loadModel(options)                    -> Promise<Model>
+//   inspectSafetensors(path)              -> Promise<{ tensors, metadata }>
+//   verify(options, onProgress?)          -> { promise, cancel() }
+//   Model#describe()                      -> ModelInfo
+//   Model#tokenize(prompt)                -> Promise<TokenIds>
+//   Model#encodePrompt(prompt)            -> Promise<PromptEmbeddings>
+//   Model#generate(options, onProgress?)  -> { promise, cancel() }
+//   Model#dispose()
+// Typed in src/engine/types.ts; arguments are validated in src/engine/index.ts first.
+#include <napi.h> // node-addon-api
+
+#include "addon/convert.h"    // options and results
+#include "addon/errors.h"     // guard
+#include "addon/long_job.h"   // start_long_job
+#include "addon/model_wrap.h" // ModelWrap, AddonData
+#include "addon/workers.h"    // LoadModelWorker, InspectSafetensorsWorker
+#include "sdxl/engine.h"      // build_info, verify
+
+namespace sdxl::addon {
+namespace {
+
+Napi::Value build_info_js(const Napi::CallbackInfo& info) {
+  return guard(info, [&] { return build_info_to_js(info.Env(), build_info()); });
+}
+
+Napi::Value load_model_js(const Napi::CallbackInfo& info) {
+  LoadOptions options = load_options_from_js(info[0]);
+  return queue_worker<LoadModelWorker>(info.Env(), std::move(options), &ModelWrap::wrap);
+}
+
+Napi::Value inspect_safetensors_js(const Napi::CallbackInfo& info) {
+  return queue_worker<InspectSafetensorsWorker>(info.Env(), string_argument(info, 0, "path"));
+}
+
+Napi::Value verify_js(const Napi::CallbackInfo& info) {
+  VerifyOptions options = verify_options_from_js(info[0]);
+  return start_long_job(info.Env(), "sdxl.verify", info[1],
+                        [options = std::move(options)](const ProgressFn& progress, const CancelFlag& cancel) {
+                          auto report = std::make_shared<VerifyReport>(sdxl::verify(options, progress, cancel));
+                          return ResultBuilder([report](Napi::Env env) { return verify_report_to_js(env, *report); });
+                        });
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  const Napi::Function model_class = ModelWrap::define_class(env);
+  data->model_class = Napi::Persistent(model_class);
+  env.SetInstanceData(data); // deleted with the environment
+  install_exit_hook(env);
+  exports.Set("buildInfo", Napi::Function::New(env, build_info_js, "buildInfo"));
+  exports.Set("loadModel", Napi::Function::New(env, load_model_js, "loadModel"));
+  exports.Set("inspectSafetensors", Napi::Function::New(env, inspect_safetensors_js, "inspectSafetensors"));
+  exports.Set("verify", Napi::Function::New(env, verify_js, "verify"));
+  exports.Set("Model", model_class);
+  return exports;
+}
+
+} // namespace
+} // namespace sdxl::addon
+
+// NODE_API_MODULE pastes the name into identifiers, so it needs an unqualified one.
+static Napi::Object init_sdxl_engine(Napi::Env env, Napi::Object exports) { return sdxl::addon::init(env, exports); }
+NODE_API_MODULE(sdxl_engine, init_sdxl_engine)

@@ -1,0 +1,39 @@
+// Copying between JavaScript values and engine.h's plain structs. Runs on the
+// main thread only: JS -> C++ before a job starts, C++ -> JS when it is done.
+// Wrong JS types throw a TypeError naming the field ("Expected integer for
+// options.width but received string"); value ranges are the engine's to check.
+#pragma once
+
+#include <napi.h> // Napi::Value, Napi::Object
+
+#include "io/safetensors.h" // io::SafetensorsFile
+#include "sdxl/engine.h"    // LoadOptions, GenerateOptions, VerifyOptions, results
+
+#include <map> // SafetensorsHeader
+#include <string>
+
+namespace sdxl::addon {
+
+// ---- JS -> C++ ---------------------------------------------------------------
+LoadOptions load_options_from_js(const Napi::Value& value);
+GenerateOptions generate_options_from_js(const Napi::Value& value);
+VerifyOptions verify_options_from_js(const Napi::Value& value);
+std::string string_argument(const Napi::CallbackInfo& info, size_t index, const char* name);
+
+// ---- C++ -> JS ---------------------------------------------------------------
+Napi::Object build_info_to_js(Napi::Env env, const BuildInfo& info);
+Napi::Object model_info_to_js(Napi::Env env, const ModelInfo& info);
+Napi::Object token_ids_to_js(Napi::Env env, const TokenIds& ids);
+Napi::Object prompt_embeddings_to_js(Napi::Env env, const PromptEmbeddings& embeddings);
+Napi::Object image_to_js(Napi::Env env, const Image& image);
+Napi::Object verify_report_to_js(Napi::Env env, const VerifyReport& report);
+Napi::Object progress_to_js(Napi::Env env, const Progress& progress);
+
+// Header of a .safetensors file: { tensors: { name: { dtype, shape, dataOffsets } }, metadata }.
+struct SafetensorsHeader {
+  std::map<std::string, io::TensorInfo> tensors;
+  std::map<std::string, std::string> metadata;
+};
+Napi::Object safetensors_header_to_js(Napi::Env env, const SafetensorsHeader& header);
+
+} // namespace sdxl::addon

@@ -1,0 +1,50 @@
+// The engine's loaded SDXL pipeline (engine.h's opaque Model): tokenizers,
+// both text encoders, UNet, VAE and the scheduler config, on one device and
+// dtype, loaded from a diffusers folder or an SGM single-file checkpoint.
+#pragma once
+
+#include <memory>       // std::shared_ptr
+#include <shared_mutex> // std::shared_mutex for LoRA attachment
+#include <string>
+
+#include <torch/torch.h> // torch::Device, torch::Dtype
+
+#include "io/tokenizer.h"          // io::ClipTokenizer
+#include "models/clip.h"           // models::ClipTextModel
+#include "models/unet.h"           // models::UNet2DConditionModel
+#include "models/vae.h"            // models::AutoencoderKL
+#include "sample/noise_schedule.h" // sample::SchedulerConfig
+#include "sdxl/engine.h"           // LoadOptions, RuntimeOptions, CancelFlag, ProgressFn
+
+namespace sdxl {
+
+class Model {
+ public:
+  Model(io::ClipTokenizer tokenizer, io::ClipTokenizer tokenizer_2) :
+      tokenizer(std::move(tokenizer)), tokenizer_2(std::move(tokenizer_2)) {}
+
+  std::string source_layout; // "diffusers" or "sgm-single-file"
+  RuntimeOptions runtime;
+  torch::Device device = torch::kCPU;
+  torch::Dtype dtype = torch::kFloat32;     // text encoders and UNet
+  torch::Dtype vae_dtype = torch::kFloat32; // float32 when the VAE asks to be upcast from float16
+
+  io::ClipTokenizer tokenizer;
+  io::ClipTokenizer tokenizer_2;
+  models::ClipTextModel text_encoder{nullptr};
+  models::ClipTextModel text_encoder_2{nullptr};
+  models::UNet2DConditionModel unet{nullptr};
+  models::AutoencoderKL vae{nullptr};
+  sample::SchedulerConfig scheduler;
+  bool force_zeros_for_empty_prompt = true; // model_index.json; SDXL-base sets it
+
+  // LoRA slots live on the shared modules: a call that attaches adapters holds
+  // this exclusively until it has removed them; every other forward holds it shared.
+  mutable std::shared_mutex lora_mutex;
+};
+
+// Loads a diffusers folder (model_index.json) or an SGM single file; see engine.h.
+std::shared_ptr<Model> load_model_from(const LoadOptions& options, const CancelFlag& cancel,
+                                       const ProgressFn& progress = nullptr);
+
+} // namespace sdxl

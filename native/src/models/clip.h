@@ -1,0 +1,89 @@
+// transformers' CLIPTextModel and CLIPTextModelWithProjection (one class; the
+// projection is present when the config says so). Parameter names are the
+// transformers 4 keys ("text_model.encoder.layers.0.self_attn.q_proj.weight",
+// "text_projection.weight"); load_state_dict also accepts files without the
+// "text_model." prefix (transformers 5 CLIPTextModel).
+#pragma once
+
+#include "models/configs.h" // ClipTextConfig
+#include "models/layers.h"  // Linear, LayerNorm, Embedding
+
+#include <torch/torch.h> // torch::nn::Module
+
+#include <cstdint> // int64_t
+#include <vector>
+
+namespace sdxl::models {
+
+struct ClipTextOutput {
+  torch::Tensor last_hidden_state;          // [B, 77, hidden], after final_layer_norm
+  std::vector<torch::Tensor> hidden_states; // embeddings, then each layer's output (layers + 1)
+  torch::Tensor pooled_output;              // [B, hidden], last_hidden_state at the eos token
+  torch::Tensor text_embeds;                // [B, projection_dim]; undefined without projection
+};
+
+// ----------------------------------------------------------------------------
+// Encoder layer: pre-norm self-attention (causal) and MLP
+
+class ClipAttentionImpl : public torch::nn::Module {
+ public:
+  ClipAttentionImpl(int64_t hidden, int64_t heads, torch::TensorOptions options);
+  torch::Tensor forward(const torch::Tensor& x); // [B, N, hidden] -> same, causal
+
+  int64_t heads;
+  Linear q_proj{nullptr};
+  Linear k_proj{nullptr};
+  Linear v_proj{nullptr};
+  Linear out_proj{nullptr};
+};
+TORCH_MODULE(ClipAttention);
+
+class ClipMlpImpl : public torch::nn::Module {
+ public:
+  ClipMlpImpl(int64_t hidden, int64_t intermediate, std::string act, torch::TensorOptions options);
+  torch::Tensor forward(const torch::Tensor& x); // [B, N, hidden] -> same
+
+  std::string act; // "quick_gelu" or "gelu"
+  Linear fc1{nullptr};
+  Linear fc2{nullptr};
+};
+TORCH_MODULE(ClipMlp);
+
+class ClipEncoderLayerImpl : public torch::nn::Module {
+ public:
+  ClipEncoderLayerImpl(const ClipTextConfig& config, torch::TensorOptions options);
+  torch::Tensor forward(const torch::Tensor& x); // [B, N, hidden] -> same
+
+  LayerNorm layer_norm1{nullptr};
+  ClipAttention self_attn{nullptr};
+  LayerNorm layer_norm2{nullptr};
+  ClipMlp mlp{nullptr};
+};
+TORCH_MODULE(ClipEncoderLayer);
+
+// ----------------------------------------------------------------------------
+// The text model
+
+class ClipTextModelImpl : public torch::nn::Module {
+ public:
+  ClipTextModelImpl(const ClipTextConfig& config, torch::TensorOptions options);
+  ClipTextOutput forward(const torch::Tensor& input_ids); // [B, N] int64
+
+  // Row index of the pooled token per sequence: argmax(ids) when eos_token_id is
+  // the legacy 2 (transformers' rule), else the first eos_token_id. [B, N] -> [B]
+  torch::Tensor pooled_positions(const torch::Tensor& input_ids) const;
+
+  const ClipTextConfig& config() const { return config_; }
+
+  Embedding token_embedding{nullptr};    // text_model.embeddings.token_embedding
+  Embedding position_embedding{nullptr}; // text_model.embeddings.position_embedding
+  std::vector<ClipEncoderLayer> layers;  // text_model.encoder.layers.N
+  LayerNorm final_layer_norm{nullptr};   // text_model.final_layer_norm
+  Linear text_projection{nullptr};       // text_projection (bias-free), with_projection only
+
+ private:
+  ClipTextConfig config_;
+};
+TORCH_MODULE(ClipTextModel);
+
+} // namespace sdxl::models

@@ -1,0 +1,122 @@
+// Thin layers: parameters created with the caller's TensorOptions, math from torch's functional ops.
+#include "models/layers.h"
+
+#include <torch/version.h> // TORCH_VERSION_MAJOR
+
+#include <cmath>  // std::sqrt
+#include <limits> // std::numeric_limits<float>::infinity
+
+namespace sdxl::models {
+
+namespace {
+// Frozen base weights: gradients flow only into LoRA slots or explicitly trained tensors.
+constexpr bool kBaseWeightsRequireGrad = false;
+
+torch::Tensor new_parameter(torch::IntArrayRef shape, const torch::TensorOptions& options) {
+  return torch::empty(shape, options.requires_grad(false));
+}
+} // namespace
+
+// ----------------------------------------------------------------------------
+// Linear
+
+LinearImpl::LinearImpl(int64_t in_features_, int64_t out_features_, bool with_bias,
+                       torch::TensorOptions options)
+    : in_features(in_features_), out_features(out_features_) {
+  weight = register_parameter("weight", new_parameter({out_features, in_features}, options),
+                              kBaseWeightsRequireGrad);
+  if (with_bias) {
+    bias = register_parameter("bias", new_parameter({out_features}, options), kBaseWeightsRequireGrad);
+  }
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  torch::Tensor y = torch::linear(x, weight, bias); // [..., out]
+  for (const LoraSlot& lora : loras) {
+    torch::Tensor low = torch::linear(x.to(lora.down.scalar_type()), lora.down); // [..., r]
+    torch::Tensor delta = torch::linear(low, lora.up);                            // [..., out]
+    y = y + (delta * lora.scale).to(y.scalar_type());
+  }
+  return y;
+}
+
+// ----------------------------------------------------------------------------
+// Conv2d
+
+Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
+                       int64_t stride_, int64_t padding_, torch::TensorOptions options)
+    : stride(stride_), padding(padding_) {
+  weight = register_parameter(
+      "weight", new_parameter({out_channels, in_channels, kernel_size, kernel_size}, options),
+      kBaseWeightsRequireGrad);
+  bias = register_parameter("bias", new_parameter({out_channels}, options), kBaseWeightsRequireGrad);
+}
+
+torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
+  return torch::conv2d(x, weight, bias, {stride, stride}, {padding, padding});
+}
+
+// ----------------------------------------------------------------------------
+// GroupNorm, LayerNorm
+
+GroupNormImpl::GroupNormImpl(int64_t num_groups_, int64_t num_channels, double eps_,
+                             torch::TensorOptions options)
+    : num_groups(num_groups_), eps(eps_) {
+  TORCH_CHECK(num_channels % num_groups == 0, "GroupNorm: ", num_channels,
+              " channels are not divisible into ", num_groups, " groups");
+  weight = register_parameter("weight", new_parameter({num_channels}, options), kBaseWeightsRequireGrad);
+  bias = register_parameter("bias", new_parameter({num_channels}, options), kBaseWeightsRequireGrad);
+}
+
+torch::Tensor GroupNormImpl::forward(const torch::Tensor& x) {
+  return torch::group_norm(x, num_groups, weight, bias, eps);
+}
+
+LayerNormImpl::LayerNormImpl(int64_t dim_, double eps_, torch::TensorOptions options)
+    : dim(dim_), eps(eps_) {
+  weight = register_parameter("weight", new_parameter({dim}, options), kBaseWeightsRequireGrad);
+  bias = register_parameter("bias", new_parameter({dim}, options), kBaseWeightsRequireGrad);
+}
+
+torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) {
+  return torch::layer_norm(x, {dim}, weight, bias, eps);
+}
+
+// ----------------------------------------------------------------------------
+// Embedding
+
+EmbeddingImpl::EmbeddingImpl(int64_t num_embeddings, int64_t dim, torch::TensorOptions options) {
+  weight = register_parameter("weight", new_parameter({num_embeddings, dim}, options),
+                              kBaseWeightsRequireGrad);
+}
+
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) {
+  return torch::embedding(weight, ids);
+}
+
+// ----------------------------------------------------------------------------
+// Attention math
+
+torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                           const torch::Tensor& v, bool causal, bool upcast) {
+  const bool compute_in_float = upcast && q.scalar_type() != torch::kFloat;
+#if TORCH_VERSION_MAJOR >= 2
+  if (!compute_in_float) {
+    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal); // [B, heads, N, d]
+  }
+#endif
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  torch::Tensor qs = compute_in_float ? q.to(torch::kFloat) : q;
+  torch::Tensor ks = compute_in_float ? k.to(torch::kFloat) : k;
+  torch::Tensor scores = torch::matmul(qs * scale, ks.transpose(-1, -2)); // [B, heads, N, M]
+  if (causal) {
+    const int64_t n = scores.size(-2), m = scores.size(-1);
+    torch::Tensor future =
+        torch::ones({n, m}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
+    scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+  }
+  torch::Tensor probs = torch::softmax(scores, -1).to(v.scalar_type()); // [B, heads, N, M]
+  return torch::matmul(probs, v);                                        // [B, heads, N, d]
+}
+
+} // namespace sdxl::models

@@ -1,0 +1,105 @@
+// Thin parameter-holding layers for the SDXL models (Linear, Conv2d, GroupNorm,
+// LayerNorm, Embedding). Unlike torch::nn's, they take a TensorOptions for
+// their parameters, so a whole model can be built on the meta device (no
+// allocation) or directly in the dtype/device it will run in. Parameters are
+// left uninitialised: every model here is filled by load_state_dict.
+// Parameter names are the PyTorch ones ("weight", "bias"), so module paths are
+// the diffusers / transformers state-dict keys.
+#pragma once
+
+#include <torch/torch.h> // torch::nn::Module, torch::Tensor, TORCH_MODULE
+
+#include <cstdint> // int64_t
+#include <vector>  // std::vector<LoraSlot>
+
+namespace sdxl::models {
+
+// ----------------------------------------------------------------------------
+// Linear with unmerged LoRA slots
+
+// One low-rank adapter on a Linear: y += scale * (x down^T) up^T.
+struct LoraSlot {
+  torch::Tensor down; // [r, in]
+  torch::Tensor up;   // [out, r]
+  double scale = 1.0; // alpha / rank * user scale
+};
+
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features, bool with_bias, torch::TensorOptions options);
+
+  // y = x W^T + b + sum_i scale_i * (x down_i^T) up_i^T; the base weight is never modified.
+  torch::Tensor forward(const torch::Tensor& x);
+
+  int64_t in_features;
+  int64_t out_features;
+  torch::Tensor weight; // [out, in]
+  torch::Tensor bias;   // [out] or undefined
+  std::vector<LoraSlot> loras;
+};
+TORCH_MODULE(Linear);
+
+// ----------------------------------------------------------------------------
+// Convolution and normalisation
+
+class Conv2dImpl : public torch::nn::Module {
+ public:
+  Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride,
+             int64_t padding, torch::TensorOptions options);
+  torch::Tensor forward(const torch::Tensor& x); // [B, in, H, W] -> [B, out, H', W']
+
+  int64_t stride;
+  int64_t padding;
+  torch::Tensor weight; // [out, in, k, k]
+  torch::Tensor bias;   // [out]
+};
+TORCH_MODULE(Conv2d);
+
+class GroupNormImpl : public torch::nn::Module {
+ public:
+  GroupNormImpl(int64_t num_groups, int64_t num_channels, double eps, torch::TensorOptions options);
+  torch::Tensor forward(const torch::Tensor& x); // [B, C, ...] -> same
+
+  int64_t num_groups;
+  double eps;
+  torch::Tensor weight; // [C]
+  torch::Tensor bias;   // [C]
+};
+TORCH_MODULE(GroupNorm);
+
+class LayerNormImpl : public torch::nn::Module {
+ public:
+  LayerNormImpl(int64_t dim, double eps, torch::TensorOptions options);
+  torch::Tensor forward(const torch::Tensor& x); // [..., dim] -> same
+
+  int64_t dim;
+  double eps;
+  torch::Tensor weight; // [dim]
+  torch::Tensor bias;   // [dim]
+};
+TORCH_MODULE(LayerNorm);
+
+class EmbeddingImpl : public torch::nn::Module {
+ public:
+  EmbeddingImpl(int64_t num_embeddings, int64_t dim, torch::TensorOptions options);
+  torch::Tensor forward(const torch::Tensor& ids); // [...] int64 -> [..., dim]
+
+  torch::Tensor weight; // [num_embeddings, dim]
+};
+TORCH_MODULE(Embedding);
+
+// ----------------------------------------------------------------------------
+// Shared helpers
+
+// Multi-head attention on [B, heads, N, head_dim] tensors; softmax(q k^T / sqrt(d)) v.
+// `causal` masks future positions (CLIP). `upcast` computes scores in float32.
+torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                           const torch::Tensor& v, bool causal = false,
+                                           bool upcast = false);
+
+// A placeholder child without parameters, so ModuleList indices match diffusers
+// (e.g. "ff.net.1" is a Dropout there; "ff.net.2" must stay index 2).
+class PlaceholderImpl : public torch::nn::Module {};
+TORCH_MODULE(Placeholder);
+
+} // namespace sdxl::models

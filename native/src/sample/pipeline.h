@@ -1,0 +1,57 @@
+// Text-to-image with the Euler sampler and classifier-free guidance, the loop
+// of diffusers' StableDiffusionXLPipeline.__call__ for already encoded prompts:
+// scale the starting latents by init_noise_sigma, run the UNet on the
+// [unconditional, conditional] batch each step, guide, step, then decode
+// latents / scaling_factor with the VAE.
+#pragma once
+
+#include <cstdint>    // int64_t, uint8_t
+#include <functional> // std::function step callback
+#include <vector>     // RGB bytes
+
+#include <torch/torch.h> // torch::Tensor
+
+#include "models/unet.h"          // models::UNet2DConditionModel
+#include "models/vae.h"           // models::AutoencoderKL
+#include "sample/euler.h"         // EulerDiscreteScheduler
+#include "sample/noise_schedule.h" // SchedulerConfig
+
+namespace sdxl::sample {
+
+struct Text2ImageInputs {
+  torch::Tensor prompt_embeds;                 // [B, 77, cross_attention_dim]
+  torch::Tensor pooled_prompt_embeds;          // [B, projection_dim]
+  torch::Tensor negative_prompt_embeds;        // [B, 77, cross_attention_dim]
+  torch::Tensor negative_pooled_prompt_embeds; // [B, projection_dim]
+  torch::Tensor time_ids;                      // [B, 6]; the unconditional branch uses the same
+  torch::Tensor latents;                       // [B, 4, H/8, W/8] ~ N(0, 1), before init_noise_sigma
+  int64_t steps = 30;
+  double guidance_scale = 5.0; // <= 1 disables classifier-free guidance, as in diffusers
+};
+
+struct Text2ImageResult {
+  torch::Tensor latents; // [B, 4, H/8, W/8] after the last step
+  torch::Tensor image;   // [B, 3, H, W] in about [-1, 1], float32, not post-processed
+};
+
+// Called before each step (step, total) and once more before decoding (total, total);
+// throw from it (e.g. Cancelled) to stop the loop.
+using StepCallback = std::function<void(int64_t step, int64_t total)>;
+
+// Runs the denoising loop and the VAE decode without autograd.
+Text2ImageResult text_to_image(models::UNet2DConditionModel& unet, models::AutoencoderKL& vae,
+                               const SchedulerConfig& scheduler_config, const Text2ImageInputs& inputs,
+                               const StepCallback& on_step = nullptr);
+
+// The denoising loop alone. -> final latents [B, 4, h, w]
+torch::Tensor denoise(models::UNet2DConditionModel& unet, const EulerDiscreteScheduler& scheduler,
+                      const Text2ImageInputs& inputs, const StepCallback& on_step = nullptr);
+
+// latents [B, 4, h, w] -> image [B, 3, 8h, 8w] (float32), dividing by the VAE's scaling factor.
+torch::Tensor decode_latents(models::AutoencoderKL& vae, const torch::Tensor& latents);
+
+// image [1, 3, H, W] in [-1, 1] -> row-major RGB bytes, H * W * 3, as diffusers'
+// image processor does: (x / 2 + 0.5).clamp(0, 1) * 255, rounded.
+std::vector<uint8_t> image_to_rgb8(const torch::Tensor& image);
+
+} // namespace sdxl::sample

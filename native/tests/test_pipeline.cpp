@@ -1,0 +1,322 @@
+// Sampling and training against the golden fixture: Euler tables, SDXL prompt
+// encoding, a 4-step text-to-image run, the DDPM loss with and without LoRA,
+// generate() behaviour and the whole verify() for both model layouts.
+#include "check.h" // TEST_CASE, CHECK, CHECK_CLOSE, CHECK_THROWS_WITH
+
+#include <filesystem> // std::filesystem::temp_directory_path
+#include <fstream>    // std::ifstream golden.json
+#include <string>
+
+#include <nlohmann/json.hpp> // golden.json settings
+
+#include "engine/model.h"           // Model, load_model_from
+#include "io/safetensors.h"         // io::SafetensorsFile
+#include "lora/apply.h"             // lora::apply_lora, clear_loras, lora_targets
+#include "lora/lora_file.h"         // lora::load_lora_file
+#include "sample/euler.h"           // sample::EulerDiscreteScheduler
+#include "sample/pipeline.h"        // sample::text_to_image
+#include "sample/prompt_encoding.h" // sample::encode_prompts, add_time_ids
+#include "sdxl/engine.h"            // verify, generate, tokenize
+#include "train/ddpm_loss.h"        // train::ddpm_loss
+
+using namespace sdxl;
+
+namespace {
+
+constexpr double kTableTolerance = 1e-5; // text encoders and scheduler tables
+constexpr double kModelTolerance = 1e-4; // UNet, VAE, pipeline, training
+
+std::string model_dir() { return test::fixtures_dir() + "/tiny-sdxl"; }
+std::string golden_dir() { return test::fixtures_dir() + "/tiny-sdxl-golden"; }
+std::string single_file() { return test::fixtures_dir() + "/tiny-sdxl-single-file/tiny_sdxl_sgm.safetensors"; }
+
+const io::SafetensorsFile& golden() {
+  static const io::SafetensorsFile file = io::SafetensorsFile::open(golden_dir() + "/golden.safetensors");
+  return file;
+}
+
+const nlohmann::json& golden_settings() {
+  static const nlohmann::json settings = [] {
+    std::ifstream file(golden_dir() + "/golden.json");
+    return nlohmann::json::parse(file);
+  }();
+  return settings;
+}
+
+// One float32 CPU model for the whole executable (tiny: loads in well under a second).
+Model& tiny_model() {
+  static const std::shared_ptr<Model> model = [] {
+    LoadOptions options;
+    options.model_path = model_dir();
+    return load_model_from(options, CancelFlag{});
+  }();
+  return *model;
+}
+
+double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.sizes() != b.sizes()) return 1e30;
+  return (a.detach().cpu().to(torch::kFloat64) - b.detach().cpu().to(torch::kFloat64)).abs().max().item<double>();
+}
+
+#define CHECK_TENSOR(computed, golden_name, tol)                                         \
+  do {                                                                                   \
+    const double diff_ = max_abs_diff((computed), golden().tensor(golden_name));         \
+    std::cerr << "    " << (golden_name) << " max|diff| " << diff_ << "\n";              \
+    CHECK(diff_ <= (tol));                                                               \
+  } while (0)
+
+sample::SchedulerConfig fixture_scheduler() {
+  return sample::SchedulerConfig::from_file(model_dir() + "/scheduler/scheduler_config.json");
+}
+
+} // namespace
+
+// ---------------------------------------------------------------------------
+// Scheduler tables
+
+TEST_CASE(euler_tables_match_diffusers) {
+  const sample::EulerDiscreteScheduler thirty(fixture_scheduler(), 30);
+  CHECK_TENSOR(thirty.timesteps(), "sched.euler30.timesteps", 0.0);
+  CHECK_TENSOR(thirty.sigmas(), "sched.euler30.sigmas", kTableTolerance);
+  const sample::EulerDiscreteScheduler four(fixture_scheduler(), 4);
+  CHECK_TENSOR(four.timesteps(), "pipe.sched.timesteps", 0.0);
+  CHECK_TENSOR(four.sigmas(), "pipe.sched.sigmas", kTableTolerance);
+  CHECK_TENSOR(four.init_noise_sigma().reshape({1}), "pipe.sched.init_noise_sigma", kTableTolerance);
+  CHECK_TENSOR(sample::train_alphas_cumprod(fixture_scheduler()), "train.ddpm.alphas_cumprod", kTableTolerance);
+}
+
+TEST_CASE(scheduler_config_rejects_what_it_does_not_implement) {
+  nlohmann::json config = {{"use_karras_sigmas", true}};
+  CHECK_THROWS_WITH(sample::SchedulerConfig::from_json(config), "use_karras_sigmas");
+  config = {{"timestep_spacing", "random"}};
+  CHECK_THROWS_WITH(sample::SchedulerConfig::from_json(config), "timestep_spacing");
+  config = {{"prediction_type", "sample"}};
+  CHECK_THROWS_WITH(sample::SchedulerConfig::from_json(config), "prediction_type");
+  CHECK_THROWS_WITH(sample::EulerDiscreteScheduler(fixture_scheduler(), 0), "steps");
+}
+
+TEST_CASE(trailing_spacing_ends_at_the_last_train_step) {
+  sample::SchedulerConfig config = fixture_scheduler();
+  config.timestep_spacing = "trailing";
+  const sample::EulerDiscreteScheduler scheduler(config, 4);
+  // arange(1000, 0, -250).round() - 1
+  CHECK(scheduler.timesteps().equal(torch::tensor({999.0f, 749.0f, 499.0f, 249.0f})));
+  CHECK(scheduler.init_noise_sigma().item<double>() == scheduler.sigmas().max().item<double>());
+}
+
+// ---------------------------------------------------------------------------
+// Prompt encoding
+
+TEST_CASE(prompt_encoding_matches_text_encoder_references) {
+  torch::NoGradGuard no_grad;
+  Model& model = tiny_model();
+  const std::string prompt = golden_settings().at("pipeline").at("prompt").get<std::string>();
+  const sample::PromptEncoding encoding =
+      sample::encode_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder, model.text_encoder_2, {prompt});
+  CHECK_TENSOR(encoding.prompt_embeds, "te.out.sdxl_prompt_embeds", kTableTolerance);
+  CHECK_TENSOR(encoding.pooled_prompt_embeds, "te2.out.text_embeds", kTableTolerance);
+  CHECK_TENSOR(encoding.text_encoder.last_hidden_state, "te1.out.last_hidden_state", kTableTolerance);
+  CHECK_TENSOR(encoding.text_encoder.pooled_output, "te1.out.pooler_output", kTableTolerance);
+  CHECK_TENSOR(encoding.text_encoder_2.last_hidden_state, "te2.out.last_hidden_state", kTableTolerance);
+
+  const TokenIds ids = tokenize(model, prompt);
+  CHECK(torch::tensor(ids.tokenizer).reshape({1, 77}).equal(golden().tensor("te1.in.input_ids")));
+  CHECK(torch::tensor(ids.tokenizer_2).reshape({1, 77}).equal(golden().tensor("te2.in.input_ids")));
+
+  const PromptEmbeddings host = encode_prompt(model, prompt);
+  CHECK(host.prompt_embeds.shape == (std::vector<int64_t>{1, 77, 64}));
+  CHECK(host.pooled_prompt_embeds.shape == (std::vector<int64_t>{1, 32}));
+}
+
+TEST_CASE(empty_negative_prompt_is_zeros_only_when_the_model_says_so) {
+  torch::NoGradGuard no_grad;
+  Model& model = tiny_model();
+  const sample::PromptEncoding positive = sample::encode_prompts(
+      model.tokenizer, model.tokenizer_2, model.text_encoder, model.text_encoder_2, {"a horse"});
+  const auto zeros = sample::encode_negative_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder,
+                                                     model.text_encoder_2, {""}, positive, true);
+  CHECK_TENSOR(zeros.prompt_embeds, "pipe.negative_prompt_embeds", 0.0);
+  CHECK(zeros.pooled_prompt_embeds.abs().max().item<double>() == 0);
+  const auto encoded_empty = sample::encode_negative_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder,
+                                                             model.text_encoder_2, {""}, positive, false);
+  CHECK(encoded_empty.prompt_embeds.abs().max().item<double>() > 0);
+  const auto blurry = sample::encode_negative_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder,
+                                                      model.text_encoder_2, {"blurry"}, positive, true);
+  const auto direct = sample::encode_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder,
+                                             model.text_encoder_2, {"blurry"});
+  CHECK(blurry.prompt_embeds.equal(direct.prompt_embeds));
+}
+
+TEST_CASE(add_time_ids_are_the_pipelines) {
+  const auto expected = golden_settings().at("pipeline").at("add_time_ids").get<std::vector<double>>();
+  const torch::Tensor ids =
+      sample::add_time_ids(sample::SizeConditioning::for_output(128, 128), 2, torch::kFloat32, torch::kCPU);
+  CHECK(ids.sizes() == (std::vector<int64_t>{2, 6}));
+  CHECK(ids[1].equal(torch::tensor(expected, torch::kFloat64).to(torch::kFloat32)));
+}
+
+// ---------------------------------------------------------------------------
+// Pipeline
+
+TEST_CASE(four_step_pipeline_matches_diffusers) {
+  torch::NoGradGuard no_grad;
+  Model& model = tiny_model();
+  const nlohmann::json& settings = golden_settings().at("pipeline");
+  const sample::PromptEncoding positive = sample::encode_prompts(
+      model.tokenizer, model.tokenizer_2, model.text_encoder, model.text_encoder_2,
+      {settings.at("prompt").get<std::string>()});
+  const auto negative = sample::encode_negative_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder,
+                                                        model.text_encoder_2, {""}, positive,
+                                                        model.force_zeros_for_empty_prompt);
+  sample::Text2ImageInputs inputs;
+  inputs.prompt_embeds = positive.prompt_embeds;
+  inputs.pooled_prompt_embeds = positive.pooled_prompt_embeds;
+  inputs.negative_prompt_embeds = negative.prompt_embeds;
+  inputs.negative_pooled_prompt_embeds = negative.pooled_prompt_embeds;
+  inputs.time_ids = sample::add_time_ids(sample::SizeConditioning::for_output(128, 128), 1, torch::kFloat32,
+                                         torch::kCPU);
+  inputs.latents = golden().tensor("pipe.in.latents");
+  inputs.steps = settings.at("num_inference_steps").get<int64_t>();
+  inputs.guidance_scale = settings.at("guidance_scale").get<double>();
+  int64_t callbacks = 0;
+  const auto result = sample::text_to_image(model.unet, model.vae, model.scheduler, inputs,
+                                            [&](int64_t, int64_t) { ++callbacks; });
+  CHECK(callbacks == inputs.steps + 1);
+  CHECK_TENSOR(result.latents, "pipe.out.latents", kModelTolerance);
+  CHECK_TENSOR(result.image, "pipe.out.image", kModelTolerance);
+}
+
+TEST_CASE(generate_is_seeded_sized_and_cancellable) {
+  Model& model = tiny_model();
+  GenerateOptions options;
+  options.prompt = "a photo of an astronaut riding a horse";
+  options.width = 64;
+  options.height = 48;
+  options.steps = 2;
+  options.seed = 7;
+  int64_t denoising_reports = 0;
+  const ProgressFn progress = [&](const Progress& p) { denoising_reports += p.phase == "denoising"; };
+  const Image first = generate(model, options, progress, CancelFlag{});
+  CHECK(first.width == 64 && first.height == 48);
+  CHECK(first.rgb.size() == static_cast<size_t>(64 * 48 * 3));
+  CHECK(denoising_reports == 2);
+  const Image again = generate(model, options, nullptr, CancelFlag{});
+  CHECK(first.rgb == again.rgb);
+  options.seed = 8;
+  CHECK(generate(model, options, nullptr, CancelFlag{}).rgb != first.rgb);
+
+  options.seed = 7;
+  options.loras.push_back({golden_dir() + "/lora/tiny_lora_kohya.safetensors", 1.0});
+  CHECK(generate(model, options, nullptr, CancelFlag{}).rgb != first.rgb);
+  // The adapter is detached afterwards: the plain result is back.
+  options.loras.clear();
+  CHECK(generate(model, options, nullptr, CancelFlag{}).rgb == first.rgb);
+
+  CancelFlag cancel;
+  cancel.request();
+  CHECK_THROWS_WITH(generate(model, options, nullptr, cancel), "cancelled");
+  options.width = 60;
+  CHECK_THROWS_WITH(generate(model, options, nullptr, CancelFlag{}), "multiple of 8 for width");
+}
+
+// ---------------------------------------------------------------------------
+// Training loss
+
+TEST_CASE(ddpm_loss_and_lora_gradients_match_diffusers) {
+  Model& model = tiny_model();
+  train::DdpmLossInputs inputs;
+  inputs.latents = golden().tensor("train.in.latents");
+  inputs.noise = golden().tensor("train.in.noise");
+  inputs.timesteps = golden().tensor("train.in.timestep");
+  inputs.encoder_hidden_states = golden().tensor("train.in.encoder_hidden_states");
+  inputs.text_embeds = golden().tensor("train.in.text_embeds");
+  inputs.time_ids = golden().tensor("train.in.time_ids");
+  const torch::Tensor alphas_cumprod = sample::train_alphas_cumprod(model.scheduler);
+
+  const train::DdpmLossOutput base = train::ddpm_loss(model.unet, alphas_cumprod, inputs);
+  CHECK_TENSOR(base.noisy_latents, "train.noisy_latents", kModelTolerance);
+  CHECK_TENSOR(base.loss.reshape({1}), "train.base.loss", kModelTolerance);
+
+  const auto targets = lora::lora_targets(model.unet.get(), nullptr, nullptr);
+  lora::apply_lora(model.unet.get(), nullptr, nullptr,
+                   lora::load_lora_file(golden_dir() + "/lora/tiny_lora_peft.safetensors", targets), 1.0);
+  const train::LoraParameters parameters = train::enable_lora_training(*model.unet);
+  CHECK(parameters.down.size() == 224 && parameters.up.size() == 224);
+  const train::DdpmLossOutput adapted = train::ddpm_loss(model.unet, alphas_cumprod, inputs);
+  adapted.loss.backward();
+  CHECK_TENSOR(adapted.prediction, "train.lora.pred", kModelTolerance);
+  CHECK_TENSOR(adapted.loss.detach().reshape({1}), "train.lora.loss", kModelTolerance);
+  CHECK_TENSOR(torch::tensor({train::global_grad_norm(parameters.down)}), "train.lora.grad_norm_A", kModelTolerance);
+  CHECK_TENSOR(torch::tensor({train::global_grad_norm(parameters.up)}), "train.lora.grad_norm_B", kModelTolerance);
+  // The base weights are frozen: no gradient reached them.
+  for (const auto& parameter : model.unet->parameters()) CHECK(!parameter.grad().defined());
+  lora::clear_loras(model.unet.get(), nullptr, nullptr);
+  CHECK(train::lora_parameters(*model.unet).down.empty());
+}
+
+// ---------------------------------------------------------------------------
+// verify() on both layouts
+
+void check_verify(VerifyOptions options, const std::string& out_name) {
+  // The computed tensors go to a temporary file, one per row.
+  const std::string out_path = (std::filesystem::temp_directory_path() / out_name).string();
+  options.out_path = out_path;
+  int64_t progress_reports = 0, last_total = 0;
+  const ProgressFn progress = [&](const Progress& p) {
+    if (p.phase != "verifying") return;
+    ++progress_reports;
+    last_total = p.total;
+  };
+  const VerifyReport report = verify(options, progress, CancelFlag{});
+  for (const auto& row : report.rows) {
+    std::cerr << "    " << (row.pass ? "ok   " : "FAIL ") << row.name << " " << row.max_abs_diff << " <= "
+              << row.tolerance << "\n";
+  }
+  CHECK(report.pass);
+  CHECK(report.rows.size() >= 40);
+  CHECK(progress_reports == static_cast<int64_t>(report.rows.size()));
+  CHECK(last_total == static_cast<int64_t>(report.rows.size()));
+  const io::SafetensorsFile written = io::SafetensorsFile::open(out_path);
+  CHECK(written.keys().size() == report.rows.size());
+  CHECK(written.contains("lora.unet.out.sample_merged[tiny_lora_kohya]"));
+  CHECK(written.tensor("pipe.out.image").sizes() == golden().tensor("pipe.out.image").sizes());
+  std::filesystem::remove(out_path);
+}
+
+TEST_CASE(verify_passes_on_the_diffusers_folder) {
+  VerifyOptions options;
+  options.model_path = model_dir();
+  options.golden_dir = golden_dir();
+  check_verify(options, "nc2_verify_folder.safetensors");
+}
+
+TEST_CASE(verify_passes_on_the_single_file) {
+  VerifyOptions options;
+  options.model_path = single_file();
+  options.config_dir = model_dir();
+  options.golden_dir = golden_dir();
+  check_verify(options, "nc2_verify_single_file.safetensors");
+}
+
+TEST_CASE(verify_stops_between_tensors_when_cancelled) {
+  VerifyOptions options;
+  options.model_path = model_dir();
+  options.golden_dir = golden_dir();
+  CancelFlag cancel;
+  int64_t computed = 0;
+  const ProgressFn progress = [&](const Progress& p) {
+    if (p.phase != "verifying") return;
+    ++computed;
+    cancel.request();
+  };
+  CHECK_THROWS_WITH(verify(options, progress, cancel), "cancelled");
+  CHECK(computed == 1);
+}
+
+TEST_CASE(single_file_without_tokenizers_says_what_is_missing) {
+  LoadOptions options;
+  options.model_path = single_file();
+  CHECK_THROWS_WITH(load_model_from(options, CancelFlag{}), "tokenizer");
+}
+
+SDXL_TEST_MAIN()
