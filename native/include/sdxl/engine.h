@@ -66,7 +66,8 @@ BuildInfo build_info();
 
 struct LoadOptions {
   std::string model_path; // a diffusers folder (model_index.json) or one SGM .safetensors file
-  std::string config_dir; // for a single file: a diffusers folder whose configs to use; empty = SDXL-base
+  std::string config_dir; // for a single file: a diffusers folder whose configs and tokenizers to use;
+                          // empty = SDXL-base configs and tokenizer/, tokenizer_2/ beside the file
   RuntimeOptions runtime;
 };
 

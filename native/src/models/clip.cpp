@@ -9,12 +9,6 @@ namespace sdxl::models {
 namespace {
 constexpr double kQuickGeluSlope = 1.702;  // x * sigmoid(1.702 x)
 constexpr int64_t kLegacyEosTokenId = 2;   // configs predating the real eos id: pool at argmax(ids)
-
-template <typename Holder>
-void register_list(torch::nn::Module& parent, const std::string& name, const std::vector<Holder>& modules) {
-  auto list = parent.register_module(name, torch::nn::ModuleList());
-  for (const auto& m : modules) list->push_back(m);
-}
 } // namespace
 
 // ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #include <torch/torch.h> // torch::nn::Module, torch::Tensor, TORCH_MODULE
 
 #include <cstdint> // int64_t
+#include <string>  // module names
 #include <vector>  // std::vector<LoraSlot>
 
 namespace sdxl::models {
@@ -101,5 +102,21 @@ torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::
 // (e.g. "ff.net.1" is a Dropout there; "ff.net.2" must stay index 2).
 class PlaceholderImpl : public torch::nn::Module {};
 TORCH_MODULE(Placeholder);
+
+// Registers `modules` under `name` as a ModuleList so their keys read "name.N",
+// as diffusers names them; an empty list registers nothing.
+template <typename Holder>
+void register_list(torch::nn::Module& parent, const std::string& name, const std::vector<Holder>& modules) {
+  if (modules.empty()) return;
+  auto list = parent.register_module(name, torch::nn::ModuleList());
+  for (const auto& m : modules) list->push_back(m);
+}
+
+// Registers one module as "name.0" (diffusers keeps resamplers in one-element lists).
+template <typename Holder>
+void register_single(torch::nn::Module& parent, const std::string& name, const Holder& module) {
+  auto list = parent.register_module(name, torch::nn::ModuleList());
+  list->push_back(module);
+}
 
 } // namespace sdxl::models

@@ -11,20 +11,6 @@ constexpr double kMaxPeriod = 10000.0;       // sinusoidal timestep features
 constexpr int64_t kTimeIdsPerSample = 6;     // original size, crop top-left, target size
 const std::string kTracePrefix = "unet.dbg.";
 
-// Registers `modules` under `name` as a ModuleList so their keys read "name.N".
-template <typename Holder>
-void register_list(torch::nn::Module& parent, const std::string& name, const std::vector<Holder>& modules) {
-  if (modules.empty()) return;
-  auto list = parent.register_module(name, torch::nn::ModuleList());
-  for (const auto& m : modules) list->push_back(m);
-}
-
-// Registers one resampler as "name.0" (diffusers keeps them in a one-element list).
-template <typename Holder>
-void register_single(torch::nn::Module& parent, const std::string& name, const Holder& module) {
-  auto list = parent.register_module(name, torch::nn::ModuleList());
-  list->push_back(module);
-}
 } // namespace
 
 // ----------------------------------------------------------------------------

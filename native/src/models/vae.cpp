@@ -11,19 +11,6 @@ constexpr int64_t kSamePadding = 1;
 constexpr int64_t kVaeDownsamplePadding = 0; // asymmetric (0, 1, 0, 1) pad before the strided conv
 constexpr double kLogvarMin = -30.0;
 constexpr double kLogvarMax = 20.0;
-
-template <typename Holder>
-void register_list(torch::nn::Module& parent, const std::string& name, const std::vector<Holder>& modules) {
-  if (modules.empty()) return;
-  auto list = parent.register_module(name, torch::nn::ModuleList());
-  for (const auto& m : modules) list->push_back(m);
-}
-
-template <typename Holder>
-void register_single(torch::nn::Module& parent, const std::string& name, const Holder& module) {
-  auto list = parent.register_module(name, torch::nn::ModuleList());
-  list->push_back(module);
-}
 } // namespace
 
 // ----------------------------------------------------------------------------
