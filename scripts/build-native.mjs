@@ -10,7 +10,7 @@
 // Environment: SDXL_NATIVE_BUILD_DIR (default native/build), SDXL_BUILD_JOBS,
 // CMAKE_BUILD_TYPE (default Release), NODE_INCLUDE_DIR.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -20,7 +20,10 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const buildDir = path.resolve(root, process.env.SDXL_NATIVE_BUILD_DIR ?? 'native/build');
 const DEBIAN_TORCH = '/usr/lib/x86_64-linux-gnu/cmake/Torch';
 const TORCH_CONFIG = 'TorchConfig.cmake';
-const FIX = 'apt-get install -y cmake g++ libtorch-dev nlohmann-json3-dev';
+const FIX = 'apt-get install -y cmake g++ libtorch-dev nlohmann-json3-dev libopenblas0-pthread';
+// Debian's libtorch does its float32 matrix products through libblas.so.3; the reference
+// BLAS that Debian falls back to is about 30 times slower than OpenBLAS on a UNet.
+const DEBIAN_BLAS = '/usr/lib/x86_64-linux-gnu/libblas.so.3';
 
 function fail(message) {
   console.error(`build:native: ${message}`);
@@ -99,6 +102,9 @@ checkTool('cmake', 'builds native/');
 const torch = findLibtorch();
 const nodeInclude = findNodeHeaders();
 const addonApiDir = findAddonApi();
+if (torch.dir === DEBIAN_TORCH && existsSync(DEBIAN_BLAS) && realpathSync(DEBIAN_BLAS).includes('/blas/')) {
+  console.warn('build:native: warning: libblas.so.3 is the reference BLAS; install OpenBLAS for fast CPU matrix products: apt-get install -y libopenblas0-pthread');
+}
 console.log(`build:native: libtorch from ${torch.source} (${torch.dir}), Node headers ${nodeInclude}, build in ${buildDir}`);
 
 run(
