@@ -1,22 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { sniffFormat } from '../../src/services/file-sniffing.js';
-import { ImageUploadError } from '../../src/services/image-upload-error.js';
 import { validateImage, type ImageLimits } from '../../src/services/image-validation.js';
 import { animatedWebp, gif, jpeg, png, pngHeaderClaiming, svg, tiff, webp } from '../support/images.js';
 import { buildZip } from '../support/zip.js';
+import { refusal } from '../support/refusal.js';
 
 const limits: ImageLimits = { maxBytes: 5 * 1024 * 1024, maxPixels: 4_000_000, minSide: 256 };
-
-async function refusal(promise: Promise<unknown>): Promise<ImageUploadError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof ImageUploadError, `expected an ImageUploadError, got ${String(error)}`);
-    return error;
-  }
-  assert.fail('expected the image to be refused');
-}
 
 describe('sniffFormat', () => {
   test('names formats from their bytes', async () => {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ImageUploadError } from '../../src/services/image-upload-error.js';
 import { extractZip, isSkippedEntry, pathStem, type ZipLimits } from '../../src/services/zip-extraction.js';
 import { jpeg } from '../support/images.js';
 import { buildZip } from '../support/zip.js';
+import { refusal } from '../support/refusal.js';
 
 const MiB = 1024 * 1024;
 const limits: ZipLimits = {
@@ -13,16 +13,6 @@ const limits: ZipLimits = {
   maxCaptionBytes: 4096,
   maxCompressionRatio: 100,
 };
-
-async function refusal(promise: Promise<unknown>): Promise<ImageUploadError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof ImageUploadError, `expected an ImageUploadError, got ${String(error)}`);
-    return error;
-  }
-  assert.fail('expected the archive to be refused');
-}
 
 describe('zip entry names', () => {
   test('skips folders, __MACOSX, dotfiles and thumbnails', () => {

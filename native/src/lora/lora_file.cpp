@@ -59,6 +59,13 @@ std::string list_keys(const std::vector<std::string>& keys) {
   return out.str();
 }
 
+// One error listing every key of a LoRA file that names no module of the model.
+void throw_if_unmatched(const std::string& path, const std::vector<std::string>& unmatched) {
+  if (unmatched.empty()) return;
+  throw std::invalid_argument("LoRA file " + path + ": " + std::to_string(unmatched.size()) +
+                              " keys name no module of the model: " + list_keys(unmatched));
+}
+
 const std::vector<std::string>& targets_of(const LoraTargets& targets, const std::string& component) {
   if (component == kComponentUNet) return targets.unet;
   if (component == kComponentTextEncoder) return targets.text_encoder;
@@ -184,9 +191,7 @@ LoraFile load_kohya(const io::SafetensorsFile& file, const LoraTargets& targets)
       parts.alpha = file.tensor(key).to(torch::kDouble).item<double>();
     }
   }
-  if (!unmatched.empty())
-    throw std::invalid_argument("LoRA file " + file.path() + ": " + std::to_string(unmatched.size()) +
-                                " keys name no module of the model: " + list_keys(unmatched));
+  throw_if_unmatched(file.path(), unmatched);
   LoraFile result;
   result.path = file.path();
   result.layout = sgm_named > 0 ? LoraLayout::KohyaSgm : LoraLayout::KohyaDiffusers;
@@ -281,9 +286,7 @@ LoraFile load_peft(const io::SafetensorsFile& file, const LoraTargets& targets) 
       parts.alpha = file.tensor(key).to(torch::kDouble).item<double>();
     }
   }
-  if (!unmatched.empty())
-    throw std::invalid_argument("LoRA file " + file.path() + ": " + std::to_string(unmatched.size()) +
-                                " keys name no module of the model: " + list_keys(unmatched));
+  throw_if_unmatched(file.path(), unmatched);
   LoraFile result;
   result.path = file.path();
   result.layout = LoraLayout::Peft;
