@@ -6,7 +6,9 @@ import { randomUUID } from 'node:crypto';
 import type { Config } from './config.js';
 import type { Database } from './db/database.js';
 import { buildValidator } from './validation.js';
+import type { CaptionerRegistry } from './captioning/index.js';
 import authPlugin from './plugins/auth.js';
+import captioningPlugin from './plugins/captioning.js';
 import databasePlugin from './plugins/database.js';
 import errorsPlugin from './plugins/errors.js';
 import repositoriesPlugin from './plugins/repositories.js';
@@ -34,6 +36,8 @@ export interface BuildOptions {
   logger?: FastifyServerOptions['logger'];
   /** Use this open database instead of opening one from the config; the caller closes it. */
   database?: Database;
+  /** Caption providers to use instead of the ones the configuration describes (tests). */
+  captioners?: CaptionerRegistry;
 }
 
 /** A caller-supplied x-request-id is kept when it is short and plain, so ids can follow a request across services. */
@@ -70,6 +74,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(databasePlugin, options.database ? { database: options.database } : {});
   await app.register(repositoriesPlugin);
   await app.register(authPlugin);
+  await app.register(captioningPlugin, options.captioners ? { captioners: options.captioners } : {});
   await app.register(healthRoutes);
   await app.register(v1Routes, { prefix: '/v1' });
   return app;

@@ -5,6 +5,9 @@ import { Type, type Static } from 'typebox';
 import { Value } from 'typebox/value';
 // ---- images (S2): the images feature's variables live with it, in src/services/image-limits.ts
 import { ImageEnvProperties, imageConfigFromEnv, type ImageConfig } from './services/image-limits.js';
+// ---- captions (issue 5): providers' variables live in src/captioning/config.ts, the worker's in src/jobs
+import { CaptionConfigError, CaptionEnvProperties, captionConfigFromEnv, SecretFileError, type CaptionConfig } from './captioning/index.js';
+import { CaptionWorkerEnvProperties, type CaptionWorkerConfig } from './jobs/captioning-worker.js';
 
 const MiB = 1024 * 1024;
 
@@ -34,6 +37,9 @@ export const EnvSchema = Type.Object({
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, default: 10_000 }),
   // ---- images (S2): IMAGE_*, DATASET_MAX_IMAGES, UPLOAD_MAX_REQUEST_BYTES, ZIP_*, CAPTION_MAX_BYTES
   ...ImageEnvProperties,
+  // ---- captions: ANTHROPIC_*, OPENAI_COMPAT_*, CAPTION_* and the worker's CAPTION_WORKER_JOBS
+  ...CaptionEnvProperties,
+  ...CaptionWorkerEnvProperties,
 });
 export type Env = Static<typeof EnvSchema>;
 
@@ -53,6 +59,10 @@ export interface Config {
   shutdownGraceMs: number;
   /** ---- images (S2): limits of image uploads and zip archives. */
   images: ImageConfig;
+  /** ---- captions: providers, their keys (as Secrets), limits and retries. */
+  captions: CaptionConfig;
+  /** ---- captions: the background runner of captioning jobs. */
+  captionWorker: CaptionWorkerConfig;
 }
 
 export class ConfigError extends Error {
@@ -78,6 +88,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid configuration: ${[...problems.values()].join('; ')}`);
   }
   const e = converted;
+  let captions: CaptionConfig;
+  try {
+    captions = captionConfigFromEnv(e);
+  } catch (error) {
+    // A default provider without its key, an unreadable key file: named, never the key itself.
+    if (error instanceof CaptionConfigError || error instanceof SecretFileError) throw new ConfigError(`invalid configuration: ${error.message}`);
+    throw error;
+  }
   return {
     port: e.PORT,
     host: e.HOST,
@@ -92,5 +110,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     // ---- images (S2)
     images: imageConfigFromEnv(e),
+    // ---- captions
+    captions,
+    captionWorker: { maxJobs: e.CAPTION_WORKER_JOBS },
   };
 }

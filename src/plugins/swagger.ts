@@ -28,6 +28,8 @@ export default fp(
           { name: 'health', description: 'Liveness and readiness probes (no API key)' },
           { name: 'datasets', description: 'Sets of training photos of one subject' },
           { name: 'images', description: 'The photos of a dataset' },
+          { name: 'captions', description: "Each image's current caption, its history, edits and export" },
+          { name: 'captioning-jobs', description: 'Background jobs that caption a dataset with a vision model or the template' },
         ],
         components: {
           securitySchemes: {

@@ -20,7 +20,10 @@ const imageProperties = {
   height: Type.Integer({ minimum: 1, description: 'Height as displayed (EXIF orientation applied)' }),
   original_filename: Type.Union([Type.String(), Type.Null()], { description: 'Uploaded file name, or the path inside the uploaded zip' }),
   caption: Type.Union([Type.String(), Type.Null()], { description: 'Caption, e.g. from an img01.txt sidecar next to img01.jpg' }),
-  caption_source: Type.Union([Type.String(), Type.Null()], { description: '"upload" for a sidecar caption; null without caption' }),
+  caption_source: Type.Union([Type.String(), Type.Null()], {
+    description:
+      'Who wrote the current caption: "upload" (a sidecar .txt), "manual", "anthropic", "openai-compatible" or "template"; null without caption',
+  }),
   content_url: Type.String({ description: 'Path of the image bytes', examples: ['/v1/images/img_01JD3Q5V8Z6ZK2W7M4N1T0X9PA/content'] }),
   created_at: Timestamp,
 };

@@ -1,6 +1,8 @@
 // Everything under /v1 needs an API key: the hook runs before body parsing, so an
 // unauthenticated upload is refused before it is read.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import captioningJobRoutes from './captioning-jobs/index.js';
+import captionRoutes from './captions/index.js';
 import datasetRoutes from './datasets/index.js';
 import imageRoutes from './images/index.js';
 
@@ -9,6 +11,9 @@ const v1Routes: FastifyPluginAsyncTypebox = async (fastify) => {
   await fastify.register(datasetRoutes, { prefix: '/datasets' });
   // Images live under their dataset: /v1/datasets/{id}/images... (paths are the images plugin's own).
   await fastify.register(imageRoutes);
+  // Captions and captioning jobs: under /v1/datasets/{id}/..., /v1/images/{id}/caption and /v1/captioning-jobs.
+  await fastify.register(captionRoutes);
+  await fastify.register(captioningJobRoutes);
 };
 
 export default v1Routes;

@@ -1,0 +1,403 @@
+// The background runner of captioning jobs, one per process. It claims queued jobs, and
+// running jobs whose lease expired because their process died (FOR UPDATE SKIP LOCKED, so
+// replicas share the queue), renews the lease by heartbeat, captions a job's images with
+// at most CAPTION_CONCURRENCY requests in flight, and stops a job within one heartbeat of
+// a cancel (at once when the cancel arrives at this process). On close it stops claiming,
+// aborts its requests, puts unfinished images back in the queue and releases its jobs, so
+// the next process to start (or another replica) resumes them.
+//
+// Never lose work: each image's caption is committed as soon as it is answered, a
+// provider's answer goes to the cache before anything else, and one image's failure
+// leaves the others alone.
+import type { FastifyBaseLogger } from 'fastify';
+import { randomUUID } from 'node:crypto';
+import os from 'node:os';
+import { Type } from 'typebox';
+import { CaptionError, type Captioner, type CaptionerRegistry, type CaptionProvider, type CaptionSubject } from '../captioning/captioner.js';
+import type { Database } from '../db/database.js';
+import { createCaptioningJobsRepository, type ItemOutcome, type JobRow } from '../repositories/captioning-jobs.js';
+import { createCaptionsRepository, type CacheKey, type CaptionSource } from '../repositories/captions.js';
+import { isHumanCaption, type CaptionsService } from '../services/captions.js';
+import { IMAGE_MEDIA_TYPES } from '../services/file-sniffing.js';
+import type { BlobStore } from '../storage/blob-store.js';
+
+/** A lease outlives many missed heartbeats, so a slow database does not hand a live job to another replica. */
+export const DEFAULT_LEASE_MS = 30_000;
+/** Also how often a job run on another replica notices a cancel. */
+export const DEFAULT_HEARTBEAT_MS = 2_000;
+/** How often to look for jobs queued by other replicas or left by dead ones. */
+export const DEFAULT_POLL_MS = 2_000;
+/** Jobs one process runs side by side (each with its own CAPTION_CONCURRENCY). */
+export const DEFAULT_MAX_JOBS = 2;
+
+/** Environment variables of the worker, merged into the service's EnvSchema by src/config.ts (README "Configuration"). */
+export const CaptionWorkerEnvProperties = {
+  /** Captioning jobs this process runs side by side; 0 runs none here (another replica must). */
+  CAPTION_WORKER_JOBS: Type.Integer({ minimum: 0, maximum: 64, default: DEFAULT_MAX_JOBS }),
+};
+
+/** What src/config.ts keeps of the worker's variables, as Config['captionWorker']. */
+export interface CaptionWorkerConfig {
+  /** 0 = the worker does not start. */
+  maxJobs: number;
+}
+
+export interface CaptioningWorkerOptions {
+  db: Database;
+  captioners: CaptionerRegistry;
+  captions: CaptionsService;
+  blobs: BlobStore;
+  logger: FastifyBaseLogger;
+  /** Most caption requests in flight at once per job. */
+  concurrency: number;
+  maxJobs?: number;
+  leaseMs?: number;
+  heartbeatMs?: number;
+  pollMs?: number;
+}
+
+/** Why a job's run was aborted. */
+type StopReason = 'canceled' | 'shutdown' | 'lease-lost' | 'fatal';
+
+interface RunningJob {
+  controller: AbortController;
+  done: Promise<void>;
+}
+
+interface JobRun {
+  job: JobRow;
+  captioner: Captioner;
+  subject: CaptionSubject;
+  controller: AbortController;
+  /** The error that stopped the job (an API key the provider refused). */
+  fatal?: CaptionError;
+  /** Why the consistency pass failed, when it did. */
+  consistencyError?: CaptionError;
+}
+
+function stopReason(signal: AbortSignal): StopReason | undefined {
+  return signal.aborted ? (signal.reason as StopReason) : undefined;
+}
+
+/** Runs `task` on every item, at most `limit` at a time, and starts no new one once `signal` is aborted. */
+async function forEachLimited<T>(items: readonly T[], limit: number, signal: AbortSignal, task: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (!signal.aborted && next < items.length) await task(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+}
+
+export class CaptioningWorker {
+  /** Identifies this process's leases: host, pid and a random suffix (a restarted pid is another owner). */
+  readonly owner = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  readonly #options: Required<CaptioningWorkerOptions>;
+  readonly #running = new Map<string, RunningJob>();
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = true;
+  #filling: Promise<void> | undefined;
+  #fillAgain = false;
+
+  constructor(options: CaptioningWorkerOptions) {
+    this.#options = {
+      maxJobs: DEFAULT_MAX_JOBS,
+      leaseMs: DEFAULT_LEASE_MS,
+      heartbeatMs: DEFAULT_HEARTBEAT_MS,
+      pollMs: DEFAULT_POLL_MS,
+      ...options,
+    };
+  }
+
+  /** Starts claiming: at once (jobs a dead process left behind), then on every poll and wake(). */
+  start(): void {
+    if (!this.#stopped) return;
+    this.#stopped = false;
+    this.#timer = setInterval(() => this.wake(), this.#options.pollMs);
+    this.#timer.unref();
+    this.wake();
+  }
+
+  /** A job was queued: claim it now rather than at the next poll. */
+  wake(): void {
+    if (this.#stopped) return;
+    if (this.#filling !== undefined) {
+      this.#fillAgain = true;
+      return;
+    }
+    this.#filling = this.#fill().finally(() => {
+      this.#filling = undefined;
+      if (this.#fillAgain) {
+        this.#fillAgain = false;
+        this.wake();
+      }
+    });
+  }
+
+  /** A cancel was asked through this process: stop the job now if it runs here (other replicas see it on their next heartbeat). */
+  cancel(jobId: string): void {
+    this.#running.get(jobId)?.controller.abort('canceled' satisfies StopReason);
+  }
+
+  /** Ids of the jobs running in this process. */
+  runningJobs(): string[] {
+    return [...this.#running.keys()];
+  }
+
+  /** Stops claiming, aborts every running job and waits until each has given its images and lease back. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    await this.#filling;
+    for (const run of this.#running.values()) run.controller.abort('shutdown' satisfies StopReason);
+    await Promise.all([...this.#running.values()].map((r) => r.done));
+  }
+
+  async #fill(): Promise<void> {
+    const jobs = createCaptioningJobsRepository(this.#options.db);
+    try {
+      while (!this.#stopped && this.#running.size < this.#options.maxJobs) {
+        const job = await jobs.claimNext(this.owner, this.#options.leaseMs);
+        if (job === null) return;
+        const controller = new AbortController();
+        const done = this.#run(job, controller)
+          .catch((error: unknown) => this.#options.logger.error({ err: error, job: job.id }, 'captioning job run crashed'))
+          .finally(() => {
+            this.#running.delete(job.id);
+            this.wake();
+          });
+        this.#running.set(job.id, { controller, done });
+      }
+    } catch (error) {
+      // Database away or not migrated yet: the next poll tries again.
+      this.#options.logger.warn({ err: error }, 'could not claim captioning jobs');
+    }
+  }
+
+  async #run(job: JobRow, controller: AbortController): Promise<void> {
+    const { db, logger } = this.#options;
+    const jobs = createCaptioningJobsRepository(db);
+    const log = logger.child({ job: job.id, tenant: job.tenant_id });
+    log.info({ dataset: job.dataset_id, provider: job.provider, claims: job.claims }, job.claims > 1 ? 'captioning job resumed' : 'captioning job started');
+
+    const heartbeat = setInterval(() => {
+      jobs.heartbeat(job.id, this.owner, this.#options.leaseMs).then(
+        (beat) => {
+          if (beat === null) controller.abort('lease-lost' satisfies StopReason);
+          else if (beat.cancelRequested) controller.abort('canceled' satisfies StopReason);
+        },
+        (error: unknown) => log.warn({ err: error }, 'captioning job heartbeat failed'),
+      );
+    }, this.#options.heartbeatMs);
+    heartbeat.unref();
+
+    try {
+      if (job.cancel_requested_at !== null) {
+        // Canceled while its worker was dead.
+        await jobs.cancelOpenItems(job.id);
+        await jobs.finish(job.id, this.owner, 'canceled');
+        log.info('captioning job canceled');
+        return;
+      }
+      const captioner = this.#options.captioners.get(job.provider as CaptionProvider);
+      if (captioner === undefined) {
+        const message = `provider ${job.provider} is not configured on the process that ran the job`;
+        await jobs.requeueRunningItems(job.id);
+        await jobs.failQueuedItems(job.id, 'provider_not_configured', message);
+        await jobs.finish(job.id, this.owner, 'failed', { code: 'provider_not_configured', message });
+        log.warn({ provider: job.provider }, 'captioning job failed: provider not configured');
+        return;
+      }
+      const run: JobRun = {
+        job,
+        captioner,
+        controller,
+        subject: { trigger: job.trigger_token, classWord: job.class_word, ...(job.style_hint !== null ? { styleHint: job.style_hint } : {}) },
+      };
+
+      // Images a dead worker had in flight are tried again.
+      await jobs.requeueRunningItems(job.id);
+      const queued = await jobs.queuedItems(job.id);
+      try {
+        await forEachLimited(queued, this.#options.concurrency, controller.signal, (imageId) => this.#runItem(run, imageId));
+      } catch (error) {
+        // The database failed under us: stop the other lanes; the lease expires and a worker resumes the job.
+        controller.abort('lease-lost' satisfies StopReason);
+        throw error;
+      }
+
+      if (!controller.signal.aborted && job.consistency_pass) {
+        const failed = (await jobs.progress([job.id])).get(job.id)!.failed;
+        if (failed === 0) await this.#consistencyPass(run);
+      }
+      await this.#conclude(run);
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+
+  /** Settles the job from how its run ended. */
+  async #conclude(run: JobRun): Promise<void> {
+    const { job, controller } = run;
+    const jobs = createCaptioningJobsRepository(this.#options.db);
+    const log = this.#options.logger.child({ job: job.id, tenant: job.tenant_id });
+    switch (stopReason(controller.signal)) {
+      case 'shutdown':
+        await jobs.requeueRunningItems(job.id);
+        await jobs.release(job.id, this.owner);
+        log.info('captioning job released for another process (shutting down)');
+        return;
+      case 'lease-lost':
+        log.warn('captioning job lease lost to another worker; leaving the job to it');
+        return;
+      case 'canceled':
+        await jobs.cancelOpenItems(job.id);
+        await jobs.finish(job.id, this.owner, 'canceled');
+        log.info('captioning job canceled');
+        return;
+      case 'fatal': {
+        const fatal = run.fatal!;
+        await jobs.requeueRunningItems(job.id);
+        await jobs.failQueuedItems(job.id, fatal.code, `not attempted: ${fatal.message}`);
+        await jobs.finish(job.id, this.owner, 'failed', { code: fatal.code, message: fatal.message });
+        log.warn({ code: fatal.code }, 'captioning job failed');
+        return;
+      }
+      case undefined: {
+        const progress = (await jobs.progress([job.id])).get(job.id)!;
+        const consistency = run.consistencyError;
+        if (consistency !== undefined) {
+          await jobs.finish(job.id, this.owner, 'failed', { code: consistency.code, message: `consistency pass failed: ${consistency.message}` });
+        } else if (progress.failed > 0) {
+          await jobs.finish(job.id, this.owner, 'failed', { code: 'images_failed', message: `${progress.failed} of ${progress.total} images failed; see errors` });
+        } else {
+          await jobs.finish(job.id, this.owner, 'succeeded');
+        }
+        log.info({ ...progress }, 'captioning job finished');
+      }
+    }
+  }
+
+  /** Captions one image: from the cache when possible, else with one provider request (retried inside). */
+  async #runItem(run: JobRun, imageId: string): Promise<void> {
+    const { job, captioner, subject, controller } = run;
+    const signal = controller.signal;
+    const jobs = createCaptioningJobsRepository(this.#options.db);
+    const finish = async (outcome: ItemOutcome): Promise<void> => {
+      // Nothing updated: the image was deleted meanwhile (its item went with it), or another worker owns the job now.
+      if (!(await jobs.finishItem(job.id, this.owner, imageId, outcome)) && !(await jobs.holdsLease(job.id, this.owner))) {
+        controller.abort('lease-lost' satisfies StopReason);
+      }
+    };
+    if (!(await jobs.startItem(job.id, this.owner, imageId))) return;
+    try {
+      const captionsRepo = createCaptionsRepository(this.#options.db);
+      const image = await captionsRepo.findImage(job.tenant_id, imageId);
+      // A deleted image takes its item with it (ON DELETE CASCADE): nothing to record.
+      if (image === null) return;
+      if (!job.overwrite && isHumanCaption(image)) {
+        await finish({ status: 'skipped' });
+        return;
+      }
+      const key: CacheKey = {
+        tenantId: job.tenant_id,
+        sha256: image.sha256,
+        provider: captioner.provider,
+        model: captioner.model,
+        promptVersion: captioner.promptVersion,
+        trigger: subject.trigger,
+        classWord: subject.classWord,
+        styleHint: subject.styleHint ?? '',
+      };
+      let answer = await captionsRepo.cached(key);
+      const cached = answer !== null;
+      let model = captioner.model;
+      let promptVersion = captioner.promptVersion;
+      if (answer === null) {
+        const bytes = await this.#options.blobs.get(image.sha256);
+        if (bytes === null) {
+          await finish({ status: 'failed', error: { code: 'image_missing', message: 'the image\'s bytes are missing from storage', attempts: 0, httpStatus: null } });
+          return;
+        }
+        const outcome = await captioner.caption(
+          { imageId, filename: image.original_filename ?? imageId, sha256: image.sha256, bytes, mediaType: IMAGE_MEDIA_TYPES[image.format] },
+          subject,
+          signal,
+        );
+        model = outcome.model;
+        promptVersion = outcome.promptVersion;
+        answer = { caption: outcome.caption, input_tokens: outcome.usage.inputTokens, output_tokens: outcome.usage.outputTokens, cost_usd: outcome.costUsd };
+        // Paid for: remember it before anything else can fail.
+        await captionsRepo.cache(key, answer);
+        await jobs.addUsage(job.id, answer.input_tokens, answer.output_tokens, answer.cost_usd);
+      }
+      const write = await this.#options.captions.writeFromJob(job.tenant_id, imageId, {
+        caption: answer.caption,
+        source: captioner.provider as CaptionSource,
+        model,
+        promptVersion,
+        inputTokens: answer.input_tokens,
+        outputTokens: answer.output_tokens,
+        costUsd: answer.cost_usd,
+        cached,
+        jobId: job.id,
+      }, job.overwrite);
+      if (write.written) await finish({ status: 'succeeded', cached, captionId: write.caption.id });
+      // A person wrote a caption while the provider was answering: theirs stays.
+      else if (write.reason === 'human-caption') await finish({ status: 'skipped' });
+    } catch (error) {
+      const reason = stopReason(signal);
+      if (reason !== undefined && reason !== 'fatal') {
+        // #conclude settles the item: canceled, or back to the queue for the next process.
+        return;
+      }
+      if (error instanceof CaptionError) {
+        if (error.code === 'canceled' && reason === 'fatal') return;
+        await finish({ status: 'failed', error: { code: error.code, message: error.message, attempts: error.attempts, httpStatus: error.status ?? null } });
+        this.#options.logger.warn({ job: job.id, image: imageId, code: error.code, status: error.status, attempts: error.attempts }, 'image caption failed');
+        if (error.code === 'auth' && run.fatal === undefined) {
+          // Every other image would fail the same way: stop spending requests.
+          run.fatal = error;
+          controller.abort('fatal' satisfies StopReason);
+        }
+        return;
+      }
+      this.#options.logger.error({ err: error, job: job.id, image: imageId }, 'image caption failed unexpectedly');
+      await finish({ status: 'failed', error: { code: 'internal', message: 'unexpected server error; see the server log', attempts: 0, httpStatus: null } });
+    }
+  }
+
+  /** One more request with every caption of the set; rewrites the machine-written ones it changed. */
+  async #consistencyPass(run: JobRun): Promise<void> {
+    const { job, captioner, subject, controller } = run;
+    const captionsRepo = createCaptionsRepository(this.#options.db);
+    const images = (await captionsRepo.allForDataset(job.tenant_id, job.dataset_id)).filter((i) => i.caption_row !== null);
+    if (images.length === 0) return;
+    try {
+      const result = await captioner.normalize(
+        images.map((i) => ({ imageId: i.image_id, caption: i.caption_row!.caption })),
+        subject,
+        controller.signal,
+      );
+      await createCaptioningJobsRepository(this.#options.db).addUsage(job.id, result.usage.inputTokens, result.usage.outputTokens, result.costUsd);
+      const before = new Map(images.map((i) => [i.image_id, i.caption_row!.caption]));
+      for (const { imageId, caption } of result.captions) {
+        const previous = before.get(imageId);
+        if (previous === undefined || previous === caption || caption.trim() === '') continue;
+        await this.#options.captions.writeFromJob(job.tenant_id, imageId, {
+          caption: caption.trim(),
+          source: captioner.provider as CaptionSource,
+          model: captioner.model,
+          promptVersion: captioner.promptVersion,
+          normalized: true,
+          jobId: job.id,
+        }, job.overwrite);
+      }
+    } catch (error) {
+      if (controller.signal.aborted) return;
+      if (!(error instanceof CaptionError)) throw error;
+      // The captions stand as they were; the job reports the pass's failure.
+      run.consistencyError = error;
+      this.#options.logger.warn({ job: job.id, code: error.code, status: error.status }, 'consistency pass failed');
+    }
+  }
+}
