@@ -2,6 +2,7 @@
 // diffusers names, peft) load to the same normalized adapter, and applying it
 // unmerged to the tiny UNet reproduces diffusers' merged-LoRA output.
 #include "check.h"
+#include "test_support.h" // tiny_dir, golden, load_tiny_unet, run_golden_unet, scratch_path
 
 #include "io/safetensors.h"    // load_safetensors, save_safetensors
 #include "lora/apply.h"        // apply_lora, clear_loras, lora_targets
@@ -14,16 +15,13 @@
 
 #include <nlohmann/json.hpp> // peft metadata
 
-#include <unistd.h> // getpid: a scratch folder per test process
-
 #include <algorithm>  // std::replace
-#include <filesystem> // temporary files
 #include <map>
 #include <string>
 #include <vector>
 
 using namespace sdxl;
-using sdxl::test::fixtures_dir;
+using namespace sdxl::test; // test_support.h
 
 namespace {
 
@@ -31,16 +29,9 @@ constexpr double kUNetTolerance = 1e-4; // fixtures README: independent float32 
 constexpr int64_t kFixtureModules = 224;
 constexpr double kFixtureScale = 0.5; // alpha 2 / rank 4
 
-std::string tiny_dir() { return fixtures_dir() + "/tiny-sdxl"; }
 std::string lora_dir() { return fixtures_dir() + "/tiny-sdxl-golden/lora"; }
 const char* kFixtureFiles[] = {"tiny_lora_kohya.safetensors", "tiny_lora_kohya_diffusers_names.safetensors",
                                "tiny_lora_peft.safetensors"};
-
-const io::TensorMap& golden() {
-  static const io::TensorMap tensors = io::load_safetensors(fixtures_dir() + "/tiny-sdxl-golden/golden.safetensors");
-  return tensors;
-}
-
 
 torch::TensorOptions meta() { return torch::TensorOptions().device(torch::kMeta); }
 
@@ -53,39 +44,6 @@ const lora::LoraTargets& tiny_targets() {
     return lora::lora_targets(unet.get(), te1.get(), te2.get());
   }();
   return targets;
-}
-
-// A scratch folder for files the tests write (fixtures are read-only), removed at exit.
-struct ScratchDir {
-  std::filesystem::path path = std::filesystem::temp_directory_path() / ("sdxl_test_lora_" + std::to_string(::getpid()));
-  ScratchDir() { std::filesystem::create_directories(path); }
-  ~ScratchDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path, ignored);
-  }
-};
-
-std::string scratch_path(const std::string& name) {
-  static const ScratchDir dir;
-  return (dir.path / name).string();
-}
-
-models::UNet2DConditionModel load_tiny_unet() {
-  models::UNet2DConditionModel unet(models::UNetConfig::from_file(tiny_dir() + "/unet/config.json"), torch::kFloat);
-  models::load_state_dict(*unet, io::load_safetensors(tiny_dir() + "/unet/diffusion_pytorch_model.safetensors"), "unet");
-  return unet;
-}
-
-torch::Tensor run_golden_unet(models::UNet2DConditionModel& unet) {
-  torch::NoGradGuard no_grad;
-  return unet->forward(golden().at("unet.in.sample"), golden().at("unet.in.timestep"),
-                       golden().at("unet.in.encoder_hidden_states"), golden().at("unet.in.text_embeds"),
-                       golden().at("unet.in.time_ids")); // [1, 4, 16, 16]
-}
-
-double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  if (a.sizes() != b.sizes()) return 1e30;
-  return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
 }
 
 } // namespace

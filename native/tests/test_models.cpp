@@ -2,7 +2,8 @@
 // computed from the tiny-sdxl fixture: UNet (batch 1 with every intermediate,
 // batch 2), VAE encode/decode, both text encoders, unmerged LoRA slots, and
 // the strict state-dict loader's error report.
-#include "check.h" // TEST_CASE, CHECK, CHECK_CLOSE, CHECK_THROWS_WITH, fixtures_dir
+#include "check.h"        // TEST_CASE, CHECK, CHECK_CLOSE, CHECK_THROWS_WITH
+#include "test_support.h" // tiny_dir, golden_dir, golden, load_tiny_unet, load_text_encoder
 
 #include "io/safetensors.h"   // io::load_safetensors, io::SafetensorsFile
 #include "models/clip.h"      // ClipTextModel
@@ -19,20 +20,17 @@
 
 using namespace sdxl;
 using namespace sdxl::models;
+using sdxl::test::golden;
+using sdxl::test::golden_dir;
+using sdxl::test::load_text_encoder;
+using sdxl::test::load_tiny_unet;
+using sdxl::test::tiny_dir;
 
 namespace {
 
 // Tolerances from the fixture's README (independent float32 implementations).
 constexpr double kUNetVaeTolerance = 1e-4;
 constexpr double kTextEncoderTolerance = 1e-5;
-
-std::string tiny_dir() { return test::fixtures_dir() + "/tiny-sdxl"; }
-std::string golden_dir() { return test::fixtures_dir() + "/tiny-sdxl-golden"; }
-
-const io::TensorMap& golden() {
-  static const io::TensorMap tensors = io::load_safetensors(golden_dir() + "/golden.safetensors");
-  return tensors;
-}
 
 const torch::Tensor& golden_tensor(const std::string& name) {
   auto it = golden().find(name);
@@ -80,22 +78,10 @@ int check_traced(const TraceCollector& trace, const std::string& prefix, double 
   return compared;
 }
 
-UNet2DConditionModel load_unet() {
-  UNet2DConditionModel unet(UNetConfig::from_file(tiny_dir() + "/unet/config.json"), torch::kFloat);
-  load_state_dict(*unet, io::load_safetensors(tiny_dir() + "/unet/diffusion_pytorch_model.safetensors"), "unet");
-  return unet;
-}
-
 AutoencoderKL load_vae() {
   AutoencoderKL vae(VaeConfig::from_file(tiny_dir() + "/vae/config.json"), torch::kFloat);
   load_state_dict(*vae, io::load_safetensors(tiny_dir() + "/vae/diffusion_pytorch_model.safetensors"), "vae");
   return vae;
-}
-
-ClipTextModel load_text_encoder(const std::string& folder) {
-  ClipTextModel model(ClipTextConfig::from_file(tiny_dir() + "/" + folder + "/config.json"), torch::kFloat);
-  load_state_dict(*model, io::load_safetensors(tiny_dir() + "/" + folder + "/model.safetensors"), folder);
-  return model;
 }
 
 } // namespace
@@ -104,7 +90,7 @@ ClipTextModel load_text_encoder(const std::string& folder) {
 // UNet
 
 TEST_CASE(unet_loads_float16_file_into_float32_parameters) {
-  auto unet = load_unet();
+  auto unet = load_tiny_unet();
   const auto file = io::SafetensorsFile::open(tiny_dir() + "/unet/diffusion_pytorch_model.safetensors");
   CHECK(file.tensor("conv_in.weight").scalar_type() == torch::kHalf);
   CHECK(unet->conv_in->weight.scalar_type() == torch::kFloat);
@@ -115,7 +101,7 @@ TEST_CASE(unet_loads_float16_file_into_float32_parameters) {
 
 TEST_CASE(unet_matches_diffusers_block_by_block) {
   torch::NoGradGuard no_grad;
-  auto unet = load_unet();
+  auto unet = load_tiny_unet();
   TraceCollector trace;
   const TraceFn trace_fn = trace.fn();
   torch::Tensor out = unet->forward(golden_tensor("unet.in.sample"), golden_tensor("unet.in.timestep"),
@@ -128,7 +114,7 @@ TEST_CASE(unet_matches_diffusers_block_by_block) {
 
 TEST_CASE(unet_matches_diffusers_for_a_batch_of_two) {
   torch::NoGradGuard no_grad;
-  auto unet = load_unet();
+  auto unet = load_tiny_unet();
   torch::Tensor out = unet->forward(golden_tensor("unet_b2.in.sample"), golden_tensor("unet_b2.in.timestep"),
                                     golden_tensor("unet_b2.in.encoder_hidden_states"),
                                     golden_tensor("unet_b2.in.text_embeds"), golden_tensor("unet_b2.in.time_ids"));
@@ -138,7 +124,7 @@ TEST_CASE(unet_matches_diffusers_for_a_batch_of_two) {
 TEST_CASE(unet_with_unmerged_peft_lora_matches_diffusers) {
   // The peft file names modules by their diffusers path, which is our module path.
   torch::NoGradGuard no_grad;
-  auto unet = load_unet();
+  auto unet = load_tiny_unet();
   const auto lora_info = read_json_file(golden_dir() + "/golden.json")["lora"];
   const double scale = lora_info["alpha"].get<double>() / lora_info["rank"].get<double>();
   const io::TensorMap lora = io::load_safetensors(golden_dir() + "/lora/tiny_lora_peft.safetensors");

@@ -1,9 +1,9 @@
 // Sampling and training against the golden fixture: Euler tables, SDXL prompt
 // encoding, a 4-step text-to-image run, the DDPM loss with and without LoRA,
 // generate() behaviour and the whole verify() for both model layouts.
-#include "check.h" // TEST_CASE, CHECK, CHECK_CLOSE, CHECK_THROWS_WITH
+#include "check.h"        // TEST_CASE, CHECK, CHECK_CLOSE, CHECK_THROWS_WITH
+#include "test_support.h" // tiny_dir, golden_dir, max_abs_diff, scratch_path
 
-#include <filesystem> // std::filesystem::temp_directory_path
 #include <fstream>    // std::ifstream golden.json
 #include <string>
 
@@ -20,14 +20,16 @@
 #include "train/ddpm_loss.h"        // train::ddpm_loss
 
 using namespace sdxl;
+using sdxl::test::golden_dir;
+using sdxl::test::max_abs_diff;
+using sdxl::test::scratch_path;
+using sdxl::test::tiny_dir;
 
 namespace {
 
 constexpr double kTableTolerance = 1e-5; // text encoders and scheduler tables
 constexpr double kModelTolerance = 1e-4; // UNet, VAE, pipeline, training
 
-std::string model_dir() { return test::fixtures_dir() + "/tiny-sdxl"; }
-std::string golden_dir() { return test::fixtures_dir() + "/tiny-sdxl-golden"; }
 std::string single_file() { return test::fixtures_dir() + "/tiny-sdxl-single-file/tiny_sdxl_sgm.safetensors"; }
 
 const io::SafetensorsFile& golden() {
@@ -47,15 +49,10 @@ const nlohmann::json& golden_settings() {
 Model& tiny_model() {
   static const std::shared_ptr<Model> model = [] {
     LoadOptions options;
-    options.model_path = model_dir();
+    options.model_path = tiny_dir();
     return load_model_from(options, CancelFlag{});
   }();
   return *model;
-}
-
-double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  if (a.sizes() != b.sizes()) return 1e30;
-  return (a.detach().cpu().to(torch::kFloat64) - b.detach().cpu().to(torch::kFloat64)).abs().max().item<double>();
 }
 
 #define CHECK_TENSOR(computed, golden_name, tol)                                         \
@@ -66,7 +63,7 @@ double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   } while (0)
 
 sample::SchedulerConfig fixture_scheduler() {
-  return sample::SchedulerConfig::from_file(model_dir() + "/scheduler/scheduler_config.json");
+  return sample::SchedulerConfig::from_file(tiny_dir() + "/scheduler/scheduler_config.json");
 }
 
 } // namespace
@@ -258,8 +255,8 @@ TEST_CASE(ddpm_loss_and_lora_gradients_match_diffusers) {
 // verify() on both layouts
 
 void check_verify(VerifyOptions options, const std::string& out_name) {
-  // The computed tensors go to a temporary file, one per row.
-  const std::string out_path = (std::filesystem::temp_directory_path() / out_name).string();
+  // The computed tensors go to a scratch file, one per row.
+  const std::string out_path = scratch_path(out_name);
   options.out_path = out_path;
   int64_t progress_reports = 0, last_total = 0;
   const ProgressFn progress = [&](const Progress& p) {
@@ -285,7 +282,7 @@ void check_verify(VerifyOptions options, const std::string& out_name) {
 
 TEST_CASE(verify_passes_on_the_diffusers_folder) {
   VerifyOptions options;
-  options.model_path = model_dir();
+  options.model_path = tiny_dir();
   options.golden_dir = golden_dir();
   check_verify(options, "nc2_verify_folder.safetensors");
 }
@@ -293,14 +290,14 @@ TEST_CASE(verify_passes_on_the_diffusers_folder) {
 TEST_CASE(verify_passes_on_the_single_file) {
   VerifyOptions options;
   options.model_path = single_file();
-  options.config_dir = model_dir();
+  options.config_dir = tiny_dir();
   options.golden_dir = golden_dir();
   check_verify(options, "nc2_verify_single_file.safetensors");
 }
 
 TEST_CASE(verify_stops_between_tensors_when_cancelled) {
   VerifyOptions options;
-  options.model_path = model_dir();
+  options.model_path = tiny_dir();
   options.golden_dir = golden_dir();
   CancelFlag cancel;
   int64_t computed = 0;

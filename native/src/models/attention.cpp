@@ -2,6 +2,8 @@
 // (diffusers/models/attention_processor.py, attention.py, transformers/transformer_2d.py).
 #include "models/attention.h"
 
+#include "models/grad_checkpoint.h" // checkpoint_active, checkpoint_block
+
 namespace sdxl::models {
 
 namespace {
@@ -80,6 +82,14 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, int64_t heads,
 }
 
 torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
+  if (!checkpoint_active(*this, gradient_checkpointing)) return forward_plain(x, context);
+  const CheckpointFn run = [this](const std::vector<torch::Tensor>& in) {
+    return std::vector<torch::Tensor>{forward_plain(in[0], in[1])};
+  };
+  return checkpoint_block(*this, run, {x, context})[0]; // [B, N, dim]
+}
+
+torch::Tensor BasicTransformerBlockImpl::forward_plain(const torch::Tensor& x, const torch::Tensor& context) {
   torch::Tensor h = x + attn1(norm1(x));  // [B, N, dim]
   h = h + attn2(norm2(h), context);       // [B, N, dim]
   return h + ff(norm3(h));                // [B, N, dim]

@@ -53,9 +53,13 @@ class BasicTransformerBlockImpl : public torch::nn::Module {
  public:
   BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t head_dim, int64_t context_dim,
                             bool upcast_attention, torch::TensorOptions options);
-  // x [B, N, dim], context [B, M, context_dim] -> [B, N, dim]
+  // x [B, N, dim], context [B, M, context_dim] -> [B, N, dim]; through checkpoint() when
+  // gradient_checkpointing is set, the block is training and grad mode is on.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context);
+  // The block's computation itself (what forward runs or checkpoints).
+  torch::Tensor forward_plain(const torch::Tensor& x, const torch::Tensor& context);
 
+  bool gradient_checkpointing = false; // see set_gradient_checkpointing (grad_checkpoint.h)
   LayerNorm norm1{nullptr};
   Attention attn1{nullptr};
   LayerNorm norm2{nullptr};

@@ -2,6 +2,8 @@
 // CLIPTextModel, CLIPTextModelWithProjection).
 #include "models/clip.h"
 
+#include "models/grad_checkpoint.h" // checkpoint_active, checkpoint_block
+
 #include <stdexcept> // std::invalid_argument
 
 namespace sdxl::models {
@@ -52,6 +54,14 @@ ClipEncoderLayerImpl::ClipEncoderLayerImpl(const ClipTextConfig& c, torch::Tenso
 }
 
 torch::Tensor ClipEncoderLayerImpl::forward(const torch::Tensor& x) {
+  if (!checkpoint_active(*this, gradient_checkpointing)) return forward_plain(x);
+  const CheckpointFn run = [this](const std::vector<torch::Tensor>& in) {
+    return std::vector<torch::Tensor>{forward_plain(in[0])};
+  };
+  return checkpoint_block(*this, run, {x})[0]; // [B, N, hidden]
+}
+
+torch::Tensor ClipEncoderLayerImpl::forward_plain(const torch::Tensor& x) {
   torch::Tensor h = x + self_attn(layer_norm1(x)); // [B, N, hidden]
   return h + mlp(layer_norm2(h));                   // [B, N, hidden]
 }

@@ -52,8 +52,13 @@ TORCH_MODULE(ClipMlp);
 class ClipEncoderLayerImpl : public torch::nn::Module {
  public:
   ClipEncoderLayerImpl(const ClipTextConfig& config, torch::TensorOptions options);
-  torch::Tensor forward(const torch::Tensor& x); // [B, N, hidden] -> same
+  // [B, N, hidden] -> same; through checkpoint() when gradient_checkpointing is set,
+  // the layer is training and grad mode is on.
+  torch::Tensor forward(const torch::Tensor& x);
+  // The layer's computation itself (what forward runs or checkpoints).
+  torch::Tensor forward_plain(const torch::Tensor& x);
 
+  bool gradient_checkpointing = false; // see set_gradient_checkpointing (grad_checkpoint.h)
   LayerNorm layer_norm1{nullptr};
   ClipAttention self_attn{nullptr};
   LayerNorm layer_norm2{nullptr};

@@ -30,11 +30,25 @@ LinearImpl::LinearImpl(int64_t in_features_, int64_t out_features_, bool with_bi
   }
 }
 
+namespace {
+// Inverted dropout as torch's: zero each element with probability p, scale the rest by 1 / (1 - p).
+// The mask comes from the slot's generator so that gradient checkpointing can replay it.
+torch::Tensor lora_dropout(const torch::Tensor& x, const LoraSlot& lora) {
+  TORCH_CHECK(lora.dropout > 0.0 && lora.dropout < 1.0, "LoRA dropout must be in [0, 1), got ", lora.dropout);
+  const c10::optional<at::Generator> generator =
+      lora.generator.defined() ? c10::optional<at::Generator>(lora.generator) : c10::nullopt;
+  torch::Tensor keep = torch::empty_like(x).bernoulli_(1.0 - lora.dropout, generator); // [..., in], 0 or 1
+  return x * keep.div_(1.0 - lora.dropout);
+}
+} // namespace
+
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   torch::Tensor y = torch::linear(x, weight, bias); // [..., out]
   for (const LoraSlot& lora : loras) {
-    torch::Tensor low = torch::linear(x.to(lora.down.scalar_type()), lora.down); // [..., r]
-    torch::Tensor delta = torch::linear(low, lora.up);                            // [..., out]
+    torch::Tensor lora_in = x.to(lora.down.scalar_type());   // [..., in]
+    if (lora.dropout != 0.0 && is_training()) lora_in = lora_dropout(lora_in, lora);
+    torch::Tensor low = torch::linear(lora_in, lora.down);   // [..., r]
+    torch::Tensor delta = torch::linear(low, lora.up);       // [..., out]
     y = y + (delta * lora.scale).to(y.scalar_type());
   }
   return y;

@@ -18,18 +18,20 @@ namespace sdxl::models {
 // ----------------------------------------------------------------------------
 // Linear with unmerged LoRA slots
 
-// One low-rank adapter on a Linear: y += scale * (x down^T) up^T.
+// One low-rank adapter on a Linear: y += scale * (dropout(x) down^T) up^T (peft's order).
 struct LoraSlot {
-  torch::Tensor down; // [r, in]
-  torch::Tensor up;   // [out, r]
-  double scale = 1.0; // alpha / rank * user scale
+  torch::Tensor down;     // [r, in]
+  torch::Tensor up;       // [out, r]
+  double scale = 1.0;     // alpha / rank * user scale
+  double dropout = 0.0;   // peft lora_dropout on the adapter's input; only while the Linear is training
+  at::Generator generator; // draws the dropout mask; undefined: the default generator of x's device
 };
 
 class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool with_bias, torch::TensorOptions options);
 
-  // y = x W^T + b + sum_i scale_i * (x down_i^T) up_i^T; the base weight is never modified.
+  // y = x W^T + b + sum_i scale_i * (dropout_i(x) down_i^T) up_i^T; the base weight is never modified.
   torch::Tensor forward(const torch::Tensor& x);
 
   int64_t in_features;

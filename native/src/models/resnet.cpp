@@ -1,6 +1,8 @@
 // ResnetBlock2D, Downsample2D, Upsample2D (diffusers/models/resnet.py, downsampling.py, upsampling.py).
 #include "models/resnet.h"
 
+#include "models/grad_checkpoint.h" // checkpoint_active, checkpoint_block
+
 namespace sdxl::models {
 
 namespace {
@@ -28,6 +30,14 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(int64_t in_channels, int64_t out_channels, 
 }
 
 torch::Tensor ResnetBlock2DImpl::forward(const torch::Tensor& x, const torch::Tensor& temb) {
+  if (!checkpoint_active(*this, gradient_checkpointing)) return forward_plain(x, temb);
+  const CheckpointFn run = [this](const std::vector<torch::Tensor>& in) {
+    return std::vector<torch::Tensor>{forward_plain(in[0], in[1])};
+  };
+  return checkpoint_block(*this, run, {x, temb})[0]; // [B, out, H, W]
+}
+
+torch::Tensor ResnetBlock2DImpl::forward_plain(const torch::Tensor& x, const torch::Tensor& temb) {
   torch::Tensor h = conv1(torch::silu(norm1(x))); // [B, out, H, W]
   if (time_emb_proj && temb.defined()) {
     h = h + time_emb_proj(torch::silu(temb)).unsqueeze(-1).unsqueeze(-1); // + [B, out, 1, 1]

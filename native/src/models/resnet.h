@@ -19,9 +19,13 @@ class ResnetBlock2DImpl : public torch::nn::Module {
   // temb_channels <= 0: no time embedding (VAE).
   ResnetBlock2DImpl(int64_t in_channels, int64_t out_channels, int64_t temb_channels, int64_t groups,
                     double eps, torch::TensorOptions options);
-  // x [B, in, H, W], temb [B, temb_channels] or undefined -> [B, out, H, W]
+  // x [B, in, H, W], temb [B, temb_channels] or undefined -> [B, out, H, W]; through
+  // checkpoint() when gradient_checkpointing is set, the block is training and grad mode is on.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& temb = {});
+  // The block's computation itself (what forward runs or checkpoints).
+  torch::Tensor forward_plain(const torch::Tensor& x, const torch::Tensor& temb);
 
+  bool gradient_checkpointing = false; // see set_gradient_checkpointing (grad_checkpoint.h)
   GroupNorm norm1{nullptr};
   Conv2d conv1{nullptr};
   Linear time_emb_proj{nullptr};

@@ -1,0 +1,92 @@
+// Helpers several C++ tests share, on top of check.h: the tiny-sdxl fixture's
+// folders, its golden tensors and models loaded from it, a scratch folder for
+// files a test writes (the fixtures are read-only), and a tensor difference.
+//
+//   #include "check.h"
+//   #include "test_support.h"
+//   auto unet = sdxl::test::load_tiny_unet();
+//   CHECK_CLOSE(sdxl::test::max_abs_diff(sdxl::test::run_golden_unet(unet), golden().at("unet.out.sample")), 0, 1e-4);
+#pragma once
+
+#include "check.h" // fixtures_dir
+
+#include "io/safetensors.h"    // load_safetensors, TensorMap
+#include "models/clip.h"       // ClipTextModel
+#include "models/configs.h"    // UNetConfig, ClipTextConfig
+#include "models/state_dict.h" // load_state_dict
+#include "models/unet.h"       // UNet2DConditionModel
+
+#include <torch/torch.h>
+
+#include <unistd.h> // getpid: a scratch folder per test process
+
+#include <filesystem> // the scratch folder
+#include <limits>     // infinity
+#include <string>
+#include <system_error> // std::error_code
+
+namespace sdxl::test {
+
+// ----------------------------------------------------------------------------
+// Fixtures
+
+inline std::string tiny_dir() { return fixtures_dir() + "/tiny-sdxl"; }
+inline std::string golden_dir() { return fixtures_dir() + "/tiny-sdxl-golden"; }
+
+// golden.safetensors: what diffusers / transformers computed from tiny-sdxl, read once.
+inline const io::TensorMap& golden() {
+  static const io::TensorMap tensors = io::load_safetensors(golden_dir() + "/golden.safetensors");
+  return tensors;
+}
+
+// The tiny UNet in float32 on the CPU, with the fixture's weights.
+inline models::UNet2DConditionModel load_tiny_unet() {
+  models::UNet2DConditionModel unet(models::UNetConfig::from_file(tiny_dir() + "/unet/config.json"), torch::kFloat);
+  models::load_state_dict(*unet, io::load_safetensors(tiny_dir() + "/unet/diffusion_pytorch_model.safetensors"), "unet");
+  return unet;
+}
+
+// "text_encoder" or "text_encoder_2" of tiny-sdxl in float32 on the CPU.
+inline models::ClipTextModel load_text_encoder(const std::string& folder) {
+  models::ClipTextModel model(models::ClipTextConfig::from_file(tiny_dir() + "/" + folder + "/config.json"),
+                              torch::kFloat);
+  models::load_state_dict(*model, io::load_safetensors(tiny_dir() + "/" + folder + "/model.safetensors"), folder);
+  return model;
+}
+
+// The UNet on the golden inputs (no grad): compare with golden().at("unet.out.sample").
+inline torch::Tensor run_golden_unet(models::UNet2DConditionModel& unet) {
+  torch::NoGradGuard no_grad;
+  return unet->forward(golden().at("unet.in.sample"), golden().at("unet.in.timestep"),
+                       golden().at("unet.in.encoder_hidden_states"), golden().at("unet.in.text_embeds"),
+                       golden().at("unet.in.time_ids")); // [1, 4, 16, 16]
+}
+
+// ----------------------------------------------------------------------------
+// Comparisons
+
+// max |a - b| in float64; infinity when either is undefined or the shapes differ.
+inline double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  if (!a.defined() || !b.defined() || a.sizes() != b.sizes()) return std::numeric_limits<double>::infinity();
+  return (a.detach().cpu().to(torch::kDouble) - b.detach().cpu().to(torch::kDouble)).abs().max().item<double>();
+}
+
+// ----------------------------------------------------------------------------
+// Scratch files
+
+// `name` inside this test process's scratch folder (temp dir, "sdxl_test_<pid>"),
+// created on first use and removed with its contents when the process exits.
+inline std::string scratch_path(const std::string& name) {
+  static const struct ScratchDir {
+    std::filesystem::path path =
+        std::filesystem::temp_directory_path() / ("sdxl_test_" + std::to_string(::getpid()));
+    ScratchDir() { std::filesystem::create_directories(path); }
+    ~ScratchDir() {
+      std::error_code ignored;
+      std::filesystem::remove_all(path, ignored);
+    }
+  } dir;
+  return (dir.path / name).string();
+}
+
+} // namespace sdxl::test
