@@ -10,30 +10,21 @@
 // Prints the parameter count, ms per call (mean, min, p50), peak memory
 // (CUDA: caching-allocator peak; CPU: process peak RSS) and, as the last
 // line, the same figures as one JSON object.
-#include "engine/runtime.h"    // parse_device, parse_dtype
-#include "models/configs.h"    // UNetConfig
-#include "models/state_dict.h" // count_parameters
-#include "models/unet.h"       // UNet2DConditionModel
+#include "bench_common.h"        // parse_arguments_or_help, parse_bench_device, run_main, summarize
+#include "engine/memory_stats.h" // reset_peak_memory
+#include "engine/runtime.h"      // parse_dtype
+#include "models/configs.h"      // UNetConfig
+#include "models/state_dict.h"   // count_parameters
+#include "models/unet.h"         // UNet2DConditionModel
 
 #include <nlohmann/json.hpp> // the summary line
-#include <torch/cuda.h>      // torch::cuda::is_available, synchronize
 #include <torch/torch.h>     // tensors, NoGradGuard
 #include <torch/version.h>   // TORCH_VERSION
 
-#if defined(SDXL_WITH_CUDA)
-#include <c10/cuda/CUDACachingAllocator.h> // getDeviceStats, resetPeakStats
-#endif
-
-#include <sys/resource.h> // getrusage: CPU peak RSS
-
-#include <algorithm> // std::sort, std::min_element
 #include <chrono>    // steady_clock
 #include <cstdint>   // int64_t
 #include <cstdio>    // std::printf
-#include <cstdlib>   // std::exit
-#include <iostream>  // std::cerr
-#include <map>
-#include <numeric>   // std::accumulate
+#include <iostream>  // std::cout
 #include <stdexcept> // std::invalid_argument
 #include <string>
 #include <vector>
@@ -46,14 +37,10 @@ namespace {
 // ----------------------------------------------------------------------------
 // Constants
 
-constexpr double kWeightStd = 0.02;          // random weights: small enough to keep activations finite
 constexpr int64_t kTextTokens = 77;          // CLIP context length
 constexpr int64_t kTimeIds = 6;              // original size, crop top-left, target size
 constexpr int64_t kVaeScale = 8;             // pixels per latent
 constexpr double kTrainTimesteps = 1000.0;   // timesteps are drawn from [0, 1000)
-constexpr double kBytesPerMiB = 1024.0 * 1024.0;
-constexpr double kKiBPerMiB = 1024.0;        // ru_maxrss is in KiB on Linux
-constexpr int kExitUsage = 2;
 
 // ----------------------------------------------------------------------------
 // Command line
@@ -65,7 +52,7 @@ struct BenchOptions {
   int64_t batch = 2;    // 2 = one classifier-free-guidance step
   int64_t warmup = 3;
   int64_t iters = 10;
-  std::string tf32 = "off";
+  bool tf32 = false;
   std::string config; // empty: UNetConfig::sdxl_base()
 };
 
@@ -74,87 +61,24 @@ const char* const kUsage =
     "                  [--latent 128] [--batch 2] [--warmup 3] [--iters 10]\n"
     "                  [--tf32 on|off] [--config <unet config.json>]\n";
 
-int64_t parse_count(const std::string& name, const std::string& value, int64_t minimum) {
-  size_t used = 0;
-  int64_t parsed = 0;
-  try {
-    parsed = std::stoll(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != value.size() || value.empty() || parsed < minimum)
-    throw std::invalid_argument("--" + name + " expects an integer >= " + std::to_string(minimum) + ", got '" +
-                                value + "'");
-  return parsed;
-}
-
 BenchOptions parse_options(int argc, char** argv) {
-  std::map<std::string, std::string> values;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::cout << kUsage;
-      std::exit(0);
-    }
-    if (arg.rfind("--", 0) != 0 || i + 1 >= argc) throw std::invalid_argument("unexpected argument '" + arg + "'");
-    values[arg.substr(2)] = argv[++i];
-  }
   BenchOptions options;
-  for (const auto& [name, value] : values) {
+  for (const auto& [name, value] : bench::parse_arguments_or_help(argc, argv, {}, kUsage)) {
     if (name == "device") options.device = value;
     else if (name == "dtype") options.dtype = value;
-    else if (name == "latent") options.latent = parse_count(name, value, 8);
-    else if (name == "batch") options.batch = parse_count(name, value, 1);
-    else if (name == "warmup") options.warmup = parse_count(name, value, 0);
-    else if (name == "iters") options.iters = parse_count(name, value, 1);
-    else if (name == "tf32") options.tf32 = value;
+    else if (name == "latent") options.latent = bench::parse_count(name, value, 8);
+    else if (name == "batch") options.batch = bench::parse_count(name, value, 1);
+    else if (name == "warmup") options.warmup = bench::parse_count(name, value, 0);
+    else if (name == "iters") options.iters = bench::parse_count(name, value, 1);
+    else if (name == "tf32") options.tf32 = bench::parse_switch(name, value);
     else if (name == "config") options.config = value;
     else throw std::invalid_argument("unknown option --" + name);
   }
-  if (options.tf32 != "on" && options.tf32 != "off")
-    throw std::invalid_argument("--tf32 expects on or off, got '" + options.tf32 + "'");
   return options;
 }
 
 // ----------------------------------------------------------------------------
-// Device helpers
-
-void synchronize(const torch::Device& device) {
-  if (device.is_cuda()) torch::cuda::synchronize(device.index());
-}
-
-void reset_peak_memory(const torch::Device& device) {
-#if defined(SDXL_WITH_CUDA)
-  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
-#endif
-}
-
-// Peak bytes the caching allocator handed out (CUDA), or the process peak RSS (CPU).
-double peak_memory_mib(const torch::Device& device) {
-#if defined(SDXL_WITH_CUDA)
-  if (device.is_cuda()) {
-    constexpr size_t kAggregate = 0; // StatType::AGGREGATE: all pools
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
-    return static_cast<double>(stats.allocated_bytes[kAggregate].peak) / kBytesPerMiB;
-  }
-#endif
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / kKiBPerMiB;
-}
-
-std::string peak_memory_kind(const torch::Device& device) {
-  return device.is_cuda() ? "cuda_allocated_peak" : "process_peak_rss";
-}
-
-// ----------------------------------------------------------------------------
-// Model and inputs
-
-// Random weights, generated where the parameters live (normal_ in place).
-void fill_random_weights(torch::nn::Module& module) {
-  torch::NoGradGuard no_grad;
-  for (auto& parameter : module.parameters(/*recurse=*/true)) parameter.normal_(0.0, kWeightStd);
-}
+// Inputs
 
 struct UNetInputs {
   torch::Tensor sample;                // [B, in, L, L]
@@ -182,39 +106,13 @@ UNetInputs random_inputs(const UNetConfig& config, const BenchOptions& options, 
 // ----------------------------------------------------------------------------
 // Timing
 
-struct Timings {
-  double mean_ms = 0;
-  double min_ms = 0;
-  double p50_ms = 0;
-};
-
-Timings summarize(std::vector<double> ms) {
-  std::sort(ms.begin(), ms.end());
-  Timings timings;
-  timings.mean_ms = std::accumulate(ms.begin(), ms.end(), 0.0) / static_cast<double>(ms.size());
-  timings.min_ms = ms.front();
-  const size_t mid = ms.size() / 2;
-  timings.p50_ms = ms.size() % 2 == 1 ? ms[mid] : (ms[mid - 1] + ms[mid]) / 2.0;
-  return timings;
-}
-
-double elapsed_ms(std::chrono::steady_clock::time_point since) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
-}
-
 int run(const BenchOptions& options) {
-  torch::Device device = parse_device(options.device);
-  // Allocator stats and synchronize need an index: plain "cuda" is device 0.
-  if (device.is_cuda() && !device.has_index()) device = torch::Device(torch::kCUDA, 0);
+  const torch::Device device = bench::parse_bench_device(options.device);
   const torch::Dtype dtype = parse_dtype(options.dtype);
-  if (device.is_cuda() && !torch::cuda::is_available())
-    throw std::invalid_argument("--device " + options.device + ": CUDA is not available (libtorch " + TORCH_VERSION +
-                                ")");
-  if (!device.is_cuda() && options.tf32 == "on") throw std::invalid_argument("--tf32 on applies to CUDA only");
+  if (!device.is_cuda() && options.tf32) throw std::invalid_argument("--tf32 on applies to CUDA only");
   if (device.is_cuda()) {
-    const bool tf32 = options.tf32 == "on";
-    at::globalContext().setAllowTF32CuBLAS(tf32);
-    at::globalContext().setAllowTF32CuDNN(tf32);
+    at::globalContext().setAllowTF32CuBLAS(options.tf32);
+    at::globalContext().setAllowTF32CuDNN(options.tf32);
   }
   const UNetConfig config = options.config.empty() ? UNetConfig::sdxl_base() : UNetConfig::from_file(options.config);
   const torch::TensorOptions tensor = torch::TensorOptions().device(device).dtype(dtype);
@@ -223,15 +121,15 @@ int run(const BenchOptions& options) {
   const auto build_start = std::chrono::steady_clock::now();
   UNet2DConditionModel unet(config, tensor);
   unet->eval();
-  fill_random_weights(*unet);
-  synchronize(device);
-  const double build_ms = elapsed_ms(build_start);
+  bench::fill_random_weights(*unet);
+  bench::synchronize(device);
+  const double build_ms = bench::elapsed_ms(build_start);
   const int64_t parameters = count_parameters(*unet);
 
   const UNetInputs inputs = random_inputs(config, options, tensor);
   std::printf("bench_unet: %s, %lld parameters, device %s, dtype %s, tf32 %s, latent %lldx%lld, batch %lld\n",
               options.config.empty() ? "SDXL-base UNet" : options.config.c_str(), static_cast<long long>(parameters),
-              device.str().c_str(), options.dtype.c_str(), device.is_cuda() ? options.tf32.c_str() : "n/a",
+              device.str().c_str(), options.dtype.c_str(), device.is_cuda() ? (options.tf32 ? "on" : "off") : "n/a",
               static_cast<long long>(options.latent), static_cast<long long>(options.latent),
               static_cast<long long>(options.batch));
   std::printf("  built with random weights in %.0f ms\n", build_ms);
@@ -242,26 +140,26 @@ int run(const BenchOptions& options) {
                          inputs.time_ids); // [B, out, L, L]
   };
   for (int64_t i = 0; i < options.warmup; ++i) forward();
-  synchronize(device);
+  bench::synchronize(device);
   reset_peak_memory(device);
 
   std::vector<double> ms;
   torch::Tensor output;
   for (int64_t i = 0; i < options.iters; ++i) {
-    synchronize(device);
+    bench::synchronize(device);
     const auto start = std::chrono::steady_clock::now();
     output = forward();
-    synchronize(device);
-    ms.push_back(elapsed_ms(start));
+    bench::synchronize(device);
+    ms.push_back(bench::elapsed_ms(start));
   }
-  const Timings timings = summarize(ms);
-  const double peak_mib = peak_memory_mib(device);
+  const bench::Timings timings = bench::summarize(ms);
+  const double peak_mib = bench::peak_memory_mib(device);
   const bool finite = output.isfinite().all().item<bool>();
 
   std::printf("  forward: mean %.1f ms, min %.1f ms, p50 %.1f ms over %lld calls (%lld warmup)\n", timings.mean_ms,
               timings.min_ms, timings.p50_ms, static_cast<long long>(options.iters),
               static_cast<long long>(options.warmup));
-  std::printf("  peak memory (%s): %.0f MiB; output finite: %s\n", peak_memory_kind(device).c_str(), peak_mib,
+  std::printf("  peak memory (%s): %.0f MiB; output finite: %s\n", bench::peak_memory_kind(device).c_str(), peak_mib,
               finite ? "yes" : "no");
 
   const nlohmann::json summary = {
@@ -270,7 +168,7 @@ int run(const BenchOptions& options) {
       {"parameters", parameters},
       {"device", device.str()},
       {"dtype", options.dtype},
-      {"tf32", device.is_cuda() ? nlohmann::json(options.tf32 == "on") : nlohmann::json(nullptr)},
+      {"tf32", device.is_cuda() ? nlohmann::json(options.tf32) : nlohmann::json(nullptr)},
       {"latent", options.latent},
       {"batch", options.batch},
       {"warmup", options.warmup},
@@ -279,7 +177,7 @@ int run(const BenchOptions& options) {
       {"min_ms", timings.min_ms},
       {"p50_ms", timings.p50_ms},
       {"peak_memory_mib", peak_mib},
-      {"peak_memory_kind", peak_memory_kind(device)},
+      {"peak_memory_kind", bench::peak_memory_kind(device)},
       {"output_finite", finite},
       {"libtorch", TORCH_VERSION},
   };
@@ -290,13 +188,5 @@ int run(const BenchOptions& options) {
 } // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(parse_options(argc, argv));
-  } catch (const std::invalid_argument& error) {
-    std::cerr << "bench_unet: " << error.what() << "\n" << kUsage;
-    return kExitUsage;
-  } catch (const std::exception& error) {
-    std::cerr << "bench_unet: " << error.what() << "\n";
-    return 1;
-  }
+  return bench::run_main("bench_unet", kUsage, [&] { return run(parse_options(argc, argv)); });
 }
