@@ -39,10 +39,15 @@ export interface VerifyOptions extends RuntimeOptions {
 }
 
 export interface Progress {
-  phase: string; // e.g. "loading", "denoising", "decoding", "verifying"
+  phase: string; // e.g. "loading", "denoising", "decoding", "verifying"; training: "decoding" (in Node),
+  //                "loading", "caching", "training", "validating", "saving"
   step: number;
   total: number; // 0 when unknown
   message: string;
+  // Training: loss, loss_avg, lr, it_per_s, images_per_s, eta_s, memory_bytes, peak_memory_bytes, ...;
+  // {} when a report has none.
+  metrics: Record<string, number>;
+  files: string[]; // files written since the last report (e.g. validation PNGs); [] when none
 }
 export type ProgressCallback = (progress: Progress) => void;
 
@@ -96,6 +101,82 @@ export interface VerifyReport {
   pass: boolean;
 }
 
+// One decoded training image as the addon takes it (src/engine/train.ts decodes with sharp).
+export interface NativeTrainImage {
+  name: string;
+  caption: string;
+  width: number;
+  height: number;
+  rgb: Uint8Array; // width * height * 3, row-major
+}
+
+// engine.h's TrainOptions in camelCase; every field but modelPath, images and
+// outputDir falls back to the C++ default. train.ts fills them all from TrainConfig.
+export interface NativeTrainOptions extends RuntimeOptions {
+  modelPath: string;
+  configDir?: string;
+  images: NativeTrainImage[];
+  outputDir: string;
+  outputName?: string;
+  resumeFrom?: string;
+  triggerPhrase?: string;
+  resolution?: number;
+  bucketStep?: number;
+  minBucketSide?: number;
+  maxBucketSide?: number;
+  randomFlip?: boolean;
+  repeats?: number;
+  captionDropout?: number;
+  rank?: number;
+  alpha?: number;
+  dropout?: number;
+  unetTargets?: string[];
+  trainTextEncoder?: boolean;
+  textEncoderTargets?: string[];
+  maxSteps?: number;
+  batchSize?: number;
+  gradientAccumulation?: number;
+  maxGradNorm?: number;
+  lrScheduler?: string;
+  lrWarmupSteps?: number;
+  unetLr?: number;
+  textEncoderLr?: number;
+  minSnrGamma?: number;
+  noiseOffset?: number;
+  seed?: number | bigint;
+  optimizer?: string;
+  adamBeta1?: number;
+  adamBeta2?: number;
+  adamEpsilon?: number;
+  weightDecay?: number;
+  vaeDtype?: string;
+  gradientCheckpointing?: boolean;
+  initialLossScale?: number;
+  checkpointEvery?: number;
+  stopAfterStep?: number;
+  validationEvery?: number;
+  validationPrompts?: string[];
+  validationSeed?: number | bigint;
+  validationSteps?: number;
+  validationGuidanceScale?: number;
+  validationLossSamples?: number;
+  savePeft?: boolean;
+  metadata?: Record<string, string>;
+}
+
+interface TrainResultCommon {
+  steps: number; // optimizer steps done
+  peftPath?: string; // when savePeft
+  checkpointPath?: string; // the last checkpoint written, if any
+  samplePaths: string[]; // validation PNGs
+  metrics: Record<string, number>; // final_loss, mean_loss, validation_loss_first/last, skipped_steps, ...
+}
+
+// A finished run has its LoRA file; a cancelled one (cancel() or stopAfterStep) has the checkpoint to resume from.
+export type TrainResult =
+  | (TrainResultCommon & { status: 'completed'; loraPath: string })
+  | (TrainResultCommon & { status: 'cancelled'; loraPath?: undefined; checkpointPath: string });
+
 export interface SafetensorsTensorInfo {
   dtype: string; // as in the file: "F32", "F16", "BF16", ...
   shape: number[];
@@ -135,5 +216,6 @@ export interface NativeAddon {
   loadModel(options: LoadOptions): Promise<NativeModel>;
   inspectSafetensors(path: string): Promise<SafetensorsHeader>;
   verify(options: VerifyOptions, onProgress?: ProgressCallback): NativeJob<VerifyReport>;
+  train(options: NativeTrainOptions, onProgress?: ProgressCallback): NativeJob<TrainResult>;
   Model: abstract new (...args: never[]) => NativeModel;
 }

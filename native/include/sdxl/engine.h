@@ -9,9 +9,11 @@
 #include <atomic>     // std::atomic<bool> cancel flags
 #include <cstdint>    // int64_t, uint8_t
 #include <functional> // std::function progress callbacks
+#include <map>        // Progress::metrics, TrainResult::metrics
 #include <memory>     // std::shared_ptr<Model>
 #include <stdexcept>  // std::runtime_error
 #include <string>
+#include <utility>    // std::move
 #include <vector>
 
 namespace sdxl {
@@ -27,10 +29,16 @@ struct RuntimeOptions {
 
 // One progress report of a long job; sent at most a few times per second.
 struct Progress {
+  Progress() = default;
+  Progress(std::string phase_, int64_t step_, int64_t total_, std::string message_ = {})
+      : phase(std::move(phase_)), step(step_), total(total_), message(std::move(message_)) {}
+
   std::string phase;  // e.g. "loading", "denoising", "decoding", "verifying"
   int64_t step = 0;   // steps done in this phase
   int64_t total = 0;  // steps in this phase (0 when unknown)
   std::string message;
+  std::map<std::string, double> metrics; // e.g. training "loss", "lr", "it_per_s"; empty when none
+  std::vector<std::string> files;        // files written since the last report (e.g. validation PNGs)
 };
 using ProgressFn = std::function<void(const Progress&)>;
 
@@ -160,5 +168,96 @@ struct VerifyReport {
 };
 
 VerifyReport verify(const VerifyOptions& options, const ProgressFn& progress, const CancelFlag& cancel);
+
+// ----------------------------------------------------------------------------
+// Training: DreamBooth-style LoRA fine-tuning (native/src/train/)
+
+// One decoded training image (the caller decodes; sharp does it in Node).
+struct TrainImage {
+  std::string name;         // used in errors and in the dataset hash
+  int64_t width = 0;
+  int64_t height = 0;
+  std::vector<uint8_t> rgb; // width * height * 3, row-major
+  std::string caption;
+};
+
+struct TrainOptions {
+  LoadOptions model; // runtime.dtype is the frozen weights' dtype: "float32", "bfloat16" or "float16"
+  std::vector<TrainImage> images;
+  std::string output_dir;  // receives the LoRA file(s), checkpoints/ and samples/
+  std::string output_name = "lora"; // <output_dir>/<output_name>.safetensors (+ _peft.safetensors)
+  std::string resume_from; // a checkpoint file written by an earlier run with the same options; empty = fresh
+  std::string trigger_phrase; // recorded as modelspec.trigger_phrase
+
+  // Data
+  int64_t resolution = 1024;  // buckets hold about resolution^2 pixels, sides multiples of bucket_step
+  int64_t bucket_step = 64;
+  int64_t min_bucket_side = 256;
+  int64_t max_bucket_side = 2048;
+  bool random_flip = false;
+  int64_t repeats = 1;
+  double caption_dropout = 0.0; // probability of training on the empty prompt
+
+  // LoRA network (scale = alpha / rank; A random, B zero, as peft)
+  int64_t rank = 16;
+  double alpha = 16;
+  double dropout = 0.0;
+  std::vector<std::string> unet_targets{"to_q", "to_k", "to_v", "to_out.0"}; // module-name suffixes
+  bool train_text_encoder = false;
+  std::vector<std::string> text_encoder_targets{"q_proj", "k_proj", "v_proj", "out_proj"};
+
+  // Loop
+  int64_t max_steps = 1000;             // optimizer steps
+  int64_t batch_size = 1;
+  int64_t gradient_accumulation = 1;
+  double max_grad_norm = 1.0;           // <= 0 disables clipping
+  std::string lr_scheduler = "constant"; // constant, constant_with_warmup, linear, cosine
+  int64_t lr_warmup_steps = 0;
+  double unet_lr = 1e-4;
+  double text_encoder_lr = 5e-5;
+  double min_snr_gamma = 0.0; // 0 = off; 5 is the usual value
+  double noise_offset = 0.0;
+  uint64_t seed = 0;
+
+  // Optimizer
+  std::string optimizer = "adamw8bit"; // "adamw" (32-bit states) or "adamw8bit"
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.999;
+  double adam_epsilon = 1e-8;
+  double weight_decay = 1e-2;
+
+  // Precision and memory
+  std::string vae_dtype = "float32"; // "float32" or "bfloat16"; never float16 (its known NaNs)
+  bool gradient_checkpointing = false;
+  double initial_loss_scale = 65536.0; // float16 only: dynamic loss scaling
+
+  // Checkpoints, validation, output
+  int64_t checkpoint_every = 0; // steps; 0 = only on cancel
+  int64_t stop_after_step = 0;  // > 0: behave as if cancelled after this step (tests, preemption)
+  int64_t validation_every = 0; // steps; 0 = only at the end when prompts or validation images exist
+  std::vector<std::string> validation_prompts;
+  uint64_t validation_seed = 0;
+  int64_t validation_steps = 20;
+  double validation_guidance_scale = 5.0;
+  int64_t validation_loss_samples = 4; // fixed (image, timestep, noise) triples for the validation loss
+  bool save_peft = false;              // also write <output_name>_peft.safetensors
+  std::map<std::string, std::string> metadata; // extra header entries for the LoRA file
+};
+
+struct TrainResult {
+  std::string status; // "completed" or "cancelled" (a checkpoint was written first)
+  int64_t steps = 0;  // optimizer steps done
+  std::string lora_path;       // kohya layout; empty when cancelled
+  std::string peft_path;       // when save_peft
+  std::string checkpoint_path; // the last checkpoint written, if any
+  std::vector<std::string> sample_paths; // validation PNGs
+  std::map<std::string, double> metrics; // final_loss, mean_loss, validation_loss_first/last, skipped_steps, ...
+};
+
+// (Named train_lora because sdxl::train is the trainer's namespace.)
+// Trains on a model loaded for this run (never the shared inference model).
+// Reports phases "loading", "caching", "training", "validating", "saving".
+// Throws std::invalid_argument for bad options, before any model work.
+TrainResult train_lora(const TrainOptions& options, const ProgressFn& progress, const CancelFlag& cancel);
 
 } // namespace sdxl

@@ -4,6 +4,7 @@
 //   loadModel(options)                    -> Promise<Model>
 //   inspectSafetensors(path)              -> Promise<{ tensors, metadata }>
 //   verify(options, onProgress?)          -> { promise, cancel() }
+//   train(options, onProgress?)           -> { promise, cancel() }  (resolves { status: "cancelled" } when cancelled mid-run)
 //   Model#describe()                      -> ModelInfo
 //   Model#tokenize(prompt)                -> Promise<TokenIds>
 //   Model#encodePrompt(prompt)            -> Promise<PromptEmbeddings>
@@ -17,7 +18,7 @@
 #include "addon/long_job.h"   // start_long_job
 #include "addon/model_wrap.h" // ModelWrap, AddonData
 #include "addon/workers.h"    // LoadModelWorker, InspectSafetensorsWorker
-#include "sdxl/engine.h"      // build_info, verify
+#include "sdxl/engine.h"      // build_info, verify, train_lora
 
 namespace sdxl::addon {
 namespace {
@@ -44,6 +45,16 @@ Napi::Value verify_js(const Napi::CallbackInfo& info) {
                         });
 }
 
+// Training loads its own copy of the model (engine.h), so it needs no Model object.
+Napi::Value train_js(const Napi::CallbackInfo& info) {
+  TrainOptions options = train_options_from_js(info[0]);
+  return start_long_job(info.Env(), "sdxl.train", info[1],
+                        [options = std::move(options)](const ProgressFn& progress, const CancelFlag& cancel) {
+                          auto result = std::make_shared<TrainResult>(sdxl::train_lora(options, progress, cancel));
+                          return ResultBuilder([result](Napi::Env env) { return train_result_to_js(env, *result); });
+                        });
+}
+
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   const Napi::Function model_class = ModelWrap::define_class(env);
@@ -54,6 +65,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("loadModel", Napi::Function::New(env, load_model_js, "loadModel"));
   exports.Set("inspectSafetensors", Napi::Function::New(env, inspect_safetensors_js, "inspectSafetensors"));
   exports.Set("verify", Napi::Function::New(env, verify_js, "verify"));
+  exports.Set("train", Napi::Function::New(env, train_js, "train"));
   exports.Set("Model", model_class);
   return exports;
 }

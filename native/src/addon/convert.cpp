@@ -5,6 +5,7 @@
 
 #include <cmath>    // std::isfinite, std::trunc
 #include <optional> // optional defaults
+#include <vector>
 
 namespace sdxl::addon {
 namespace {
@@ -27,6 +28,8 @@ std::string js_type_name(const Napi::Value& value) {
     if (text.size() > kMaxQuotedChars) text = text.substr(0, kMaxQuotedChars) + "...";
     return "string \"" + text + "\"";
   }
+  if (value.IsBuffer()) return "Buffer";
+  if (value.IsTypedArray()) return "typed array";
   switch (value.Type()) {
     case napi_undefined: return "undefined";
     case napi_boolean: return "boolean";
@@ -85,6 +88,55 @@ class FieldReader {
     return static_cast<uint64_t>(result);
   }
 
+  bool boolean(const char* key, bool fallback) const {
+    const Napi::Value value = object_.Get(key);
+    if (value.IsUndefined()) return fallback;
+    if (!value.IsBoolean()) throw mismatch("boolean", key, value);
+    return value.As<Napi::Boolean>().Value();
+  }
+
+  std::vector<std::string> string_list(const char* key, std::vector<std::string> fallback) const {
+    const Napi::Value value = object_.Get(key);
+    if (value.IsUndefined()) return fallback;
+    const Napi::Array list = array(key);
+    std::vector<std::string> result;
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      const Napi::Value item = list.Get(i);
+      if (!item.IsString()) throw mismatch("string", std::string(key) + "[" + std::to_string(i) + "]", item);
+      result.push_back(item.As<Napi::String>().Utf8Value());
+    }
+    return result;
+  }
+
+  // A plain object whose values are all strings ({ key: "value" }).
+  std::map<std::string, std::string> string_map(const char* key) const {
+    const Napi::Value value = object_.Get(key);
+    std::map<std::string, std::string> result;
+    if (value.IsUndefined()) return result;
+    const FieldReader entries(value, field(key));
+    const Napi::Array names = entries.object_.GetPropertyNames();
+    for (uint32_t i = 0; i < names.Length(); ++i) {
+      const std::string name = names.Get(i).As<Napi::String>().Utf8Value();
+      result[name] = entries.string(name.c_str());
+    }
+    return result;
+  }
+
+  Napi::Array array(const char* key) const {
+    const Napi::Value value = object_.Get(key);
+    if (!value.IsArray()) throw mismatch("array", key, value);
+    return value.As<Napi::Array>();
+  }
+
+  // The bytes of a Buffer or Uint8Array field, copied.
+  std::vector<uint8_t> bytes(const char* key) const {
+    const Napi::Value value = object_.Get(key);
+    if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      throw mismatch("Buffer", key, value);
+    const Napi::Uint8Array data = value.As<Napi::Uint8Array>();
+    return std::vector<uint8_t>(data.Data(), data.Data() + data.ByteLength());
+  }
+
   Napi::Value raw(const char* key) const { return object_.Get(key); }
   std::string field(const std::string& key) const { return path_ + "." + key; }
 
@@ -110,6 +162,18 @@ Napi::Array int64s_to_js(Napi::Env env, const std::vector<int64_t>& values) {
   Napi::Array array = Napi::Array::New(env, values.size());
   for (size_t i = 0; i < values.size(); ++i) array.Set(i, Napi::Number::New(env, static_cast<double>(values[i])));
   return array;
+}
+
+Napi::Array strings_to_js(Napi::Env env, const std::vector<std::string>& values) {
+  Napi::Array array = Napi::Array::New(env, values.size());
+  for (size_t i = 0; i < values.size(); ++i) array.Set(i, Napi::String::New(env, values[i]));
+  return array;
+}
+
+Napi::Object metrics_to_js(Napi::Env env, const std::map<std::string, double>& metrics) {
+  Napi::Object result = Napi::Object::New(env);
+  for (const auto& [name, value] : metrics) result.Set(name, Napi::Number::New(env, value));
+  return result;
 }
 
 Napi::Object host_tensor_to_js(Napi::Env env, const HostTensor& tensor) {
@@ -166,6 +230,95 @@ VerifyOptions verify_options_from_js(const Napi::Value& value) {
   options.golden_dir = reader.string("goldenDir");
   options.out_path = reader.string("outPath", "");
   options.runtime = runtime_from(reader);
+  return options;
+}
+
+namespace {
+
+TrainImage train_image_from_js(const Napi::Value& value, const std::string& path) {
+  const FieldReader reader(value, path);
+  TrainImage image;
+  image.name = reader.string("name");
+  image.caption = reader.string("caption");
+  image.width = reader.integer("width");
+  image.height = reader.integer("height");
+  if (image.width <= 0 || image.height <= 0)
+    throw invalid_argument(value.Env(), "Expected positive width and height for " + path + " but received " +
+                                            std::to_string(image.width) + " x " + std::to_string(image.height));
+  image.rgb = reader.bytes("rgb");
+  const uint64_t expected_bytes = static_cast<uint64_t>(image.width) * static_cast<uint64_t>(image.height) * 3;
+  if (image.rgb.size() != expected_bytes)
+    throw invalid_argument(value.Env(), "Expected " + std::to_string(expected_bytes) + " bytes (" +
+                                            std::to_string(image.width) + " x " + std::to_string(image.height) +
+                                            " x 3) for " + reader.field("rgb") + " but received " +
+                                            std::to_string(image.rgb.size()));
+  return image;
+}
+
+} // namespace
+
+TrainOptions train_options_from_js(const Napi::Value& value) {
+  const FieldReader reader(value, "options");
+  TrainOptions options;
+  options.model.model_path = reader.string("modelPath");
+  options.model.config_dir = reader.string("configDir", "");
+  options.model.runtime = runtime_from(reader);
+  const Napi::Array images = reader.array("images");
+  options.images.reserve(images.Length());
+  for (uint32_t i = 0; i < images.Length(); ++i)
+    options.images.push_back(train_image_from_js(images.Get(i), "options.images[" + std::to_string(i) + "]"));
+  options.output_dir = reader.string("outputDir");
+  options.output_name = reader.string("outputName", options.output_name);
+  options.resume_from = reader.string("resumeFrom", "");
+  options.trigger_phrase = reader.string("triggerPhrase", "");
+  // Data
+  options.resolution = reader.integer("resolution", options.resolution);
+  options.bucket_step = reader.integer("bucketStep", options.bucket_step);
+  options.min_bucket_side = reader.integer("minBucketSide", options.min_bucket_side);
+  options.max_bucket_side = reader.integer("maxBucketSide", options.max_bucket_side);
+  options.random_flip = reader.boolean("randomFlip", options.random_flip);
+  options.repeats = reader.integer("repeats", options.repeats);
+  options.caption_dropout = reader.number("captionDropout", options.caption_dropout);
+  // LoRA network
+  options.rank = reader.integer("rank", options.rank);
+  options.alpha = reader.number("alpha", options.alpha);
+  options.dropout = reader.number("dropout", options.dropout);
+  options.unet_targets = reader.string_list("unetTargets", options.unet_targets);
+  options.train_text_encoder = reader.boolean("trainTextEncoder", options.train_text_encoder);
+  options.text_encoder_targets = reader.string_list("textEncoderTargets", options.text_encoder_targets);
+  // Loop
+  options.max_steps = reader.integer("maxSteps", options.max_steps);
+  options.batch_size = reader.integer("batchSize", options.batch_size);
+  options.gradient_accumulation = reader.integer("gradientAccumulation", options.gradient_accumulation);
+  options.max_grad_norm = reader.number("maxGradNorm", options.max_grad_norm);
+  options.lr_scheduler = reader.string("lrScheduler", options.lr_scheduler);
+  options.lr_warmup_steps = reader.integer("lrWarmupSteps", options.lr_warmup_steps);
+  options.unet_lr = reader.number("unetLr", options.unet_lr);
+  options.text_encoder_lr = reader.number("textEncoderLr", options.text_encoder_lr);
+  options.min_snr_gamma = reader.number("minSnrGamma", options.min_snr_gamma);
+  options.noise_offset = reader.number("noiseOffset", options.noise_offset);
+  options.seed = reader.unsigned_integer("seed", options.seed);
+  // Optimizer
+  options.optimizer = reader.string("optimizer", options.optimizer);
+  options.adam_beta1 = reader.number("adamBeta1", options.adam_beta1);
+  options.adam_beta2 = reader.number("adamBeta2", options.adam_beta2);
+  options.adam_epsilon = reader.number("adamEpsilon", options.adam_epsilon);
+  options.weight_decay = reader.number("weightDecay", options.weight_decay);
+  // Precision and memory
+  options.vae_dtype = reader.string("vaeDtype", options.vae_dtype);
+  options.gradient_checkpointing = reader.boolean("gradientCheckpointing", options.gradient_checkpointing);
+  options.initial_loss_scale = reader.number("initialLossScale", options.initial_loss_scale);
+  // Checkpoints, validation, output
+  options.checkpoint_every = reader.integer("checkpointEvery", options.checkpoint_every);
+  options.stop_after_step = reader.integer("stopAfterStep", options.stop_after_step);
+  options.validation_every = reader.integer("validationEvery", options.validation_every);
+  options.validation_prompts = reader.string_list("validationPrompts", options.validation_prompts);
+  options.validation_seed = reader.unsigned_integer("validationSeed", options.validation_seed);
+  options.validation_steps = reader.integer("validationSteps", options.validation_steps);
+  options.validation_guidance_scale = reader.number("validationGuidanceScale", options.validation_guidance_scale);
+  options.validation_loss_samples = reader.integer("validationLossSamples", options.validation_loss_samples);
+  options.save_peft = reader.boolean("savePeft", options.save_peft);
+  options.metadata = reader.string_map("metadata");
   return options;
 }
 
@@ -245,6 +398,21 @@ Napi::Object progress_to_js(Napi::Env env, const Progress& progress) {
   result.Set("step", static_cast<double>(progress.step));
   result.Set("total", static_cast<double>(progress.total));
   result.Set("message", progress.message);
+  result.Set("metrics", metrics_to_js(env, progress.metrics));
+  result.Set("files", strings_to_js(env, progress.files));
+  return result;
+}
+
+Napi::Object train_result_to_js(Napi::Env env, const TrainResult& train_result) {
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("status", train_result.status);
+  result.Set("steps", static_cast<double>(train_result.steps));
+  // Paths the run did not write are left out rather than set to "".
+  if (!train_result.lora_path.empty()) result.Set("loraPath", train_result.lora_path);
+  if (!train_result.peft_path.empty()) result.Set("peftPath", train_result.peft_path);
+  if (!train_result.checkpoint_path.empty()) result.Set("checkpointPath", train_result.checkpoint_path);
+  result.Set("samplePaths", strings_to_js(env, train_result.sample_paths));
+  result.Set("metrics", metrics_to_js(env, train_result.metrics));
   return result;
 }
 

@@ -7,7 +7,7 @@
 #include <napi.h> // Napi::Value, Napi::Object
 
 #include "io/safetensors.h" // io::SafetensorsFile
-#include "sdxl/engine.h"    // LoadOptions, GenerateOptions, VerifyOptions, results
+#include "sdxl/engine.h"    // LoadOptions, GenerateOptions, VerifyOptions, TrainOptions, results
 
 #include <map> // SafetensorsHeader
 #include <string>
@@ -18,6 +18,8 @@ namespace sdxl::addon {
 LoadOptions load_options_from_js(const Napi::Value& value);
 GenerateOptions generate_options_from_js(const Napi::Value& value);
 VerifyOptions verify_options_from_js(const Napi::Value& value);
+// Copies every training image's rgb bytes: the job thread never reads JS memory.
+TrainOptions train_options_from_js(const Napi::Value& value);
 std::string string_argument(const Napi::CallbackInfo& info, size_t index, const char* name);
 
 // ---- C++ -> JS ---------------------------------------------------------------
@@ -28,6 +30,7 @@ Napi::Object prompt_embeddings_to_js(Napi::Env env, const PromptEmbeddings& embe
 Napi::Object image_to_js(Napi::Env env, const Image& image);
 Napi::Object verify_report_to_js(Napi::Env env, const VerifyReport& report);
 Napi::Object progress_to_js(Napi::Env env, const Progress& progress);
+Napi::Object train_result_to_js(Napi::Env env, const TrainResult& result);
 
 // Header of a .safetensors file: { tensors: { name: { dtype, shape, dataOffsets } }, metadata }.
 struct SafetensorsHeader {

@@ -101,23 +101,27 @@ struct JobState {
   std::optional<ErrorInfo> error;
   // Main thread only: an exception thrown by the JS progress callback.
   Napi::Reference<Napi::Value> callback_error;
+  bool listener_failed = false; // main thread only: no more reports once the listener threw
 };
 
 // Main thread: forwards one progress report to the JS callback. Raw napi calls:
 // when the callback ends the environment (process.exit() in a worker),
-// node-addon-api's error wrapping would abort the process.
+// node-addon-api's error wrapping would abort the process. Reports still arrive
+// after cancel(): a cancelled training run reports saving its checkpoint.
 void deliver_progress(Napi::Env env, Napi::Function callback, Progress* report, JobState* state) {
   std::unique_ptr<Progress> owned(report);
-  if (env == nullptr || state->cancel.is_set()) return; // torn down, or already cancelled
+  if (env == nullptr || state->listener_failed) return; // torn down, or the listener already threw
   napi_value argument = nullptr;
   try {
     argument = progress_to_js(env, *owned);
   } catch (const Napi::Error&) {
+    state->listener_failed = true;
     state->cancel.request();
     return;
   }
   napi_value result = nullptr;
   if (napi_call_function(env, env.Undefined(), callback, 1, &argument, &result) == napi_ok) return;
+  state->listener_failed = true;
   state->cancel.request(); // the listener threw: stop the job and reject with its error
   napi_value exception = nullptr;
   if (napi_get_and_clear_last_exception(env, &exception) != napi_ok || exception == nullptr) return;

@@ -1,4 +1,4 @@
-// Long jobs (generate, verify): a dedicated std::thread per job, progress and
+// Long jobs (generate, verify, train): a dedicated std::thread per job, progress and
 // completion reported through a Napi::ThreadSafeFunction, cancellation through
 // an engine CancelFlag. JS gets { promise, cancel() }.
 #pragma once

@@ -320,6 +320,8 @@ void save_safetensors(const std::string& path, const TensorMap& tensors,
     const size_t bytes = tensor.numel() * tensor.element_size();
     if (ok && bytes > 0) ok = std::fwrite(tensor.data_ptr(), 1, bytes, out) == bytes;
   }
+  // Flushed to the disk before the rename, so a crash leaves the old file or the whole new one.
+  if (ok) ok = std::fflush(out) == 0 && ::fsync(::fileno(out)) == 0;
   const int write_error = errno;
   ok = (std::fclose(out) == 0) && ok;
   if (!ok) {
@@ -330,6 +332,14 @@ void save_safetensors(const std::string& path, const TensorMap& tensors,
     const int rename_error = errno;
     std::remove(temp_path.c_str());
     fail(path, std::string("cannot rename temporary file: ") + std::strerror(rename_error));
+  }
+  // The rename itself is durable once the directory entry is.
+  const auto slash = path.find_last_of('/');
+  const std::string directory = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const int dir_fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dir_fd >= 0) {
+    ::fsync(dir_fd);
+    ::close(dir_fd);
   }
 }
 

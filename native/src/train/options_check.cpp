@@ -1,0 +1,99 @@
+// Rules for TrainOptions; see options_check.h.
+#include "train/options_check.h"
+
+#include <cmath>     // std::isfinite
+#include <stdexcept> // std::invalid_argument
+#include <string>
+
+namespace sdxl::train {
+
+namespace {
+[[noreturn]] void refuse(const std::string& field, const std::string& why) {
+  throw std::invalid_argument(field + ": " + why);
+}
+
+void require_positive(const std::string& field, int64_t value) {
+  if (value <= 0) refuse(field, "must be at least 1, got " + std::to_string(value));
+}
+
+void require_non_negative(const std::string& field, double value) {
+  if (!std::isfinite(value) || value < 0) refuse(field, "must be a finite number >= 0, got " + std::to_string(value));
+}
+
+void require_probability(const std::string& field, double value) {
+  if (!std::isfinite(value) || value < 0 || value >= 1) refuse(field, "must be in [0, 1), got " + std::to_string(value));
+}
+
+void require_one_of(const std::string& field, const std::string& value, std::initializer_list<const char*> allowed) {
+  std::string list;
+  for (const char* name : allowed) {
+    if (value == name) return;
+    list += (list.empty() ? "" : ", ") + std::string(name);
+  }
+  refuse(field, "'" + value + "' is not one of " + list);
+}
+} // namespace
+
+void check_train_options(const TrainOptions& o) {
+  if (o.model.model_path.empty()) refuse("model.model_path", "is required");
+  require_one_of("model.runtime.dtype", o.model.runtime.dtype, {"float32", "bfloat16", "float16"});
+  require_one_of("vae_dtype", o.vae_dtype, {"float32", "bfloat16"});
+  if (o.output_dir.empty()) refuse("output_dir", "is required");
+  if (o.output_name.empty() || o.output_name.find('/') != std::string::npos)
+    refuse("output_name", "must be a file name without '/'");
+
+  if (o.images.empty()) refuse("images", "at least one image is required");
+  for (size_t i = 0; i < o.images.size(); ++i) {
+    const TrainImage& image = o.images[i];
+    const std::string field = "images[" + std::to_string(i) + "]";
+    if (image.width <= 0 || image.height <= 0) refuse(field, "width and height must be positive");
+    if (image.rgb.size() != static_cast<size_t>(image.width * image.height * 3))
+      refuse(field + ".rgb", "must hold width * height * 3 bytes (" + std::to_string(image.width * image.height * 3) +
+                                 "), got " + std::to_string(image.rgb.size()));
+    if (image.caption.find_first_not_of(" \t\r\n") == std::string::npos) refuse(field + ".caption", "is empty");
+  }
+
+  require_positive("bucket_step", o.bucket_step);
+  require_positive("resolution", o.resolution);
+  if (o.resolution % o.bucket_step != 0)
+    refuse("resolution", "must be a multiple of bucket_step (" + std::to_string(o.bucket_step) + "), got " +
+                             std::to_string(o.resolution));
+  if (o.min_bucket_side > o.resolution || o.max_bucket_side < o.resolution)
+    refuse("resolution", "must lie between min_bucket_side and max_bucket_side");
+  require_positive("repeats", o.repeats);
+  require_probability("caption_dropout", o.caption_dropout);
+
+  require_positive("rank", o.rank);
+  if (!std::isfinite(o.alpha) || o.alpha <= 0) refuse("alpha", "must be > 0");
+  require_probability("dropout", o.dropout);
+  if (o.unet_targets.empty()) refuse("unet_targets", "at least one target module name is required");
+  if (o.train_text_encoder && o.text_encoder_targets.empty())
+    refuse("text_encoder_targets", "at least one target is required when train_text_encoder is set");
+
+  require_positive("max_steps", o.max_steps);
+  require_positive("batch_size", o.batch_size);
+  require_positive("gradient_accumulation", o.gradient_accumulation);
+  if (!std::isfinite(o.max_grad_norm)) refuse("max_grad_norm", "must be finite");
+  require_one_of("lr_scheduler", o.lr_scheduler, {"constant", "constant_with_warmup", "linear", "cosine"});
+  if (o.lr_warmup_steps < 0) refuse("lr_warmup_steps", "must be >= 0");
+  if (!std::isfinite(o.unet_lr) || o.unet_lr <= 0) refuse("unet_lr", "must be > 0");
+  if (o.train_text_encoder && (!std::isfinite(o.text_encoder_lr) || o.text_encoder_lr <= 0))
+    refuse("text_encoder_lr", "must be > 0");
+  require_non_negative("min_snr_gamma", o.min_snr_gamma);
+  require_non_negative("noise_offset", o.noise_offset);
+
+  require_one_of("optimizer", o.optimizer, {"adamw", "adamw8bit"});
+  if (!(o.adam_beta1 >= 0 && o.adam_beta1 < 1)) refuse("adam_beta1", "must be in [0, 1)");
+  if (!(o.adam_beta2 >= 0 && o.adam_beta2 < 1)) refuse("adam_beta2", "must be in [0, 1)");
+  if (!(o.adam_epsilon > 0)) refuse("adam_epsilon", "must be > 0");
+  require_non_negative("weight_decay", o.weight_decay);
+  if (!(o.initial_loss_scale >= 1)) refuse("initial_loss_scale", "must be >= 1");
+
+  if (o.checkpoint_every < 0) refuse("checkpoint_every", "must be >= 0");
+  if (o.stop_after_step < 0) refuse("stop_after_step", "must be >= 0");
+  if (o.validation_every < 0) refuse("validation_every", "must be >= 0");
+  require_positive("validation_steps", o.validation_steps);
+  if (o.validation_loss_samples < 0) refuse("validation_loss_samples", "must be >= 0");
+}
+
+} // namespace sdxl::train

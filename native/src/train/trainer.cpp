@@ -1,0 +1,481 @@
+// sdxl::train_lora: DreamBooth-style LoRA fine-tuning of SDXL (engine.h).
+// The loop of kohya's sd-scripts sdxl_train_network.py and diffusers'
+// train_dreambooth_lora_sdxl.py: cached latents and prompt embeddings,
+// DDPM noising, epsilon-prediction MSE (optionally min-SNR weighted), gradient
+// accumulation and clipping, AdamW / AdamW8bit on float32 LoRA master weights
+// over frozen bfloat16 / float16 / float32 base weights, dynamic loss scaling
+// for float16, checkpoints that resume bit for bit on the CPU.
+//
+// Every random draw (latent sampling, LoRA init, caption dropout, noise,
+// timesteps) comes from one CPU generator seeded by options.seed; LoRA dropout
+// masks from a second one on the model's device. Each checkpoint stores both states.
+#include <ATen/CPUGeneratorImpl.h> // at::detail::createCPUGenerator
+#if defined(SDXL_WITH_CUDA)
+#include <ATen/cuda/CUDAGeneratorImpl.h> // at::cuda::detail::createCUDAGenerator
+#endif
+
+#include <chrono>     // wall-clock seconds in the result
+#include <cmath>      // std::isfinite
+#include <filesystem> // output directories
+#include <sstream>    // option fingerprints
+
+#include "engine/memory_stats.h"  // memory_stats
+#include "engine/model.h"         // Model, load_model_from
+#include "engine/runtime.h"       // parse_device, parse_dtype
+#include "io/key_conversion.h"    // io::UNetLayout
+#include "models/grad_checkpoint.h" // set_gradient_checkpointing
+#include "sample/noise_schedule.h"  // train_alphas_cumprod
+#include "sdxl/engine.h"
+#include "train/adamw.h"           // AdamW
+#include "train/batch_sampler.h"   // BatchSampler
+#include "train/checkpoint_file.h" // TrainingState, write_checkpoint
+#include "train/ddpm_loss.h"       // add_noise
+#include "train/lora_metadata.h"   // lora_metadata, dataset_hash
+#include "train/lora_network.h"    // LoraNetwork
+#include "train/loss_scaler.h"     // DynamicLossScaler
+#include "train/lr_schedule.h"     // lr_multiplier
+#include "train/options_check.h"   // check_train_options
+#include "train/progress_meter.h"  // ProgressMeter
+#include "train/training_set.h"    // build_training_set
+#include "train/validation.h"      // validation_loss, write_validation_images
+
+namespace sdxl {
+
+namespace {
+
+using train::TrainingState;
+
+// The options that decide the trajectory; a checkpoint only resumes a run with the same ones.
+std::map<std::string, std::string> trajectory_options(const TrainOptions& o, const std::string& dataset_hash) {
+  const auto join = [](const std::vector<std::string>& items) {
+    std::string out;
+    for (const auto& item : items) out += (out.empty() ? "" : ",") + item;
+    return out;
+  };
+  const auto num = [](double value) {
+    std::ostringstream text;
+    text.precision(17);
+    text << value;
+    return text.str();
+  };
+  return {
+      {"dataset_hash", dataset_hash},
+      {"dtype", o.model.runtime.dtype},
+      {"vae_dtype", o.vae_dtype},
+      {"resolution", std::to_string(o.resolution)},
+      {"buckets", std::to_string(o.bucket_step) + "/" + std::to_string(o.min_bucket_side) + "/" +
+                      std::to_string(o.max_bucket_side)},
+      {"random_flip", o.random_flip ? "true" : "false"},
+      {"repeats", std::to_string(o.repeats)},
+      {"caption_dropout", num(o.caption_dropout)},
+      {"rank", std::to_string(o.rank)},
+      {"alpha", num(o.alpha)},
+      {"dropout", num(o.dropout)},
+      {"unet_targets", join(o.unet_targets)},
+      {"text_encoder_targets", o.train_text_encoder ? join(o.text_encoder_targets) : "(not trained)"},
+      {"max_steps", std::to_string(o.max_steps)},
+      {"batch_size", std::to_string(o.batch_size)},
+      {"gradient_accumulation", std::to_string(o.gradient_accumulation)},
+      {"max_grad_norm", num(o.max_grad_norm)},
+      {"lr_scheduler", o.lr_scheduler + "/" + std::to_string(o.lr_warmup_steps)},
+      {"unet_lr", num(o.unet_lr)},
+      {"text_encoder_lr", num(o.text_encoder_lr)},
+      {"min_snr_gamma", num(o.min_snr_gamma)},
+      {"noise_offset", num(o.noise_offset)},
+      {"seed", std::to_string(o.seed)},
+      {"optimizer", o.optimizer + "/" + num(o.adam_beta1) + "/" + num(o.adam_beta2) + "/" + num(o.adam_epsilon) + "/" +
+                        num(o.weight_decay)},
+  };
+}
+
+// Tensors of `all` whose names start with `prefix`, with the prefix removed.
+std::map<std::string, torch::Tensor> with_prefix_removed(const std::map<std::string, torch::Tensor>& all,
+                                                         const std::string& prefix) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [name, tensor] : all) {
+    if (name.rfind(prefix, 0) == 0) out[name.substr(prefix.size())] = tensor;
+  }
+  return out;
+}
+
+// One micro-batch: the min-SNR-weighted epsilon MSE, float32 scalar in the autograd graph.
+struct MicroBatch {
+  torch::Tensor latents;   // [B, 4, h, w] float32
+  torch::Tensor time_ids;  // [B, 6] float32
+  std::vector<int64_t> prompts;
+};
+
+class Trainer {
+ public:
+  Trainer(const TrainOptions& options, const ProgressFn& progress, const CancelFlag& cancel)
+      : options_(options),
+        cancel_(cancel),
+        device_(parse_device(options.model.runtime.device)),
+        dtype_(parse_dtype(options.model.runtime.dtype)),
+        encoders_trained_(options.train_text_encoder),
+        generator_(at::detail::createCPUGenerator(options.seed)),
+        meter_(progress, device_, options.max_steps, options.batch_size * options.gradient_accumulation) {}
+
+  TrainResult run();
+
+ private:
+  void load();
+  void prepare();
+  void restore(const TrainingState& state);
+  double train_step(int64_t step);
+  torch::Tensor micro_batch_loss(const MicroBatch& batch);
+  MicroBatch next_micro_batch();
+  std::vector<torch::Tensor> trainable() const;
+  at::Generator make_dropout_generator() const;
+  std::string save_checkpoint(int64_t steps_done);
+  void validate(int64_t steps_done);
+  void save_outputs(TrainResult& result, int64_t steps_done);
+
+  const TrainOptions& options_;
+  const CancelFlag& cancel_;
+  torch::Device device_;
+  torch::Dtype dtype_;
+  bool encoders_trained_;
+  at::Generator generator_;
+  at::Generator dropout_generator_; // on the model's device
+  train::ProgressMeter meter_;
+
+  std::shared_ptr<Model> model_;
+  std::string dataset_hash_;
+  train::TrainingSet set_;
+  train::ValidationSet validation_;
+  train::LoraNetwork network_;
+  std::unique_ptr<train::AdamW> optimizer_;
+  train::DynamicLossScaler scaler_ = train::DynamicLossScaler::disabled();
+  std::unique_ptr<train::BatchSampler> sampler_;
+  torch::Tensor alphas_cumprod_;
+  std::map<std::string, double> metrics_;
+  std::vector<std::string> sample_paths_;
+  std::string last_checkpoint_;
+};
+
+void Trainer::load() {
+  meter_.report("loading", 0, 1, options_.model.model_path);
+  model_ = load_model_from(options_.model, cancel_);
+  // The VAE never runs in float16 (its activations overflow there); float32 unless bfloat16 is asked.
+  model_->vae->to(parse_dtype(options_.vae_dtype));
+  model_->vae_dtype = parse_dtype(options_.vae_dtype);
+  model_->vae->eval();
+  meter_.report("loading", 1, 1, options_.model.model_path);
+}
+
+void Trainer::prepare() {
+  dataset_hash_ = train::dataset_hash(options_.images);
+  const int64_t image_count = static_cast<int64_t>(options_.images.size());
+  meter_.report("caching", 0, image_count, "latents and prompt embeddings");
+  set_ = train::build_training_set(
+      *model_, options_, !encoders_trained_, generator_,
+      [&](int64_t done, int64_t total) { meter_.report("caching", done, total, "latents and prompt embeddings"); },
+      cancel_);
+  validation_ = train::make_validation_set(*model_, options_, set_, encoders_trained_);
+  if (!encoders_trained_) {
+    // Every prompt is cached: the encoders' memory goes back before the loop.
+    model_->text_encoder = models::ClipTextModel{nullptr};
+    model_->text_encoder_2 = models::ClipTextModel{nullptr};
+  }
+  if (validation_.prompts.empty()) model_->vae = models::AutoencoderKL{nullptr};
+
+  train::LoraNetworkOptions network_options;
+  network_options.rank = options_.rank;
+  network_options.alpha = options_.alpha;
+  network_options.dropout = options_.dropout;
+  network_options.unet_targets = options_.unet_targets;
+  network_options.text_encoders = encoders_trained_;
+  network_options.text_encoder_targets = options_.text_encoder_targets;
+  network_.attach(*model_->unet, encoders_trained_ ? model_->text_encoder.ptr().get() : nullptr,
+                  encoders_trained_ ? model_->text_encoder_2.ptr().get() : nullptr, network_options, generator_);
+
+  dropout_generator_ = make_dropout_generator();
+  network_.set_dropout_generator(dropout_generator_);
+
+  model_->unet->train();
+  models::set_gradient_checkpointing(*model_->unet, options_.gradient_checkpointing);
+  if (encoders_trained_) {
+    model_->text_encoder->train();
+    model_->text_encoder_2->train();
+    models::set_gradient_checkpointing(*model_->text_encoder, options_.gradient_checkpointing);
+    models::set_gradient_checkpointing(*model_->text_encoder_2, options_.gradient_checkpointing);
+  }
+
+  std::vector<std::vector<torch::Tensor>> groups{network_.unet_parameters()};
+  if (encoders_trained_) groups.push_back(network_.text_encoder_parameters());
+  train::AdamWHyper hyper;
+  hyper.beta1 = options_.adam_beta1;
+  hyper.beta2 = options_.adam_beta2;
+  hyper.eps = options_.adam_epsilon;
+  hyper.weight_decay = options_.weight_decay;
+  optimizer_ = std::make_unique<train::AdamW>(train::parse_optimizer_kind(options_.optimizer), groups, hyper);
+
+  if (dtype_ == torch::kFloat16) {
+    train::LossScalerOptions scaler_options;
+    scaler_options.init_scale = options_.initial_loss_scale;
+    scaler_ = train::DynamicLossScaler(scaler_options);
+  }
+
+  std::vector<size_t> bucket_of_image;
+  for (const auto& image : set_.images) bucket_of_image.push_back(image.bucket);
+  sampler_ = std::make_unique<train::BatchSampler>(bucket_of_image, options_.repeats, options_.batch_size,
+                                                   options_.random_flip, options_.seed);
+  alphas_cumprod_ = sample::train_alphas_cumprod(model_->scheduler).to(device_);
+}
+
+at::Generator Trainer::make_dropout_generator() const {
+  // A fixed offset from the run's seed keeps the dropout stream apart from the main one.
+  const uint64_t seed = options_.seed + 1;
+#if defined(SDXL_WITH_CUDA)
+  if (device_.is_cuda()) {
+    at::Generator generator = at::cuda::detail::createCUDAGenerator(device_.has_index() ? device_.index() : 0);
+    generator.set_current_seed(seed);
+    return generator;
+  }
+#endif
+  return at::detail::createCPUGenerator(seed);
+}
+
+void Trainer::restore(const TrainingState& state) {
+  train::check_same_options(state.options, trajectory_options(options_, dataset_hash_), options_.resume_from);
+  if (state.step >= options_.max_steps)
+    throw std::invalid_argument("resume_from: the checkpoint is at step " + std::to_string(state.step) +
+                                ", not before max_steps " + std::to_string(options_.max_steps));
+  network_.load_state(with_prefix_removed(state.tensors, "lora/"));
+  optimizer_->load_state(state.tensors, "optim");
+  scaler_.from_tensors(state.tensors, "scaler");
+  const auto rng = state.tensors.find("rng/cpu");
+  if (rng == state.tensors.end()) throw std::invalid_argument("resume_from: the checkpoint has no RNG state");
+  generator_.set_state(rng->second);
+  const auto dropout_rng = state.tensors.find("rng/dropout");
+  if (dropout_rng == state.tensors.end()) throw std::invalid_argument("resume_from: the checkpoint has no dropout RNG state");
+  dropout_generator_.set_state(dropout_rng->second);
+  sampler_->restore(train::BatchSampler::State{state.sampler_epoch, state.sampler_position});
+}
+
+std::string Trainer::save_checkpoint(int64_t steps_done) {
+  TrainingState state;
+  state.step = steps_done;
+  state.sampler_epoch = sampler_->state().epoch;
+  state.sampler_position = sampler_->state().position;
+  state.options = trajectory_options(options_, dataset_hash_);
+  for (auto& [name, tensor] : network_.state()) state.tensors["lora/" + name] = tensor;
+  optimizer_->save_state(state.tensors, "optim");
+  for (auto& [name, tensor] : scaler_.to_tensors("scaler")) state.tensors[name] = tensor;
+  state.tensors["rng/cpu"] = generator_.get_state();
+  state.tensors["rng/dropout"] = dropout_generator_.get_state();
+  const std::string path = train::checkpoint_path(options_.output_dir, steps_done);
+  meter_.report("saving", steps_done, options_.max_steps, "checkpoint " + path);
+  train::write_checkpoint(path, state);
+  last_checkpoint_ = path;
+  return path;
+}
+
+MicroBatch Trainer::next_micro_batch() {
+  MicroBatch batch;
+  std::vector<torch::Tensor> latents, time_ids;
+  for (const train::SampleRef& ref : sampler_->next()) {
+    const train::CachedImage& image = set_.images[ref.image];
+    const int orientation = ref.flip ? 1 : 0;
+    latents.push_back(image.latents[orientation]);
+    time_ids.push_back(image.time_ids[orientation]);
+    int64_t prompt = image.caption;
+    if (options_.caption_dropout > 0 &&
+        torch::rand({1}, generator_, torch::kFloat64).item<double>() < options_.caption_dropout)
+      prompt = set_.prompts.empty_index;
+    batch.prompts.push_back(prompt);
+  }
+  batch.latents = torch::stack(latents);   // [B, 4, h, w]
+  batch.time_ids = torch::stack(time_ids); // [B, 6]
+  return batch;
+}
+
+torch::Tensor Trainer::micro_batch_loss(const MicroBatch& batch) {
+  const auto sizes = batch.latents.sizes();
+  const int64_t b = sizes[0];
+  torch::Tensor noise = torch::randn(sizes, generator_, torch::kFloat32); // [B, 4, h, w]
+  if (options_.noise_offset > 0) // offset noise (Guttenberg 2023): a per-channel constant shift
+    noise = noise + options_.noise_offset * torch::randn({b, sizes[1], 1, 1}, generator_, torch::kFloat32);
+  const torch::Tensor timesteps =
+      torch::randint(0, model_->scheduler.num_train_timesteps, {b}, generator_, torch::kInt64); // [B]
+  noise = noise.to(device_);
+  const torch::Tensor t = timesteps.to(device_);
+
+  const train::BatchConditioning conditioning =
+      train::condition_batch(*model_, set_.prompts, batch.prompts, encoders_trained_);
+  const torch::Tensor noisy = train::add_noise(alphas_cumprod_, batch.latents.to(device_), noise, t); // float32
+  const torch::Tensor prediction =
+      model_->unet->forward(noisy.to(dtype_), t.to(torch::kFloat32), conditioning.prompt_embeds.to(dtype_),
+                            conditioning.pooled.to(dtype_), batch.time_ids.to(device_, dtype_)); // [B, 4, h, w]
+  torch::Tensor per_sample = (prediction.to(torch::kFloat32) - noise).pow(2).mean({1, 2, 3}); // [B]
+  if (options_.min_snr_gamma > 0) {
+    // Min-SNR-gamma (Hang et al. 2023) for epsilon prediction: weight min(SNR, gamma) / SNR.
+    const torch::Tensor alpha = alphas_cumprod_.index_select(0, t);
+    const torch::Tensor snr = alpha / (1 - alpha);
+    per_sample = per_sample * torch::clamp_max(snr, options_.min_snr_gamma) / snr;
+  }
+  return per_sample.mean();
+}
+
+std::vector<torch::Tensor> Trainer::trainable() const {
+  std::vector<torch::Tensor> all = network_.unet_parameters();
+  if (encoders_trained_) {
+    for (auto& tensor : network_.text_encoder_parameters()) all.push_back(tensor);
+  }
+  return all;
+}
+
+// One optimizer step over gradient_accumulation micro-batches; returns the mean loss.
+double Trainer::train_step(int64_t step) {
+  const double multiplier =
+      train::lr_multiplier(options_.lr_scheduler, step, options_.lr_warmup_steps, options_.max_steps);
+  double loss_sum = 0;
+  for (int64_t micro = 0; micro < options_.gradient_accumulation; ++micro) {
+    const torch::Tensor loss = micro_batch_loss(next_micro_batch());
+    loss_sum += loss.item<double>();
+    (loss * (scaler_.scale() / static_cast<double>(options_.gradient_accumulation))).backward();
+  }
+  std::vector<torch::Tensor> parameters = trainable();
+  const bool found_inf = scaler_.enabled() && scaler_.unscale_and_check(parameters);
+  double grad_norm = 0;
+  if (!found_inf) {
+    grad_norm = train::global_grad_norm(parameters);
+    if (options_.max_grad_norm > 0 && grad_norm > options_.max_grad_norm) {
+      // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6).
+      const double factor = options_.max_grad_norm / (grad_norm + 1e-6);
+      torch::NoGradGuard no_grad;
+      for (auto& p : parameters) {
+        if (p.grad().defined()) p.mutable_grad().mul_(factor);
+      }
+    }
+    std::vector<double> lrs{options_.unet_lr * multiplier};
+    if (encoders_trained_) lrs.push_back(options_.text_encoder_lr * multiplier);
+    optimizer_->step(lrs);
+  }
+  if (scaler_.enabled()) scaler_.update(found_inf);
+  optimizer_->zero_grad();
+  const double loss = loss_sum / static_cast<double>(options_.gradient_accumulation);
+  meter_.on_step(step + 1, loss, options_.unet_lr * multiplier,
+                 {{"grad_norm", grad_norm},
+                  {"loss_scale", scaler_.scale()},
+                  {"skipped_steps", static_cast<double>(scaler_.skipped_steps())}});
+  metrics_["final_loss"] = loss;
+  return loss;
+}
+
+void Trainer::validate(int64_t steps_done) {
+  meter_.report("validating", steps_done, options_.max_steps, "");
+  std::map<std::string, double> results;
+  if (!validation_.triples.empty()) {
+    const double loss = train::validation_loss(*model_, set_, validation_, alphas_cumprod_, encoders_trained_);
+    results["validation_loss"] = loss;
+    if (!metrics_.count("validation_loss_first")) metrics_["validation_loss_first"] = loss;
+    metrics_["validation_loss_last"] = loss;
+  }
+  std::vector<std::string> files;
+  if (!validation_.prompts.empty()) {
+    files = train::write_validation_images(*model_, options_, validation_, encoders_trained_, steps_done, cancel_);
+    sample_paths_.insert(sample_paths_.end(), files.begin(), files.end());
+  }
+  meter_.report("validating", steps_done, options_.max_steps, "", results, files);
+}
+
+void Trainer::save_outputs(TrainResult& result, int64_t steps_done) {
+  meter_.report("saving", steps_done, options_.max_steps, "LoRA");
+  std::filesystem::create_directories(options_.output_dir);
+  const io::UNetLayout layout = io::UNetLayout::from_config(model_->unet->config());
+  const std::map<std::string, std::string> metadata = [&] {
+    auto m = train::lora_metadata(options_, dataset_hash_, steps_done, train::TrainingTimes{});
+    // No wall-clock times: the same options and data give the same file, byte for byte,
+    // whether or not the run was interrupted. A caller wanting dates passes them in options.metadata.
+    for (const char* key : {"ss_training_started_at", "ss_training_finished_at", "modelspec.date"}) m.erase(key);
+    for (const auto& [key, value] : options_.metadata) m[key] = value;
+    return m;
+  }();
+  // float32, as trained: the file reproduces the in-memory adapter exactly.
+  const auto dir = std::filesystem::path(options_.output_dir);
+  result.lora_path = (dir / (options_.output_name + ".safetensors")).string();
+  train::save_trained_lora(result.lora_path, network_, lora::LoraLayout::KohyaSgm, layout, torch::kFloat32, metadata);
+  if (options_.save_peft) {
+    result.peft_path = (dir / (options_.output_name + "_peft.safetensors")).string();
+    train::save_trained_lora(result.peft_path, network_, lora::LoraLayout::Peft, layout, torch::kFloat32, metadata);
+  }
+}
+
+TrainResult Trainer::run() {
+  const auto started = std::chrono::steady_clock::now();
+  // A bad checkpoint is refused before minutes of loading and caching.
+  TrainingState resume;
+  if (!options_.resume_from.empty()) resume = train::read_checkpoint(options_.resume_from);
+  reset_peak_memory(device_);
+  load();
+  prepare();
+  int64_t step = 0;
+  if (!options_.resume_from.empty()) {
+    restore(resume);
+    step = resume.step;
+  }
+
+  TrainResult result;
+  bool interrupted = false;
+  try {
+    if (step == 0 && !validation_.triples.empty()) validate(0);
+    for (; step < options_.max_steps; ++step) {
+      if (cancel_.is_set()) {
+        interrupted = true;
+        break;
+      }
+      train_step(step);
+      const int64_t done = step + 1;
+      if (options_.validation_every > 0 && done % options_.validation_every == 0 && done < options_.max_steps)
+        validate(done);
+      if (options_.checkpoint_every > 0 && done % options_.checkpoint_every == 0 && done < options_.max_steps)
+        save_checkpoint(done);
+      if (options_.stop_after_step > 0 && done == options_.stop_after_step && done < options_.max_steps) {
+        ++step;
+        interrupted = true;
+        break;
+      }
+    }
+  } catch (const Cancelled&) {
+    interrupted = true; // cancelled inside validation: the step count is whole
+  }
+
+  result.steps = step;
+  result.sample_paths = sample_paths_;
+  if (interrupted) {
+    result.status = "cancelled";
+    result.checkpoint_path = save_checkpoint(step);
+  } else {
+    if (!validation_.prompts.empty() || !validation_.triples.empty()) validate(step);
+    result.sample_paths = sample_paths_;
+    save_outputs(result, step);
+    result.status = "completed";
+    // With checkpoints on, the final state is kept too (kohya's --save_state_on_train_end).
+    if (options_.checkpoint_every > 0) save_checkpoint(step);
+    result.checkpoint_path = last_checkpoint_;
+  }
+  metrics_["skipped_steps"] = static_cast<double>(scaler_.skipped_steps());
+  metrics_["loss_scale"] = scaler_.scale();
+  metrics_["mean_loss"] = meter_.loss_mean();
+  metrics_["optimizer_state_bytes"] = static_cast<double>(optimizer_->state_bytes());
+  metrics_["trainable_parameters"] = static_cast<double>(network_.trainable_parameter_count());
+  metrics_["peak_memory_bytes"] = static_cast<double>(memory_stats(device_).peak_bytes);
+  metrics_["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  result.metrics = metrics_;
+  meter_.report(result.status == "completed" ? "done" : "cancelled", step, options_.max_steps, result.status,
+                metrics_);
+  return result;
+}
+
+} // namespace
+
+TrainResult train_lora(const TrainOptions& options, const ProgressFn& progress, const CancelFlag& cancel) {
+  train::check_train_options(options);
+  check_runtime(options.model.runtime);
+  Trainer trainer(options, progress, cancel);
+  return trainer.run();
+}
+
+} // namespace sdxl

@@ -1,0 +1,61 @@
+// The training set as the loop consumes it: every image resized and cropped
+// to its aspect-ratio bucket, encoded once by the VAE (and once more mirrored
+// when random flips are on), and every distinct caption encoded once by both
+// text encoders (plus the empty prompt for caption dropout). With the text
+// encoders frozen, the loop never runs the VAE or the encoders again.
+// Reference: kohya sd-scripts (cache_latents, cache_text_encoder_outputs) and
+// diffusers train_dreambooth_lora_sdxl.py (compute_time_ids).
+#pragma once
+
+#include <cstdint> // int64_t
+#include <string>
+#include <vector>
+
+#include <torch/torch.h> // torch::Tensor, at::Generator
+
+#include "engine/model.h"   // Model
+#include "sdxl/engine.h"    // TrainOptions, CancelFlag
+#include "train/buckets.h"  // Bucket
+
+namespace sdxl::train {
+
+// One image, both orientations when flips are on.
+struct CachedImage {
+  size_t bucket = 0;       // index into TrainingSet::buckets
+  torch::Tensor latents[2]; // [4, h, w] float32 on the device, already * scaling_factor; [1] mirrored (or undefined)
+  torch::Tensor time_ids[2]; // [6] float32: original size, crop, target size (SDXL micro-conditioning)
+  int64_t caption = 0;      // index into the prompt lists
+};
+
+// Encoded prompts (frozen text encoders) or their token ids (trained text encoders).
+struct PromptSet {
+  std::vector<std::string> texts;          // distinct captions; texts[empty_index] == ""
+  int64_t empty_index = 0;
+  std::vector<torch::Tensor> prompt_embeds; // [77, C] each, model dtype, on the device (frozen encoders)
+  std::vector<torch::Tensor> pooled;        // [P] each
+  std::vector<torch::Tensor> ids;           // [77] int64 each, tokenizer/ (trained encoders)
+  std::vector<torch::Tensor> ids_2;         // [77] int64 each, tokenizer_2/
+};
+
+struct TrainingSet {
+  std::vector<Bucket> buckets;
+  std::vector<CachedImage> images;
+  PromptSet prompts;
+};
+
+// Buckets, resizes and VAE-encodes every image; `on_image(done, total)` after each.
+// Latents are sampled from the encoder's distribution with `generator` (as kohya caches them).
+TrainingSet build_training_set(Model& model, const TrainOptions& options, bool encode_prompts,
+                               at::Generator& generator, const std::function<void(int64_t, int64_t)>& on_image,
+                               const CancelFlag& cancel);
+
+// The batch's conditioning: prompt embeddings [B, 77, C] and pooled [B, P], from
+// the cache or (trained encoders) by running the encoders with autograd.
+struct BatchConditioning {
+  torch::Tensor prompt_embeds;
+  torch::Tensor pooled;
+};
+BatchConditioning condition_batch(Model& model, const PromptSet& prompts, const std::vector<int64_t>& prompt_indices,
+                                  bool encoders_trained);
+
+} // namespace sdxl::train

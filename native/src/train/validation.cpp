@@ -1,0 +1,131 @@
+// Validation loss and sample images; see validation.h.
+#include "train/validation.h"
+
+#include <cstdio>     // std::snprintf
+#include <filesystem> // create_directories
+
+#include "sample/pipeline.h"        // text_to_image, image_to_rgb8
+#include "sample/prompt_encoding.h" // encode_prompts, encode_negative_prompts, add_time_ids
+#include "train/ddpm_loss.h"        // ddpm_loss
+#include "train/png_writer.h"       // write_png
+
+namespace sdxl::train {
+
+namespace {
+// Seeds the validation triples apart from the training stream (any fixed odd constant).
+constexpr uint64_t kValidationSeedSalt = 0x9E3779B97F4A7C15ull;
+
+// Puts every module in eval mode (LoRA dropout off) for the guard's lifetime.
+class EvalModeGuard {
+ public:
+  explicit EvalModeGuard(Model& model) : model_(model), was_training_(model.unet->is_training()) {
+    set(false);
+  }
+  ~EvalModeGuard() { set(was_training_); }
+
+ private:
+  void set(bool training) {
+    model_.unet->train(training);
+    if (!model_.text_encoder.is_empty()) model_.text_encoder->train(training);
+    if (!model_.text_encoder_2.is_empty()) model_.text_encoder_2->train(training);
+  }
+  Model& model_;
+  bool was_training_;
+};
+} // namespace
+
+ValidationSet make_validation_set(Model& model, const TrainOptions& options, const TrainingSet& set,
+                                  bool encoders_trained) {
+  torch::NoGradGuard no_grad;
+  ValidationSet validation;
+  auto generator = at::detail::createCPUGenerator(options.seed ^ kValidationSeedSalt);
+  const int64_t count = options.validation_loss_samples;
+  const int64_t timesteps = model.scheduler.num_train_timesteps;
+  for (int64_t k = 0; k < count; ++k) {
+    ValidationTriple triple;
+    triple.image = k % static_cast<int64_t>(set.images.size());
+    // Midpoints of `count` equal slices of [0, T): every noise level is represented.
+    triple.timestep = torch::tensor({(2 * k + 1) * timesteps / (2 * count)}, torch::kInt64);
+    const torch::Tensor& latents = set.images[triple.image].latents[0];
+    triple.noise = torch::randn({1, latents.size(0), latents.size(1), latents.size(2)}, generator, torch::kFloat32);
+    validation.triples.push_back(std::move(triple));
+  }
+  validation.prompts = options.validation_prompts;
+  if (!encoders_trained) {
+    for (const std::string& prompt : validation.prompts) {
+      const auto encoded = sample::encode_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder,
+                                                  model.text_encoder_2, {prompt});
+      validation.prompt_embeds.push_back(encoded.prompt_embeds);
+      validation.pooled.push_back(encoded.pooled_prompt_embeds);
+    }
+  }
+  return validation;
+}
+
+double validation_loss(Model& model, const TrainingSet& set, const ValidationSet& validation,
+                       const torch::Tensor& alphas_cumprod, bool encoders_trained) {
+  if (validation.triples.empty()) return 0;
+  torch::NoGradGuard no_grad;
+  EvalModeGuard eval(model);
+  double sum = 0;
+  for (const ValidationTriple& triple : validation.triples) {
+    const CachedImage& image = set.images[triple.image];
+    const BatchConditioning conditioning = condition_batch(model, set.prompts, {image.caption}, encoders_trained);
+    DdpmLossInputs inputs;
+    inputs.latents = image.latents[0].unsqueeze(0).to(model.dtype);
+    inputs.noise = triple.noise.to(model.device, model.dtype);
+    inputs.timesteps = triple.timestep.to(model.device);
+    inputs.encoder_hidden_states = conditioning.prompt_embeds.to(model.dtype);
+    inputs.text_embeds = conditioning.pooled.to(model.dtype);
+    inputs.time_ids = image.time_ids[0].unsqueeze(0).to(model.device, model.dtype);
+    sum += ddpm_loss(model.unet, alphas_cumprod, inputs).loss.item<double>();
+  }
+  return sum / static_cast<double>(validation.triples.size());
+}
+
+std::vector<std::string> write_validation_images(Model& model, const TrainOptions& options,
+                                                 const ValidationSet& validation, bool encoders_trained,
+                                                 int64_t step, const CancelFlag& cancel) {
+  std::vector<std::string> paths;
+  if (validation.prompts.empty()) return paths;
+  torch::NoGradGuard no_grad;
+  EvalModeGuard eval(model);
+  const auto directory = std::filesystem::path(options.output_dir) / "samples";
+  std::filesystem::create_directories(directory);
+  const int64_t factor = int64_t{1} << (static_cast<int64_t>(model.vae->config().block_out_channels.size()) - 1);
+  const int64_t size = options.resolution;
+  for (size_t i = 0; i < validation.prompts.size(); ++i) {
+    throw_if_cancelled(cancel);
+    sample::Text2ImageInputs inputs;
+    if (encoders_trained) {
+      const auto encoded = sample::encode_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder,
+                                                  model.text_encoder_2, {validation.prompts[i]});
+      inputs.prompt_embeds = encoded.prompt_embeds;
+      inputs.pooled_prompt_embeds = encoded.pooled_prompt_embeds;
+    } else {
+      inputs.prompt_embeds = validation.prompt_embeds[i];
+      inputs.pooled_prompt_embeds = validation.pooled[i];
+    }
+    // An empty negative prompt is zeros (SDXL-base's force_zeros_for_empty_prompt), so no encoder is needed.
+    inputs.negative_prompt_embeds = torch::zeros_like(inputs.prompt_embeds);
+    inputs.negative_pooled_prompt_embeds = torch::zeros_like(inputs.pooled_prompt_embeds);
+    inputs.time_ids = sample::add_time_ids(sample::SizeConditioning::for_output(size, size), 1, model.dtype, model.device);
+    // One seed per prompt, fixed across the run, so samples at different steps compare.
+    auto generator = at::detail::createCPUGenerator(options.validation_seed + i);
+    inputs.latents = torch::randn({1, model.unet->config().in_channels, size / factor, size / factor}, generator,
+                                  torch::kFloat32)
+                         .to(model.device, model.dtype);
+    inputs.steps = options.validation_steps;
+    inputs.guidance_scale = options.validation_guidance_scale;
+    const auto result = sample::text_to_image(model.unet, model.vae, model.scheduler, inputs,
+                                              [&](int64_t, int64_t) { throw_if_cancelled(cancel); });
+    char name[64];
+    std::snprintf(name, sizeof name, "step-%06lld-%02zu.png", static_cast<long long>(step), i);
+    const std::string path = (directory / name).string();
+    write_png(path, size, size, sample::image_to_rgb8(result.image));
+    paths.push_back(path);
+  }
+  return paths;
+}
+
+} // namespace sdxl::train

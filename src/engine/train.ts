@@ -1,0 +1,380 @@
+// LoRA training from TypeScript. TrainConfig is engine.h's TrainOptions in
+// camelCase, as a TypeBox schema holding the defaults and limits; train()
+// refuses a bad config with an error naming the field before any native work,
+// decodes the images with sharp, then runs the native trainer on its own thread.
+//
+// Cancelling: before the native run starts (while images decode) the promise
+// rejects with ERR_SDXL_CANCELLED; during the run the trainer writes a
+// checkpoint and the promise resolves with { status: 'cancelled', checkpointPath }.
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+
+import sharp from 'sharp';
+import { Type, type Static, type TSchema } from 'typebox';
+import { Value } from 'typebox/value';
+
+import {
+  checkDevice,
+  checkObject,
+  checkPath,
+  checkProgressCallback,
+  checkSeed,
+  checkString,
+  describeValue,
+  EngineArgumentError,
+  expected,
+} from './checks.js';
+import { failedJob, withCallerStack, type EngineJob } from './jobs.js';
+import { loadNativeAddon } from './native.js';
+import type { NativeJob, NativeTrainImage, NativeTrainOptions, Progress, ProgressCallback, TrainResult } from './types.js';
+
+// ----------------------------------------------------------------------------
+// Schema
+
+const MAX_SIDE = 4096;
+const LATENT_MULTIPLE = 8; // the VAE downsamples by 8: bucket sides are multiples of it
+const MAX_RANK = 1024;
+const MAX_STEPS = 1_000_000;
+const MAX_BATCH = 64;
+const MAX_IMAGES = 100_000;
+const MAX_VALIDATION_PROMPTS = 64;
+const MAX_SAMPLING_STEPS = 1000; // the scheduler's training timesteps
+const OUTPUT_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'; // a file name, never a path
+// Training downsamples every image into a bucket of about resolution^2 pixels;
+// keeping more than twice that side only costs memory on the way there.
+const DECODE_SIDE_FACTOR = 2;
+
+const integer = (minimum: number, maximum: number, value: number, description: string) =>
+  Type.Integer({ minimum, maximum, default: value, description });
+const number = (limits: { minimum?: number; exclusiveMinimum?: number; maximum?: number; exclusiveMaximum?: number },
+  value: number, description: string) => Type.Number({ ...limits, default: value, description });
+const flag = (value: boolean, description: string) => Type.Boolean({ default: value, description });
+const names = (value: string[], description: string, minItems = 0) =>
+  Type.Array(Type.String({ minLength: 1 }), { minItems, maxItems: 256, default: value, description });
+const seed = (description: string) =>
+  Type.Union([Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }), Type.BigInt()], { default: 0, description });
+
+/** One training image: a file, or encoded bytes (any format sharp reads), with its caption. */
+export const TrainImageSource = Type.Union([
+  Type.Object({
+    name: Type.String({ minLength: 1, description: 'Used in errors and in the dataset hash' }),
+    caption: Type.String({ minLength: 1 }),
+    path: Type.String({ minLength: 1, description: 'An image file' }),
+  }),
+  Type.Object({
+    name: Type.String({ minLength: 1 }),
+    caption: Type.String({ minLength: 1 }),
+    data: Type.Unsafe<Uint8Array>({ description: 'Encoded image bytes (a Buffer)' }),
+  }),
+]);
+export type TrainImageSource = Static<typeof TrainImageSource>;
+
+/** Options of one training run; see engine.h TrainOptions for what each does. */
+export const TrainConfig = Type.Object({
+  // Model and files
+  modelPath: Type.String({ minLength: 1, description: 'A diffusers folder or one SGM .safetensors file' }),
+  configDir: Type.Optional(Type.String({ minLength: 1, description: 'For a single file: a diffusers folder with its configs' })),
+  device: Type.String({ default: 'cpu', description: '"cpu", "cuda" or "cuda:N"' }),
+  dtype: Type.Enum(['float32', 'bfloat16', 'float16'], { default: 'float32', description: 'Frozen weights' }),
+  images: Type.Array(TrainImageSource, { minItems: 1, maxItems: MAX_IMAGES }),
+  outputDir: Type.String({ minLength: 1, description: 'Receives the LoRA file(s), checkpoints/ and samples/; created when missing' }),
+  outputName: Type.String({ pattern: OUTPUT_NAME_PATTERN, default: 'lora', description: '<outputDir>/<outputName>.safetensors' }),
+  resumeFrom: Type.Optional(Type.String({ minLength: 1, description: 'A checkpoint of an earlier run with the same config' })),
+  triggerPhrase: Type.String({ default: '', description: 'Recorded as modelspec.trigger_phrase' }),
+  // Data
+  resolution: integer(LATENT_MULTIPLE, MAX_SIDE, 1024, 'Buckets hold about resolution^2 pixels; a multiple of bucketStep'),
+  bucketStep: Type.Integer({ minimum: LATENT_MULTIPLE, maximum: 1024, multipleOf: LATENT_MULTIPLE, default: 64 }),
+  minBucketSide: integer(LATENT_MULTIPLE, MAX_SIDE, 256, 'Shortest bucket side, at most resolution'),
+  maxBucketSide: integer(LATENT_MULTIPLE, MAX_SIDE, 2048, 'Longest bucket side, at least resolution'),
+  randomFlip: flag(false, 'Mirror images at random'),
+  repeats: integer(1, 10_000, 1, 'Times each image is seen per epoch'),
+  captionDropout: number({ minimum: 0, exclusiveMaximum: 1 }, 0, 'Probability of training on the empty prompt'),
+  // LoRA network
+  rank: integer(1, MAX_RANK, 16, 'LoRA rank'),
+  alpha: number({ exclusiveMinimum: 0, maximum: 65_536 }, 16, 'Scale = alpha / rank'),
+  dropout: number({ minimum: 0, exclusiveMaximum: 1 }, 0, 'Dropout on the LoRA path'),
+  unetTargets: names(['to_q', 'to_k', 'to_v', 'to_out.0'], 'UNet module-name suffixes that get a LoRA', 1),
+  trainTextEncoder: flag(false, 'Also train LoRAs on both text encoders'),
+  textEncoderTargets: names(['q_proj', 'k_proj', 'v_proj', 'out_proj'], 'Text-encoder module-name suffixes'),
+  // Loop
+  maxSteps: integer(1, MAX_STEPS, 1000, 'Optimizer steps'),
+  batchSize: integer(1, MAX_BATCH, 1, 'Images per forward'),
+  gradientAccumulation: integer(1, 1024, 1, 'Forwards per optimizer step'),
+  maxGradNorm: number({}, 1, 'Gradient clipping norm; <= 0 disables clipping'),
+  lrScheduler: Type.Enum(['constant', 'constant_with_warmup', 'linear', 'cosine'], { default: 'constant' }),
+  lrWarmupSteps: integer(0, MAX_STEPS, 0, 'Steps of linear warmup, at most maxSteps'),
+  unetLr: number({ exclusiveMinimum: 0, maximum: 1 }, 1e-4, 'UNet LoRA learning rate'),
+  textEncoderLr: number({ minimum: 0, maximum: 1 }, 5e-5, 'Text-encoder LoRA learning rate (> 0 when trainTextEncoder)'),
+  minSnrGamma: number({ minimum: 0, maximum: 1000 }, 0, 'Min-SNR loss weighting; 0 = off, 5 is usual'),
+  noiseOffset: number({ minimum: 0, maximum: 1 }, 0, 'Offset noise strength'),
+  seed: seed('Seed of the whole run'),
+  // Optimizer
+  optimizer: Type.Enum(['adamw', 'adamw8bit'], { default: 'adamw8bit', description: 'adamw8bit keeps 8-bit states' }),
+  adamBeta1: number({ minimum: 0, exclusiveMaximum: 1 }, 0.9, 'AdamW beta1'),
+  adamBeta2: number({ minimum: 0, exclusiveMaximum: 1 }, 0.999, 'AdamW beta2'),
+  adamEpsilon: number({ exclusiveMinimum: 0, maximum: 1 }, 1e-8, 'AdamW epsilon'),
+  weightDecay: number({ minimum: 0, maximum: 1 }, 1e-2, 'AdamW decoupled weight decay'),
+  // Precision and memory
+  vaeDtype: Type.Enum(['float32', 'bfloat16'], { default: 'float32', description: 'Never float16 (its known NaNs)' }),
+  gradientCheckpointing: flag(false, 'Recompute activations in backward to save memory'),
+  initialLossScale: number({ minimum: 1, maximum: 2 ** 32 }, 65_536, 'float16 only: dynamic loss scaling start'),
+  // Checkpoints, validation, output
+  checkpointEvery: integer(0, MAX_STEPS, 0, 'Steps between checkpoints; 0 = only on cancel'),
+  stopAfterStep: integer(0, MAX_STEPS, 0, '> 0: stop as if cancelled after this step'),
+  validationEvery: integer(0, MAX_STEPS, 0, 'Steps between validations; 0 = only at the end'),
+  validationPrompts: Type.Array(Type.String({ minLength: 1 }), { maxItems: MAX_VALIDATION_PROMPTS, default: [] }),
+  validationSeed: seed('Seed of the validation images'),
+  validationSteps: integer(1, MAX_SAMPLING_STEPS, 20, 'Sampling steps of a validation image'),
+  validationGuidanceScale: number({ minimum: 0, maximum: 100 }, 5, 'Guidance of validation images'),
+  validationLossSamples: integer(0, 1024, 4, 'Fixed (image, timestep, noise) triples of the validation loss'),
+  savePeft: flag(false, 'Also write <outputName>_peft.safetensors'),
+  metadata: Type.Record(Type.String(), Type.String(), { default: {}, description: 'Extra LoRA file header entries' }),
+});
+export type TrainConfig = Static<typeof TrainConfig>;
+/** What callers pass: every field with a default may be left out. */
+export type TrainConfigInput = Partial<TrainConfig> & Pick<TrainConfig, 'modelPath' | 'images' | 'outputDir'>;
+
+// ----------------------------------------------------------------------------
+// Checks
+
+// "an integer from 1 to 1024", "a number > 0 and <= 1", "\"adamw\" or \"adamw8bit\"": what a schema accepts.
+function describeSchema(schema: TSchema): string {
+  const s = schema as Record<string, unknown>;
+  if (Array.isArray(s.enum)) {
+    return s.enum.map((value) => `"${String(value)}"`).join(', ').replace(/, ([^,]*)$/, ' or $1');
+  }
+  switch (s.type) {
+    case 'integer':
+    case 'number': {
+      const bounds = [
+        s.minimum !== undefined && `>= ${s.minimum}`,
+        s.exclusiveMinimum !== undefined && `> ${s.exclusiveMinimum}`,
+        s.maximum !== undefined && `<= ${s.maximum}`,
+        s.exclusiveMaximum !== undefined && `< ${s.exclusiveMaximum}`,
+      ].filter(Boolean);
+      const kind = s.type === 'integer' ? 'an integer' : 'a finite number';
+      const multiple = s.multipleOf !== undefined ? ` that is a multiple of ${s.multipleOf}` : '';
+      return `${kind}${bounds.length > 0 ? ` ${bounds.join(' and ')}` : ''}${multiple}`;
+    }
+    case 'boolean':
+      return 'a boolean';
+    case 'string':
+      if (s.pattern !== undefined) return `a string matching /${s.pattern}/`;
+      return s.minLength !== undefined ? 'a non-empty string' : 'a string';
+    case 'array': {
+      const items = s.items as Record<string, unknown> | undefined;
+      const of = items?.type === 'string' ? (items.minLength !== undefined ? ' of non-empty strings' : ' of strings') : '';
+      const count = s.minItems !== undefined && (s.minItems as number) > 0 ? ` with at least ${s.minItems} item` : '';
+      return `an array${of}${count}${s.maxItems !== undefined ? ` (at most ${s.maxItems} items)` : ''}`;
+    }
+    default:
+      return 'a valid value';
+  }
+}
+
+const KNOWN_IMAGE_FIELDS = new Set(['name', 'caption', 'path', 'data']);
+
+function checkImages(value: unknown): TrainImageSource[] {
+  if (!Array.isArray(value)) expected('an array of images', 'config.images', value);
+  if (value.length === 0) throw new EngineArgumentError('config.images is empty: training needs at least one image');
+  if (value.length > MAX_IMAGES) expected(`at most ${MAX_IMAGES} images`, 'config.images', value);
+  return value.map((entry: unknown, index): TrainImageSource => {
+    const at = `config.images[${index}]`;
+    const image = checkObject(at, entry);
+    for (const key of Object.keys(image)) {
+      if (!KNOWN_IMAGE_FIELDS.has(key)) throw new EngineArgumentError(`Unknown field ${at}.${key} (expected name, caption and path or data)`);
+    }
+    const name = checkString(`${at}.name`, image.name, { allowEmpty: false });
+    // The engine refuses whitespace-only captions too: they train the empty prompt.
+    if (typeof image.caption !== 'string' || image.caption.trim().length === 0) {
+      expected('a non-empty caption', `${at}.caption`, image.caption);
+    }
+    const caption = image.caption;
+    if ((image.path === undefined) === (image.data === undefined)) {
+      throw new EngineArgumentError(`${at} ("${name}") needs exactly one of path or data`);
+    }
+    if (image.path !== undefined) return { name, caption, path: checkPath(`${at}.path`, image.path, 'file') };
+    if (!(image.data instanceof Uint8Array) || image.data.length === 0) {
+      expected('a non-empty Buffer', `${at}.data`, image.data);
+    }
+    return { name, caption, data: image.data };
+  });
+}
+
+function checkMetadata(value: unknown): Record<string, string> {
+  const metadata = checkObject('config.metadata', value);
+  for (const [key, entry] of Object.entries(metadata)) checkString(`config.metadata.${key}`, entry);
+  return metadata as Record<string, string>;
+}
+
+// Rules between fields, after each field passed on its own.
+function checkRelations(config: TrainConfig): void {
+  const refuse = (message: string): never => {
+    throw new EngineArgumentError(message);
+  };
+  if (config.resolution % config.bucketStep !== 0) {
+    refuse(`Expected a multiple of config.bucketStep (${config.bucketStep}) for config.resolution but received ${config.resolution}`);
+  }
+  if (config.minBucketSide > config.resolution || config.maxBucketSide < config.resolution) {
+    refuse(
+      `config.resolution (${config.resolution}) must lie between config.minBucketSide (${config.minBucketSide}) ` +
+        `and config.maxBucketSide (${config.maxBucketSide})`,
+    );
+  }
+  if (config.lrWarmupSteps > config.maxSteps) {
+    refuse(`Expected at most config.maxSteps (${config.maxSteps}) for config.lrWarmupSteps but received ${config.lrWarmupSteps}`);
+  }
+  if (config.trainTextEncoder && config.textEncoderTargets.length === 0) {
+    refuse('config.textEncoderTargets is empty but config.trainTextEncoder is set: name at least one module suffix');
+  }
+  if (config.trainTextEncoder && config.textEncoderLr <= 0) {
+    refuse(`Expected a number > 0 for config.textEncoderLr when config.trainTextEncoder is set but received ${config.textEncoderLr}`);
+  }
+  if (config.validationEvery > 0 && config.validationPrompts.length === 0 && config.validationLossSamples === 0) {
+    refuse(
+      `config.validationEvery is ${config.validationEvery} but there is nothing to validate: ` +
+        'give config.validationPrompts or a config.validationLossSamples above 0',
+    );
+  }
+  if (existsSync(config.outputDir) && !statSync(config.outputDir).isDirectory()) {
+    refuse(`Expected a directory for config.outputDir but ${config.outputDir} is a file`);
+  }
+}
+
+// Fields whose checks need more than their schema (files, seeds, the images).
+const SPECIAL_FIELDS: Record<string, (name: string, value: unknown) => unknown> = {
+  modelPath: (name, value) => checkPath(name, value, 'file or directory'),
+  configDir: (name, value) => checkPath(name, value, 'directory'),
+  resumeFrom: (name, value) => checkPath(name, value, 'file'),
+  device: (name, value) => checkDevice(name, value),
+  images: (_name, value) => checkImages(value),
+  metadata: (_name, value) => checkMetadata(value),
+  seed: (name, value) => checkSeed(name, value),
+  validationSeed: (name, value) => checkSeed(name, value),
+};
+
+/**
+ * Checks every field of `value` against TrainConfig and the rules between fields, and fills the defaults.
+ * Throws EngineArgumentError (code ERR_SDXL_INVALID_ARGUMENT) naming the first bad field.
+ */
+export function validateTrainConfig(value: unknown): TrainConfig {
+  const input = checkObject('config', value);
+  const properties = TrainConfig.properties as Record<string, TSchema>;
+  for (const key of Object.keys(input)) {
+    if (!Object.hasOwn(properties, key)) throw new EngineArgumentError(`Unknown field config.${key} (not a TrainConfig option)`);
+  }
+  const required = new Set(TrainConfig.required as string[]);
+  const result: Record<string, unknown> = {};
+  for (const [key, schema] of Object.entries(properties)) {
+    const name = `config.${key}`;
+    let field = input[key];
+    if (field === undefined) {
+      const fallback = (schema as { default?: unknown }).default;
+      if (fallback === undefined) {
+        if (required.has(key)) expected(describeSchema(schema), name, field);
+        continue; // optional without a default: left out
+      }
+      field = structuredClone(fallback); // never share the schema's arrays and objects
+    }
+    const special = SPECIAL_FIELDS[key];
+    if (special) result[key] = special(name, field);
+    else if (Value.Check(schema, field)) result[key] = field;
+    else expected(describeSchema(schema), name, field);
+  }
+  const config = result as TrainConfig;
+  checkRelations(config);
+  return config;
+}
+
+// ----------------------------------------------------------------------------
+// Images
+
+/**
+ * Decodes config.images[index] as training wants it: EXIF-rotated, flattened onto white, sRGB,
+ * at most `maxSide` on the long side, raw RGB. Throws EngineArgumentError naming the image.
+ */
+export async function decodeTrainImage(image: TrainImageSource, index: number, maxSide: number): Promise<NativeTrainImage> {
+  const input = 'path' in image ? image.path : image.data;
+  try {
+    const { data, info } = await sharp(input, { autoOrient: true })
+      .flatten({ background: '#ffffff' }) // transparent pixels would otherwise train on their hidden colour
+      .toColourspace('srgb')
+      .resize({ width: maxSide, height: maxSide, fit: 'inside', withoutEnlargement: true })
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3 || data.length !== info.width * info.height * 3) {
+      throw new Error(`decoded to ${info.channels} channels of ${data.length} bytes, expected RGB`);
+    }
+    return { name: image.name, caption: image.caption, width: info.width, height: info.height, rgb: data };
+  } catch (error) {
+    throw new EngineArgumentError(
+      `config.images[${index}] (${describeValue(image.name)}) is not a readable image: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+}
+
+// ----------------------------------------------------------------------------
+// Running
+
+/** A training run on a native thread; see the header for what cancel() resolves with. */
+export type TrainJob = EngineJob<TrainResult>;
+
+function cancelledError(): Error {
+  return Object.assign(new Error('cancelled'), { code: 'ERR_SDXL_CANCELLED' });
+}
+
+function progress(phase: string, step: number, total: number, message: string): Progress {
+  return { phase, step, total, message, metrics: {}, files: [] };
+}
+
+/**
+ * Trains a LoRA. A bad config gives a job whose promise rejects with an EngineArgumentError
+ * before any image is decoded and before the native trainer is called.
+ */
+export function train(config: TrainConfigInput, onProgress?: ProgressCallback): TrainJob {
+  const caller = new Error();
+  let checked: TrainConfig;
+  const listeners = new Set<ProgressCallback>();
+  try {
+    checked = validateTrainConfig(config);
+    const callback = checkProgressCallback(onProgress);
+    if (callback) listeners.add(callback);
+  } catch (error) {
+    return failedJob(error);
+  }
+  const report = (update: Progress) => {
+    for (const listener of listeners) listener(update);
+  };
+  let cancelled = false;
+  let native: NativeJob<TrainResult> | undefined;
+
+  const run = async (): Promise<TrainResult> => {
+    await Promise.resolve(); // report nothing before train() has returned the job to its caller
+    const { images, ...options } = checked;
+    const maxSide = Math.min(MAX_SIDE, checked.resolution * DECODE_SIDE_FACTOR);
+    const decoded: NativeTrainImage[] = [];
+    for (const [index, image] of images.entries()) {
+      if (cancelled) throw cancelledError();
+      report(progress('decoding', index, images.length, image.name));
+      decoded.push(await decodeTrainImage(image, index, maxSide));
+    }
+    report(progress('decoding', images.length, images.length, ''));
+    if (cancelled) throw cancelledError();
+    mkdirSync(checked.outputDir, { recursive: true });
+    const nativeOptions: NativeTrainOptions = { ...options, images: decoded };
+    native = loadNativeAddon().train(nativeOptions, report);
+    return native.promise;
+  };
+
+  return {
+    promise: withCallerStack(run(), caller),
+    cancel() {
+      cancelled = true;
+      native?.cancel();
+    },
+    onProgress(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+  };
+}

@@ -1,0 +1,333 @@
+// LoRA training through the engine API: bad configs are refused naming the
+// field before any native work; images are decoded upright and shrunk; a short
+// run on the tiny model reports phases and metrics and writes its LoRA; cancel
+// mid-run leaves a checkpoint that a resumed run completes from.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { before, describe, test } from 'node:test';
+
+import sharp from 'sharp';
+
+import {
+  EngineArgumentError,
+  decodeTrainImage,
+  inspectSafetensors,
+  train,
+  validateTrainConfig,
+  type NativeAddon,
+  type Progress,
+  type TrainConfigInput,
+  type TrainResult,
+} from '../../src/engine/index.js';
+import { loadNativeAddon } from '../../src/engine/native.js';
+import { tinyModelDir } from './fixtures.js';
+
+const scratch = mkdtempSync(path.join(tmpdir(), 'sdxl-train-'));
+let outputs = 0;
+const freshOutputDir = () => path.join(scratch, `run-${++outputs}`);
+
+// Noise images of three shapes (square, landscape, portrait), PNG-encoded.
+async function noiseImage(width: number, height: number, seed: number): Promise<Buffer> {
+  const pixels = Buffer.alloc(width * height * 3);
+  let state = seed;
+  for (let i = 0; i < pixels.length; i += 1) {
+    state = (state * 1103515245 + 12345) >>> 0; // a small LCG: the same bytes every run
+    pixels[i] = state >>> 24;
+  }
+  return sharp(pixels, { raw: { width, height, channels: 3 } }).png().toBuffer();
+}
+
+const squarePng = await noiseImage(160, 160, 1);
+const landscapePng = await noiseImage(200, 120, 2);
+const portraitPng = await noiseImage(120, 200, 3);
+const squarePath = path.join(scratch, 'square.png');
+writeFileSync(squarePath, squarePng);
+
+// A config that passes every check: images given both as a file and as bytes.
+function baseConfig(overrides: Record<string, unknown> = {}): TrainConfigInput {
+  return {
+    modelPath: tinyModelDir,
+    outputDir: freshOutputDir(),
+    images: [
+      { name: 'square', caption: 'a photo of sks noise', path: squarePath },
+      { name: 'landscape', caption: 'a wide photo of sks noise', data: landscapePng },
+      { name: 'portrait', caption: 'a tall photo of sks noise', data: portraitPng },
+    ],
+    resolution: 128,
+    minBucketSide: 64,
+    maxBucketSide: 256,
+    rank: 4,
+    alpha: 4,
+    maxSteps: 4,
+    optimizer: 'adamw',
+    seed: 1,
+    ...overrides,
+  } as TrainConfigInput;
+}
+
+describe('bad configs are refused naming the field, before any native work', () => {
+  const image = { name: 'a', caption: 'a photo', path: squarePath };
+  const cases: Array<[string, Record<string, unknown>, RegExp]> = [
+    ['rank 0', { rank: 0 }, /^Expected an integer >= 1 and <= 1024 for config\.rank but received 0$/],
+    ['rank not an integer', { rank: 4.5 }, /config\.rank but received 4\.5/],
+    ['negative learning rate', { unetLr: -1e-4 }, /^Expected a finite number > 0 and <= 1 for config\.unetLr but received -0\.0001$/],
+    ['NaN learning rate', { unetLr: Number.NaN }, /config\.unetLr but received NaN/],
+    ['resolution off the bucket step', { resolution: 100 },
+      /^Expected a multiple of config\.bucketStep \(64\) for config\.resolution but received 100$/],
+    ['resolution off a custom bucket step', { resolution: 160, bucketStep: 32 * 3 }, /multiple of config\.bucketStep \(96\)/],
+    ['bucket step not a multiple of 8', { bucketStep: 60 }, /that is a multiple of 8 for config\.bucketStep but received 60/],
+    ['resolution below the smallest bucket side', { resolution: 128, minBucketSide: 256 },
+      /config\.resolution \(128\) must lie between config\.minBucketSide \(256\) and config\.maxBucketSide \(256\)/],
+    ['no images', { images: [] }, /^config\.images is empty: training needs at least one image$/],
+    ['images not an array', { images: 'photos/' }, /Expected an array of images for config\.images but received "photos\/"/],
+    ['missing caption', { images: [image, { name: 'b', path: squarePath }] },
+      /^Expected a non-empty caption for config\.images\[1\]\.caption but received undefined$/],
+    ['empty caption', { images: [{ ...image, caption: '' }] }, /config\.images\[0\]\.caption but received ""/],
+    ['whitespace caption', { images: [{ ...image, caption: ' \t ' }] }, /config\.images\[0\]\.caption/],
+    ['image without a name', { images: [{ caption: 'x', path: squarePath }] }, /config\.images\[0\]\.name but received undefined/],
+    ['image with both path and data', { images: [{ ...image, data: squarePng }] }, /config\.images\[0\] \("a"\) needs exactly one of path or data/],
+    ['image with neither path nor data', { images: [{ name: 'a', caption: 'x' }] }, /needs exactly one of path or data/],
+    ['image file missing', { images: [{ ...image, path: path.join(scratch, 'nope.png') }] }, /config\.images\[0\]\.path does not exist/],
+    ['image data not bytes', { images: [{ name: 'a', caption: 'x', data: 'base64...' }] }, /non-empty Buffer for config\.images\[0\]\.data/],
+    ['unknown image field', { images: [{ ...image, weight: 2 }] }, /Unknown field config\.images\[0\]\.weight/],
+    ['unknown optimizer', { optimizer: 'sgd' }, /^Expected "adamw" or "adamw8bit" for config\.optimizer but received "sgd"$/],
+    ['unknown lr scheduler', { lrScheduler: 'step' },
+      /^Expected "constant", "constant_with_warmup", "linear" or "cosine" for config\.lrScheduler but received "step"$/],
+    ['unknown dtype', { dtype: 'int8' }, /^Expected "float32", "bfloat16" or "float16" for config\.dtype but received "int8"$/],
+    ['float16 VAE', { vaeDtype: 'float16' }, /Expected "float32" or "bfloat16" for config\.vaeDtype/],
+    ['unknown device', { device: 'tpu' }, /for config\.device but received "tpu"/],
+    ['validation every N steps with nothing to validate', { validationEvery: 10, validationLossSamples: 0 },
+      /^config\.validationEvery is 10 but there is nothing to validate/],
+    ['empty validation prompt', { validationPrompts: ['a photo', ''] }, /config\.validationPrompts but received an array/],
+    ['validation steps 0', { validationPrompts: ['a photo'], validationSteps: 0 }, /config\.validationSteps but received 0/],
+    ['warmup longer than the run', { maxSteps: 10, lrWarmupSteps: 20 },
+      /Expected at most config\.maxSteps \(10\) for config\.lrWarmupSteps but received 20/],
+    ['text encoder training without targets', { trainTextEncoder: true, textEncoderTargets: [] },
+      /config\.textEncoderTargets is empty but config\.trainTextEncoder is set/],
+    ['text encoder training at lr 0', { trainTextEncoder: true, textEncoderLr: 0 }, /config\.textEncoderLr when config\.trainTextEncoder/],
+    ['caption dropout of 1', { captionDropout: 1 }, /config\.captionDropout but received 1/],
+    ['negative seed', { seed: -1 }, /config\.seed but received -1/],
+    ['seed past 64 bits', { seed: 1n << 64n }, /unsigned 64-bit integer for config\.seed/],
+    ['output name with a path', { outputName: '../elsewhere' }, /config\.outputName but received "\.\.\/elsewhere"/],
+    ['missing model', { modelPath: path.join(scratch, 'no-model') }, /config\.modelPath does not exist/],
+    ['missing checkpoint', { resumeFrom: path.join(scratch, 'no.ckpt') }, /config\.resumeFrom does not exist/],
+    ['output dir that is a file', { outputDir: squarePath }, /Expected a directory for config\.outputDir but .* is a file/],
+    ['unknown field', { learningRate: 1e-4 }, /^Unknown field config\.learningRate/],
+    ['a field named like an Object method', { toString: 'x' }, /^Unknown field config\.toString/],
+    ['metadata value not a string', { metadata: { epochs: 3 } }, /Expected a string for config\.metadata\.epochs but received 3/],
+  ];
+
+  for (const [title, overrides, message] of cases) {
+    test(title, async () => {
+      const config = baseConfig(overrides);
+      const outputDir = config.outputDir;
+      const progress: Progress[] = [];
+      assert.throws(() => validateTrainConfig(config), (error: Error) => {
+        assert.match(error.message, message);
+        return true;
+      });
+      const job = train(config, (report) => progress.push(report));
+      await assert.rejects(job.promise, (error: unknown) => {
+        assert.ok(error instanceof EngineArgumentError, String(error));
+        assert.equal(error.code, 'ERR_SDXL_INVALID_ARGUMENT');
+        assert.match(error.message, message);
+        return true;
+      });
+      job.cancel(); // harmless on a job that never started
+      assert.deepEqual(progress, [], 'a refused config reported progress');
+      if (outputDir !== squarePath) assert.ok(!existsSync(outputDir), 'the output folder was created for a refused config');
+    });
+  }
+
+  test('missing required fields and non-objects', async () => {
+    await assert.rejects(train(null as never).promise, /Expected an object for config but received null/);
+    const { modelPath: _model, ...withoutModel } = baseConfig();
+    await assert.rejects(train(withoutModel as never).promise, /Expected a non-empty string for config\.modelPath but received undefined/);
+    const { outputDir: _output, ...withoutOutput } = baseConfig();
+    await assert.rejects(train(withoutOutput as never).promise, /config\.outputDir but received undefined/);
+    await assert.rejects(train(baseConfig(), 5 as never).promise, /Expected a function for onProgress but received 5/);
+  });
+
+  test('an image that does not decode is refused by name; the native trainer never starts', async () => {
+    const config = baseConfig({
+      images: [
+        { name: 'square', caption: 'x', path: squarePath },
+        { name: 'broken', caption: 'x', data: Buffer.from('not an image at all') },
+      ],
+    });
+    const phases = new Set<string>();
+    await assert.rejects(train(config, (report) => phases.add(report.phase)).promise, (error: unknown) => {
+      assert.ok(error instanceof EngineArgumentError, String(error));
+      assert.match(error.message, /^config\.images\[1\] \("broken"\) is not a readable image: /);
+      return true;
+    });
+    assert.deepEqual([...phases], ['decoding']);
+    assert.ok(!existsSync(config.outputDir), 'the output folder was created');
+  });
+
+  test('defaults are filled from the schema and never shared between configs', () => {
+    const first = validateTrainConfig(baseConfig());
+    assert.equal(first.bucketStep, 64);
+    assert.equal(first.lrScheduler, 'constant');
+    assert.deepEqual(first.unetTargets, ['to_q', 'to_k', 'to_v', 'to_out.0']);
+    first.unetTargets.push('proj_in');
+    assert.deepEqual(validateTrainConfig(baseConfig()).unetTargets, ['to_q', 'to_k', 'to_v', 'to_out.0']);
+  });
+});
+
+describe('decoding training images', () => {
+  test('EXIF orientation is applied, the long side is capped, output is 3-channel RGB', async () => {
+    // 120 x 80 stored, EXIF 6 (rotate 90° clockwise): upright it is 80 x 120.
+    const stored = await sharp({ create: { width: 120, height: 80, channels: 3, background: { r: 200, g: 10, b: 10 } } })
+      .jpeg()
+      .withMetadata({ orientation: 6 })
+      .toBuffer();
+    const upright = await decodeTrainImage({ name: 'rotated', caption: 'x', data: stored }, 0, 1024);
+    assert.deepEqual([upright.width, upright.height], [80, 120]);
+    assert.equal(upright.rgb.length, 80 * 120 * 3);
+    const capped = await decodeTrainImage({ name: 'rotated', caption: 'x', data: stored }, 0, 60);
+    assert.deepEqual([capped.width, capped.height], [40, 60]);
+  });
+
+  test('grey and transparent images become RGB on white', async () => {
+    const transparent = await sharp({ create: { width: 8, height: 8, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } })
+      .png()
+      .toBuffer();
+    const decoded = await decodeTrainImage({ name: 'clear', caption: 'x', data: transparent }, 0, 64);
+    assert.equal(decoded.rgb.length, 8 * 8 * 3);
+    assert.ok(decoded.rgb.every((byte) => byte === 255), 'transparent pixels are not white');
+    const grey = await sharp({ create: { width: 4, height: 6, channels: 3, background: '#808080' } }).greyscale().png().toBuffer();
+    const fromGrey = await decodeTrainImage({ name: 'grey', caption: 'x', data: grey }, 0, 64);
+    assert.equal(fromGrey.rgb.length, 4 * 6 * 3);
+  });
+});
+
+describe('the raw addon converts training options in C++', () => {
+  let addon: NativeAddon;
+  before(() => {
+    addon = loadNativeAddon();
+  });
+  const rawOptions = (overrides: Record<string, unknown>) => ({
+    modelPath: tinyModelDir,
+    outputDir: freshOutputDir(),
+    images: [{ name: 'a', caption: 'x', width: 4, height: 4, rgb: Buffer.alloc(4 * 4 * 3) }],
+    ...overrides,
+  });
+
+  test('wrong JavaScript types are TypeErrors naming the field, thrown synchronously', () => {
+    const typeError = (message: RegExp) => ({ name: 'TypeError', code: 'ERR_SDXL_INVALID_ARGUMENT', message });
+    assert.throws(() => addon.train(rawOptions({ rank: '4' }) as never), typeError(/^Expected integer for options\.rank but received string "4"$/));
+    assert.throws(() => addon.train(rawOptions({ randomFlip: 1 }) as never), typeError(/Expected boolean for options\.randomFlip/));
+    assert.throws(() => addon.train(rawOptions({ unetTargets: ['to_q', 3] }) as never), typeError(/options\.unetTargets\[1\]/));
+    assert.throws(() => addon.train(rawOptions({ metadata: { a: 1 } }) as never), typeError(/options\.metadata\.a but received number/));
+    assert.throws(() => addon.train(rawOptions({ images: 'x' }) as never), typeError(/Expected array for options\.images/));
+    assert.throws(
+      () => addon.train(rawOptions({ images: [{ name: 'a', caption: 'x', width: 4, height: 4, rgb: [1, 2] }] }) as never),
+      typeError(/Expected Buffer for options\.images\[0\]\.rgb but received array/),
+    );
+    assert.throws(
+      () => addon.train(rawOptions({ images: [{ name: 'a', caption: 'x', width: 4, height: 4, rgb: Buffer.alloc(5) }] }) as never),
+      typeError(/^Expected 48 bytes \(4 x 4 x 3\) for options\.images\[0\]\.rgb but received 5$/),
+    );
+    assert.throws(() => addon.train(undefined as never), /Expected object for options but received undefined/);
+  });
+
+  test('values the engine refuses reject with ERR_SDXL_INVALID_ARGUMENT before any model work', async () => {
+    const phases: string[] = [];
+    await assert.rejects(addon.train(rawOptions({ rank: 0 }) as never, (report: Progress) => phases.push(report.phase)).promise,
+      { code: 'ERR_SDXL_INVALID_ARGUMENT', message: /^rank: must be at least 1, got 0$/ });
+    await assert.rejects(addon.train(rawOptions({ optimizer: 'sgd' }) as never).promise,
+      { code: 'ERR_SDXL_INVALID_ARGUMENT', message: /optimizer: 'sgd' is not one of adamw, adamw8bit/ });
+    assert.deepEqual(phases, []);
+  });
+});
+
+describe('training the tiny model', () => {
+  const phasesOf = (progress: Progress[]) => [...new Set(progress.map((report) => report.phase))];
+
+  test('a short run reports phases and metrics and writes the LoRA, peft file and samples', async () => {
+    const progress: Progress[] = [];
+    const config = baseConfig({
+      validationPrompts: ['a photo of sks noise'],
+      validationSteps: 2,
+      validationLossSamples: 2,
+      savePeft: true,
+      triggerPhrase: 'sks',
+      metadata: { 'test.note': 'train.test.ts' },
+    });
+    const result = await train(config, (report) => progress.push(report)).promise;
+
+    assert.equal(result.status, 'completed');
+    assert.equal(result.steps, 4);
+    const phases = phasesOf(progress);
+    for (const phase of ['decoding', 'loading', 'caching', 'training', 'validating', 'saving']) {
+      assert.ok(phases.includes(phase), `no "${phase}" progress in ${phases.join(', ')}`);
+    }
+    const training = progress.filter((report) => report.phase === 'training');
+    assert.ok(training.every((report) => report.total === 4 && report.step >= 1 && report.step <= 4), JSON.stringify(training));
+    const last = training.at(-1)!;
+    assert.equal(last.step, 4, 'the last step is always reported');
+    for (const metric of ['loss', 'loss_avg', 'lr', 'it_per_s', 'images_per_s', 'eta_s', 'memory_bytes', 'peak_memory_bytes']) {
+      assert.ok(Number.isFinite(last.metrics[metric]), `metrics.${metric} = ${last.metrics[metric]}`);
+    }
+    assert.ok(last.metrics.loss! > 0 && last.metrics.peak_memory_bytes! > 0, JSON.stringify(last.metrics));
+    assert.ok(Math.abs(last.metrics.lr! - 1e-4) < 1e-12, 'constant schedule at the default unetLr');
+    for (const report of progress) assert.ok(Array.isArray(report.files) && typeof report.metrics === 'object');
+
+    assert.ok(existsSync(result.loraPath), result.loraPath);
+    assert.equal(result.loraPath, path.join(config.outputDir, 'lora.safetensors'));
+    const header = await inspectSafetensors(result.loraPath);
+    const names = Object.keys(header.tensors);
+    assert.ok(names.length > 0 && names.every((name) => name.startsWith('lora_unet_')), names.slice(0, 3).join(', '));
+    assert.equal(header.metadata.ss_network_dim, '4');
+    assert.equal(header.metadata['modelspec.trigger_phrase'], 'sks');
+    assert.equal(header.metadata['test.note'], 'train.test.ts');
+    assert.ok(result.peftPath && existsSync(result.peftPath), String(result.peftPath));
+
+    assert.ok(result.samplePaths.length >= 1, 'no validation samples');
+    const reportedFiles = progress.flatMap((report) => report.files);
+    for (const sample of result.samplePaths) {
+      assert.ok(existsSync(sample), sample);
+      assert.ok(reportedFiles.includes(sample), `${sample} never appeared in a progress report's files`);
+      assert.equal((await sharp(sample).metadata()).format, 'png');
+    }
+    assert.ok(Number.isFinite(result.metrics.final_loss), JSON.stringify(result.metrics));
+    assert.ok(Number.isFinite(result.metrics.validation_loss_last), JSON.stringify(result.metrics));
+  });
+
+  test('cancel mid-run resolves "cancelled" with a checkpoint, and a run resumed from it completes', async () => {
+    const maxSteps = 10; // cancel() lands a step or two after the first report; the resumed run does the rest
+    const config = baseConfig({ maxSteps });
+    const progress: Progress[] = [];
+    const job = train(config, (report) => {
+      progress.push(report);
+      if (report.phase === 'training') job.cancel();
+    });
+    const cancelled: TrainResult = await job.promise;
+    assert.equal(cancelled.status, 'cancelled');
+    assert.ok(cancelled.steps >= 1 && cancelled.steps < maxSteps, `cancelled after ${cancelled.steps} of ${maxSteps} steps`);
+    assert.equal(cancelled.loraPath, undefined);
+    assert.ok(cancelled.checkpointPath && existsSync(cancelled.checkpointPath), String(cancelled.checkpointPath));
+    assert.ok(!existsSync(path.join(config.outputDir, 'lora.safetensors')), 'a cancelled run wrote a LoRA');
+    assert.ok(phasesOf(progress).includes('saving'), 'progress after cancel() (saving the checkpoint) was not delivered');
+
+    const resumedProgress: Progress[] = [];
+    const resumed = await train({ ...config, resumeFrom: cancelled.checkpointPath }, (report) => resumedProgress.push(report))
+      .promise;
+    assert.equal(resumed.status, 'completed');
+    assert.equal(resumed.steps, maxSteps);
+    assert.ok(existsSync(resumed.loraPath), resumed.loraPath);
+    const firstStep = resumedProgress.find((report) => report.phase === 'training')?.step ?? 0;
+    assert.ok(firstStep > cancelled.steps, `the resumed run started over (first step ${firstStep})`);
+  });
+
+  test('cancel before the native run starts rejects with ERR_SDXL_CANCELLED', async () => {
+    const config = baseConfig();
+    const job = train(config);
+    job.cancel();
+    await assert.rejects(job.promise, { code: 'ERR_SDXL_CANCELLED', message: 'cancelled' });
+    assert.ok(!existsSync(config.outputDir));
+  });
+});
