@@ -15,9 +15,9 @@
 // caching-allocator peak over the timed steps; CPU: the process's peak RSS,
 // which includes building the model), then the same figures as one JSON line.
 #include "bench_common.h"           // parse_arguments, summarize, synchronize, fill_random_weights
-#include "engine/memory_stats.h"    // memory_stats, reset_peak_memory
+#include "engine/memory_stats.h"    // reset_peak_memory
 #include "engine/model.h"           // load_model_from
-#include "engine/runtime.h"         // parse_device, parse_dtype
+#include "engine/runtime.h"         // parse_dtype
 #include "models/configs.h"         // UNetConfig
 #include "models/grad_checkpoint.h" // set_gradient_checkpointing
 #include "models/state_dict.h"      // count_parameters
@@ -57,8 +57,6 @@ constexpr int64_t kTimeIds = 6;     // original size, crop top-left, target size
 constexpr int64_t kVaeScale = 8;    // pixels per latent
 constexpr double kLearningRate = 1e-4;
 constexpr double kMaxGradNorm = 1.0; // the trainer's default clipping
-constexpr double kBytesPerMiB = 1024.0 * 1024.0;
-constexpr int kExitUsage = 2;
 
 // ----------------------------------------------------------------------------
 // Command line
@@ -85,11 +83,7 @@ const char* const kUsage =
     "                   [--warmup 1] [--iters 5] [--seed 0]\n";
 
 BenchOptions parse_options(int argc, char** argv) {
-  const auto values = bench::parse_arguments(argc, argv, {"gradient-checkpointing"});
-  if (values.count("help") != 0) {
-    std::cout << kUsage;
-    std::exit(0);
-  }
+  const auto values = bench::parse_arguments_or_help(argc, argv, {"gradient-checkpointing"}, kUsage);
   BenchOptions options;
   for (const auto& [name, value] : values) {
     if (name == "model") options.model = value;
@@ -176,11 +170,8 @@ struct StepTimes {
 };
 
 int run(const BenchOptions& options) {
-  torch::Device device = parse_device(options.device);
-  if (device.is_cuda() && !device.has_index()) device = torch::Device(torch::kCUDA, 0); // stats need an index
+  const torch::Device device = bench::parse_bench_device(options.device);
   const torch::Dtype dtype = parse_dtype(options.dtype);
-  if (device.is_cuda() && !torch::cuda::is_available())
-    throw std::invalid_argument("--device " + options.device + ": CUDA is not available (libtorch " + TORCH_VERSION + ")");
   torch::manual_seed(static_cast<uint64_t>(options.seed));
 
   const auto build_start = std::chrono::steady_clock::now();
@@ -259,8 +250,8 @@ int run(const BenchOptions& options) {
   const double backward_ms = bench::summarize(times.backward).mean_ms;
   const double optimizer_ms = bench::summarize(times.optimizer).mean_ms;
   const double images_per_s = static_cast<double>(options.batch) * 1000.0 / total.mean_ms;
-  const MemoryStats memory = memory_stats(device);
-  const std::string memory_kind = device.is_cuda() ? "cuda_allocated_peak" : "process_peak_rss";
+  const double peak_mib = bench::peak_memory_mib(device);
+  const std::string memory_kind = bench::peak_memory_kind(device);
   const bool finite = std::isfinite(last_loss);
 
   std::printf("  step: mean %.1f ms, min %.1f ms, p50 %.1f ms over %lld steps (%lld warmup); %.3f images/s\n",
@@ -269,8 +260,7 @@ int run(const BenchOptions& options) {
   std::printf("  split: forward+loss %.1f ms, backward %.1f ms, clip+optimizer %.1f ms\n", forward_ms, backward_ms,
               optimizer_ms);
   std::printf("  peak memory (%s): %.0f MiB; optimizer state %.1f MiB; last loss %.4f\n", memory_kind.c_str(),
-              static_cast<double>(memory.peak_bytes) / kBytesPerMiB,
-              static_cast<double>(optimizer.state_bytes()) / kBytesPerMiB, last_loss);
+              peak_mib, static_cast<double>(optimizer.state_bytes()) / bench::kBytesPerMiB, last_loss);
 
   const nlohmann::json summary = {
       {"bench", "train_step"},
@@ -294,7 +284,7 @@ int run(const BenchOptions& options) {
       {"backward_ms", backward_ms},
       {"optimizer_ms", optimizer_ms},
       {"images_per_s", images_per_s},
-      {"peak_memory_mib", static_cast<double>(memory.peak_bytes) / kBytesPerMiB},
+      {"peak_memory_mib", peak_mib},
       {"peak_memory_kind", memory_kind},
       {"optimizer_state_bytes", optimizer.state_bytes()},
       {"loss_finite", finite},
@@ -307,13 +297,5 @@ int run(const BenchOptions& options) {
 } // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(parse_options(argc, argv));
-  } catch (const std::invalid_argument& error) {
-    std::cerr << "bench_train: " << error.what() << "\n" << kUsage;
-    return kExitUsage;
-  } catch (const std::exception& error) {
-    std::cerr << "bench_train: " << error.what() << "\n";
-    return 1;
-  }
+  return bench::run_main("bench_train", kUsage, [&] { return run(parse_options(argc, argv)); });
 }

@@ -76,15 +76,8 @@ const COLUMNS =
   'id, tenant_id, dataset_id, image_id, caption, source, model, prompt_version, input_tokens, output_tokens, cost_usd, cached, normalized, job_id, is_current, created_at';
 const C_COLUMNS = COLUMNS.split(', ').map((c) => `c.${c}`).join(', ');
 
-interface JoinedRow {
-  image_id: string;
-  dataset_id: string;
-  original_filename: string | null;
-  sha256: string;
-  format: 'jpeg' | 'png' | 'webp';
-  byte_size: number;
-  caption_json: CaptionRow | null;
-}
+/** An ImageCaptionRow as the query returns it: the caption as row_to_json made it. */
+type JoinedRow = Omit<ImageCaptionRow, 'caption_row'> & { caption_json: CaptionRow | null };
 
 const JOINED_SELECT = `
   SELECT i.id AS image_id, i.dataset_id, i.original_filename, i.sha256, i.format, i.byte_size,

@@ -11,6 +11,7 @@ import { CAPTION_TOOL_NAME, NORMALIZE_TOOL_NAME, PROMPT_VERSION } from '../../sr
 import { Secret } from '../../src/captioning/secrets.js';
 import { jpeg } from '../support/images.js';
 import { anthropicError, startMockAnthropic, textReply, toolUseReply, type ScriptedServer } from '../support/mock-anthropic.js';
+import { captionRejection } from '../support/caption-errors.js';
 
 const KEY = 'sk-ant-test-0123456789abcdef';
 const subject: CaptionSubject = { trigger: 'sks', classWord: 'woman' };
@@ -29,16 +30,6 @@ function captioner(overrides: Partial<AnthropicCaptionerOptions> = {}): Anthropi
     request: { timeoutMs: 5000, maxRetries: 3, retryBaseMs: 5 },
     ...overrides,
   });
-}
-
-async function rejection(promise: Promise<unknown>): Promise<CaptionError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof CaptionError, `expected CaptionError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected a rejection');
 }
 
 function captureLogs(): { logger: FastifyBaseLogger; text: () => string } {
@@ -150,7 +141,7 @@ describe('AnthropicCaptioner retries', () => {
 
   test('retries exhausted: CaptionError with the last code, status and attempt count', async () => {
     server.enqueue(...Array.from({ length: 3 }, () => anthropicError(529, 'overloaded_error', 'Overloaded')));
-    const err = await rejection(captioner({ request: { timeoutMs: 5000, maxRetries: 2, retryBaseMs: 1 } }).caption(image, subject, AbortSignal.timeout(10_000)));
+    const err = await captionRejection(captioner({ request: { timeoutMs: 5000, maxRetries: 2, retryBaseMs: 1 } }).caption(image, subject, AbortSignal.timeout(10_000)));
     assert.equal(err.code, 'overloaded');
     assert.equal(err.status, 529);
     assert.equal(err.attempts, 3);
@@ -162,7 +153,7 @@ describe('AnthropicCaptioner retries', () => {
     for (const [status, type, code] of [[400, 'invalid_request_error', 'bad_request'], [401, 'authentication_error', 'auth'], [403, 'permission_error', 'auth']] as const) {
       server.requests.length = 0;
       server.enqueue(anthropicError(status, type, 'no', { 'x-should-retry': 'true' }));
-      const err = await rejection(captioner().caption(image, subject, AbortSignal.timeout(10_000)));
+      const err = await captionRejection(captioner().caption(image, subject, AbortSignal.timeout(10_000)));
       assert.equal(err.code, code);
       assert.equal(err.status, status);
       assert.equal(err.attempts, 1);
@@ -173,7 +164,7 @@ describe('AnthropicCaptioner retries', () => {
 
   test('a tool result without a caption is retried once, then recorded as invalid_output', async () => {
     server.enqueue(toolUseReply(CAPTION_TOOL_NAME, {}), toolUseReply(CAPTION_TOOL_NAME, { description: 'a woman' }), toolUseReply(CAPTION_TOOL_NAME, { caption: GOOD }));
-    const err = await rejection(captioner().caption(image, subject, AbortSignal.timeout(10_000)));
+    const err = await captionRejection(captioner().caption(image, subject, AbortSignal.timeout(10_000)));
     assert.equal(err.code, 'invalid_output');
     assert.equal(err.attempts, 2);
     assert.equal(err.retryable, false);
@@ -193,7 +184,7 @@ describe('AnthropicCaptioner retries', () => {
     for (const caption of ['a woman named sks, smiling', 'sks, smiling in a park', `sks woman, ${'very '.repeat(60)}long`]) {
       server.requests.length = 0;
       server.enqueue(toolUseReply(CAPTION_TOOL_NAME, { caption }), toolUseReply(CAPTION_TOOL_NAME, { caption }));
-      const err = await rejection(captioner({ maxChars: 200 }).caption(image, subject, AbortSignal.timeout(10_000)));
+      const err = await captionRejection(captioner({ maxChars: 200 }).caption(image, subject, AbortSignal.timeout(10_000)));
       assert.equal(err.code, 'invalid_output', caption);
       assert.equal(err.attempts, 2);
     }
@@ -204,7 +195,7 @@ describe('AnthropicCaptioner retries', () => {
       { ...toolUseReply(CAPTION_TOOL_NAME, { caption: GOOD }), delayMs: 1500 },
       { ...toolUseReply(CAPTION_TOOL_NAME, { caption: GOOD }), delayMs: 1500 },
     );
-    const err = await rejection(captioner({ request: { timeoutMs: 200, maxRetries: 1, retryBaseMs: 1 } }).caption(image, subject, AbortSignal.timeout(10_000)));
+    const err = await captionRejection(captioner({ request: { timeoutMs: 200, maxRetries: 1, retryBaseMs: 1 } }).caption(image, subject, AbortSignal.timeout(10_000)));
     assert.equal(err.code, 'timeout');
     assert.equal(err.attempts, 2);
     assert.equal(err.retryable, true);
@@ -220,7 +211,7 @@ describe('AnthropicCaptioner retries', () => {
     server.enqueue({ ...toolUseReply(CAPTION_TOOL_NAME, { caption: GOOD }), delayMs: 3000 });
     const controller = new AbortController();
     void server.nextRequest().then(() => controller.abort());
-    const err = await rejection(captioner().caption(image, subject, controller.signal));
+    const err = await captionRejection(captioner().caption(image, subject, controller.signal));
     assert.equal(err.code, 'canceled');
     assert.equal(server.requests.length, 1);
   });
@@ -231,7 +222,7 @@ describe('AnthropicCaptioner retries', () => {
     // Abort once the 429 has been answered and the captioner sits in its 30 s wait.
     void server.nextRequest().then(() => setTimeout(() => controller.abort(), 100));
     const started = performance.now();
-    const err = await rejection(captioner().caption(image, subject, controller.signal));
+    const err = await captionRejection(captioner().caption(image, subject, controller.signal));
     assert.equal(err.code, 'canceled');
     assert.equal(err.attempts, 1);
     assert.ok(performance.now() - started < 10_000, 'did not sit out the 30 s retry-after');
@@ -240,14 +231,14 @@ describe('AnthropicCaptioner retries', () => {
 
   test('a retry-after beyond the longest allowed wait ends the retries at once', async () => {
     server.enqueue(anthropicError(429, 'rate_limit_error', 'daily limit', { 'retry-after': '3600' }));
-    const err = await rejection(captioner().caption(image, subject, AbortSignal.timeout(10_000)));
+    const err = await captionRejection(captioner().caption(image, subject, AbortSignal.timeout(10_000)));
     assert.equal(err.code, 'rate_limited');
     assert.equal(err.attempts, 1);
     assert.equal(err.retryable, true);
   });
 
   test('an undecodable image is a bad_request without any request', async () => {
-    const err = await rejection(captioner().caption({ ...image, bytes: Buffer.from('not an image') }, subject, AbortSignal.timeout(10_000)));
+    const err = await captionRejection(captioner().caption({ ...image, bytes: Buffer.from('not an image') }, subject, AbortSignal.timeout(10_000)));
     assert.equal(err.code, 'bad_request');
     assert.equal(server.requests.length, 0);
   });
@@ -280,7 +271,7 @@ describe('AnthropicCaptioner.normalize', () => {
   test('an answer that drops a caption is retried once, then invalid_output', async () => {
     const partial = toolUseReply(NORMALIZE_TOOL_NAME, { captions: [{ id: 'c1', caption: normalized.c1 }] });
     server.enqueue(partial, partial);
-    const err = await rejection(captioner().normalize(captions, subject, AbortSignal.timeout(10_000)));
+    const err = await captionRejection(captioner().normalize(captions, subject, AbortSignal.timeout(10_000)));
     assert.equal(err.code, 'invalid_output');
     assert.match(err.message, /no caption for c2/);
     assert.equal(err.attempts, 2);

@@ -10,6 +10,7 @@ import { Secret } from '../../src/captioning/secrets.js';
 import { jpeg } from '../support/images.js';
 import type { ScriptedServer } from '../support/mock-anthropic.js';
 import { completionReply, openaiError, startMockOpenAi } from '../support/mock-openai.js';
+import { captionRejection } from '../support/caption-errors.js';
 
 const KEY = 'vllm-key-abcdef0123456789';
 const subject: CaptionSubject = { trigger: 'ohwx', classWord: 'dog' };
@@ -29,16 +30,6 @@ function captioner(overrides: Partial<OpenAiCompatibleCaptionerOptions> = {}): O
     request: { timeoutMs: 5000, maxRetries: 3, retryBaseMs: 5 },
     ...overrides,
   });
-}
-
-async function rejection(promise: Promise<unknown>): Promise<CaptionError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof CaptionError, `expected CaptionError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected a rejection');
 }
 
 before(async () => {
@@ -116,7 +107,7 @@ describe('OpenAiCompatibleCaptioner retries', () => {
 
   test('retries exhausted: CaptionError with attempts and status', async () => {
     server.enqueue(openaiError(502, 'bad gateway'), openaiError(502, 'bad gateway'));
-    const err = await rejection(captioner({ request: { timeoutMs: 5000, maxRetries: 1, retryBaseMs: 1 } }).caption(image, subject, AbortSignal.timeout(10_000)));
+    const err = await captionRejection(captioner({ request: { timeoutMs: 5000, maxRetries: 1, retryBaseMs: 1 } }).caption(image, subject, AbortSignal.timeout(10_000)));
     assert.equal(err.code, 'server_error');
     assert.equal(err.status, 502);
     assert.equal(err.attempts, 2);
@@ -124,7 +115,7 @@ describe('OpenAiCompatibleCaptioner retries', () => {
 
   test('a wrong key is auth, not retried, and the message does not repeat the key', async () => {
     const c = captioner({ apiKey: new Secret('wrong-key-987654321') });
-    const err = await rejection(c.caption(image, subject, AbortSignal.timeout(10_000)));
+    const err = await captionRejection(c.caption(image, subject, AbortSignal.timeout(10_000)));
     assert.equal(err.code, 'auth');
     assert.equal(err.attempts, 1);
     assert.match(err.message, /Incorrect API key provided: \[redacted\]/);
@@ -132,7 +123,7 @@ describe('OpenAiCompatibleCaptioner retries', () => {
 
   test('content that is not the JSON asked for is retried once, then invalid_output', async () => {
     server.enqueue(completionReply('Here is a caption: a dog'), completionReply(JSON.stringify({ text: GOOD })));
-    const err = await rejection(captioner().caption(image, subject, AbortSignal.timeout(10_000)));
+    const err = await captionRejection(captioner().caption(image, subject, AbortSignal.timeout(10_000)));
     assert.equal(err.code, 'invalid_output');
     assert.equal(err.attempts, 2);
     assert.match(err.message, /caption is missing/);
@@ -147,7 +138,7 @@ describe('OpenAiCompatibleCaptioner retries', () => {
 
   test('a response slower than the timeout is a timeout after the retries', async () => {
     server.enqueue({ ...completionReply(JSON.stringify({ caption: GOOD })), delayMs: 1500 }, { ...completionReply(JSON.stringify({ caption: GOOD })), delayMs: 1500 });
-    const err = await rejection(captioner({ request: { timeoutMs: 200, maxRetries: 1, retryBaseMs: 1 } }).caption(image, subject, AbortSignal.timeout(10_000)));
+    const err = await captionRejection(captioner({ request: { timeoutMs: 200, maxRetries: 1, retryBaseMs: 1 } }).caption(image, subject, AbortSignal.timeout(10_000)));
     assert.equal(err.code, 'timeout');
     assert.equal(err.attempts, 2);
   });
@@ -157,7 +148,7 @@ describe('OpenAiCompatibleCaptioner retries', () => {
     const origin = gone.origin;
     await gone.close();
     const c = captioner({ baseUrl: `${origin}/v1`, request: { timeoutMs: 2000, maxRetries: 1, retryBaseMs: 1 } });
-    const err = await rejection(c.caption(image, subject, AbortSignal.timeout(10_000)));
+    const err = await captionRejection(c.caption(image, subject, AbortSignal.timeout(10_000)));
     assert.equal(err.code, 'network');
     assert.equal(err.attempts, 2);
     assert.equal(err.retryable, true);
@@ -167,7 +158,7 @@ describe('OpenAiCompatibleCaptioner retries', () => {
     server.enqueue({ ...completionReply(JSON.stringify({ caption: GOOD })), delayMs: 3000 });
     const controller = new AbortController();
     void server.nextRequest().then(() => controller.abort());
-    const err = await rejection(captioner().caption(image, subject, controller.signal));
+    const err = await captionRejection(captioner().caption(image, subject, controller.signal));
     assert.equal(err.code, 'canceled');
   });
 });

@@ -44,11 +44,6 @@ class AttachedLoras {
   Model& model_;
 };
 
-// The VAE downsamples by 2 per level after the first.
-int64_t vae_scale_factor(const Model& model) {
-  return int64_t{1} << (static_cast<int64_t>(model.vae->config().block_out_channels.size()) - 1);
-}
-
 void validate(const Model& model, const GenerateOptions& options) {
   const int64_t factor = vae_scale_factor(model);
   for (const auto& [name, value] : {std::pair<const char*, int64_t>{"width", options.width}, {"height", options.height}}) {

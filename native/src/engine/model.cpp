@@ -204,6 +204,11 @@ std::shared_ptr<Model> load_sgm_single_file(const LoadOptions& options, const Ca
 
 } // namespace
 
+// The VAE downsamples by 2 per level after the first.
+int64_t vae_scale_factor(const Model& model) {
+  return int64_t{1} << (static_cast<int64_t>(model.vae->config().block_out_channels.size()) - 1);
+}
+
 std::shared_ptr<Model> load_model_from(const LoadOptions& options, const CancelFlag& cancel,
                                        const ProgressFn& progress) {
   check_runtime(options.runtime);

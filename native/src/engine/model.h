@@ -43,6 +43,9 @@ class Model {
   mutable std::shared_mutex lora_mutex;
 };
 
+// Pixels per latent along each side: 2^(VAE levels - 1), 8 for SDXL.
+int64_t vae_scale_factor(const Model& model);
+
 // Loads a diffusers folder (model_index.json) or an SGM single file; see engine.h.
 std::shared_ptr<Model> load_model_from(const LoadOptions& options, const CancelFlag& cancel,
                                        const ProgressFn& progress = nullptr);

@@ -92,7 +92,7 @@ std::vector<std::string> write_validation_images(Model& model, const TrainOption
   EvalModeGuard eval(model);
   const auto directory = std::filesystem::path(options.output_dir) / "samples";
   std::filesystem::create_directories(directory);
-  const int64_t factor = int64_t{1} << (static_cast<int64_t>(model.vae->config().block_out_channels.size()) - 1);
+  const int64_t factor = vae_scale_factor(model);
   const int64_t size = options.resolution;
   for (size_t i = 0; i < validation.prompts.size(); ++i) {
     throw_if_cancelled(cancel);
