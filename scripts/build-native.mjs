@@ -13,8 +13,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+
+import { findAddonApi, findNodeHeaders } from './node-headers.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const buildDir = path.resolve(root, process.env.SDXL_NATIVE_BUILD_DIR ?? 'native/build');
@@ -30,7 +31,9 @@ function fail(message) {
   process.exit(1);
 }
 
-// CMake arguments that make find_package(Torch) use `dir` (see the header for the forms).
+// The CMake argument that makes the build use the libtorch at `dir` (see the header for
+// the forms): its TorchConfig.cmake folder, from which native/cmake/find_torch.cmake also
+// takes the libraries, so headers and libraries are always of one install.
 function torchArguments(dir, source) {
   const archDirs = existsSync(path.join(dir, 'lib'))
     ? readdirSync(path.join(dir, 'lib')).map((entry) => path.join('lib', entry, 'cmake', 'Torch'))
@@ -39,13 +42,10 @@ function torchArguments(dir, source) {
     .map((relative) => path.resolve(dir, relative))
     .find((candidate) => existsSync(path.join(candidate, TORCH_CONFIG)));
   if (configDir) return { args: [`-DTorch_DIR=${configDir}`], dir: configDir, source };
-  if (source === 'LIBTORCH_DIR') {
-    fail(
-      `LIBTORCH_DIR=${dir} holds no ${TORCH_CONFIG} (looked in ., Torch, share/cmake/Torch, lib/cmake/Torch, lib/*/cmake/Torch).\n` +
-        `  Debian: LIBTORCH_DIR=${DEBIAN_TORCH} after ${FIX}`,
-    );
-  }
-  return { args: [`-DCMAKE_PREFIX_PATH=${dir}`], dir, source };
+  fail(
+    `${source} gives ${dir}, which holds no ${TORCH_CONFIG} (looked in ., Torch, share/cmake/Torch, lib/cmake/Torch, lib/*/cmake/Torch).\n` +
+      `  Debian: LIBTORCH_DIR=${DEBIAN_TORCH} after ${FIX}`,
+  );
 }
 
 function findLibtorch() {
@@ -66,27 +66,6 @@ function findLibtorch() {
   fail(`no libtorch found: set LIBTORCH_DIR, install PyTorch, or run: ${FIX}`);
 }
 
-function findNodeHeaders() {
-  const candidates = [
-    process.env.NODE_INCLUDE_DIR,
-    path.resolve(path.dirname(process.execPath), '..', 'include', 'node'),
-    '/usr/include/node',
-    '/usr/local/include/node',
-  ].filter(Boolean);
-  const found = candidates.find((dir) => existsSync(path.join(dir, 'node_api.h')));
-  if (!found) fail(`Node's headers (node_api.h) not found in ${candidates.join(', ')}; set NODE_INCLUDE_DIR`);
-  return found;
-}
-
-function findAddonApi() {
-  try {
-    const require = createRequire(import.meta.url);
-    return path.resolve(root, require('node-addon-api').include_dir.replace(/^"|"$/g, ''));
-  } catch {
-    fail('node-addon-api is not installed; run: npm install');
-  }
-}
-
 function checkTool(command, purpose) {
   const probe = spawnSync(command, ['--version'], { encoding: 'utf8' });
   if (probe.error) fail(`${command} not found (${purpose}); install it: ${FIX}`);
@@ -100,8 +79,8 @@ function run(step, args, hint) {
 
 checkTool('cmake', 'builds native/');
 const torch = findLibtorch();
-const nodeInclude = findNodeHeaders();
-const addonApiDir = findAddonApi();
+const nodeInclude = findNodeHeaders(fail);
+const addonApiDir = findAddonApi(fail);
 if (torch.dir === DEBIAN_TORCH && existsSync(DEBIAN_BLAS) && realpathSync(DEBIAN_BLAS).includes('/blas/')) {
   console.warn('build:native: warning: libblas.so.3 is the reference BLAS; install OpenBLAS for fast CPU matrix products: apt-get install -y libopenblas0-pthread');
 }

@@ -2,8 +2,9 @@
 // Format: https://github.com/huggingface/safetensors#format
 #include "io/safetensors.h"
 
+#include "torch_compat.h" // SDXL_TORCH_HAS_FLOAT8
+
 #include <nlohmann/json.hpp> // header parsing and writing
-#include <torch/version.h>   // TORCH_VERSION_MAJOR / MINOR for float8 dtypes
 
 #include <fcntl.h>    // ::open
 #include <sys/mman.h> // ::mmap, ::munmap
@@ -35,8 +36,6 @@ struct DtypeSpec {
   torch::ScalarType scalar_type;
 };
 
-#define SDXL_HAS_FLOAT8 (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1))
-
 const std::vector<DtypeSpec>& dtype_table() {
   static const std::vector<DtypeSpec> table = {
       {"F64", 8, true, torch::kFloat64},  {"F32", 4, true, torch::kFloat32},
@@ -47,7 +46,7 @@ const std::vector<DtypeSpec>& dtype_table() {
       // No unsigned 16/32/64-bit tensors in libtorch 1.13.
       {"U16", 2, false, torch::kUInt8},   {"U32", 4, false, torch::kUInt8},
       {"U64", 8, false, torch::kUInt8},
-#if SDXL_HAS_FLOAT8
+#if SDXL_TORCH_HAS_FLOAT8
       {"F8_E4M3", 1, true, torch::kFloat8_e4m3fn}, {"F8_E5M2", 1, true, torch::kFloat8_e5m2},
 #else
       {"F8_E4M3", 1, false, torch::kUInt8},  {"F8_E5M2", 1, false, torch::kUInt8},

@@ -43,8 +43,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   torch::Tensor q = split_heads(to_q(x), heads);  // [B, heads, N, d]
   torch::Tensor k = split_heads(to_k(kv), heads); // [B, heads, M, d]
   torch::Tensor v = split_heads(to_v(kv), heads); // [B, heads, M, d]
-  torch::Tensor attended = scaled_dot_product_attention(q, k, v, false, upcast); // [B, heads, N, d]
-  return to_out(merge_heads(attended));            // [B, N, query_dim]
+  torch::Tensor attended = attend(q, k, v, false, upcast); // [B, heads, N, d]
+  return to_out(merge_heads(attended));                    // [B, N, query_dim]
 }
 
 // ----------------------------------------------------------------------------

@@ -30,8 +30,8 @@ torch::Tensor ClipAttentionImpl::forward(const torch::Tensor& x) {
   torch::Tensor q = split(q_proj(x)); // [B, heads, N, d]
   torch::Tensor k = split(k_proj(x)); // [B, heads, N, d]
   torch::Tensor v = split(v_proj(x)); // [B, heads, N, d]
-  torch::Tensor attended = scaled_dot_product_attention(q, k, v, /*causal=*/true); // [B, heads, N, d]
-  return out_proj(attended.transpose(1, 2).reshape({batch, tokens, -1}));          // [B, N, hidden]
+  torch::Tensor attended = attend(q, k, v, /*causal=*/true);              // [B, heads, N, d]
+  return out_proj(attended.transpose(1, 2).reshape({batch, tokens, -1})); // [B, N, hidden]
 }
 
 ClipMlpImpl::ClipMlpImpl(int64_t hidden, int64_t intermediate, std::string act_, torch::TensorOptions options)

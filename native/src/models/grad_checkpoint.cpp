@@ -6,14 +6,14 @@
 #include "models/clip.h"      // ClipEncoderLayerImpl
 #include "models/layers.h"    // LinearImpl, LoraSlot
 #include "models/resnet.h"    // ResnetBlock2DImpl
+#include "torch_compat.h"      // make_autograd_node
 
 #include <torch/csrc/autograd/autograd.h>         // torch::autograd::backward
-#include <torch/csrc/autograd/function.h>         // Node, collect_next_edges, deleteNode
+#include <torch/csrc/autograd/function.h>         // Node, collect_next_edges
 #include <torch/csrc/autograd/functions/utils.h>  // set_history
 #include <torch/csrc/autograd/saved_variable.h>   // SavedVariable
 
-#include <memory> // std::shared_ptr
-#include <mutex>  // std::lock_guard
+#include <mutex> // std::lock_guard
 #include <string>
 #include <utility> // std::move
 
@@ -165,8 +165,7 @@ std::vector<torch::Tensor> checkpoint(const CheckpointFn& fn, const std::vector<
   // first block after frozen layers still has to send gradients to its LoRA
   // slots. (torch::autograd::Function would leave such outputs without a
   // grad_fn, and its backward would never run.)
-  std::shared_ptr<CheckpointBackward> node(new CheckpointBackward(fn, inputs, std::move(pre_forward)),
-                                           torch::autograd::deleteNode);
+  auto node = torch_compat::make_autograd_node<CheckpointBackward>(fn, inputs, std::move(pre_forward));
   node->set_next_edges(torch::autograd::collect_next_edges(inputs));
   for (torch::Tensor& output : outputs) {
     TORCH_CHECK(output.defined() && output.is_floating_point(),

@@ -1,7 +1,7 @@
 // Thin layers: parameters created with the caller's TensorOptions, math from torch's functional ops.
 #include "models/layers.h"
 
-#include <torch/version.h> // TORCH_VERSION_MAJOR
+#include "torch_compat.h" // SDXL_TORCH_HAS_SDPA
 
 #include <cmath>  // std::sqrt
 #include <limits> // std::numeric_limits<float>::infinity
@@ -111,10 +111,9 @@ torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) {
 // ----------------------------------------------------------------------------
 // Attention math
 
-torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k,
-                                           const torch::Tensor& v, bool causal, bool upcast) {
+torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, bool causal, bool upcast) {
   const bool compute_in_float = upcast && q.scalar_type() != torch::kFloat;
-#if TORCH_VERSION_MAJOR >= 2
+#if SDXL_TORCH_HAS_SDPA
   if (!compute_in_float) {
     return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal); // [B, heads, N, d]
   }

@@ -20,11 +20,11 @@ namespace sdxl::models {
 
 // One low-rank adapter on a Linear: y += scale * (dropout(x) down^T) up^T (peft's order).
 struct LoraSlot {
-  torch::Tensor down;     // [r, in]
-  torch::Tensor up;       // [out, r]
-  double scale = 1.0;     // alpha / rank * user scale
-  double dropout = 0.0;   // peft lora_dropout on the adapter's input; only while the Linear is training
-  at::Generator generator; // draws the dropout mask; undefined: the default generator of x's device
+  torch::Tensor down;        // [r, in]
+  torch::Tensor up;          // [out, r]
+  double scale = 1.0;        // alpha / rank * user scale
+  double dropout = 0.0;      // peft lora_dropout on the adapter's input; only while the Linear is training
+  at::Generator generator{}; // draws the dropout mask; undefined: the default generator of x's device
 };
 
 class LinearImpl : public torch::nn::Module {
@@ -96,9 +96,10 @@ TORCH_MODULE(Embedding);
 
 // Multi-head attention on [B, heads, N, head_dim] tensors; softmax(q k^T / sqrt(d)) v.
 // `causal` masks future positions (CLIP). `upcast` computes scores in float32.
-torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k,
-                                           const torch::Tensor& v, bool causal = false,
-                                           bool upcast = false);
+// (Not named scaled_dot_product_attention: a call with three tensors would be ambiguous,
+// through argument-dependent lookup, with at::scaled_dot_product_attention of libtorch 2.x.)
+torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, bool causal = false,
+                     bool upcast = false);
 
 // A placeholder child without parameters, so ModuleList indices match diffusers
 // (e.g. "ff.net.1" is a Dropout there; "ff.net.2" must stay index 2).

@@ -31,7 +31,7 @@ torch::Tensor VaeAttentionImpl::forward(const torch::Tensor& x) {
   torch::Tensor q = to_q(h).unsqueeze(1); // [B, 1, HW, C]
   torch::Tensor k = to_k(h).unsqueeze(1); // [B, 1, HW, C]
   torch::Tensor v = to_v(h).unsqueeze(1); // [B, 1, HW, C]
-  h = to_out(scaled_dot_product_attention(q, k, v).squeeze(1));                          // [B, HW, C]
+  h = to_out(attend(q, k, v).squeeze(1));                                                 // [B, HW, C]
   return h.transpose(1, 2).reshape({batch, channels, height, width}) + x;                 // [B, C, H, W]
 }
 
