@@ -96,3 +96,45 @@ test('/v1 operations need the bearer key and document 401 and a 4xx of their own
     }
   }
 });
+
+test('servers names where the service is reached, with the embedded default', () => {
+  const servers = (document as unknown as { servers: Array<{ url: string; variables: Record<string, { default: string }> }> })
+    .servers;
+  assert.equal(servers.length, 1);
+  const server = servers[0]!;
+  const url = server.url.replace(/\{(\w+)\}/g, (_, name: string) => server.variables[name]!.default);
+  assert.equal(url, 'http://127.0.0.1:3000');
+});
+
+test('a parameter or request field with a default is optional in the document', () => {
+  const defaulted: string[] = [];
+  const visit = (schema: unknown, where: string): void => {
+    if (typeof schema !== 'object' || schema === null) return;
+    const object = schema as { properties?: Record<string, { default?: unknown }>; required?: string[] };
+    for (const [name, property] of Object.entries(object.properties ?? {})) {
+      if ('default' in property) {
+        defaulted.push(`${where}.${name}`);
+        assert.ok(!(object.required ?? []).includes(name), `${where}: ${name} has a default, so it is not required`);
+      }
+      visit(property, `${where}.${name}`);
+    }
+    for (const value of Object.values(schema)) if (typeof value === 'object') visit(value, where);
+  };
+  for (const [name, op] of operations()) {
+    const withBody = op as Operation & {
+      parameters?: Array<{ name: string; required?: boolean; schema: { default?: unknown } }>;
+      requestBody?: { content: Record<string, { schema: unknown }> };
+    };
+    for (const parameter of withBody.parameters ?? []) {
+      if ('default' in parameter.schema) {
+        defaulted.push(`${name} ${parameter.name}`);
+        assert.notEqual(parameter.required, true, `${name}: ${parameter.name} has a default, so it is not required`);
+      }
+    }
+    for (const media of Object.values(withBody.requestBody?.content ?? {})) visit(media.schema, name);
+  }
+  // limit on five lists and the caption history, include_images, and the captioning-job options.
+  assert.ok(defaulted.some((where) => where === 'GET /v1/datasets limit'), defaulted.join(', '));
+  assert.ok(defaulted.some((where) => where.endsWith('include_images')), defaulted.join(', '));
+  assert.ok(defaulted.some((where) => where === 'POST /v1/datasets/{id}/captioning-jobs.overwrite'), defaulted.join(', '));
+});
