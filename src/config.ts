@@ -23,6 +23,8 @@ export const EnvSchema = Type.Object({
   DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
   /** Directory for local state: embedded database, uploaded images, adapters. */
   DATA_DIR: Type.String({ minLength: 1, default: './data' }),
+  /** Base models: diffusers folders and SGM .safetensors files; empty means DATA_DIR/models. */
+  MODELS_DIR: Type.String({ default: '' }),
   /** pino level. */
   LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
   /** Largest accepted JSON request body, in bytes. */
@@ -51,6 +53,8 @@ export interface Config {
   databasePoolMax: number;
   /** Absolute path. */
   dataDir: string;
+  /** Absolute path of the base models (the built-in demo model is written here too when it is DATA_DIR/models). */
+  modelsDir: string;
   logLevel: Env['LOG_LEVEL'];
   bodyLimitBytes: number;
   uploadMaxFileBytes: number;
@@ -102,6 +106,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     databaseUrl: e.DATABASE_URL === '' ? undefined : e.DATABASE_URL,
     databasePoolMax: e.DATABASE_POOL_MAX,
     dataDir: path.resolve(e.DATA_DIR),
+    modelsDir: path.resolve(e.MODELS_DIR === '' ? path.join(e.DATA_DIR, 'models') : e.MODELS_DIR),
     logLevel: e.LOG_LEVEL,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     uploadMaxFileBytes: e.UPLOAD_MAX_FILE_BYTES,

@@ -277,6 +277,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List base models
+         * @description The built-in demo model sdxl-tiny-demo (written on first use), then every diffusers folder and SGM single-file checkpoint under MODELS_DIR.
+         */
+        get: operations["listModels"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/models/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a base model */
+        get: operations["getModel"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -351,6 +388,36 @@ export interface components {
              * @description RFC 3339 UTC timestamp
              */
             updated_at: string;
+        };
+        BaseModel: {
+            /**
+             * @description The folder or file name under MODELS_DIR, or sdxl-tiny-demo
+             * @example sdxl-tiny-demo
+             * @example stable-diffusion-xl-base-1.0
+             * @example sd_xl_base_1.0.safetensors
+             */
+            id: string;
+            /** @enum {string} */
+            architecture: "sdxl";
+            /** @description diffusers: a folder with model_index.json; single_file: one SGM checkpoint (.safetensors) */
+            source_layout: "diffusers" | "single_file";
+            description: string;
+            /** @description The built-in demo model: random weights, tiny, makes noise */
+            demo: boolean;
+            /** @description Side, in pixels, of the images the model was made for */
+            default_resolution: number;
+            parameters: {
+                /** @description Parameters of the UNet */
+                unet: number;
+                /** @description Parameters of the first CLIP text encoder */
+                text_encoder: number;
+                /** @description Parameters of the second (projected) CLIP text encoder */
+                text_encoder_2: number;
+                /** @description Parameters of the VAE */
+                vae: number;
+                /** @description Parameters of all four */
+                total: number;
+            };
         };
         /** @description One version of an image's caption */
         Caption: {
@@ -576,7 +643,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The service is not ready */
+            /** @description The service is not ready, or the native engine is not built */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2166,6 +2233,115 @@ export interface operations {
             };
             /** @description Unexpected server error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listModels: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description The demo model first, then MODELS_DIR by id */
+                        data: components["schemas"]["BaseModel"][];
+                    };
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The service is not ready, or the native engine is not built */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getModel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Model id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BaseModel"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The service is not ready, or the native engine is not built */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -27,6 +27,7 @@ import type {
   NativeModel,
   ProgressCallback,
   PromptEmbeddings,
+  RandomWeightsOptions,
   RgbImage,
   SafetensorsHeader,
   TokenIds,
@@ -156,6 +157,18 @@ export async function loadModel(options: LoadOptions): Promise<Model> {
 export async function inspectSafetensors(file: string): Promise<SafetensorsHeader> {
   const caller = new Error();
   return withCallerStack(addon().inspectSafetensors(checkPath('path', file, 'file')), caller);
+}
+
+/**
+ * Writes seeded random weights into a diffusers folder that holds the configs and
+ * tokenizers (engine.h: write_random_weights): the built-in demo model and test models.
+ */
+export async function writeRandomWeights(options: RandomWeightsOptions): Promise<void> {
+  const caller = new Error();
+  const checked = checkObject('options', options);
+  const modelDir = checkPath('options.modelDir', checked.modelDir, 'directory');
+  const seed = checked.seed === undefined ? 0 : checkInteger('options.seed', checked.seed, 0, Number.MAX_SAFE_INTEGER);
+  return withCallerStack(addon().writeRandomWeights({ modelDir, seed }), caller);
 }
 
 // Recomputes every tensor a golden fixture names and compares (see engine.h).

@@ -15,6 +15,12 @@ export interface LoadOptions extends RuntimeOptions {
   configDir?: string; // for a single file: a diffusers folder whose configs to use
 }
 
+/** A diffusers folder of configs (and tokenizers) to fill with seeded random float32 weights. */
+export interface RandomWeightsOptions {
+  modelDir: string;
+  seed?: number; // default 0; the same seed gives the same bytes on every machine
+}
+
 export interface LoraSpec {
   path: string; // kohya (SGM or diffusers names) or peft .safetensors
   scale?: number; // default 1
@@ -215,6 +221,7 @@ export interface NativeAddon {
   buildInfo(): BuildInfo;
   loadModel(options: LoadOptions): Promise<NativeModel>;
   inspectSafetensors(path: string): Promise<SafetensorsHeader>;
+  writeRandomWeights(options: RandomWeightsOptions): Promise<void>;
   verify(options: VerifyOptions, onProgress?: ProgressCallback): NativeJob<VerifyReport>;
   train(options: NativeTrainOptions, onProgress?: ProgressCallback): NativeJob<TrainResult>;
   Model: abstract new (...args: never[]) => NativeModel;

@@ -1,9 +1,11 @@
 // Repositories (SQL, one per table group) and the services built on them, as decorators.
 import fp from 'fastify-plugin';
+import path from 'node:path';
 import { createApiKeysRepository, type ApiKeysRepository } from '../repositories/api-keys.js';
 import { createDatasetsRepository, type DatasetsRepository } from '../repositories/datasets.js';
 import { createTenantsRepository, type TenantsRepository } from '../repositories/tenants.js';
 import { createDatasetsService, type DatasetsService } from '../services/datasets.js';
+import { ModelsService } from '../services/models.js';
 
 export interface Repositories {
   tenants: TenantsRepository;
@@ -13,6 +15,7 @@ export interface Repositories {
 
 export interface Services {
   datasets: DatasetsService;
+  models: ModelsService;
 }
 
 declare module 'fastify' {
@@ -30,7 +33,11 @@ export default fp(
       datasets: createDatasetsRepository(fastify.db),
     };
     fastify.decorate('repositories', repositories);
-    fastify.decorate('services', { datasets: createDatasetsService(repositories.datasets) });
+    fastify.decorate('services', {
+      datasets: createDatasetsService(repositories.datasets),
+      // The demo model is always written under DATA_DIR, even when MODELS_DIR is a read-only volume.
+      models: new ModelsService(fastify.config.modelsDir, path.join(fastify.config.dataDir, 'models')),
+    });
   },
   { name: 'repositories', dependencies: ['database'] },
 );

@@ -2,9 +2,10 @@
 // as OpenAPI components.
 import fp from 'fastify-plugin';
 import { DatasetSchema } from '../schemas/datasets.js';
+import { BaseModelSchema } from '../schemas/models.js';
 import { FieldErrorSchema, ProblemSchema } from '../schemas/problem.js';
 
-export const sharedSchemas = [FieldErrorSchema, ProblemSchema, DatasetSchema];
+export const sharedSchemas = [FieldErrorSchema, ProblemSchema, DatasetSchema, BaseModelSchema];
 
 export default fp(
   async (fastify) => {

@@ -42,6 +42,7 @@ export default fp(
           { name: 'images', description: 'The photos of a dataset' },
           { name: 'captions', description: "Each image's current caption, its history, edits and export" },
           { name: 'captioning-jobs', description: 'Background jobs that caption a dataset with a vision model or the template' },
+          { name: 'models', description: 'Base models to train on and sample from' },
         ],
         components: {
           securitySchemes: {

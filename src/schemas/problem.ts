@@ -42,7 +42,7 @@ const DESCRIPTIONS: Record<number, string> = {
   415: 'The request has an unsupported Content-Type',
   422: 'The request is well-formed but cannot be processed',
   500: 'Unexpected server error',
-  503: 'The service is not ready',
+  503: 'The service is not ready, or the native engine is not built',
 };
 
 /** Response schemas for the listed error statuses, each answered with application/problem+json. */

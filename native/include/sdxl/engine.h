@@ -95,6 +95,20 @@ struct ModelInfo {
 };
 ModelInfo describe(const Model& model);
 
+// Fills a diffusers folder that holds only configs (model_index.json, the four
+// components' config.json, tokenizers, scheduler) with float32 weights drawn from
+// `seed`: the service's built-in demo model, and test models of any size. Layers are
+// uniform in +-1/sqrt(fan_in), norm scales 1, biases 0, from the engine's own generator,
+// so one seed gives the same bytes with any libtorch on any machine. Writes
+// text_encoder/model.safetensors, text_encoder_2/model.safetensors and
+// {unet,vae}/diffusion_pytorch_model.safetensors; needs about twice the model's float32
+// size in memory.
+struct RandomWeightsOptions {
+  std::string model_dir;
+  uint64_t seed = 0;
+};
+void write_random_weights(const RandomWeightsOptions& options, const CancelFlag& cancel);
+
 // ----------------------------------------------------------------------------
 // Prompts
 

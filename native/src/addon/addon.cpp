@@ -3,6 +3,7 @@
 //   buildInfo()                           -> { torchVersion, cudaAvailable, cudaDeviceCount }
 //   loadModel(options)                    -> Promise<Model>
 //   inspectSafetensors(path)              -> Promise<{ tensors, metadata }>
+//   writeRandomWeights(options)           -> Promise<void>  (a folder of configs gets seeded random weights)
 //   verify(options, onProgress?)          -> { promise, cancel() }
 //   train(options, onProgress?)           -> { promise, cancel() }  (resolves { status: "cancelled" } when cancelled mid-run)
 //   Model#describe()                      -> ModelInfo
@@ -17,7 +18,7 @@
 #include "addon/errors.h"     // guard
 #include "addon/long_job.h"   // start_long_job
 #include "addon/model_wrap.h" // ModelWrap, AddonData
-#include "addon/workers.h"    // LoadModelWorker, InspectSafetensorsWorker
+#include "addon/workers.h"    // LoadModelWorker, InspectSafetensorsWorker, RandomWeightsWorker
 #include "sdxl/engine.h"      // build_info, verify, train_lora
 
 namespace sdxl::addon {
@@ -34,6 +35,11 @@ Napi::Value load_model_js(const Napi::CallbackInfo& info) {
 
 Napi::Value inspect_safetensors_js(const Napi::CallbackInfo& info) {
   return queue_worker<InspectSafetensorsWorker>(info.Env(), string_argument(info, 0, "path"));
+}
+
+Napi::Value write_random_weights_js(const Napi::CallbackInfo& info) {
+  RandomWeightsOptions options = random_weights_options_from_js(info[0]);
+  return queue_worker<RandomWeightsWorker>(info.Env(), std::move(options));
 }
 
 Napi::Value verify_js(const Napi::CallbackInfo& info) {
@@ -64,6 +70,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("buildInfo", Napi::Function::New(env, build_info_js, "buildInfo"));
   exports.Set("loadModel", Napi::Function::New(env, load_model_js, "loadModel"));
   exports.Set("inspectSafetensors", Napi::Function::New(env, inspect_safetensors_js, "inspectSafetensors"));
+  exports.Set("writeRandomWeights", Napi::Function::New(env, write_random_weights_js, "writeRandomWeights"));
   exports.Set("verify", Napi::Function::New(env, verify_js, "verify"));
   exports.Set("train", Napi::Function::New(env, train_js, "train"));
   exports.Set("Model", model_class);

@@ -199,6 +199,14 @@ LoadOptions load_options_from_js(const Napi::Value& value) {
   return options;
 }
 
+RandomWeightsOptions random_weights_options_from_js(const Napi::Value& value) {
+  const FieldReader reader(value, "options");
+  RandomWeightsOptions options;
+  options.model_dir = reader.string("modelDir");
+  options.seed = static_cast<uint64_t>(reader.integer("seed", 0));
+  return options;
+}
+
 GenerateOptions generate_options_from_js(const Napi::Value& value) {
   const FieldReader reader(value, "options");
   GenerateOptions options;

@@ -16,6 +16,7 @@ namespace sdxl::addon {
 
 // ---- JS -> C++ ---------------------------------------------------------------
 LoadOptions load_options_from_js(const Napi::Value& value);
+RandomWeightsOptions random_weights_options_from_js(const Napi::Value& value);
 GenerateOptions generate_options_from_js(const Napi::Value& value);
 VerifyOptions verify_options_from_js(const Napi::Value& value);
 // Copies every training image's rgb bytes: the job thread never reads JS memory.

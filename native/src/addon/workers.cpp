@@ -75,4 +75,14 @@ void InspectSafetensorsWorker::compute() {
 
 Napi::Value InspectSafetensorsWorker::on_success(Napi::Env env) { return safetensors_header_to_js(env, header_); }
 
+RandomWeightsWorker::RandomWeightsWorker(Napi::Env env, RandomWeightsOptions options) :
+    PromiseWorker(env, "sdxl.writeRandomWeights"), options_(std::move(options)) {}
+
+void RandomWeightsWorker::compute() {
+  const CancelFlag never; // nothing cancels it: a demo model is written in well under a second
+  write_random_weights(options_, never);
+}
+
+Napi::Value RandomWeightsWorker::on_success(Napi::Env env) { return env.Undefined(); }
+
 } // namespace sdxl::addon

@@ -88,4 +88,13 @@ class InspectSafetensorsWorker : public PromiseWorker {
   SafetensorsHeader header_;
 };
 
+class RandomWeightsWorker : public PromiseWorker {
+ public:
+  RandomWeightsWorker(Napi::Env env, RandomWeightsOptions options);
+ private:
+  void compute() override;
+  Napi::Value on_success(Napi::Env env) override;
+  RandomWeightsOptions options_;
+};
+
 } // namespace sdxl::addon

@@ -23,15 +23,6 @@ namespace {
 
 constexpr int64_t kLoadPhases = 4; // text_encoder, text_encoder_2, unet, vae
 
-struct ComponentConfigs {
-  models::ClipTextConfig text_encoder = models::ClipTextConfig::sdxl_base_text_encoder();
-  models::ClipTextConfig text_encoder_2 = models::ClipTextConfig::sdxl_base_text_encoder_2();
-  models::UNetConfig unet = models::UNetConfig::sdxl_base();
-  models::VaeConfig vae = models::VaeConfig::sdxl_base();
-  sample::SchedulerConfig scheduler = sample::SchedulerConfig::sdxl_base();
-  bool force_zeros_for_empty_prompt = true;
-};
-
 nlohmann::json read_json(const fs::path& path) {
   std::ifstream file(path);
   if (!file) throw std::runtime_error("cannot open " + path.string());
@@ -58,7 +49,8 @@ sample::SchedulerConfig read_scheduler_config(const fs::path& path) {
   return config;
 }
 
-// All the configs of a diffusers folder (model_index.json + component folders).
+} // namespace
+
 ComponentConfigs read_folder_configs(const fs::path& dir) {
   ComponentConfigs configs;
   configs.text_encoder = models::ClipTextConfig::from_file((dir / "text_encoder" / "config.json").string());
@@ -75,6 +67,8 @@ ComponentConfigs read_folder_configs(const fs::path& dir) {
                                 "projected text_embeds");
   return configs;
 }
+
+namespace {
 
 // A component folder's weights: the full-precision file, else the fp16 variant,
 // else a sharded set named by an index file.

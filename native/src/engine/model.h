@@ -3,6 +3,7 @@
 // dtype, loaded from a diffusers folder or an SGM single-file checkpoint.
 #pragma once
 
+#include <filesystem>   // std::filesystem::path
 #include <memory>       // std::shared_ptr
 #include <shared_mutex> // std::shared_mutex for LoRA attachment
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "io/tokenizer.h"          // io::ClipTokenizer
 #include "models/clip.h"           // models::ClipTextModel
+#include "models/configs.h"        // models::UNetConfig, VaeConfig, ClipTextConfig
 #include "models/unet.h"           // models::UNet2DConditionModel
 #include "models/vae.h"            // models::AutoencoderKL
 #include "sample/noise_schedule.h" // sample::SchedulerConfig
@@ -42,6 +44,19 @@ class Model {
   // this exclusively until it has removed them; every other forward holds it shared.
   mutable std::shared_mutex lora_mutex;
 };
+
+// Every component config of a pipeline; SDXL-base's where a file gives none.
+struct ComponentConfigs {
+  models::ClipTextConfig text_encoder = models::ClipTextConfig::sdxl_base_text_encoder();
+  models::ClipTextConfig text_encoder_2 = models::ClipTextConfig::sdxl_base_text_encoder_2();
+  models::UNetConfig unet = models::UNetConfig::sdxl_base();
+  models::VaeConfig vae = models::VaeConfig::sdxl_base();
+  sample::SchedulerConfig scheduler = sample::SchedulerConfig::sdxl_base();
+  bool force_zeros_for_empty_prompt = true;
+};
+
+// The configs of a diffusers folder (model_index.json and the component folders).
+ComponentConfigs read_folder_configs(const std::filesystem::path& dir);
 
 // Pixels per latent along each side: 2^(VAE levels - 1), 8 for SDXL.
 int64_t vae_scale_factor(const Model& model);

@@ -5,6 +5,7 @@ import captioningJobRoutes from './captioning-jobs/index.js';
 import captionRoutes from './captions/index.js';
 import datasetRoutes from './datasets/index.js';
 import imageRoutes from './images/index.js';
+import modelRoutes from './models/index.js';
 
 const v1Routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.addHook('onRequest', fastify.authenticate);
@@ -14,6 +15,7 @@ const v1Routes: FastifyPluginAsyncTypebox = async (fastify) => {
   // Captions and captioning jobs: under /v1/datasets/{id}/..., /v1/images/{id}/caption and /v1/captioning-jobs.
   await fastify.register(captionRoutes);
   await fastify.register(captioningJobRoutes);
+  await fastify.register(modelRoutes, { prefix: '/models' });
 };
 
 export default v1Routes;
