@@ -1,17 +1,14 @@
-// The background runner of captioning jobs, one per process. It claims queued jobs, and
-// running jobs whose lease expired because their process died (FOR UPDATE SKIP LOCKED, so
-// replicas share the queue), renews the lease by heartbeat, captions a job's images with
-// at most CAPTION_CONCURRENCY requests in flight, and stops a job within one heartbeat of
-// a cancel (at once when the cancel arrives at this process). On close it stops claiming,
-// aborts its requests, puts unfinished images back in the queue and releases its jobs, so
-// the next process to start (or another replica) resumes them.
+// The background runner of captioning jobs, one per process, on the shared JobRunner
+// (job-runner.ts: claims with FOR UPDATE SKIP LOCKED, leases, heartbeats, hand-back). It
+// captions a job's images with at most CAPTION_CONCURRENCY requests in flight, and stops
+// a job within one heartbeat of a cancel (at once when the cancel arrives at this
+// process). On close it aborts its requests, puts unfinished images back in the queue and
+// releases its jobs, so the next process to start (or another replica) resumes them.
 //
 // Never lose work: each image's caption is committed as soon as it is answered, a
 // provider's answer goes to the cache before anything else, and one image's failure
 // leaves the others alone.
 import type { FastifyBaseLogger } from 'fastify';
-import { randomUUID } from 'node:crypto';
-import os from 'node:os';
 import { Type } from 'typebox';
 import { CaptionError, type Captioner, type CaptionerRegistry, type CaptionProvider, type CaptionSubject } from '../captioning/captioner.js';
 import type { Database } from '../db/database.js';
@@ -20,6 +17,7 @@ import { createCaptionsRepository, type CacheKey, type CaptionSource } from '../
 import { isHumanCaption, type CaptionsService } from '../services/captions.js';
 import { IMAGE_MEDIA_TYPES } from '../services/file-sniffing.js';
 import type { BlobStore } from '../storage/blob-store.js';
+import { JobRunner, stopReason, type StopReason } from './job-runner.js';
 
 /** A lease outlives many missed heartbeats, so a slow database does not hand a live job to another replica. */
 export const DEFAULT_LEASE_MS = 30_000;
@@ -56,14 +54,6 @@ export interface CaptioningWorkerOptions {
   pollMs?: number;
 }
 
-/** Why a job's run was aborted. */
-type StopReason = 'canceled' | 'shutdown' | 'lease-lost' | 'fatal';
-
-interface RunningJob {
-  controller: AbortController;
-  done: Promise<void>;
-}
-
 interface JobRun {
   job: JobRow;
   captioner: Captioner;
@@ -73,10 +63,6 @@ interface JobRun {
   fatal?: CaptionError;
   /** Why the consistency pass failed, when it did. */
   consistencyError?: CaptionError;
-}
-
-function stopReason(signal: AbortSignal): StopReason | undefined {
-  return signal.aborted ? (signal.reason as StopReason) : undefined;
 }
 
 /** Runs `task` on every item, at most `limit` at a time, and starts no new one once `signal` is aborted. */
@@ -89,14 +75,8 @@ async function forEachLimited<T>(items: readonly T[], limit: number, signal: Abo
 }
 
 export class CaptioningWorker {
-  /** Identifies this process's leases: host, pid and a random suffix (a restarted pid is another owner). */
-  readonly owner = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   readonly #options: Required<CaptioningWorkerOptions>;
-  readonly #running = new Map<string, RunningJob>();
-  #timer: NodeJS.Timeout | undefined;
-  #stopped = true;
-  #filling: Promise<void> | undefined;
-  #fillAgain = false;
+  readonly #runner: JobRunner<JobRow>;
 
   constructor(options: CaptioningWorkerOptions) {
     this.#options = {
@@ -106,71 +86,46 @@ export class CaptioningWorker {
       pollMs: DEFAULT_POLL_MS,
       ...options,
     };
+    this.#runner = new JobRunner<JobRow>({
+      kind: 'captioning job',
+      queue: createCaptioningJobsRepository(this.#options.db),
+      run: (job, controller) => this.#run(job, controller),
+      logger: this.#options.logger,
+      slots: this.#options.maxJobs,
+      leaseMs: this.#options.leaseMs,
+      heartbeatMs: this.#options.heartbeatMs,
+      pollMs: this.#options.pollMs,
+    });
+  }
+
+  /** Identifies this process's leases. */
+  get owner(): string {
+    return this.#runner.owner;
   }
 
   /** Starts claiming: at once (jobs a dead process left behind), then on every poll and wake(). */
   start(): void {
-    if (!this.#stopped) return;
-    this.#stopped = false;
-    this.#timer = setInterval(() => this.wake(), this.#options.pollMs);
-    this.#timer.unref();
-    this.wake();
+    this.#runner.start();
   }
 
   /** A job was queued: claim it now rather than at the next poll. */
   wake(): void {
-    if (this.#stopped) return;
-    if (this.#filling !== undefined) {
-      this.#fillAgain = true;
-      return;
-    }
-    this.#filling = this.#fill().finally(() => {
-      this.#filling = undefined;
-      if (this.#fillAgain) {
-        this.#fillAgain = false;
-        this.wake();
-      }
-    });
+    this.#runner.wake();
   }
 
   /** A cancel was asked through this process: stop the job now if it runs here (other replicas see it on their next heartbeat). */
   cancel(jobId: string): void {
-    this.#running.get(jobId)?.controller.abort('canceled' satisfies StopReason);
+    this.#runner.cancel(jobId);
   }
 
   /** Ids of the jobs running in this process. */
   runningJobs(): string[] {
-    return [...this.#running.keys()];
+    return this.#runner.runningJobs();
   }
 
   /** Stops claiming, aborts every running job and waits until each has given its images and lease back. */
-  async stop(): Promise<void> {
-    this.#stopped = true;
-    clearInterval(this.#timer);
-    await this.#filling;
-    for (const run of this.#running.values()) run.controller.abort('shutdown' satisfies StopReason);
-    await Promise.all([...this.#running.values()].map((r) => r.done));
-  }
-
-  async #fill(): Promise<void> {
-    const jobs = createCaptioningJobsRepository(this.#options.db);
-    try {
-      while (!this.#stopped && this.#running.size < this.#options.maxJobs) {
-        const job = await jobs.claimNext(this.owner, this.#options.leaseMs);
-        if (job === null) return;
-        const controller = new AbortController();
-        const done = this.#run(job, controller)
-          .catch((error: unknown) => this.#options.logger.error({ err: error, job: job.id }, 'captioning job run crashed'))
-          .finally(() => {
-            this.#running.delete(job.id);
-            this.wake();
-          });
-        this.#running.set(job.id, { controller, done });
-      }
-    } catch (error) {
-      // Database away or not migrated yet: the next poll tries again.
-      this.#options.logger.warn({ err: error }, 'could not claim captioning jobs');
-    }
+  stop(): Promise<void> {
+    return this.#runner.stop();
   }
 
   async #run(job: JobRow, controller: AbortController): Promise<void> {
@@ -179,60 +134,45 @@ export class CaptioningWorker {
     const log = logger.child({ job: job.id, tenant: job.tenant_id });
     log.info({ dataset: job.dataset_id, provider: job.provider, claims: job.claims }, job.claims > 1 ? 'captioning job resumed' : 'captioning job started');
 
-    const heartbeat = setInterval(() => {
-      jobs.heartbeat(job.id, this.owner, this.#options.leaseMs).then(
-        (beat) => {
-          if (beat === null) controller.abort('lease-lost' satisfies StopReason);
-          else if (beat.cancelRequested) controller.abort('canceled' satisfies StopReason);
-        },
-        (error: unknown) => log.warn({ err: error }, 'captioning job heartbeat failed'),
-      );
-    }, this.#options.heartbeatMs);
-    heartbeat.unref();
-
-    try {
-      if (job.cancel_requested_at !== null) {
-        // Canceled while its worker was dead.
-        await jobs.cancelOpenItems(job.id);
-        await jobs.finish(job.id, this.owner, 'canceled');
-        log.info('captioning job canceled');
-        return;
-      }
-      const captioner = this.#options.captioners.get(job.provider as CaptionProvider);
-      if (captioner === undefined) {
-        const message = `provider ${job.provider} is not configured on the process that ran the job`;
-        await jobs.requeueRunningItems(job.id);
-        await jobs.failQueuedItems(job.id, 'provider_not_configured', message);
-        await jobs.finish(job.id, this.owner, 'failed', { code: 'provider_not_configured', message });
-        log.warn({ provider: job.provider }, 'captioning job failed: provider not configured');
-        return;
-      }
-      const run: JobRun = {
-        job,
-        captioner,
-        controller,
-        subject: { trigger: job.trigger_token, classWord: job.class_word, ...(job.style_hint !== null ? { styleHint: job.style_hint } : {}) },
-      };
-
-      // Images a dead worker had in flight are tried again.
-      await jobs.requeueRunningItems(job.id);
-      const queued = await jobs.queuedItems(job.id);
-      try {
-        await forEachLimited(queued, this.#options.concurrency, controller.signal, (imageId) => this.#runItem(run, imageId));
-      } catch (error) {
-        // The database failed under us: stop the other lanes; the lease expires and a worker resumes the job.
-        controller.abort('lease-lost' satisfies StopReason);
-        throw error;
-      }
-
-      if (!controller.signal.aborted && job.consistency_pass) {
-        const failed = (await jobs.progress([job.id])).get(job.id)!.failed;
-        if (failed === 0) await this.#consistencyPass(run);
-      }
-      await this.#conclude(run);
-    } finally {
-      clearInterval(heartbeat);
+    if (job.cancel_requested_at !== null) {
+      // Canceled while its worker was dead.
+      await jobs.cancelOpenItems(job.id);
+      await jobs.finish(job.id, this.owner, 'canceled');
+      log.info('captioning job canceled');
+      return;
     }
+    const captioner = this.#options.captioners.get(job.provider as CaptionProvider);
+    if (captioner === undefined) {
+      const message = `provider ${job.provider} is not configured on the process that ran the job`;
+      await jobs.requeueRunningItems(job.id);
+      await jobs.failQueuedItems(job.id, 'provider_not_configured', message);
+      await jobs.finish(job.id, this.owner, 'failed', { code: 'provider_not_configured', message });
+      log.warn({ provider: job.provider }, 'captioning job failed: provider not configured');
+      return;
+    }
+    const run: JobRun = {
+      job,
+      captioner,
+      controller,
+      subject: { trigger: job.trigger_token, classWord: job.class_word, ...(job.style_hint !== null ? { styleHint: job.style_hint } : {}) },
+    };
+
+    // Images a dead worker had in flight are tried again.
+    await jobs.requeueRunningItems(job.id);
+    const queued = await jobs.queuedItems(job.id);
+    try {
+      await forEachLimited(queued, this.#options.concurrency, controller.signal, (imageId) => this.#runItem(run, imageId));
+    } catch (error) {
+      // The database failed under us: stop the other lanes; the lease expires and a worker resumes the job.
+      controller.abort('lease-lost' satisfies StopReason);
+      throw error;
+    }
+
+    if (!controller.signal.aborted && job.consistency_pass) {
+      const failed = (await jobs.progress([job.id])).get(job.id)!.failed;
+      if (failed === 0) await this.#consistencyPass(run);
+    }
+    await this.#conclude(run);
   }
 
   /** Settles the job from how its run ended. */
