@@ -1,0 +1,156 @@
+// `params` of a training run: the public, snake_case face of the engine's TrainConfig
+// (src/engine/train.ts). One table says, for each param, its schema (limits and the
+// default for 5 to 20 photos on SDXL) and the TrainConfig field it sets; the request
+// schema (validation and OpenAPI), the resolved params a run stores and the mapping to
+// TrainConfig all come from it.
+//
+// The device and the frozen weights' precision are the server's (TRAIN_DEVICE);
+// mixed_precision, when given, overrides the precision.
+import { Type, type Static, type TSchema } from 'typebox';
+import type { TrainConfig } from '../engine/train.js';
+
+const MAX_STEPS = 100_000;
+const MAX_VALIDATION_PROMPTS = 8;
+
+const integer = (minimum: number, maximum: number, value: number, description: string) =>
+  Type.Integer({ minimum, maximum, default: value, description });
+const flag = (value: boolean, description: string) => Type.Boolean({ default: value, description });
+
+export const ValidationParams = Type.Object(
+  {
+    every: integer(0, MAX_STEPS, 0, 'Steps between validations (a loss on held samples and images of the prompts); 0 = at the end only'),
+    prompts: Type.Array(Type.String({ minLength: 1, maxLength: 1000 }), {
+      maxItems: MAX_VALIDATION_PROMPTS,
+      default: [],
+      description: 'Prompts of the validation images (none: the validation loss only)',
+    }),
+    steps: integer(1, 150, 25, 'Sampling steps of a validation image'),
+    guidance_scale: Type.Number({ minimum: 0, maximum: 30, default: 5, description: 'Classifier-free guidance of validation images' }),
+    seed: integer(0, Number.MAX_SAFE_INTEGER, 0, 'Seed of the validation images'),
+  },
+  { additionalProperties: false, description: 'Validation during and after training' },
+);
+
+type TrainFields = Partial<TrainConfig>;
+
+interface ParamSpec {
+  schema: TSchema;
+  /** The TrainConfig fields this param sets. */
+  train: (value: never) => TrainFields;
+  /** Each TrainConfig field it sets, with the path inside the param that sets it ('' = the param itself), so an
+   *  error the engine reports by its own field names can name the param. */
+  fields: Partial<Record<keyof TrainConfig, string>>;
+}
+
+const direct = <K extends keyof TrainConfig>(field: K, schema: TSchema): ParamSpec => ({
+  schema,
+  train: (value: never) => ({ [field]: value }) as TrainFields,
+  fields: { [field]: '' },
+});
+
+const PRECISION = { bf16: 'bfloat16', fp16: 'float16', no: 'float32' } as const;
+
+/** Every param, in the order the document lists them. */
+export const TRAINING_PARAMS = {
+  resolution: direct('resolution', Type.Integer({ minimum: 64, maximum: 2048, multipleOf: 64, default: 1024, description: "Side of the training images' buckets, a multiple of 64: SDXL's own 1024" })),
+  max_steps: direct('maxSteps', integer(1, MAX_STEPS, 1000, 'Optimizer steps: about 100 passes over 10 photos')),
+  rank: direct('rank', integer(1, 256, 16, 'LoRA rank: 16 keeps a likeness in a 45 MB file (float32)')),
+  alpha: direct('alpha', Type.Number({ exclusiveMinimum: 0, maximum: 1024, default: 16, description: 'LoRA alpha; the scale is alpha / rank' })),
+  learning_rate: direct('unetLr', Type.Number({ exclusiveMinimum: 0, maximum: 0.01, default: 1e-4, description: 'UNet LoRA learning rate' })),
+  text_encoder_lr: direct('textEncoderLr', Type.Number({ exclusiveMinimum: 0, maximum: 0.01, default: 5e-5, description: 'Text-encoder LoRA learning rate' })),
+  train_text_encoder: direct('trainTextEncoder', flag(false, 'Also train LoRAs on both text encoders')),
+  optimizer: direct('optimizer', Type.Enum(['adamw8bit', 'adamw'], { default: 'adamw8bit', description: 'adamw8bit: both AdamW moments in 8 bits, a quarter of the memory' })),
+  mixed_precision: {
+    schema: Type.Enum(['bf16', 'fp16', 'no'], { description: "Precision of the frozen weights; default: the server's (bf16 on CUDA, no on the CPU)" }),
+    train: (value: keyof typeof PRECISION) => ({ dtype: PRECISION[value] }),
+    fields: { dtype: '' },
+  },
+  gradient_checkpointing: direct('gradientCheckpointing', flag(true, 'Recompute activations in backward: SDXL at 1024 fits in 24 GB')),
+  batch_size: direct('batchSize', integer(1, 16, 1, 'Images per forward')),
+  gradient_accumulation: direct('gradientAccumulation', integer(1, 64, 1, 'Forwards per optimizer step')),
+  lr_scheduler: direct('lrScheduler', Type.Enum(['constant', 'constant_with_warmup', 'linear', 'cosine'], { default: 'constant' })),
+  warmup_steps: direct('lrWarmupSteps', integer(0, MAX_STEPS, 0, 'Steps of linear warmup, at most max_steps')),
+  min_snr_gamma: direct('minSnrGamma', Type.Number({ minimum: 0, maximum: 20, default: 5, description: 'Min-SNR loss weighting (5 converges faster); 0 = off' })),
+  noise_offset: direct('noiseOffset', Type.Number({ minimum: 0, maximum: 1, default: 0, description: 'Offset noise strength' })),
+  caption_dropout: direct('captionDropout', Type.Number({ minimum: 0, maximum: 0.5, default: 0, description: 'Probability of training a step on the empty prompt' })),
+  random_flip: direct('randomFlip', flag(false, 'Mirror images at random (off: faces are not symmetric)')),
+  repeats: direct('repeats', integer(1, 100, 1, 'Times each image is seen per epoch')),
+  seed: direct('seed', integer(0, Number.MAX_SAFE_INTEGER, 0, 'Seed of the whole run: the same seed, data and params train the same LoRA')),
+  checkpoint_every: direct('checkpointEvery', integer(0, MAX_STEPS, 250, 'Steps between checkpoints a crashed run resumes from; 0 = on cancel only')),
+  validation: {
+    schema: ValidationParams,
+    train: (value: Static<typeof ValidationParams>) => ({
+      validationEvery: value.every,
+      validationPrompts: value.prompts,
+      validationSteps: value.steps,
+      validationGuidanceScale: value.guidance_scale,
+      validationSeed: value.seed,
+    }),
+    fields: {
+      validationEvery: 'every',
+      validationPrompts: 'prompts',
+      validationSteps: 'steps',
+      validationGuidanceScale: 'guidance_scale',
+      validationSeed: 'seed',
+    },
+  },
+  save_peft: direct('savePeft', flag(true, 'Also write the LoRA in the peft/diffusers layout')),
+} satisfies Record<string, ParamSpec>;
+
+type ParamName = keyof typeof TRAINING_PARAMS;
+
+/** The request's `params`: every param optional, unknown ones refused. */
+export const TrainingParams = Type.Object(
+  Object.fromEntries(Object.entries(TRAINING_PARAMS).map(([name, spec]) => [name, Type.Optional(spec.schema)])) as {
+    [K in ParamName]: ReturnType<typeof Type.Optional<(typeof TRAINING_PARAMS)[K]['schema']>>;
+  },
+  { additionalProperties: false, description: 'Training parameters; each one left out takes its default' },
+);
+/** What a caller may send: every param, and every field of `validation`, may be left out. */
+export type TrainingParamsInput = Omit<Static<typeof TrainingParams>, 'validation'> & {
+  validation?: Partial<Static<typeof ValidationParams>>;
+};
+
+/** What a run stores: every param resolved. */
+export type ResolvedTrainingParams = { [K in ParamName]: Static<(typeof TRAINING_PARAMS)[K]['schema']> };
+
+function defaultOf(schema: TSchema): unknown {
+  const object = schema as { default?: unknown; properties?: Record<string, TSchema> };
+  if (object.default !== undefined) return structuredClone(object.default);
+  if (object.properties !== undefined) {
+    return Object.fromEntries(Object.entries(object.properties).map(([key, property]) => [key, defaultOf(property)]));
+  }
+  return undefined;
+}
+
+/** Fills every param the request left out: its default, and the server's precision for mixed_precision. */
+export function resolveTrainingParams(input: TrainingParamsInput, serverPrecision: 'bf16' | 'fp16' | 'no'): ResolvedTrainingParams {
+  const resolved: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(TRAINING_PARAMS)) {
+    const given = (input as Record<string, unknown>)[name];
+    const fallback = name === 'mixed_precision' ? serverPrecision : defaultOf(spec.schema);
+    resolved[name] =
+      given !== undefined && typeof given === 'object' && !Array.isArray(given)
+        ? { ...(fallback as object), ...(given as object) } // validation: the fields it names over the defaults
+        : (given ?? fallback);
+  }
+  return resolved as ResolvedTrainingParams;
+}
+
+/** The TrainConfig fields resolved params set (the caller adds model, device, images and files). */
+export function trainConfigFields(params: ResolvedTrainingParams): TrainFields {
+  let fields: TrainFields = {};
+  for (const [name, spec] of Object.entries(TRAINING_PARAMS)) {
+    fields = { ...fields, ...(spec.train as (value: unknown) => TrainFields)(params[name as ParamName]) };
+  }
+  return fields;
+}
+
+/** The param that sets a TrainConfig field, to name it in an error the engine reports (e.g. lrWarmupSteps -> warmup_steps). */
+export function paramOfTrainField(field: string): string | undefined {
+  for (const [name, spec] of Object.entries(TRAINING_PARAMS)) {
+    const path = (spec.fields as Record<string, string>)[field];
+    if (path !== undefined) return path === '' ? name : `${name}.${path}`;
+  }
+  return undefined;
+}

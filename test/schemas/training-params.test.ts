@@ -1,0 +1,104 @@
+// Training-run params: one table gives the request schema, the resolved params a run
+// stores and the engine's TrainConfig; the engine's own validation accepts what it maps to.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { Value } from 'typebox/value';
+import { EngineArgumentError, validateTrainConfig } from '../../src/engine/index.js';
+import {
+  paramOfTrainField,
+  resolveTrainingParams,
+  trainConfigFields,
+  TRAINING_PARAMS,
+  TrainingParams,
+} from '../../src/schemas/training-params.js';
+import { tinyModelDir } from '../engine/fixtures.js';
+import { png } from '../support/images.js';
+
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'sdxl-params-'));
+after(() => fs.rmSync(scratch, { recursive: true, force: true }));
+const photo = path.join(scratch, 'a.png');
+fs.writeFileSync(photo, await png({ width: 256, height: 256 }));
+const FILES = {
+  modelPath: tinyModelDir,
+  images: [{ name: 'a.png', path: photo, caption: 'a photo of ohwx dog' }],
+  outputDir: path.join(scratch, 'out'),
+};
+
+test('the defaults, mapped to TrainConfig, are what the engine accepts, and land where they should', () => {
+  const params = resolveTrainingParams({}, 'bf16');
+  assert.equal(params.mixed_precision, 'bf16', "the server's precision");
+  assert.deepEqual(params.validation, { every: 0, prompts: [], steps: 25, guidance_scale: 5, seed: 0 });
+  const config = validateTrainConfig({ ...FILES, ...trainConfigFields(params) });
+  assert.equal(config.resolution, 1024);
+  assert.equal(config.maxSteps, 1000);
+  assert.equal(config.rank, 16);
+  assert.equal(config.unetLr, 1e-4);
+  assert.equal(config.dtype, 'bfloat16');
+  assert.equal(config.optimizer, 'adamw8bit');
+  assert.equal(config.gradientCheckpointing, true);
+  assert.equal(config.minSnrGamma, 5);
+  assert.equal(config.checkpointEvery, 250);
+  assert.equal(config.savePeft, true);
+  assert.equal(config.validationSteps, 25);
+});
+
+test('every param sets TrainConfig fields the engine knows', () => {
+  // validateTrainConfig refuses unknown fields, so a misspelt mapping fails here.
+  const everything = resolveTrainingParams(
+    { mixed_precision: 'no', train_text_encoder: true, validation: { every: 10, prompts: ['a photo of ohwx dog'] } },
+    'bf16',
+  );
+  const config = validateTrainConfig({ ...FILES, ...trainConfigFields(everything) });
+  assert.equal(config.dtype, 'float32');
+  assert.equal(config.trainTextEncoder, true);
+  assert.equal(config.validationEvery, 10);
+  assert.deepEqual(config.validationPrompts, ['a photo of ohwx dog']);
+  assert.equal(config.validationSteps, 25, 'the validation fields left out keep their defaults');
+  assert.equal(Object.keys(TRAINING_PARAMS).length, Object.keys(everything).length);
+});
+
+// As the route validates: defaults filled in first (Ajv's useDefaults), then checked.
+const withDefaults = (params: Record<string, unknown>) => Value.Default(TrainingParams, structuredClone(params));
+
+test('the request schema refuses unknown params and values out of bounds, naming them', () => {
+  assert.ok(Value.Check(TrainingParams, withDefaults({})));
+  assert.ok(Value.Check(TrainingParams, withDefaults({ rank: 32, validation: { prompts: ['x'] } })));
+  const bad: Array<[Record<string, unknown>, string]> = [
+    [{ lr: 1e-4 }, ''],
+    [{ rank: 0 }, '/rank'],
+    [{ resolution: 1000 }, '/resolution'],
+    [{ resolution: 4096 }, '/resolution'],
+    [{ learning_rate: 0 }, '/learning_rate'],
+    [{ max_steps: 1_000_000 }, '/max_steps'],
+    [{ optimizer: 'sgd' }, '/optimizer'],
+    [{ mixed_precision: 'fp8' }, '/mixed_precision'],
+    [{ validation: { prompts: Array.from({ length: 9 }, () => 'x') } }, '/validation/prompts'],
+    [{ validation: { every: 10, guidance: 5 } }, '/validation'],
+  ];
+  for (const [params, pointer] of bad) {
+    const errors = [...Value.Errors(TrainingParams, withDefaults(params))];
+    assert.ok(errors.length > 0, JSON.stringify(params));
+    assert.ok(errors.some((error) => error.instancePath === pointer), `${JSON.stringify(params)}: ${JSON.stringify(errors.map((e) => e.instancePath))}`);
+  }
+});
+
+test("an engine error about its own field names the param that sets it", () => {
+  assert.equal(paramOfTrainField('lrWarmupSteps'), 'warmup_steps');
+  assert.equal(paramOfTrainField('unetLr'), 'learning_rate');
+  assert.equal(paramOfTrainField('dtype'), 'mixed_precision');
+  assert.equal(paramOfTrainField('validationPrompts'), 'validation.prompts');
+  assert.equal(paramOfTrainField('modelPath'), undefined, "not a param: the server's");
+  const params = resolveTrainingParams({ max_steps: 10, warmup_steps: 20 }, 'no');
+  assert.throws(
+    () => validateTrainConfig({ ...FILES, ...trainConfigFields(params) }),
+    (error: unknown) => {
+      assert.ok(error instanceof EngineArgumentError);
+      const field = /for config\.(\w+)/.exec(error.message)?.[1];
+      assert.equal(paramOfTrainField(field ?? ''), 'warmup_steps', error.message);
+      return true;
+    },
+  );
+});
