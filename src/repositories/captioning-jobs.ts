@@ -3,12 +3,13 @@
 // lost its lease to another replica can no longer change the job.
 import type { Queryable } from '../db/database.js';
 import { newId } from '../db/ids.js';
+import { leaseInterval as lease, renewLease, type LeasedJobColumns } from '../jobs/lease-sql.js';
 
 export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
 export type ItemStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'skipped' | 'canceled';
 export const FINISHED_JOB_STATUSES: readonly JobStatus[] = ['succeeded', 'failed', 'canceled'];
 
-export interface JobRow {
+export interface JobRow extends LeasedJobColumns {
   id: string;
   tenant_id: string;
   dataset_id: string;
@@ -26,12 +27,6 @@ export interface JobRow {
   output_tokens: number;
   cost_usd: number;
   cost_known: boolean;
-  error_code: string | null;
-  error_message: string | null;
-  cancel_requested_at: Date | null;
-  lease_owner: string | null;
-  lease_expires_at: Date | null;
-  heartbeat_at: Date | null;
   claims: number;
   created_at: Date;
   started_at: Date | null;
@@ -88,8 +83,6 @@ const COLUMNS =
   'consistency_pass, input_tokens, output_tokens, cost_usd, cost_known, error_code, error_message, cancel_requested_at, ' +
   'lease_owner, lease_expires_at, heartbeat_at, claims, created_at, started_at, finished_at';
 const ITEM_COLUMNS = 'job_id, image_id, status, runs, attempts, cached, error_code, error_message, http_status, caption_id, updated_at';
-const LEASE = "($LEASE::integer * interval '1 millisecond')";
-const lease = (param: number): string => LEASE.replace('$LEASE', `$${param}`);
 
 export function createCaptioningJobsRepository(db: Queryable) {
   return {
@@ -224,14 +217,8 @@ export function createCaptioningJobsRepository(db: Queryable) {
     },
 
     /** Extends the lease; whether cancel was asked, or null when the lease was lost (or the job deleted). */
-    async heartbeat(jobId: string, owner: string, leaseMs: number): Promise<{ cancelRequested: boolean } | null> {
-      const { rows } = await db.query<{ cancel_requested: boolean }>(
-        `UPDATE captioning_jobs SET lease_expires_at = now() + ${lease(3)}, heartbeat_at = now()
-          WHERE id = $1 AND lease_owner = $2 AND status = 'running'
-          RETURNING cancel_requested_at IS NOT NULL AS cancel_requested`,
-        [jobId, owner, leaseMs],
-      );
-      return rows[0] ? { cancelRequested: rows[0].cancel_requested } : null;
+    heartbeat(jobId: string, owner: string, leaseMs: number): Promise<{ cancelRequested: boolean } | null> {
+      return renewLease(db, 'captioning_jobs', ['running'], jobId, owner, leaseMs);
     },
 
     /** Whether `owner` still holds the job's lease. */

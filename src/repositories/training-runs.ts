@@ -1,0 +1,153 @@
+// SQL of training runs and their image snapshots. The worker's statements are scoped by
+// the run's lease (lease_owner), so a worker that lost its lease to another replica can
+// no longer change the run.
+import type { Queryable } from '../db/database.js';
+import { newId } from '../db/ids.js';
+import { leaseInterval as lease, renewLease, type LeasedJobColumns } from '../jobs/lease-sql.js';
+
+export const TRAINING_RUN_ID_PREFIX = 'tr';
+
+export type TrainingRunStatus = 'queued' | 'starting' | 'running' | 'succeeded' | 'failed' | 'canceled';
+
+export interface TrainingRunRow extends LeasedJobColumns {
+  id: string;
+  tenant_id: string;
+  dataset_id: string;
+  model_id: string;
+  name: string | null;
+  status: TrainingRunStatus;
+  params: Record<string, unknown>;
+  metadata: Record<string, string>;
+  trigger_token: string;
+  class_word: string;
+  progress: Record<string, unknown> | null;
+  metrics: Record<string, number> | null;
+  claimed_at: Date | null;
+  attempt: number;
+  created_at: Date;
+  started_at: Date | null;
+  completed_at: Date | null;
+}
+
+/** One image of a run, as it was when the run was created. */
+export interface TrainingRunImage {
+  image_id: string;
+  sha256: string;
+  caption: string;
+  original_filename: string | null;
+}
+
+export interface NewTrainingRun {
+  tenantId: string;
+  datasetId: string;
+  modelId: string;
+  name: string | null;
+  params: Record<string, unknown>;
+  metadata: Record<string, string>;
+  triggerToken: string;
+  classWord: string;
+  images: TrainingRunImage[];
+}
+
+const COLUMNS =
+  'id, tenant_id, dataset_id, model_id, name, status, params, metadata, trigger_token, class_word, progress, metrics, ' +
+  'error_code, error_message, cancel_requested_at, lease_owner, lease_expires_at, heartbeat_at, claimed_at, attempt, ' +
+  'created_at, started_at, completed_at';
+/** The statuses in which a worker holds a run under its lease. */
+const HELD = ['starting', 'running'] as const;
+
+export function createTrainingRunsRepository(db: Queryable) {
+  return {
+    /** Stores a queued run and its image snapshot in one transaction. */
+    async insert(tx: Queryable, run: NewTrainingRun): Promise<TrainingRunRow> {
+      const id = newId(TRAINING_RUN_ID_PREFIX);
+      const { rows } = await tx.query<TrainingRunRow>(
+        `INSERT INTO training_runs (id, tenant_id, dataset_id, model_id, name, params, metadata, trigger_token, class_word)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         RETURNING ${COLUMNS}`,
+        [id, run.tenantId, run.datasetId, run.modelId, run.name, JSON.stringify(run.params), JSON.stringify(run.metadata), run.triggerToken, run.classWord],
+      );
+      for (const [position, image] of run.images.entries()) {
+        await tx.query(
+          `INSERT INTO training_run_images (run_id, position, image_id, sha256, caption, original_filename)
+           VALUES ($1, $2, $3, $4, $5, $6)`,
+          [id, position, image.image_id, image.sha256, image.caption, image.original_filename],
+        );
+      }
+      return rows[0]!;
+    },
+
+    async get(tenantId: string, id: string): Promise<TrainingRunRow | null> {
+      const { rows } = await db.query<TrainingRunRow>(`SELECT ${COLUMNS} FROM training_runs WHERE tenant_id = $1 AND id = $2`, [tenantId, id]);
+      return rows[0] ?? null;
+    },
+
+    /** The run's images in training order. */
+    async images(runId: string): Promise<TrainingRunImage[]> {
+      const { rows } = await db.query<TrainingRunImage>(
+        'SELECT image_id, sha256, caption, original_filename FROM training_run_images WHERE run_id = $1 ORDER BY position',
+        [runId],
+      );
+      return rows;
+    },
+
+    // ---------------------------------------------------------------- worker side
+
+    /**
+     * Takes a run that is queued, or claimed under an expired lease (its worker died), for
+     * `owner` until the lease ends. Fair between tenants: the tenant whose runs were claimed
+     * longest ago (or never) goes first, so one tenant's long queue does not hold back another's
+     * first run; within a tenant, oldest first. SKIP LOCKED lets replicas claim side by side.
+     */
+    async claimNext(owner: string, leaseMs: number): Promise<TrainingRunRow | null> {
+      const { rows } = await db.query<TrainingRunRow>(
+        `UPDATE training_runs
+            SET status = 'starting', lease_owner = $1, lease_expires_at = now() + ${lease(2)}, heartbeat_at = now(),
+                claimed_at = clock_timestamp(), attempt = attempt + 1, started_at = coalesce(started_at, now())
+          WHERE id = (SELECT r.id FROM training_runs r
+                       WHERE r.status = 'queued' OR (r.status IN ('starting', 'running') AND r.lease_expires_at < now())
+                       ORDER BY (SELECT max(o.claimed_at) FROM training_runs o WHERE o.tenant_id = r.tenant_id) NULLS FIRST,
+                                r.created_at, r.id
+                       LIMIT 1
+                       FOR UPDATE SKIP LOCKED)
+          RETURNING ${COLUMNS}`,
+        [owner, leaseMs],
+      );
+      return rows[0] ?? null;
+    },
+
+    /** Extends the lease; whether a cancel was asked, or null when the lease was lost. */
+    heartbeat(runId: string, owner: string, leaseMs: number): Promise<{ cancelRequested: boolean } | null> {
+      return renewLease(db, 'training_runs', HELD, runId, owner, leaseMs);
+    },
+
+    /** Gives the run back to the queue (this process is shutting down); false when the lease was lost. */
+    async release(runId: string, owner: string): Promise<boolean> {
+      const { rowCount } = await db.query(
+        `UPDATE training_runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL
+          WHERE id = $1 AND lease_owner = $2 AND status IN ('starting', 'running')`,
+        [runId, owner],
+      );
+      return (rowCount ?? 0) > 0;
+    },
+
+    /** Ends the run; false when the lease was lost. */
+    async finish(
+      runId: string,
+      owner: string,
+      status: 'succeeded' | 'failed' | 'canceled',
+      outcome: { error?: { code: string; message: string }; metrics?: Record<string, number> } = {},
+    ): Promise<boolean> {
+      const { rowCount } = await db.query(
+        `UPDATE training_runs
+            SET status = $3, error_code = $4, error_message = $5, metrics = coalesce($6, metrics), completed_at = now(),
+                lease_owner = NULL, lease_expires_at = NULL
+          WHERE id = $1 AND lease_owner = $2 AND status IN ('starting', 'running')`,
+        [runId, owner, status, outcome.error?.code ?? null, outcome.error?.message ?? null, outcome.metrics ? JSON.stringify(outcome.metrics) : null],
+      );
+      return (rowCount ?? 0) > 0;
+    },
+  };
+}
+
+export type TrainingRunsRepository = ReturnType<typeof createTrainingRunsRepository>;

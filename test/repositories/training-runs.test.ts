@@ -1,0 +1,121 @@
+// The training-run queue (migrations/004): fair between tenants, one claim per run across
+// workers (SKIP LOCKED), runs of a dead worker claimed again after their lease, and every
+// worker statement scoped by its lease. On Postgres and on embedded PGlite.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { createTrainingRunsRepository, type NewTrainingRun } from '../../src/repositories/training-runs.js';
+import { DATABASE_MODES, testTenantName, withTestApp, type TestApp } from '../helper.js';
+import { issueApiKey } from '../../src/services/api-keys.js';
+
+async function tenant(ctx: TestApp): Promise<string> {
+  return (await issueApiKey(ctx.db, testTenantName())).tenant.id;
+}
+
+function run(tenantId: string, name: string): NewTrainingRun {
+  return {
+    tenantId,
+    datasetId: 'ds_01JD3Q5V8Z6ZK2W7M4N1T0X9PA',
+    modelId: 'sdxl-tiny-demo',
+    name,
+    params: { rank: 16 },
+    metadata: {},
+    triggerToken: 'ohwx',
+    classWord: 'dog',
+    images: [
+      { image_id: 'img_1', sha256: 'a'.repeat(64), caption: 'a photo of ohwx dog', original_filename: 'a.jpg' },
+      { image_id: 'img_2', sha256: 'b'.repeat(64), caption: 'a photo of ohwx dog on grass', original_filename: null },
+    ],
+  };
+}
+
+/** An app on this file's database with an empty queue (the database is shared by the file's tests). */
+async function appWithEmptyQueue(t: Parameters<typeof withTestApp>[0], embedded: boolean): Promise<TestApp> {
+  const ctx = await withTestApp(t, { embedded });
+  await ctx.db.query('DELETE FROM training_runs');
+  return ctx;
+}
+
+async function queue(ctx: TestApp, tenantId: string, name: string) {
+  return ctx.db.transaction((tx) => createTrainingRunsRepository(ctx.db).insert(tx, run(tenantId, name)));
+}
+
+for (const mode of DATABASE_MODES) {
+  describe(`training-run queue on ${mode.name}`, () => {
+    test('a run is stored queued with its image snapshot in order', async (t) => {
+      const ctx = await appWithEmptyQueue(t, mode.embedded);
+      const runs = createTrainingRunsRepository(ctx.db);
+      const created = await queue(ctx, ctx.tenantId, 'first');
+      assert.match(created.id, /^tr_[0-9A-Z]{26}$/);
+      assert.equal(created.status, 'queued');
+      assert.equal(created.attempt, 0);
+      assert.deepEqual(created.params, { rank: 16 });
+      assert.deepEqual((await runs.images(created.id)).map((image) => image.image_id), ['img_1', 'img_2']);
+      assert.equal((await runs.get(ctx.tenantId, created.id))?.name, 'first');
+      assert.equal(await runs.get(await tenant(ctx), created.id), null, "another tenant's run is not found");
+    });
+
+    test("claims are fair between tenants: one tenant's queue does not hold back another's first run", async (t) => {
+      const ctx = await appWithEmptyQueue(t, mode.embedded);
+      const runs = createTrainingRunsRepository(ctx.db);
+      const busy = ctx.tenantId;
+      const other = await tenant(ctx);
+      for (let i = 0; i < 4; i++) await queue(ctx, busy, `busy-${i}`);
+      await queue(ctx, other, 'other-0');
+      const order: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        const claimed = await runs.claimNext(`worker-${i}`, 60_000);
+        assert.ok(claimed);
+        assert.equal(claimed.status, 'starting');
+        assert.equal(claimed.attempt, 1);
+        order.push(claimed.name!);
+      }
+      assert.deepEqual(order, ['busy-0', 'other-0', 'busy-1', 'busy-2', 'busy-3']);
+      assert.equal(await runs.claimNext('worker-x', 60_000), null, 'nothing left to claim');
+    });
+
+    test('concurrent workers claim each run once', async (t) => {
+      const ctx = await appWithEmptyQueue(t, mode.embedded);
+      const runs = createTrainingRunsRepository(ctx.db);
+      const ids = new Set<string>();
+      for (let i = 0; i < 6; i++) ids.add((await queue(ctx, ctx.tenantId, `r${i}`)).id);
+      const claims = await Promise.all(Array.from({ length: 10 }, (_, i) => runs.claimNext(`w${i}`, 60_000)));
+      const claimed = claims.filter((claim) => claim !== null).map((claim) => claim!.id);
+      assert.equal(claimed.length, 6);
+      assert.deepEqual(new Set(claimed), ids);
+    });
+
+    test("a dead worker's run is claimed again after its lease (attempt 2); the old worker can no longer touch it", async (t) => {
+      const ctx = await appWithEmptyQueue(t, mode.embedded);
+      const runs = createTrainingRunsRepository(ctx.db);
+      const created = await queue(ctx, ctx.tenantId, 'crash');
+      assert.ok(await runs.claimNext('dead', 1));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const again = await runs.claimNext('alive', 60_000);
+      assert.equal(again?.id, created.id);
+      assert.equal(again?.attempt, 2);
+      assert.equal(again?.lease_owner, 'alive');
+      assert.equal(await runs.heartbeat(created.id, 'dead', 60_000), null, 'the dead worker lost its lease');
+      assert.equal(await runs.finish(created.id, 'dead', 'succeeded'), false);
+      assert.deepEqual(await runs.heartbeat(created.id, 'alive', 60_000), { cancelRequested: false });
+    });
+
+    test('release hands a run back to the queue; finish ends it with its outcome', async (t) => {
+      const ctx = await appWithEmptyQueue(t, mode.embedded);
+      const runs = createTrainingRunsRepository(ctx.db);
+      const created = await queue(ctx, ctx.tenantId, 'handback');
+      await runs.claimNext('w1', 60_000);
+      assert.equal(await runs.release(created.id, 'w1'), true);
+      assert.equal((await runs.get(ctx.tenantId, created.id))?.status, 'queued');
+      const resumed = await runs.claimNext('w2', 60_000);
+      assert.equal(resumed?.attempt, 2);
+      assert.equal(await runs.finish(created.id, 'w2', 'failed', { error: { code: 'engine_error', message: 'out of memory' }, metrics: { steps: 3 } }), true);
+      const done = await runs.get(ctx.tenantId, created.id);
+      assert.equal(done?.status, 'failed');
+      assert.equal(done?.error_code, 'engine_error');
+      assert.deepEqual(done?.metrics, { steps: 3 });
+      assert.ok(done?.completed_at instanceof Date);
+      assert.equal(done?.lease_owner, null);
+      assert.equal(await runs.claimNext('w3', 60_000), null, 'a finished run is not claimed');
+    });
+  });
+}
