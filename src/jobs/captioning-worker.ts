@@ -74,61 +74,30 @@ async function forEachLimited<T>(items: readonly T[], limit: number, signal: Abo
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }
 
-export class CaptioningWorker {
+export class CaptioningWorker extends JobRunner<JobRow> {
   readonly #options: Required<CaptioningWorkerOptions>;
-  readonly #runner: JobRunner<JobRow>;
 
   constructor(options: CaptioningWorkerOptions) {
-    this.#options = {
+    const resolved: Required<CaptioningWorkerOptions> = {
       maxJobs: DEFAULT_MAX_JOBS,
       leaseMs: DEFAULT_LEASE_MS,
       heartbeatMs: DEFAULT_HEARTBEAT_MS,
       pollMs: DEFAULT_POLL_MS,
       ...options,
     };
-    this.#runner = new JobRunner<JobRow>({
+    super({
       kind: 'captioning job',
-      queue: createCaptioningJobsRepository(this.#options.db),
-      run: (job, controller) => this.#run(job, controller),
-      logger: this.#options.logger,
-      slots: this.#options.maxJobs,
-      leaseMs: this.#options.leaseMs,
-      heartbeatMs: this.#options.heartbeatMs,
-      pollMs: this.#options.pollMs,
+      queue: createCaptioningJobsRepository(resolved.db),
+      logger: resolved.logger,
+      slots: resolved.maxJobs,
+      leaseMs: resolved.leaseMs,
+      heartbeatMs: resolved.heartbeatMs,
+      pollMs: resolved.pollMs,
     });
+    this.#options = resolved;
   }
 
-  /** Identifies this process's leases. */
-  get owner(): string {
-    return this.#runner.owner;
-  }
-
-  /** Starts claiming: at once (jobs a dead process left behind), then on every poll and wake(). */
-  start(): void {
-    this.#runner.start();
-  }
-
-  /** A job was queued: claim it now rather than at the next poll. */
-  wake(): void {
-    this.#runner.wake();
-  }
-
-  /** A cancel was asked through this process: stop the job now if it runs here (other replicas see it on their next heartbeat). */
-  cancel(jobId: string): void {
-    this.#runner.cancel(jobId);
-  }
-
-  /** Ids of the jobs running in this process. */
-  runningJobs(): string[] {
-    return this.#runner.runningJobs();
-  }
-
-  /** Stops claiming, aborts every running job and waits until each has given its images and lease back. */
-  stop(): Promise<void> {
-    return this.#runner.stop();
-  }
-
-  async #run(job: JobRow, controller: AbortController): Promise<void> {
+  protected async runJob(job: JobRow, controller: AbortController): Promise<void> {
     const { db, logger } = this.#options;
     const jobs = createCaptioningJobsRepository(db);
     const log = logger.child({ job: job.id, tenant: job.tenant_id });

@@ -28,11 +28,6 @@ export interface JobRunnerOptions<Job> {
   /** What the jobs are called in the log, e.g. "captioning job". */
   kind: string;
   queue: LeasedQueue<Job>;
-  /**
-   * Runs one claimed job to its end, settling it in the queue. `controller` is aborted
-   * (see StopReason) when the job must stop; run() may abort it itself ('fatal').
-   */
-  run(job: Job, controller: AbortController): Promise<void>;
   logger: FastifyBaseLogger;
   /** Jobs this process runs side by side. */
   slots: number;
@@ -49,7 +44,8 @@ interface RunningJob {
   done: Promise<void>;
 }
 
-export class JobRunner<Job extends { id: string }> {
+/** A kind's worker extends this with what running one job means (runJob). */
+export abstract class JobRunner<Job extends { id: string }> {
   /** Identifies this process's leases: host, pid and a random suffix (a restarted pid is another owner). */
   readonly owner = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   readonly #options: JobRunnerOptions<Job>;
@@ -62,6 +58,12 @@ export class JobRunner<Job extends { id: string }> {
   constructor(options: JobRunnerOptions<Job>) {
     this.#options = options;
   }
+
+  /**
+   * Runs one claimed job to its end, settling it in the queue. `controller` is aborted
+   * (see StopReason) when the job must stop; runJob may abort it itself ('fatal').
+   */
+  protected abstract runJob(job: Job, controller: AbortController): Promise<void>;
 
   /** Starts claiming: at once (jobs a dead process left behind), then on every poll and wake(). */
   start(): void {
@@ -142,7 +144,7 @@ export class JobRunner<Job extends { id: string }> {
     }, this.#options.heartbeatMs);
     heartbeat.unref();
     try {
-      await this.#options.run(job, controller);
+      await this.runJob(job, controller);
     } finally {
       clearInterval(heartbeat);
     }

@@ -121,6 +121,16 @@ export function createTrainingRunsRepository(db: Queryable) {
       return renewLease(db, 'training_runs', HELD, runId, owner, leaseMs);
     },
 
+    /** Records progress (and the move from starting to running); false when the lease was lost. */
+    async progress(runId: string, owner: string, progress: Record<string, unknown>, status: 'starting' | 'running'): Promise<boolean> {
+      const { rowCount } = await db.query(
+        `UPDATE training_runs SET progress = $3, status = $4
+          WHERE id = $1 AND lease_owner = $2 AND status IN ('starting', 'running')`,
+        [runId, owner, JSON.stringify(progress), status],
+      );
+      return (rowCount ?? 0) > 0;
+    },
+
     /** Gives the run back to the queue (this process is shutting down); false when the lease was lost. */
     async release(runId: string, owner: string): Promise<boolean> {
       const { rowCount } = await db.query(

@@ -42,7 +42,7 @@ interface ParamSpec {
   fields: Partial<Record<keyof TrainConfig, string>>;
 }
 
-const direct = <K extends keyof TrainConfig>(field: K, schema: TSchema): ParamSpec => ({
+const direct = <K extends keyof TrainConfig, S extends TSchema>(field: K, schema: S): ParamSpec & { schema: S } => ({
   schema,
   train: (value: never) => ({ [field]: value }) as TrainFields,
   fields: { [field]: '' },
@@ -52,7 +52,12 @@ const PRECISION = { bf16: 'bfloat16', fp16: 'float16', no: 'float32' } as const;
 
 /** Every param, in the order the document lists them. */
 export const TRAINING_PARAMS = {
-  resolution: direct('resolution', Type.Integer({ minimum: 64, maximum: 2048, multipleOf: 64, default: 1024, description: "Side of the training images' buckets, a multiple of 64: SDXL's own 1024" })),
+  resolution: {
+    schema: Type.Integer({ minimum: 64, maximum: 2048, multipleOf: 64, default: 1024, description: "Side of the training images' buckets, a multiple of 64: SDXL's own 1024" }),
+    // kohya's smallest bucket side is 256; a smaller resolution (the demo model's 128) lowers it.
+    train: (value: number) => ({ resolution: value, minBucketSide: Math.min(256, value) }),
+    fields: { resolution: '', minBucketSide: '' },
+  },
   max_steps: direct('maxSteps', integer(1, MAX_STEPS, 1000, 'Optimizer steps: about 100 passes over 10 photos')),
   rank: direct('rank', integer(1, 256, 16, 'LoRA rank: 16 keeps a likeness in a 45 MB file (float32)')),
   alpha: direct('alpha', Type.Number({ exclusiveMinimum: 0, maximum: 1024, default: 16, description: 'LoRA alpha; the scale is alpha / rank' })),

@@ -1,0 +1,99 @@
+// Training runs through the service and the worker, on the built-in demo model: a run is
+// created from a dataset's snapshot, claimed, trained on the native thread and succeeds
+// with its LoRA file; a cancel stops a running one with a checkpoint written.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { TrainingWorker } from '../../src/jobs/training-worker.js';
+import { createTrainingRunsRepository, type TrainingRunRow } from '../../src/repositories/training-runs.js';
+import { BLOBS_SUBDIR } from '../../src/routes/v1/images/index.js';
+import { TrainingRunsService } from '../../src/services/training-runs.js';
+import { FsBlobStore } from '../../src/storage/fs-blob-store.js';
+import { issueApiKey } from '../../src/services/api-keys.js';
+import { testTenantName, withTestApp, type TestApp } from '../helper.js';
+import { createDataset, upload } from '../support/images-api.js';
+import { png } from '../support/images.js';
+import { filesBody } from '../support/multipart.js';
+import { ProblemError } from '../../src/errors.js';
+
+const QUICK = { resolution: 64, max_steps: 3, checkpoint_every: 0, save_peft: false } as const;
+
+async function setUp(t: Parameters<typeof withTestApp>[0]) {
+  const ctx = await withTestApp(t);
+  const datasetId = await createDataset(ctx);
+  const uploaded = await upload(ctx, datasetId, filesBody([
+    { name: 'a.png', data: await png({ width: 256, height: 256, seed: 1 }) },
+    { name: 'a.txt', data: 'a photo of ohwx dog on grass' },
+    { name: 'b.png', data: await png({ width: 256, height: 320, seed: 2 }) },
+  ]));
+  assert.equal(uploaded.statusCode, 201, uploaded.body);
+  const runsDir = path.join(ctx.config.dataDir, 'runs');
+  const worker = new TrainingWorker({
+    db: ctx.db,
+    models: ctx.app.services.models,
+    blobs: new FsBlobStore(path.join(ctx.config.dataDir, BLOBS_SUBDIR)),
+    runsDir,
+    logger: ctx.app.log,
+    device: 'cpu',
+    slots: 1,
+    leaseMs: 30_000,
+    heartbeatMs: 200,
+    pollMs: 100,
+  });
+  t.after(() => worker.stop());
+  const service = new TrainingRunsService(ctx.db, ctx.app.services.models, { serverPrecision: 'no', created: () => worker.wake() });
+  return { ctx, datasetId, runsDir, worker, service };
+}
+
+async function waitFor(ctx: TestApp, runId: string, done: (run: TrainingRunRow) => boolean): Promise<TrainingRunRow> {
+  const runs = createTrainingRunsRepository(ctx.db);
+  for (let i = 0; i < 1200; i++) {
+    const run = (await runs.get(ctx.tenantId, runId))!;
+    if (done(run)) return run;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.fail(`run ${runId} did not get there`);
+}
+
+test('a run trains on the demo model and succeeds with its LoRA file; the snapshot keeps the captions of creation', async (t) => {
+  const { ctx, datasetId, runsDir, worker, service } = await setUp(t);
+  const created = await service.create(ctx.tenantId, { dataset_id: datasetId, model: 'sdxl-tiny-demo', params: QUICK });
+  assert.equal(created.status, 'queued');
+  assert.equal((created.params as { rank: number }).rank, 16, 'resolved params stored');
+  const snapshot = await createTrainingRunsRepository(ctx.db).images(created.id);
+  assert.deepEqual(snapshot.map((image) => image.caption).sort(), ['a photo of ohwx dog', 'a photo of ohwx dog on grass']);
+
+  worker.start();
+  const run = await waitFor(ctx, created.id, (r) => ['succeeded', 'failed', 'canceled'].includes(r.status));
+  assert.equal(run.status, 'succeeded', `${run.error_code}: ${run.error_message}`);
+  assert.equal(run.attempt, 1);
+  assert.equal(run.metrics?.steps, 3);
+  assert.ok(fs.statSync(path.join(runsDir, created.id, 'lora.safetensors')).size > 0);
+  assert.equal((run.progress as { total_steps: number }).total_steps, 3);
+});
+
+test('cancel stops a running run at its next step with a checkpoint written', async (t) => {
+  const { ctx, datasetId, runsDir, worker, service } = await setUp(t);
+  const created = await service.create(ctx.tenantId, { dataset_id: datasetId, model: 'sdxl-tiny-demo', params: { ...QUICK, max_steps: 100_000 } });
+  worker.start();
+  await waitFor(ctx, created.id, (r) => r.status === 'running');
+  worker.cancel(created.id);
+  const run = await waitFor(ctx, created.id, (r) => r.status !== 'running');
+  assert.equal(run.status, 'canceled');
+  assert.ok(fs.readdirSync(path.join(runsDir, created.id, 'checkpoints')).some((name) => /^step-\d+\.safetensors$/.test(name)));
+});
+
+test("creating a run refuses an unknown model (422 naming model), an empty dataset and another tenant's", async (t) => {
+  const { ctx, datasetId, service } = await setUp(t);
+  await assert.rejects(service.create(ctx.tenantId, { dataset_id: datasetId, model: 'nope' }), (error: unknown) => {
+    assert.ok(error instanceof ProblemError);
+    assert.equal(error.status, 422);
+    assert.deepEqual(error.errors?.map((e) => e.field), ['model']);
+    return true;
+  });
+  const empty = await createDataset(ctx);
+  await assert.rejects(service.create(ctx.tenantId, { dataset_id: empty, model: 'sdxl-tiny-demo' }), (error: unknown) => error instanceof ProblemError && error.status === 409);
+  const otherTenant = (await issueApiKey(ctx.db, testTenantName())).tenant.id;
+  await assert.rejects(service.create(otherTenant, { dataset_id: datasetId, model: 'sdxl-tiny-demo' }), (error: unknown) => error instanceof ProblemError && error.status === 404);
+});
