@@ -14,6 +14,7 @@ import errorsPlugin from './plugins/errors.js';
 import repositoriesPlugin from './plugins/repositories.js';
 import schemasPlugin from './plugins/schemas.js';
 import swaggerPlugin from './plugins/swagger.js';
+import trainingPlugin from './plugins/training.js';
 import healthRoutes from './routes/health.js';
 import v1Routes from './routes/v1/index.js';
 
@@ -75,6 +76,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(repositoriesPlugin);
   await app.register(authPlugin);
   await app.register(captioningPlugin, options.captioners ? { captioners: options.captioners } : {});
+  await app.register(trainingPlugin);
   await app.register(healthRoutes);
   await app.register(v1Routes, { prefix: '/v1' });
   return app;

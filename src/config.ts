@@ -25,6 +25,10 @@ export const EnvSchema = Type.Object({
   DATA_DIR: Type.String({ minLength: 1, default: './data' }),
   /** Base models: diffusers folders and SGM .safetensors files; empty means DATA_DIR/models. */
   MODELS_DIR: Type.String({ default: '' }),
+  /** Training runs this process trains side by side; 0 = none here (an API-only replica). */
+  TRAINING_SLOTS: Type.Integer({ minimum: 0, maximum: 16, default: 1 }),
+  /** Device of training runs: cpu, cuda or cuda:N; empty means cuda when the engine sees a GPU, else cpu. */
+  TRAIN_DEVICE: Type.String({ pattern: '^(|cpu|cuda|cuda:[0-9]+)$', default: '' }),
   /** pino level. */
   LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
   /** Largest accepted JSON request body, in bytes. */
@@ -61,6 +65,8 @@ export interface Config {
   uploadMaxFiles: number;
   migrateOnStart: boolean;
   shutdownGraceMs: number;
+  /** ---- training runs: slots of this process and the device (undefined: cuda when there is a GPU, else cpu). */
+  training: { slots: number; device: string | undefined };
   /** ---- images (S2): limits of image uploads and zip archives. */
   images: ImageConfig;
   /** ---- captions: providers, their keys (as Secrets), limits and retries. */
@@ -113,6 +119,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     uploadMaxFiles: e.UPLOAD_MAX_FILES,
     migrateOnStart: e.MIGRATE_ON_START,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    training: { slots: e.TRAINING_SLOTS, device: e.TRAIN_DEVICE === '' ? undefined : e.TRAIN_DEVICE },
     // ---- images (S2)
     images: imageConfigFromEnv(e),
     // ---- captions

@@ -314,6 +314,64 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/training-runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List training runs, newest first */
+        get: operations["listTrainingRuns"];
+        put?: never;
+        /**
+         * Train a LoRA on a dataset
+         * @description Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. The run trains on the dataset's images and current captions as they are now (an image without a caption uses "a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. Refusals: 404 unknown dataset, 400 an unknown or invalid param (named), 409 empty dataset, 422 unknown model.
+         */
+        post: operations["createTrainingRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/training-runs/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a training run: status, progress, params and metrics */
+        get: operations["getTrainingRun"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/training-runs/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel a queued or running training run
+         * @description A queued run is canceled at once; a running one stops at its next step with a checkpoint written. 409 once finished.
+         */
+        post: operations["cancelTrainingRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -568,6 +626,213 @@ export interface components {
             created_at: string;
             started_at: string | null;
             finished_at: string | null;
+        };
+        TrainingRun: {
+            /**
+             * @description Training run id
+             * @example tr_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+             */
+            id: string;
+            /**
+             * @description Dataset id
+             * @example ds_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+             */
+            dataset_id: string;
+            /** @description The base model id */
+            model: string;
+            name: string | null;
+            /**
+             * @description queued; starting (claimed: loading the model, decoding, caching); running; succeeded, failed or canceled
+             * @enum {unknown}
+             */
+            status: "queued" | "starting" | "running" | "succeeded" | "failed" | "canceled";
+            /** @description Every training parameter, as resolved when the run was created */
+            params: {
+                /**
+                 * @description Side of the training images' buckets, a multiple of 64: SDXL's own 1024
+                 * @default 1024
+                 */
+                resolution: number;
+                /**
+                 * @description Optimizer steps: about 100 passes over 10 photos
+                 * @default 1000
+                 */
+                max_steps: number;
+                /**
+                 * @description LoRA rank: 16 keeps a likeness in a 45 MB file (float32)
+                 * @default 16
+                 */
+                rank: number;
+                /**
+                 * @description LoRA alpha; the scale is alpha / rank
+                 * @default 16
+                 */
+                alpha: number;
+                /**
+                 * @description UNet LoRA learning rate
+                 * @default 0.0001
+                 */
+                learning_rate: number;
+                /**
+                 * @description Text-encoder LoRA learning rate
+                 * @default 0.00005
+                 */
+                text_encoder_lr: number;
+                /**
+                 * @description Also train LoRAs on both text encoders
+                 * @default false
+                 */
+                train_text_encoder: boolean;
+                /**
+                 * @description adamw8bit: both AdamW moments in 8 bits, a quarter of the memory
+                 * @default adamw8bit
+                 * @enum {unknown}
+                 */
+                optimizer: "adamw8bit" | "adamw";
+                /**
+                 * @description Precision of the frozen weights; default: the server's (bf16 on CUDA, no on the CPU)
+                 * @enum {unknown}
+                 */
+                mixed_precision: "bf16" | "fp16" | "no";
+                /**
+                 * @description Recompute activations in backward: SDXL at 1024 fits in 24 GB
+                 * @default true
+                 */
+                gradient_checkpointing: boolean;
+                /**
+                 * @description Images per forward
+                 * @default 1
+                 */
+                batch_size: number;
+                /**
+                 * @description Forwards per optimizer step
+                 * @default 1
+                 */
+                gradient_accumulation: number;
+                /**
+                 * @default constant
+                 * @enum {unknown}
+                 */
+                lr_scheduler: "constant" | "constant_with_warmup" | "linear" | "cosine";
+                /**
+                 * @description Steps of linear warmup, at most max_steps
+                 * @default 0
+                 */
+                warmup_steps: number;
+                /**
+                 * @description Min-SNR loss weighting (5 converges faster); 0 = off
+                 * @default 5
+                 */
+                min_snr_gamma: number;
+                /**
+                 * @description Offset noise strength
+                 * @default 0
+                 */
+                noise_offset: number;
+                /**
+                 * @description Probability of training a step on the empty prompt
+                 * @default 0
+                 */
+                caption_dropout: number;
+                /**
+                 * @description Mirror images at random (off: faces are not symmetric)
+                 * @default false
+                 */
+                random_flip: boolean;
+                /**
+                 * @description Times each image is seen per epoch
+                 * @default 1
+                 */
+                repeats: number;
+                /**
+                 * @description Seed of the whole run: the same seed, data and params train the same LoRA
+                 * @default 0
+                 */
+                seed: number;
+                /**
+                 * @description Steps between checkpoints a crashed run resumes from; 0 = on cancel only
+                 * @default 250
+                 */
+                checkpoint_every: number;
+                /** @description Validation during and after training */
+                validation: {
+                    /**
+                     * @description Steps between validations (a loss on held samples and images of the prompts); 0 = at the end only
+                     * @default 0
+                     */
+                    every: number;
+                    /**
+                     * @description Prompts of the validation images (none: the validation loss only)
+                     * @default []
+                     */
+                    prompts: string[];
+                    /**
+                     * @description Sampling steps of a validation image
+                     * @default 25
+                     */
+                    steps: number;
+                    /**
+                     * @description Classifier-free guidance of validation images
+                     * @default 5
+                     */
+                    guidance_scale: number;
+                    /**
+                     * @description Seed of the validation images
+                     * @default 0
+                     */
+                    seed: number;
+                };
+                /**
+                 * @description Also write the LoRA in the peft/diffusers layout
+                 * @default true
+                 */
+                save_peft: boolean;
+            };
+            /** @description Your own key-value pairs, kept with the run and returned as given */
+            metadata: {
+                [key: string]: string;
+            };
+            /** @description The dataset's trigger token when the run was created */
+            trigger_token: string;
+            class_word: string;
+            /** @description Images in the snapshot the run trains on */
+            image_count: number;
+            /** @description Written at most about once a second while the run trains; null before */
+            progress: {
+                /** @description loading, decoding, caching, training, validating, saving */
+                phase: string;
+                step: number;
+                total_steps: number;
+                percent: number;
+                /** @description Loss of the last step */
+                loss: number | null;
+                /** @description Mean loss of the last 50 steps */
+                loss_avg: number | null;
+                /** @description Learning rate of the last step */
+                lr: number | null;
+                /** @description Training throughput */
+                images_per_s: number | null;
+                /** @description Estimated seconds to the end of training */
+                eta_seconds: number | null;
+            } | null;
+            /** @description When finished: steps, final_loss, mean_loss, validation losses, peak memory, ... */
+            metrics: {
+                [key: string]: number;
+            } | null;
+            error: {
+                code: string;
+                message: string;
+            } | null;
+            /** @description Times a worker has claimed the run; above 1 it resumed from a checkpoint */
+            attempt: number;
+            cancel_requested: boolean;
+            /**
+             * Format: date-time
+             * @description RFC 3339 UTC timestamp
+             */
+            created_at: string;
+            started_at: string | null;
+            completed_at: string | null;
         };
     };
     responses: never;
@@ -2342,6 +2607,442 @@ export interface operations {
             };
             /** @description The service is not ready, or the native engine is not built */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listTrainingRuns: {
+        parameters: {
+            query?: {
+                /** @description Most items to return */
+                limit?: number;
+                /** @description next_cursor of the previous page; omit for the first page */
+                cursor?: string;
+                /**
+                 * @description Dataset id
+                 * @example ds_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+                 */
+                dataset_id?: string;
+                /** @description queued; starting (claimed: loading the model, decoding, caching); running; succeeded, failed or canceled */
+                status?: "queued" | "starting" | "running" | "succeeded" | "failed" | "canceled";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of training runs, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["TrainingRun"][];
+                        /** @description Pass as cursor to get the next page; null when this is the last page */
+                        next_cursor: string | null;
+                    };
+                };
+            };
+            /** @description The request is malformed or a field is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createTrainingRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * @description Dataset id
+                     * @example ds_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+                     */
+                    dataset_id: string;
+                    /**
+                     * @description A base model id from GET /v1/models
+                     * @example sdxl-tiny-demo
+                     */
+                    model: string;
+                    /** @description Human-readable name */
+                    name?: string;
+                    /** @description Training parameters; each one left out takes its default */
+                    params?: {
+                        /**
+                         * @description Side of the training images' buckets, a multiple of 64: SDXL's own 1024
+                         * @default 1024
+                         */
+                        resolution?: number;
+                        /**
+                         * @description Optimizer steps: about 100 passes over 10 photos
+                         * @default 1000
+                         */
+                        max_steps?: number;
+                        /**
+                         * @description LoRA rank: 16 keeps a likeness in a 45 MB file (float32)
+                         * @default 16
+                         */
+                        rank?: number;
+                        /**
+                         * @description LoRA alpha; the scale is alpha / rank
+                         * @default 16
+                         */
+                        alpha?: number;
+                        /**
+                         * @description UNet LoRA learning rate
+                         * @default 0.0001
+                         */
+                        learning_rate?: number;
+                        /**
+                         * @description Text-encoder LoRA learning rate
+                         * @default 0.00005
+                         */
+                        text_encoder_lr?: number;
+                        /**
+                         * @description Also train LoRAs on both text encoders
+                         * @default false
+                         */
+                        train_text_encoder?: boolean;
+                        /**
+                         * @description adamw8bit: both AdamW moments in 8 bits, a quarter of the memory
+                         * @default adamw8bit
+                         * @enum {unknown}
+                         */
+                        optimizer?: "adamw8bit" | "adamw";
+                        /**
+                         * @description Precision of the frozen weights; default: the server's (bf16 on CUDA, no on the CPU)
+                         * @enum {unknown}
+                         */
+                        mixed_precision?: "bf16" | "fp16" | "no";
+                        /**
+                         * @description Recompute activations in backward: SDXL at 1024 fits in 24 GB
+                         * @default true
+                         */
+                        gradient_checkpointing?: boolean;
+                        /**
+                         * @description Images per forward
+                         * @default 1
+                         */
+                        batch_size?: number;
+                        /**
+                         * @description Forwards per optimizer step
+                         * @default 1
+                         */
+                        gradient_accumulation?: number;
+                        /**
+                         * @default constant
+                         * @enum {unknown}
+                         */
+                        lr_scheduler?: "constant" | "constant_with_warmup" | "linear" | "cosine";
+                        /**
+                         * @description Steps of linear warmup, at most max_steps
+                         * @default 0
+                         */
+                        warmup_steps?: number;
+                        /**
+                         * @description Min-SNR loss weighting (5 converges faster); 0 = off
+                         * @default 5
+                         */
+                        min_snr_gamma?: number;
+                        /**
+                         * @description Offset noise strength
+                         * @default 0
+                         */
+                        noise_offset?: number;
+                        /**
+                         * @description Probability of training a step on the empty prompt
+                         * @default 0
+                         */
+                        caption_dropout?: number;
+                        /**
+                         * @description Mirror images at random (off: faces are not symmetric)
+                         * @default false
+                         */
+                        random_flip?: boolean;
+                        /**
+                         * @description Times each image is seen per epoch
+                         * @default 1
+                         */
+                        repeats?: number;
+                        /**
+                         * @description Seed of the whole run: the same seed, data and params train the same LoRA
+                         * @default 0
+                         */
+                        seed?: number;
+                        /**
+                         * @description Steps between checkpoints a crashed run resumes from; 0 = on cancel only
+                         * @default 250
+                         */
+                        checkpoint_every?: number;
+                        /** @description Validation during and after training */
+                        validation?: {
+                            /**
+                             * @description Steps between validations (a loss on held samples and images of the prompts); 0 = at the end only
+                             * @default 0
+                             */
+                            every?: number;
+                            /**
+                             * @description Prompts of the validation images (none: the validation loss only)
+                             * @default []
+                             */
+                            prompts?: string[];
+                            /**
+                             * @description Sampling steps of a validation image
+                             * @default 25
+                             */
+                            steps?: number;
+                            /**
+                             * @description Classifier-free guidance of validation images
+                             * @default 5
+                             */
+                            guidance_scale?: number;
+                            /**
+                             * @description Seed of the validation images
+                             * @default 0
+                             */
+                            seed?: number;
+                        };
+                        /**
+                         * @description Also write the LoRA in the peft/diffusers layout
+                         * @default true
+                         */
+                        save_peft?: boolean;
+                    };
+                    /** @description Your own key-value pairs, kept with the run and returned as given */
+                    metadata?: {
+                        [key: string]: string;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TrainingRun"];
+                };
+            };
+            /** @description The request is malformed or a field is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The resource is in a state that does not allow this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body or an uploaded file is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request has an unsupported Content-Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request is well-formed but cannot be processed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The service is not ready, or the native engine is not built */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getTrainingRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Training run id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TrainingRun"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    cancelTrainingRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Training run id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TrainingRun"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The resource is in a state that does not allow this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -17,14 +17,9 @@ import { createCaptionsRepository, type CacheKey, type CaptionSource } from '../
 import { isHumanCaption, type CaptionsService } from '../services/captions.js';
 import { IMAGE_MEDIA_TYPES } from '../services/file-sniffing.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import { JobRunner, stopReason, type StopReason } from './job-runner.js';
+import { DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MS, DEFAULT_POLL_MS, JobRunner, stopReason, type StopReason } from './job-runner.js';
 
-/** A lease outlives many missed heartbeats, so a slow database does not hand a live job to another replica. */
-export const DEFAULT_LEASE_MS = 30_000;
-/** Also how often a job run on another replica notices a cancel. */
-export const DEFAULT_HEARTBEAT_MS = 2_000;
-/** How often to look for jobs queued by other replicas or left by dead ones. */
-export const DEFAULT_POLL_MS = 2_000;
+export { DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MS, DEFAULT_POLL_MS } from './job-runner.js';
 /** Jobs one process runs side by side (each with its own CAPTION_CONCURRENCY). */
 export const DEFAULT_MAX_JOBS = 2;
 

@@ -9,6 +9,13 @@ import type { FastifyBaseLogger } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 
+/** A lease outlives many missed heartbeats, so a slow database does not hand a live job to another replica. */
+export const DEFAULT_LEASE_MS = 30_000;
+/** Also how often a job run on another replica notices a cancel. */
+export const DEFAULT_HEARTBEAT_MS = 2_000;
+/** How often to look for jobs queued by other replicas or left by dead ones. */
+export const DEFAULT_POLL_MS = 2_000;
+
 /** Why a job's run was aborted: the reason of the AbortSignal its run gets. */
 export type StopReason = 'canceled' | 'shutdown' | 'lease-lost' | 'fatal';
 

@@ -24,6 +24,8 @@ export interface TrainingRunRow extends LeasedJobColumns {
   metrics: Record<string, number> | null;
   claimed_at: Date | null;
   attempt: number;
+  /** Images in the run's snapshot (SELECTs only; 0 in the row insert() returns). */
+  image_count?: number;
   created_at: Date;
   started_at: Date | null;
   completed_at: Date | null;
@@ -53,6 +55,8 @@ const COLUMNS =
   'id, tenant_id, dataset_id, model_id, name, status, params, metadata, trigger_token, class_word, progress, metrics, ' +
   'error_code, error_message, cancel_requested_at, lease_owner, lease_expires_at, heartbeat_at, claimed_at, attempt, ' +
   'created_at, started_at, completed_at';
+const WITH_IMAGE_COUNT = `${COLUMNS}, (SELECT count(*) FROM training_run_images i WHERE i.run_id = training_runs.id)::integer AS image_count`;
+
 /** The statuses in which a worker holds a run under its lease. */
 const HELD = ['starting', 'running'] as const;
 
@@ -78,8 +82,36 @@ export function createTrainingRunsRepository(db: Queryable) {
     },
 
     async get(tenantId: string, id: string): Promise<TrainingRunRow | null> {
-      const { rows } = await db.query<TrainingRunRow>(`SELECT ${COLUMNS} FROM training_runs WHERE tenant_id = $1 AND id = $2`, [tenantId, id]);
+      const { rows } = await db.query<TrainingRunRow>(`SELECT ${WITH_IMAGE_COUNT} FROM training_runs WHERE tenant_id = $1 AND id = $2`, [tenantId, id]);
       return rows[0] ?? null;
+    },
+
+    /** Up to `limit` runs, newest first, older than `before` when given, of one dataset and status when given. */
+    async list(tenantId: string, filter: { datasetId?: string; status?: TrainingRunStatus }, limit: number, before?: string): Promise<TrainingRunRow[]> {
+      const { rows } = await db.query<TrainingRunRow>(
+        `SELECT ${WITH_IMAGE_COUNT} FROM training_runs
+          WHERE tenant_id = $1 AND ($2::text IS NULL OR dataset_id = $2) AND ($3::text IS NULL OR status = $3)
+            AND ($4::text IS NULL OR id < $4)
+          ORDER BY id DESC LIMIT $5`,
+        [tenantId, filter.datasetId ?? null, filter.status ?? null, before ?? null, limit],
+      );
+      return rows;
+    },
+
+    /**
+     * Asks a run to stop: a queued one is canceled at once; a claimed one is marked, and its
+     * worker stops it at its next step. The run as it now is (finished runs unchanged), or null.
+     */
+    async requestCancel(tenantId: string, id: string): Promise<TrainingRunRow | null> {
+      await db.query(
+        `UPDATE training_runs
+            SET cancel_requested_at = coalesce(cancel_requested_at, now()),
+                status = CASE WHEN status = 'queued' THEN 'canceled' ELSE status END,
+                completed_at = CASE WHEN status = 'queued' THEN now() ELSE completed_at END
+          WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'starting', 'running')`,
+        [tenantId, id],
+      );
+      return this.get(tenantId, id);
     },
 
     /** The run's images in training order. */

@@ -20,7 +20,8 @@ import { ProblemError } from '../../src/errors.js';
 const QUICK = { resolution: 64, max_steps: 3, checkpoint_every: 0, save_peft: false } as const;
 
 async function setUp(t: Parameters<typeof withTestApp>[0]) {
-  const ctx = await withTestApp(t);
+  // The app's own training worker is off: this test runs one by hand.
+  const ctx = await withTestApp(t, { env: { TRAINING_SLOTS: '0' } });
   const datasetId = await createDataset(ctx);
   const uploaded = await upload(ctx, datasetId, filesBody([
     { name: 'a.png', data: await png({ width: 256, height: 256, seed: 1 }) },

@@ -86,7 +86,8 @@ test('the same program does not type-check when the document marks a defaulted f
 });
 
 test('the client program calls every operation against the real server: typed bodies and typed problems', async (t) => {
-  const ctx = await withTestApp(t);
+  // No training worker: the program's run stays queued until it cancels it.
+  const ctx = await withTestApp(t, { env: { TRAINING_SLOTS: '0' } });
   const address = await ctx.app.listen({ port: 0, host: '127.0.0.1' });
   const photos = [
     { name: 'rex1.jpg', bytes: await jpeg({ width: 320, height: 384, seed: 11 }) },
@@ -115,6 +116,10 @@ test('the client program calls every operation against the real server: typed bo
   assert.equal(report.captionAfterEdit, 'a photo of ohwx dog in the snow');
   assert.ok(report.historyLength >= 2);
   assert.ok(report.exportBytes > 22, 'a zip with entries');
+
+  assert.equal(report.trainingRun.status, 'canceled');
+  assert.equal(report.trainingRun.params.max_steps, 1000, 'every param defaulted');
+  assert.equal(report.problems.cancelCanceledRun!.status, 409);
 
   const invalid = report.problems.invalidTriggerToken!;
   assert.equal(invalid.status, 400);

@@ -30,7 +30,8 @@ function run(tenantId: string, name: string): NewTrainingRun {
 
 /** An app on this file's database with an empty queue (the database is shared by the file's tests). */
 async function appWithEmptyQueue(t: Parameters<typeof withTestApp>[0], embedded: boolean): Promise<TestApp> {
-  const ctx = await withTestApp(t, { embedded });
+  // No training worker in these apps: the test claims by hand.
+  const ctx = await withTestApp(t, { embedded, env: { TRAINING_SLOTS: '0' } });
   await ctx.db.query('DELETE FROM training_runs');
   return ctx;
 }

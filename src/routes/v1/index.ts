@@ -6,6 +6,7 @@ import captionRoutes from './captions/index.js';
 import datasetRoutes from './datasets/index.js';
 import imageRoutes from './images/index.js';
 import modelRoutes from './models/index.js';
+import trainingRunRoutes from './training-runs/index.js';
 
 const v1Routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.addHook('onRequest', fastify.authenticate);
@@ -16,6 +17,7 @@ const v1Routes: FastifyPluginAsyncTypebox = async (fastify) => {
   await fastify.register(captionRoutes);
   await fastify.register(captioningJobRoutes);
   await fastify.register(modelRoutes, { prefix: '/models' });
+  await fastify.register(trainingRunRoutes, { prefix: '/training-runs' });
 };
 
 export default v1Routes;

@@ -1,0 +1,89 @@
+// /v1/training-runs: create (queued, 202), list, read and cancel training runs, scoped to
+// the caller's tenant.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { problemResponses } from '../../../schemas/problem.js';
+import {
+  CreateTrainingRunBody,
+  ListTrainingRunsQuery,
+  TrainingRunPage,
+  TrainingRunParams,
+  TrainingRunRef,
+} from '../../../schemas/training-runs.js';
+import { toTrainingRun } from '../../../services/training-runs.js';
+
+const TAGS = ['training-runs'];
+
+const trainingRunRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+  const { runs } = fastify.training;
+
+  fastify.post(
+    '',
+    {
+      schema: {
+        operationId: 'createTrainingRun',
+        tags: TAGS,
+        summary: 'Train a LoRA on a dataset',
+        description:
+          "Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. " +
+          "The run trains on the dataset's images and current captions as they are now (an image without a caption uses " +
+          '"a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. ' +
+          'Refusals: 404 unknown dataset, 400 an unknown or invalid param (named), 409 empty dataset, 422 unknown model.',
+        body: CreateTrainingRunBody,
+        response: { 202: TrainingRunRef, ...problemResponses(400, 401, 404, 409, 413, 415, 422, 500, 503) },
+      },
+    },
+    async (request, reply) => {
+      const run = await runs.create(request.tenant.id, request.body);
+      request.log.info({ run: run.id, dataset: run.dataset_id, model: run.model_id }, 'training run queued');
+      return reply.status(202).header('location', `/v1/training-runs/${run.id}`).send(toTrainingRun(run));
+    },
+  );
+
+  fastify.get(
+    '',
+    {
+      schema: {
+        operationId: 'listTrainingRuns',
+        tags: TAGS,
+        summary: 'List training runs, newest first',
+        querystring: ListTrainingRunsQuery,
+        response: { 200: TrainingRunPage, ...problemResponses(400, 401, 500) },
+      },
+    },
+    async (request) => {
+      const { limit, cursor, dataset_id, status } = request.query;
+      return runs.list(request.tenant.id, { ...(dataset_id === undefined ? {} : { dataset_id }), ...(status === undefined ? {} : { status }) }, limit, cursor);
+    },
+  );
+
+  fastify.get(
+    '/:id',
+    {
+      schema: {
+        operationId: 'getTrainingRun',
+        tags: TAGS,
+        summary: 'Get a training run: status, progress, params and metrics',
+        params: TrainingRunParams,
+        response: { 200: TrainingRunRef, ...problemResponses(401, 404, 500) },
+      },
+    },
+    async (request) => toTrainingRun(await runs.get(request.tenant.id, request.params.id)),
+  );
+
+  fastify.post(
+    '/:id/cancel',
+    {
+      schema: {
+        operationId: 'cancelTrainingRun',
+        tags: TAGS,
+        summary: 'Cancel a queued or running training run',
+        description: 'A queued run is canceled at once; a running one stops at its next step with a checkpoint written. 409 once finished.',
+        params: TrainingRunParams,
+        response: { 202: TrainingRunRef, ...problemResponses(401, 404, 409, 500) },
+      },
+    },
+    async (request, reply) => reply.status(202).send(toTrainingRun(await runs.cancel(request.tenant.id, request.params.id))),
+  );
+};
+
+export default trainingRunRoutes;

@@ -1,0 +1,95 @@
+// Training run: a LoRA trained on a dataset's snapshot, queued in Postgres and run by a worker.
+import { Type, type Static } from 'typebox';
+import { Page, PaginationQuery, ResourceId, Timestamp } from './common.js';
+import { DatasetId } from './datasets.js';
+import { TRAINING_PARAMS, TrainingParams } from './training-params.js';
+
+export const TRAINING_RUN_STATUSES = ['queued', 'starting', 'running', 'succeeded', 'failed', 'canceled'] as const;
+
+export const TrainingRunId = ResourceId('tr', 'Training run id');
+const Status = Type.Enum([...TRAINING_RUN_STATUSES], {
+  description: 'queued; starting (claimed: loading the model, decoding, caching); running; succeeded, failed or canceled',
+});
+const Metadata = Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 1000 }), {
+  maxProperties: 32,
+  description: 'Your own key-value pairs, kept with the run and returned as given',
+});
+const nullableNumber = (description: string) => Type.Union([Type.Number(), Type.Null()], { description });
+
+export const CreateTrainingRunBody = Type.Object(
+  {
+    dataset_id: DatasetId,
+    model: Type.String({ minLength: 1, maxLength: 255, description: 'A base model id from GET /v1/models', examples: ['sdxl-tiny-demo'] }),
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: 'Human-readable name' })),
+    params: Type.Optional(TrainingParams),
+    metadata: Type.Optional(Metadata),
+  },
+  { additionalProperties: false },
+);
+export type CreateTrainingRunBody = Static<typeof CreateTrainingRunBody>;
+
+/** Every param as the run resolved it. */
+const ResolvedParams = Type.Object(
+  Object.fromEntries(Object.entries(TRAINING_PARAMS).map(([name, spec]) => [name, spec.schema])),
+  { additionalProperties: false, description: 'Every training parameter, as resolved when the run was created' },
+);
+
+export const TrainingRunSchema = Type.Object(
+  {
+    id: TrainingRunId,
+    dataset_id: DatasetId,
+    model: Type.String({ description: 'The base model id' }),
+    name: Type.Union([Type.String(), Type.Null()]),
+    status: Status,
+    params: ResolvedParams,
+    metadata: Metadata,
+    trigger_token: Type.String({ description: "The dataset's trigger token when the run was created" }),
+    class_word: Type.String(),
+    image_count: Type.Integer({ minimum: 1, description: 'Images in the snapshot the run trains on' }),
+    progress: Type.Union([
+      Type.Object(
+        {
+          phase: Type.String({ description: 'loading, decoding, caching, training, validating, saving' }),
+          step: Type.Integer({ minimum: 0 }),
+          total_steps: Type.Integer({ minimum: 0 }),
+          percent: Type.Number({ minimum: 0, maximum: 100 }),
+          loss: nullableNumber('Loss of the last step'),
+          loss_avg: nullableNumber('Mean loss of the last 50 steps'),
+          lr: nullableNumber('Learning rate of the last step'),
+          images_per_s: nullableNumber('Training throughput'),
+          eta_seconds: nullableNumber('Estimated seconds to the end of training'),
+        },
+        { additionalProperties: false },
+      ),
+      Type.Null(),
+    ], { description: 'Written at most about once a second while the run trains; null before' }),
+    metrics: Type.Union([Type.Record(Type.String(), Type.Number()), Type.Null()], {
+      description: 'When finished: steps, final_loss, mean_loss, validation losses, peak memory, ...',
+    }),
+    error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }, { additionalProperties: false }), Type.Null()]),
+    attempt: Type.Integer({ minimum: 0, description: 'Times a worker has claimed the run; above 1 it resumed from a checkpoint' }),
+    cancel_requested: Type.Boolean(),
+    created_at: Timestamp,
+    started_at: Type.Union([Timestamp, Type.Null()]),
+    completed_at: Type.Union([Timestamp, Type.Null()]),
+  },
+  { $id: 'TrainingRun', additionalProperties: false },
+);
+export type TrainingRun = Static<typeof TrainingRunSchema>;
+export const TrainingRunRef = Type.Ref('TrainingRun');
+
+// A plain string, as every resource's path id: one that is not an id at all is a 404, like another tenant's.
+export const TrainingRunParams = Type.Object(
+  { id: Type.String({ minLength: 1, maxLength: 100, description: 'Training run id' }) },
+  { additionalProperties: false },
+);
+
+export const ListTrainingRunsQuery = Type.Object(
+  {
+    ...PaginationQuery.properties,
+    dataset_id: Type.Optional(DatasetId),
+    status: Type.Optional(Status),
+  },
+  { additionalProperties: false },
+);
+export const TrainingRunPage = Page(TrainingRunRef, 'A page of training runs, newest first');
