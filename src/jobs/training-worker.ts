@@ -108,6 +108,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
         metadata: { ...run.metadata, 'sdxl_lora_service.run_id': run.id, 'sdxl_lora_service.base_model': run.model_id },
       });
       controller.signal.addEventListener('abort', () => job.cancel(), { once: true });
+      if (controller.signal.aborted) job.cancel(); // aborted while the images were read
       let lastWrite = 0;
       let status: 'starting' | 'running' = 'starting';
       job.onProgress((report) => {
@@ -122,7 +123,16 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       });
       result = await job.promise;
     } catch (error) {
-      if (stopReason(controller.signal) === 'lease-lost') return;
+      const reason = stopReason(controller.signal);
+      if (reason === 'lease-lost') return;
+      if (reason === 'shutdown') {
+        await runs.release(run.id, owner); // stopped before its first checkpoint: it starts again elsewhere
+        return;
+      }
+      if (reason === 'canceled') {
+        await runs.finish(run.id, owner, 'canceled');
+        return;
+      }
       const message = error instanceof Error ? error.message : String(error);
       await runs.finish(run.id, owner, 'failed', { error: { code: 'training_failed', message } });
       log.warn({ err: error }, 'training run failed');

@@ -30,21 +30,25 @@ async function setUp(t: Parameters<typeof withTestApp>[0]) {
   ]));
   assert.equal(uploaded.statusCode, 201, uploaded.body);
   const runsDir = path.join(ctx.config.dataDir, 'runs');
-  const worker = new TrainingWorker({
-    db: ctx.db,
-    models: ctx.app.services.models,
-    blobs: new FsBlobStore(path.join(ctx.config.dataDir, BLOBS_SUBDIR)),
-    runsDir,
-    logger: ctx.app.log,
-    device: 'cpu',
-    slots: 1,
-    leaseMs: 30_000,
-    heartbeatMs: 200,
-    pollMs: 100,
-  });
-  t.after(() => worker.stop());
+  const newWorker = () => {
+    const created = new TrainingWorker({
+      db: ctx.db,
+      models: ctx.app.services.models,
+      blobs: new FsBlobStore(path.join(ctx.config.dataDir, BLOBS_SUBDIR)),
+      runsDir,
+      logger: ctx.app.log,
+      device: 'cpu',
+      slots: 1,
+      leaseMs: 30_000,
+      heartbeatMs: 200,
+      pollMs: 100,
+    });
+    t.after(() => created.stop());
+    return created;
+  };
+  const worker = newWorker();
   const service = new TrainingRunsService(ctx.db, ctx.app.services.models, { serverPrecision: 'no', created: () => worker.wake() });
-  return { ctx, datasetId, runsDir, worker, service };
+  return { ctx, datasetId, runsDir, worker, service, newWorker };
 }
 
 async function waitFor(ctx: TestApp, runId: string, done: (run: TrainingRunRow) => boolean): Promise<TrainingRunRow> {
@@ -97,4 +101,22 @@ test("creating a run refuses an unknown model (422 naming model), an empty datas
   await assert.rejects(service.create(ctx.tenantId, { dataset_id: empty, model: 'sdxl-tiny-demo' }), (error: unknown) => error instanceof ProblemError && error.status === 409);
   const otherTenant = (await issueApiKey(ctx.db, testTenantName())).tenant.id;
   await assert.rejects(service.create(otherTenant, { dataset_id: datasetId, model: 'sdxl-tiny-demo' }), (error: unknown) => error instanceof ProblemError && error.status === 404);
+});
+
+test('on shutdown a running run is checkpointed and handed back; another worker resumes it (attempt 2) to the end', async (t) => {
+  const { ctx, datasetId, runsDir, worker, service, newWorker } = await setUp(t);
+  const created = await service.create(ctx.tenantId, { dataset_id: datasetId, model: 'sdxl-tiny-demo', params: { ...QUICK, max_steps: 30 } });
+  worker.start();
+  await waitFor(ctx, created.id, (r) => r.status === 'running');
+  await worker.stop();
+  const handedBack = await waitFor(ctx, created.id, () => true);
+  assert.equal(handedBack.status, 'queued');
+  assert.equal(handedBack.lease_owner, null);
+  assert.ok(fs.readdirSync(path.join(runsDir, created.id, 'checkpoints')).length > 0, 'a checkpoint to resume from');
+
+  newWorker().start();
+  const run = await waitFor(ctx, created.id, (r) => ['succeeded', 'failed', 'canceled'].includes(r.status));
+  assert.equal(run.status, 'succeeded', `${run.error_code}: ${run.error_message}`);
+  assert.equal(run.attempt, 2);
+  assert.equal(run.metrics?.steps, 30);
 });
