@@ -659,7 +659,7 @@ export interface components {
                  */
                 max_steps: number;
                 /**
-                 * @description LoRA rank: 16 keeps a likeness in a 45 MB file (float32)
+                 * @description LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL)
                  * @default 16
                  */
                 rank: number;
@@ -695,7 +695,7 @@ export interface components {
                  */
                 mixed_precision: "bf16" | "fp16" | "no";
                 /**
-                 * @description Recompute activations in backward: SDXL at 1024 fits in 24 GB
+                 * @description Recompute activations in backward: much less memory (SDXL at 1024 on one GPU), for more time
                  * @default true
                  */
                 gradient_checkpointing: boolean;
@@ -2714,7 +2714,7 @@ export interface operations {
                          */
                         max_steps?: number;
                         /**
-                         * @description LoRA rank: 16 keeps a likeness in a 45 MB file (float32)
+                         * @description LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL)
                          * @default 16
                          */
                         rank?: number;
@@ -2750,7 +2750,7 @@ export interface operations {
                          */
                         mixed_precision?: "bf16" | "fp16" | "no";
                         /**
-                         * @description Recompute activations in backward: SDXL at 1024 fits in 24 GB
+                         * @description Recompute activations in backward: much less memory (SDXL at 1024 on one GPU), for more time
                          * @default true
                          */
                         gradient_checkpointing?: boolean;
