@@ -62,17 +62,17 @@ const HELD = ['starting', 'running'] as const;
 
 export function createTrainingRunsRepository(db: Queryable) {
   return {
-    /** Stores a queued run and its image snapshot in one transaction. */
-    async insert(tx: Queryable, run: NewTrainingRun): Promise<TrainingRunRow> {
+    /** Stores a queued run and its image snapshot (call it on a transaction, so both land or neither). */
+    async insert(run: NewTrainingRun): Promise<TrainingRunRow> {
       const id = newId(TRAINING_RUN_ID_PREFIX);
-      const { rows } = await tx.query<TrainingRunRow>(
+      const { rows } = await db.query<TrainingRunRow>(
         `INSERT INTO training_runs (id, tenant_id, dataset_id, model_id, name, params, metadata, trigger_token, class_word)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          RETURNING ${COLUMNS}`,
         [id, run.tenantId, run.datasetId, run.modelId, run.name, JSON.stringify(run.params), JSON.stringify(run.metadata), run.triggerToken, run.classWord],
       );
       for (const [position, image] of run.images.entries()) {
-        await tx.query(
+        await db.query(
           `INSERT INTO training_run_images (run_id, position, image_id, sha256, caption, original_filename)
            VALUES ($1, $2, $3, $4, $5, $6)`,
           [id, position, image.image_id, image.sha256, image.caption, image.original_filename],

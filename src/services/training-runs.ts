@@ -70,22 +70,23 @@ export class TrainingRunsService {
   async create(tenantId: string, request: NewTrainingRunRequest): Promise<TrainingRunRow> {
     const dataset = await createDatasetsRepository(this.db).findById(tenantId, request.dataset_id);
     if (dataset === null) throw notFound('Dataset', request.dataset_id);
-    const models = await this.models.list();
-    if (!models.some((resolved) => resolved.model.id === request.model)) {
+    // One lookup, not a listing: only this model's weight headers are read.
+    await this.models.get(request.model).catch((error: unknown) => {
+      if (!(error instanceof ProblemError) || error.status !== 404) throw error;
       throw new ProblemError({
         status: 422,
         type: 'model-not-found',
         title: 'Unknown model',
         detail: `No base model ${request.model} on this server; GET /v1/models lists them`,
-        errors: [fieldError('body', 'model', `must be one of: ${models.map((resolved) => resolved.model.id).join(', ')}`)],
+        errors: [fieldError('body', 'model', 'is not a model of this server (GET /v1/models lists them)')],
       });
-    }
+    });
     const images = await createCaptionsRepository(this.db).allForDataset(tenantId, dataset.id);
     if (images.length === 0) {
       throw new ProblemError({ status: 409, type: 'dataset-empty', title: 'Dataset is empty', detail: `Dataset ${dataset.id} has no images to train on` });
     }
     const run = await this.db.transaction((tx) =>
-      createTrainingRunsRepository(tx).insert(tx, {
+      createTrainingRunsRepository(tx).insert({
         tenantId,
         datasetId: dataset.id,
         modelId: request.model,

@@ -37,7 +37,7 @@ async function appWithEmptyQueue(t: Parameters<typeof withTestApp>[0], embedded:
 }
 
 async function queue(ctx: TestApp, tenantId: string, name: string) {
-  return ctx.db.transaction((tx) => createTrainingRunsRepository(ctx.db).insert(tx, run(tenantId, name)));
+  return ctx.db.transaction((tx) => createTrainingRunsRepository(tx).insert(run(tenantId, name)));
 }
 
 for (const mode of DATABASE_MODES) {
