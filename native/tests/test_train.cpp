@@ -214,6 +214,32 @@ TEST_CASE(cancel_writes_a_checkpoint_that_resumes) {
   CHECK_THROWS_WITH(train_lora(other, nullptr, CancelFlag{}), "rank was 4, now 8");
 }
 
+TEST_CASE(written_files_are_reported_once_on_disk_in_the_save_dtype) {
+  TrainOptions options = base_options(fresh_dir("reported"));
+  options.max_steps = 4;
+  options.checkpoint_every = 2;
+  options.save_peft = true;
+  options.save_dtype = "float16";
+  std::vector<std::string> saved;
+  const TrainResult result = train_lora(options, [&](const Progress& p) {
+    if (p.phase != "saving") return;
+    for (const std::string& file : p.files) {
+      CHECK(std::filesystem::exists(file)); // a listener may publish it at once
+      saved.push_back(std::filesystem::path(file).lexically_relative(options.output_dir).generic_string());
+    }
+  }, CancelFlag{});
+  CHECK(result.status == "completed");
+  const std::vector<std::string> expected{"checkpoints/step-000002.safetensors", "lora.safetensors",
+                                          "lora_peft.safetensors", "checkpoints/step-000004.safetensors"};
+  CHECK(saved == expected);
+  for (const std::string& path : {result.lora_path, result.peft_path}) {
+    const io::SafetensorsFile file = io::SafetensorsFile::open(path);
+    for (const std::string& name : file.keys()) CHECK(file.info(name).dtype == "F16");
+  }
+  options.save_dtype = "float8";
+  CHECK_THROWS_WITH(train_lora(options, nullptr, CancelFlag{}), "save_dtype");
+}
+
 TEST_CASE(the_saved_lora_reproduces_the_adapter_in_memory) {
   TrainOptions options = base_options(fresh_dir("saved"));
   options.max_steps = 10;
@@ -311,9 +337,9 @@ TEST_CASE(validation_images_are_written_as_png) {
   options.validation_every = 2;
   options.validation_steps = 2;
   options.validation_prompts = {"a photo of sks toy", "sks toy on a beach"};
-  std::vector<std::string> reported;
+  std::vector<std::string> reported; // the PNGs of "validating" reports (others report the LoRA files)
   const TrainResult result = train_lora(options, [&](const Progress& p) {
-    reported.insert(reported.end(), p.files.begin(), p.files.end());
+    if (p.phase == "validating") reported.insert(reported.end(), p.files.begin(), p.files.end());
   }, CancelFlag{});
   // Before training (step 0, the baseline), at step 2 and at the end (4), one per prompt.
   CHECK(result.sample_paths.size() == 6);

@@ -127,6 +127,7 @@ export const TrainConfig = Type.Object({
   validationGuidanceScale: number({ minimum: 0, maximum: 100 }, 5, 'Guidance of validation images'),
   validationLossSamples: integer(0, 1024, 4, 'Fixed (image, timestep, noise) triples of the validation loss'),
   savePeft: flag(false, 'Also write <outputName>_peft.safetensors'),
+  saveDtype: Type.Enum(['float32', 'float16', 'bfloat16'], { default: 'float32', description: "The LoRA files' tensors; float32 keeps the trained values exactly" }),
   metadata: Type.Record(Type.String(), Type.String(), { default: {}, description: 'Extra LoRA file header entries' }),
 });
 export type TrainConfig = Static<typeof TrainConfig>;

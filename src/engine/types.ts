@@ -167,6 +167,7 @@ export interface NativeTrainOptions extends RuntimeOptions {
   validationGuidanceScale?: number;
   validationLossSamples?: number;
   savePeft?: boolean;
+  saveDtype?: string;
   metadata?: Record<string, string>;
 }
 

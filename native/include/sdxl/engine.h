@@ -255,6 +255,7 @@ struct TrainOptions {
   double validation_guidance_scale = 5.0;
   int64_t validation_loss_samples = 4; // fixed (image, timestep, noise) triples for the validation loss
   bool save_peft = false;              // also write <output_name>_peft.safetensors
+  std::string save_dtype = "float32";  // LoRA file tensors: "float32" (as trained), "float16" or "bfloat16"
   std::map<std::string, std::string> metadata; // extra header entries for the LoRA file
 };
 

@@ -326,6 +326,7 @@ TrainOptions train_options_from_js(const Napi::Value& value) {
   options.validation_guidance_scale = reader.number("validationGuidanceScale", options.validation_guidance_scale);
   options.validation_loss_samples = reader.integer("validationLossSamples", options.validation_loss_samples);
   options.save_peft = reader.boolean("savePeft", options.save_peft);
+  options.save_dtype = reader.string("saveDtype", options.save_dtype);
   options.metadata = reader.string_map("metadata");
   return options;
 }

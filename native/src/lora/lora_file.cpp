@@ -416,7 +416,8 @@ void save_lora_file(const std::string& path, const std::vector<LoraModule>& modu
       const std::string name = kohya_name(module, layout, unet_layout);
       tensors[name + kKohyaDown] = module.down;
       tensors[name + kKohyaUp] = module.up;
-      tensors[name + kKohyaAlpha] = torch::tensor(static_cast<float>(module.alpha)); // 0-dim float32
+      // 0-dim, in the weights' dtype as sd-scripts saves it (alphas such as 16 or 8 are exact in float16)
+      tensors[name + kKohyaAlpha] = torch::tensor(static_cast<float>(module.alpha)).to(module.down.scalar_type());
       all.push_back(&module);
     }
     int64_t rank = 0;

@@ -38,6 +38,7 @@ void check_train_options(const TrainOptions& o) {
   if (o.model.model_path.empty()) refuse("model.model_path", "is required");
   require_one_of("model.runtime.dtype", o.model.runtime.dtype, {"float32", "bfloat16", "float16"});
   require_one_of("vae_dtype", o.vae_dtype, {"float32", "bfloat16"});
+  require_one_of("save_dtype", o.save_dtype, {"float32", "float16", "bfloat16"});
   if (o.output_dir.empty()) refuse("output_dir", "is required");
   if (o.output_name.empty() || o.output_name.find('/') != std::string::npos)
     refuse("output_name", "must be a file name without '/'");

@@ -269,6 +269,8 @@ std::string Trainer::save_checkpoint(int64_t steps_done) {
   meter_.report("saving", steps_done, options_.max_steps, "checkpoint " + path);
   train::write_checkpoint(path, state);
   last_checkpoint_ = path;
+  // Reported once on disk, so a listener may publish it (a crashed run resumes from it).
+  meter_.report("saving", steps_done, options_.max_steps, "checkpoint written", {}, {path});
   return path;
 }
 
@@ -393,14 +395,18 @@ void Trainer::save_outputs(TrainResult& result, int64_t steps_done) {
     for (const auto& [key, value] : options_.metadata) m[key] = value;
     return m;
   }();
-  // float32, as trained: the file reproduces the in-memory adapter exactly.
+  // float32 reproduces the in-memory adapter exactly; float16 (kohya's usual) halves the file.
+  const torch::Dtype save_dtype = parse_dtype(options_.save_dtype);
   const auto dir = std::filesystem::path(options_.output_dir);
   result.lora_path = (dir / (options_.output_name + ".safetensors")).string();
-  train::save_trained_lora(result.lora_path, network_, lora::LoraLayout::KohyaSgm, layout, torch::kFloat32, metadata);
+  train::save_trained_lora(result.lora_path, network_, lora::LoraLayout::KohyaSgm, layout, save_dtype, metadata);
   if (options_.save_peft) {
     result.peft_path = (dir / (options_.output_name + "_peft.safetensors")).string();
-    train::save_trained_lora(result.peft_path, network_, lora::LoraLayout::Peft, layout, torch::kFloat32, metadata);
+    train::save_trained_lora(result.peft_path, network_, lora::LoraLayout::Peft, layout, save_dtype, metadata);
   }
+  std::vector<std::string> files{result.lora_path};
+  if (!result.peft_path.empty()) files.push_back(result.peft_path);
+  meter_.report("saving", steps_done, options_.max_steps, "LoRA written", {}, files);
 }
 
 TrainResult Trainer::run() {
