@@ -7,6 +7,7 @@
 //   the folder holding TorchConfig.cmake   (/usr/lib/x86_64-linux-gnu/cmake/Torch)
 //   an unpacked libtorch download          (…/libtorch, with share/cmake/Torch)
 //   a CMake prefix                         (/usr, /opt/conda/lib/python3.x/site-packages/torch)
+// --addon-only builds only the Node-API addon (what `npm start` needs).
 // Environment: SDXL_NATIVE_BUILD_DIR (default native/build), SDXL_BUILD_JOBS,
 // CMAKE_BUILD_TYPE (default Release), NODE_INCLUDE_DIR.
 import { spawnSync } from 'node:child_process';
@@ -99,5 +100,7 @@ run(
     (process.env.LIBTORCH_DIR ? `; check LIBTORCH_DIR=${process.env.LIBTORCH_DIR} holds ${TORCH_CONFIG}` : ''),
 );
 const jobs = process.env.SDXL_BUILD_JOBS ?? String(availableParallelism());
-run('Build', ['--build', buildDir, '--parallel', jobs], 'The compiler errors are above.');
+// --addon-only (npm start): just what the service loads, not the C++ tests and benchmarks.
+const targets = process.argv.includes('--addon-only') ? ['--target', 'sdxl_addon'] : [];
+run('Build', ['--build', buildDir, '--parallel', jobs, ...targets], 'The compiler errors are above.');
 console.log(`build:native: built ${path.join(buildDir, 'sdxl_engine.node')}`);

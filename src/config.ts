@@ -29,6 +29,14 @@ export const EnvSchema = Type.Object({
   TRAINING_SLOTS: Type.Integer({ minimum: 0, maximum: 16, default: 1 }),
   /** Device of training runs: cpu, cuda or cuda:N; empty means cuda when the engine sees a GPU, else cpu. */
   TRAIN_DEVICE: Type.String({ pattern: '^(|cpu|cuda|cuda:[0-9]+)$', default: '' }),
+  /** Milliseconds a worker holds a run without a heartbeat; a crashed worker's run is claimed again after it. */
+  TRAINING_LEASE_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 30_000 }),
+  /** Claims of one run (the first and its resumptions after crashes) before it fails. */
+  TRAINING_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 100, default: 3 }),
+  /** Milliseconds between heartbeat comments on an idle event stream (proxies close silent connections). */
+  SSE_HEARTBEAT_MS: Type.Integer({ minimum: 100, maximum: 300_000, default: 15_000 }),
+  /** Queued and running runs one tenant may have; one more is refused with 429. */
+  TENANT_MAX_QUEUED_RUNS: Type.Integer({ minimum: 1, maximum: 100_000, default: 10 }),
   /** pino level. */
   LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
   /** Largest accepted JSON request body, in bytes. */
@@ -66,7 +74,7 @@ export interface Config {
   migrateOnStart: boolean;
   shutdownGraceMs: number;
   /** ---- training runs: slots of this process and the device (undefined: cuda when there is a GPU, else cpu). */
-  training: { slots: number; device: string | undefined };
+  training: { slots: number; device: string | undefined; leaseMs: number; maxAttempts: number; tenantMaxQueuedRuns: number; sseHeartbeatMs: number };
   /** ---- images (S2): limits of image uploads and zip archives. */
   images: ImageConfig;
   /** ---- captions: providers, their keys (as Secrets), limits and retries. */
@@ -119,7 +127,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     uploadMaxFiles: e.UPLOAD_MAX_FILES,
     migrateOnStart: e.MIGRATE_ON_START,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
-    training: { slots: e.TRAINING_SLOTS, device: e.TRAIN_DEVICE === '' ? undefined : e.TRAIN_DEVICE },
+    training: {
+      slots: e.TRAINING_SLOTS,
+      device: e.TRAIN_DEVICE === '' ? undefined : e.TRAIN_DEVICE,
+      leaseMs: e.TRAINING_LEASE_MS,
+      maxAttempts: e.TRAINING_MAX_ATTEMPTS,
+      tenantMaxQueuedRuns: e.TENANT_MAX_QUEUED_RUNS,
+      sseHeartbeatMs: e.SSE_HEARTBEAT_MS,
+    },
     // ---- images (S2)
     images: imageConfigFromEnv(e),
     // ---- captions

@@ -67,7 +67,10 @@ export interface paths {
         get: operations["getDataset"];
         put?: never;
         post?: never;
-        /** Delete a dataset and its images */
+        /**
+         * Delete a dataset and its images
+         * @description Refused (409) while a training run on it is queued or running; finished runs keep their own copy of what they trained on.
+         */
         delete: operations["deleteDataset"];
         options?: never;
         head?: never;
@@ -326,7 +329,7 @@ export interface paths {
         put?: never;
         /**
          * Train a LoRA on a dataset
-         * @description Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. The run trains on the dataset's images and current captions as they are now (an image without a caption uses "a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. Refusals: 404 unknown dataset, 400 an unknown or invalid param (named), 409 empty dataset, 422 unknown model.
+         * @description Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. The run trains on the dataset's images and current captions as they are now (an image without a caption uses "a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. Refusals: 404 unknown dataset, 400 an unknown or invalid param (named), 409 empty dataset, 422 unknown model, 429 the tenant has TENANT_MAX_QUEUED_RUNS runs queued or running.
          */
         post: operations["createTrainingRun"];
         delete?: never;
@@ -346,7 +349,11 @@ export interface paths {
         get: operations["getTrainingRun"];
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Delete a finished training run and its files
+         * @description Removes the run, its events and every file it wrote (LoRA files, checkpoints, validation images). 409 while it is queued or running: cancel it first.
+         */
+        delete: operations["deleteTrainingRun"];
         options?: never;
         head?: never;
         patch?: never;
@@ -366,6 +373,83 @@ export interface paths {
          * @description A queued run is canceled at once; a running one stops at its next step with a checkpoint written. 409 once finished.
          */
         post: operations["cancelTrainingRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/training-runs/{id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A training run's events: JSON pages, or a live Server-Sent Events stream
+         * @description Events are status changes, progress (about once a second while training), log lines, checkpoints written, validation results with image URLs, and the LoRA files written; ids increase. As JSON: a page of events after `after`, oldest first. With Accept: text/event-stream: Server-Sent Events (id = the event id, event = its type, data = the event as JSON) from `after` or Last-Event-ID on; a heartbeat comment every 15 s; the stream ends when the run has ended and every event is out, and a reconnect after that gets 204.
+         */
+        get: operations["listTrainingRunEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/training-runs/{id}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A training run's log as text
+         * @description One line per log or status event of /events: time, level, message.
+         */
+        get: operations["getTrainingRunLogs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/training-runs/{id}/artifacts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List a training run's files: LoRA files, checkpoints, validation images */
+        get: operations["listTrainingRunArtifacts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/training-runs/{id}/artifacts/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download a training run file
+         * @description The ETag is the quoted SHA-256; If-None-Match answers 304. One byte range (Range: bytes=start-end, start-, or -suffix, with If-Range) answers 206, so a broken download resumes; a range past the end answers 416 with Content-Range: bytes *\/size.
+         */
+        get: operations["getTrainingRunArtifactContent"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -649,7 +733,7 @@ export interface components {
             /** @description Every training parameter, as resolved when the run was created */
             params: {
                 /**
-                 * @description Side of the training images' buckets, a multiple of 64: SDXL's own 1024
+                 * @description Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (SDXL's 1024)
                  * @default 1024
                  */
                 resolution: number;
@@ -659,7 +743,7 @@ export interface components {
                  */
                 max_steps: number;
                 /**
-                 * @description LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL)
+                 * @description LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL, half that as float16)
                  * @default 16
                  */
                 rank: number;
@@ -783,6 +867,12 @@ export interface components {
                     seed: number;
                 };
                 /**
+                 * @description Precision of the LoRA files' tensors: float16 as kohya's files usually are (half the size of float32, which keeps the trained values exactly)
+                 * @default float16
+                 * @enum {unknown}
+                 */
+                save_dtype: "float16" | "bfloat16" | "float32";
+                /**
                  * @description Also write the LoRA in the peft/diffusers layout
                  * @default true
                  */
@@ -819,9 +909,17 @@ export interface components {
             metrics: {
                 [key: string]: number;
             } | null;
+            /** @description When failed: training_failed (the trainer stopped with an error; see message and /logs) or attempts_exhausted */
             error: {
                 code: string;
                 message: string;
+            } | null;
+            /** @description When succeeded: where its LoRA files download from (GET /artifacts lists every file) */
+            output: {
+                /** @description The LoRA in kohya's layout (ComfyUI, AUTOMATIC1111, sd-scripts) */
+                lora_url: string;
+                /** @description The LoRA in the peft/diffusers layout, when save_peft */
+                lora_peft_url: string | null;
             } | null;
             /** @description Times a worker has claimed the run; above 1 it resumed from a checkpoint */
             attempt: number;
@@ -833,6 +931,44 @@ export interface components {
             created_at: string;
             started_at: string | null;
             completed_at: string | null;
+        };
+        TrainingRunEvent: {
+            /** @description Increasing; the SSE id, and what Last-Event-ID and `after` take */
+            id: string;
+            /**
+             * @description status: {status, attempt, error}; progress: the run's progress; log: {level, message}; checkpoint: {step, artifact}; validation: {step, validation_loss, images}; artifact: a LoRA file written
+             * @enum {unknown}
+             */
+            type: "status" | "progress" | "log" | "checkpoint" | "validation" | "artifact";
+            data: {
+                [key: string]: unknown;
+            };
+            /**
+             * Format: date-time
+             * @description RFC 3339 UTC timestamp
+             */
+            created_at: string;
+        };
+        TrainingRunArtifact: {
+            /** @description Path in the run's folder, e.g. lora.safetensors, checkpoints/step-000250.safetensors, samples/step-000250-00.png */
+            name: string;
+            /**
+             * @description lora: kohya's layout (ComfyUI, AUTOMATIC1111, sd-scripts); lora_peft: the peft/diffusers layout (diffusers load_lora_weights); checkpoint: training state a run resumes from; validation_image: a PNG sampled during training
+             * @enum {unknown}
+             */
+            kind: "lora" | "lora_peft" | "checkpoint" | "validation_image";
+            byte_size: number;
+            /** @description SHA-256 of the bytes (also the ETag of its content) */
+            sha256: string;
+            /** @description Optimizer steps done when it was written */
+            step: number;
+            /** @description Download; supports Range and If-None-Match */
+            content_url: string;
+            /**
+             * Format: date-time
+             * @description RFC 3339 UTC timestamp
+             */
+            created_at: string;
         };
     };
     responses: never;
@@ -1140,6 +1276,15 @@ export interface operations {
             };
             /** @description No such resource for this tenant */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The resource is in a state that does not allow this */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2704,7 +2849,7 @@ export interface operations {
                     /** @description Training parameters; each one left out takes its default */
                     params?: {
                         /**
-                         * @description Side of the training images' buckets, a multiple of 64: SDXL's own 1024
+                         * @description Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (SDXL's 1024)
                          * @default 1024
                          */
                         resolution?: number;
@@ -2714,7 +2859,7 @@ export interface operations {
                          */
                         max_steps?: number;
                         /**
-                         * @description LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL)
+                         * @description LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL, half that as float16)
                          * @default 16
                          */
                         rank?: number;
@@ -2838,6 +2983,12 @@ export interface operations {
                             seed?: number;
                         };
                         /**
+                         * @description Precision of the LoRA files' tensors: float16 as kohya's files usually are (half the size of float32, which keeps the trained values exactly)
+                         * @default float16
+                         * @enum {unknown}
+                         */
+                        save_dtype?: "float16" | "bfloat16" | "float32";
+                        /**
                          * @description Also write the LoRA in the peft/diffusers layout
                          * @default true
                          */
@@ -2923,6 +3074,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unexpected server error */
             500: {
                 headers: {
@@ -2993,6 +3153,63 @@ export interface operations {
             };
         };
     };
+    deleteTrainingRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Training run id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The resource is in a state that does not allow this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     cancelTrainingRun: {
         parameters: {
             query?: never;
@@ -3034,6 +3251,265 @@ export interface operations {
             };
             /** @description The resource is in a state that does not allow this */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listTrainingRunEvents: {
+        parameters: {
+            query?: {
+                /** @description Only events after this id (the last id you saw); omit for the first */
+                after?: string;
+                /** @description Most events to return */
+                limit?: number;
+                /** @description Only events of this type */
+                type?: "status" | "progress" | "log" | "checkpoint" | "validation" | "artifact";
+            };
+            header?: never;
+            path: {
+                /** @description Training run id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Events (JSON), or the event stream */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["TrainingRunEvent"][];
+                        /** @description More events follow; ask again with after = the last id */
+                        has_more: boolean;
+                    };
+                    "text/event-stream": string;
+                };
+            };
+            /** @description Event stream only: the run has ended and no event follows Last-Event-ID; do not reconnect */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The request is malformed or a field is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getTrainingRunLogs: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Training run id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The log */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listTrainingRunArtifacts: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Training run id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The run's files: LoRA files first, then checkpoints and validation images by step */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["TrainingRunArtifact"][];
+                    };
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getTrainingRunArtifactContent: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Training run id */
+                id: string;
+                /** @description The artifact's name, URL-encoded ('/' as %2F) */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The file */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                    "image/png": string;
+                };
+            };
+            /** @description The requested range of the file */
+            206: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                    "image/png": string;
+                };
+            };
+            /** @description Not modified (If-None-Match matched the ETag) */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Error */
+            416: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,21 +1,33 @@
-// Training runs: the service that creates, lists and cancels them, and the background
-// worker (TRAINING_SLOTS runs at once; started when the app is ready, stopped, with its
-// runs checkpointed and handed back, before the database closes). Publishes TrainingRun.
+// Training runs: the services that create, list, cancel and delete them, follow their
+// events and serve their files, and the background worker (TRAINING_SLOTS runs at once;
+// started when the app is ready, stopped, with its runs checkpointed and handed back,
+// before the database closes). Publishes TrainingRun, TrainingRunEvent and TrainingRunArtifact.
 import fp from 'fastify-plugin';
 import path from 'node:path';
 import { buildInfo } from '../engine/index.js';
-import { DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MS, DEFAULT_POLL_MS } from '../jobs/job-runner.js';
+import { DEFAULT_HEARTBEAT_MS, DEFAULT_POLL_MS } from '../jobs/job-runner.js';
 import { TrainingWorker } from '../jobs/training-worker.js';
 import { BLOBS_SUBDIR } from '../routes/v1/images/index.js';
+import { TrainingRunArtifactSchema } from '../schemas/training-run-artifacts.js';
+import { TrainingRunEventSchema } from '../schemas/training-run-events.js';
 import { TrainingRunSchema } from '../schemas/training-runs.js';
+import { RunEventsBus } from '../services/run-events-bus.js';
+import { TrainingRunArtifactsService } from '../services/training-run-artifacts.js';
+import { TrainingRunEventsService } from '../services/training-run-events.js';
 import { TrainingRunsService } from '../services/training-runs.js';
 import { FsBlobStore } from '../storage/fs-blob-store.js';
+import { FsRunFileStore } from '../storage/fs-run-file-store.js';
 
 export const RUNS_SUBDIR = 'runs';
 
 declare module 'fastify' {
   interface FastifyInstance {
-    training: { runs: TrainingRunsService; worker: TrainingWorker | undefined };
+    training: {
+      runs: TrainingRunsService;
+      events: TrainingRunEventsService;
+      artifacts: TrainingRunArtifactsService;
+      worker: TrainingWorker | undefined;
+    };
   }
 }
 
@@ -32,28 +44,42 @@ function trainingDevice(configured: string | undefined): string {
 export default fp(
   async (fastify) => {
     fastify.addSchema(TrainingRunSchema);
+    fastify.addSchema(TrainingRunEventSchema);
+    fastify.addSchema(TrainingRunArtifactSchema);
     const config = fastify.config;
     const device = trainingDevice(config.training.device);
+    const files = new FsRunFileStore(path.join(config.dataDir, RUNS_SUBDIR));
+    const bus = new RunEventsBus();
     const worker = config.training.slots === 0
       ? undefined
       : new TrainingWorker({
         db: fastify.db,
         models: fastify.services.models,
         blobs: new FsBlobStore(path.join(config.dataDir, BLOBS_SUBDIR)),
-        runsDir: path.join(config.dataDir, RUNS_SUBDIR),
+        files,
+        bus,
         logger: fastify.log.child({ component: 'training-worker' }),
         device,
         slots: config.training.slots,
-        leaseMs: DEFAULT_LEASE_MS,
-        heartbeatMs: DEFAULT_HEARTBEAT_MS,
+        leaseMs: config.training.leaseMs,
+        // Several heartbeats per lease, so one slow write does not lose the run.
+        heartbeatMs: Math.min(DEFAULT_HEARTBEAT_MS, Math.floor(config.training.leaseMs / 3)),
+        maxAttempts: config.training.maxAttempts,
         pollMs: DEFAULT_POLL_MS,
       });
     const runs = new TrainingRunsService(fastify.db, fastify.services.models, {
       serverPrecision: device.startsWith('cuda') ? 'bf16' : 'no',
+      tenantMaxQueuedRuns: config.training.tenantMaxQueuedRuns,
+      files,
       created: () => worker?.wake(),
       cancelRequested: (runId) => worker?.cancel(runId),
     });
-    fastify.decorate('training', { runs, worker });
+    fastify.decorate('training', {
+      runs,
+      events: new TrainingRunEventsService(fastify.db, bus),
+      artifacts: new TrainingRunArtifactsService(fastify.db, files),
+      worker,
+    });
     fastify.addHook('onReady', async () => {
       worker?.start();
     });

@@ -81,10 +81,25 @@ export function createDatasetsRepository(db: Queryable) {
       return rows[0] ?? null;
     },
 
-    /** True when a dataset was deleted. */
-    async delete(tenantId: string, id: string): Promise<boolean> {
-      const { rowCount } = await db.query('DELETE FROM datasets WHERE tenant_id = $1 AND id = $2', [tenantId, id]);
-      return rowCount > 0;
+    /**
+     * Deletes the dataset unless a training run still waits for it or trains on it (one
+     * statement: a run created meanwhile holds the row FOR SHARE until it commits).
+     */
+    async delete(tenantId: string, id: string): Promise<'deleted' | 'not-found' | 'in-use'> {
+      const { rowCount } = await db.query(
+        `DELETE FROM datasets d WHERE d.tenant_id = $1 AND d.id = $2
+            AND NOT EXISTS (SELECT 1 FROM training_runs r
+                             WHERE r.tenant_id = d.tenant_id AND r.dataset_id = d.id AND r.status IN ('queued', 'starting', 'running'))`,
+        [tenantId, id],
+      );
+      if (rowCount > 0) return 'deleted';
+      return (await this.findById(tenantId, id)) === null ? 'not-found' : 'in-use';
+    },
+
+    /** Holds the dataset row until the transaction ends, so it cannot be deleted under a run being created; false when absent. */
+    async lockShared(tenantId: string, id: string): Promise<boolean> {
+      const { rows } = await db.query('SELECT 1 FROM datasets WHERE tenant_id = $1 AND id = $2 FOR SHARE', [tenantId, id]);
+      return rows.length > 0;
     },
   };
 }

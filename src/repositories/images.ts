@@ -29,7 +29,11 @@ const COLUMNS =
  * Tables whose rows point at blobs, as [table, column]. A blob is unlinked only when none
  * of them references it; whoever stores more blobs in the same store adds its table here.
  */
-export const BLOB_REFERENCES: ReadonlyArray<readonly [table: string, column: string]> = [['images', 'sha256']];
+export const BLOB_REFERENCES: ReadonlyArray<readonly [table: string, column: string]> = [
+  ['images', 'sha256'],
+  // A training run's snapshot: its images may be deleted from the dataset while it waits or trains.
+  ['training_run_images', 'sha256'],
+];
 
 /** Key of the transaction-scoped advisory lock that serialises writers and the collector on one blob. */
 const BLOB_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('blob:' || $1, 0))";

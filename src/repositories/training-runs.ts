@@ -114,6 +114,31 @@ export function createTrainingRunsRepository(db: Queryable) {
       return this.get(tenantId, id);
     },
 
+    /** Just the run's status (cheap enough to poll); null when the tenant has no such run. */
+    async statusOf(tenantId: string, id: string): Promise<TrainingRunStatus | null> {
+      const { rows } = await db.query<{ status: TrainingRunStatus }>('SELECT status FROM training_runs WHERE tenant_id = $1 AND id = $2', [tenantId, id]);
+      return rows[0]?.status ?? null;
+    },
+
+    /** The tenant's queued and running runs, under a per-tenant lock held to the end of the transaction (so a limit check and an insert cannot interleave). */
+    async countOpenLocked(tenantId: string): Promise<number> {
+      await db.query("SELECT pg_advisory_xact_lock(hashtextextended('training-runs:' || $1, 0))", [tenantId]);
+      const { rows } = await db.query<{ count: number }>(
+        "SELECT count(*)::integer AS count FROM training_runs WHERE tenant_id = $1 AND status IN ('queued', 'starting', 'running')",
+        [tenantId],
+      );
+      return rows[0]!.count;
+    },
+
+    /** Deletes a finished run (its events, artifacts rows and image snapshot cascade); false when none was deleted. */
+    async deleteFinished(tenantId: string, id: string): Promise<boolean> {
+      const { rowCount } = await db.query(
+        "DELETE FROM training_runs WHERE tenant_id = $1 AND id = $2 AND status IN ('succeeded', 'failed', 'canceled')",
+        [tenantId, id],
+      );
+      return (rowCount ?? 0) > 0;
+    },
+
     /** The run's images in training order. */
     async images(runId: string): Promise<TrainingRunImage[]> {
       const { rows } = await db.query<TrainingRunImage>(

@@ -53,13 +53,14 @@ const PRECISION = { bf16: 'bfloat16', fp16: 'float16', no: 'float32' } as const;
 /** Every param, in the order the document lists them. */
 export const TRAINING_PARAMS = {
   resolution: {
-    schema: Type.Integer({ minimum: 64, maximum: 2048, multipleOf: 64, default: 1024, description: "Side of the training images' buckets, a multiple of 64: SDXL's own 1024" }),
+    // No schema default: left out, it is the base model's own (resolveTrainingParams' context).
+    schema: Type.Integer({ minimum: 64, maximum: 2048, multipleOf: 64, description: "Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (SDXL's 1024)" }),
     // kohya's smallest bucket side is 256; a smaller resolution (the demo model's 128) lowers it.
     train: (value: number) => ({ resolution: value, minBucketSide: Math.min(256, value) }),
     fields: { resolution: '', minBucketSide: '' },
   },
   max_steps: direct('maxSteps', integer(1, MAX_STEPS, 1000, 'Optimizer steps: about 100 passes over 10 photos')),
-  rank: direct('rank', integer(1, 256, 16, 'LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL)')),
+  rank: direct('rank', integer(1, 256, 16, 'LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL, half that as float16)')),
   alpha: direct('alpha', Type.Number({ exclusiveMinimum: 0, maximum: 1024, default: 16, description: 'LoRA alpha; the scale is alpha / rank' })),
   learning_rate: direct('unetLr', Type.Number({ exclusiveMinimum: 0, maximum: 0.01, default: 1e-4, description: 'UNet LoRA learning rate' })),
   text_encoder_lr: direct('textEncoderLr', Type.Number({ exclusiveMinimum: 0, maximum: 0.01, default: 5e-5, description: 'Text-encoder LoRA learning rate' })),
@@ -99,6 +100,10 @@ export const TRAINING_PARAMS = {
       validationSeed: 'seed',
     },
   },
+  save_dtype: direct('saveDtype', Type.Enum(['float16', 'bfloat16', 'float32'], {
+    default: 'float16',
+    description: "Precision of the LoRA files' tensors: float16 as kohya's files usually are (half the size of float32, which keeps the trained values exactly)",
+  })),
   save_peft: direct('savePeft', flag(true, 'Also write the LoRA in the peft/diffusers layout')),
 } satisfies Record<string, ParamSpec>;
 
@@ -128,12 +133,18 @@ function defaultOf(schema: TSchema): unknown {
   return undefined;
 }
 
-/** Fills every param the request left out: its default, and the server's precision for mixed_precision. */
-export function resolveTrainingParams(input: TrainingParamsInput, serverPrecision: 'bf16' | 'fp16' | 'no'): ResolvedTrainingParams {
+/** Defaults that are not the table's: the server's precision, and the base model's own resolution. */
+export interface ContextDefaults {
+  mixed_precision: 'bf16' | 'fp16' | 'no';
+  resolution: number;
+}
+
+/** Fills every param the request left out: its default, or the context's for mixed_precision and resolution. */
+export function resolveTrainingParams(input: TrainingParamsInput, context: ContextDefaults): ResolvedTrainingParams {
   const resolved: Record<string, unknown> = {};
   for (const [name, spec] of Object.entries(TRAINING_PARAMS)) {
     const given = (input as Record<string, unknown>)[name];
-    const fallback = name === 'mixed_precision' ? serverPrecision : defaultOf(spec.schema);
+    const fallback = (context as unknown as Record<string, unknown>)[name] ?? defaultOf(spec.schema);
     resolved[name] =
       given !== undefined && typeof given === 'object' && !Array.isArray(given)
         ? { ...(fallback as object), ...(given as object) } // validation: the fields it names over the defaults

@@ -66,7 +66,19 @@ export const TrainingRunSchema = Type.Object(
     metrics: Type.Union([Type.Record(Type.String(), Type.Number()), Type.Null()], {
       description: 'When finished: steps, final_loss, mean_loss, validation losses, peak memory, ...',
     }),
-    error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }, { additionalProperties: false }), Type.Null()]),
+    error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }, { additionalProperties: false }), Type.Null()], {
+      description: 'When failed: training_failed (the trainer stopped with an error; see message and /logs) or attempts_exhausted',
+    }),
+    output: Type.Union([
+      Type.Object(
+        {
+          lora_url: Type.String({ description: "The LoRA in kohya's layout (ComfyUI, AUTOMATIC1111, sd-scripts)" }),
+          lora_peft_url: Type.Union([Type.String(), Type.Null()], { description: 'The LoRA in the peft/diffusers layout, when save_peft' }),
+        },
+        { additionalProperties: false },
+      ),
+      Type.Null(),
+    ], { description: 'When succeeded: where its LoRA files download from (GET /artifacts lists every file)' }),
     attempt: Type.Integer({ minimum: 0, description: 'Times a worker has claimed the run; above 1 it resumed from a checkpoint' }),
     cancel_requested: Type.Boolean(),
     created_at: Timestamp,

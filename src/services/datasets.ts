@@ -1,6 +1,6 @@
 // Dataset use cases: what routes call. Maps rows to the API shape, turns "absent" into 404.
 import { idPattern } from '../db/ids.js';
-import { notFound } from '../errors.js';
+import { notFound, ProblemError } from '../errors.js';
 import type { DatasetRow, DatasetsRepository } from '../repositories/datasets.js';
 import {
   DATASET_ID_PREFIX,
@@ -61,8 +61,18 @@ export function createDatasetsService(datasets: DatasetsRepository) {
       return toDataset(row);
     },
 
+    /** 409 while a training run is queued or running on it (finished runs keep their own snapshot). */
     async delete(tenantId: string, id: string): Promise<void> {
-      if (!(await datasets.delete(tenantId, id))) throw notFound('dataset', id);
+      const outcome = await datasets.delete(tenantId, id);
+      if (outcome === 'not-found') throw notFound('dataset', id);
+      if (outcome === 'in-use') {
+        throw new ProblemError({
+          status: 409,
+          type: 'dataset-in-use',
+          title: 'Dataset is in use',
+          detail: `Dataset ${id} has a queued or running training run; cancel it or wait until it finishes`,
+        });
+      }
       for (const listener of deletedListeners) await listener(tenantId, id);
     },
 

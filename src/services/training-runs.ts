@@ -2,17 +2,22 @@
 // stores the run queued with a snapshot of the dataset's images and current captions
 // (an image without one trains on the instance prompt "a photo of <trigger> <class>").
 import type { Database } from '../db/database.js';
-import { fieldError, notFound, ProblemError } from '../errors.js';
+import { fieldError, invalidInput, notFound, ProblemError } from '../errors.js';
 import { createCaptionsRepository } from '../repositories/captions.js';
 import { createDatasetsRepository } from '../repositories/datasets.js';
 import { createTrainingRunsRepository, TRAINING_RUN_ID_PREFIX, type TrainingRunRow, type TrainingRunStatus } from '../repositories/training-runs.js';
 import { idPattern } from '../db/ids.js';
 import { resolveTrainingParams, type TrainingParamsInput } from '../schemas/training-params.js';
 import type { TrainingRun } from '../schemas/training-runs.js';
+import type { RunFileStore } from '../storage/run-file-store.js';
 import type { ModelsService } from './models.js';
+import { artifactUrl } from './training-run-artifacts.js';
 import { decodeCursor, toPage } from './pagination.js';
 
 const RUN_ID = new RegExp(idPattern(TRAINING_RUN_ID_PREFIX));
+// The trainer's default outputName: <outputDir>/lora.safetensors (+ lora_peft.safetensors).
+const LORA_FILE = 'lora.safetensors';
+const LORA_PEFT_FILE = 'lora_peft.safetensors';
 const FINISHED = new Set<TrainingRunStatus>(['succeeded', 'failed', 'canceled']);
 
 /** A run as the API returns it. */
@@ -31,6 +36,10 @@ export function toTrainingRun(row: TrainingRunRow): TrainingRun {
     progress: row.progress as TrainingRun['progress'],
     metrics: row.metrics,
     error: row.error_code === null ? null : { code: row.error_code, message: row.error_message ?? '' },
+    output: row.status !== 'succeeded' ? null : {
+      lora_url: artifactUrl(row.id, LORA_FILE),
+      lora_peft_url: (row.params as { save_peft?: boolean }).save_peft === true ? artifactUrl(row.id, LORA_PEFT_FILE) : null,
+    },
     attempt: row.attempt,
     cancel_requested: row.cancel_requested_at !== null,
     created_at: row.created_at.toISOString(),
@@ -50,6 +59,10 @@ export interface NewTrainingRunRequest {
 export interface TrainingRunsServiceOptions {
   /** The frozen weights' precision when a request names none: bf16 on CUDA, no on the CPU. */
   serverPrecision: 'bf16' | 'fp16' | 'no';
+  /** Queued and running runs one tenant may have (TENANT_MAX_QUEUED_RUNS). */
+  tenantMaxQueuedRuns: number;
+  /** Where runs' files are, to remove a deleted run's. */
+  files: RunFileStore;
   /** A run was queued: wake the worker. */
   created?: () => void;
   /** A cancel was asked: stop the run now if it trains in this process. */
@@ -61,6 +74,8 @@ export function instancePrompt(trigger: string, classWord: string): string {
 }
 
 export class TrainingRunsService {
+  readonly #deletedListeners: Array<() => Promise<void>> = [];
+
   constructor(
     private readonly db: Database,
     private readonly models: ModelsService,
@@ -71,7 +86,7 @@ export class TrainingRunsService {
     const dataset = await createDatasetsRepository(this.db).findById(tenantId, request.dataset_id);
     if (dataset === null) throw notFound('Dataset', request.dataset_id);
     // One lookup, not a listing: only this model's weight headers are read.
-    await this.models.get(request.model).catch((error: unknown) => {
+    const { model } = await this.models.get(request.model).catch((error: unknown) => {
       if (!(error instanceof ProblemError) || error.status !== 404) throw error;
       throw new ProblemError({
         status: 422,
@@ -81,17 +96,36 @@ export class TrainingRunsService {
         errors: [fieldError('body', 'model', 'is not a model of this server (GET /v1/models lists them)')],
       });
     });
+    const resolution = request.params?.resolution;
+    if (resolution !== undefined && resolution > model.default_resolution) {
+      throw invalidInput(`Model ${model.id} is made for ${model.default_resolution}px images`, [
+        fieldError('body', 'params.resolution', `must be at most ${model.default_resolution}, the model's default_resolution`),
+      ]);
+    }
     const images = await createCaptionsRepository(this.db).allForDataset(tenantId, dataset.id);
     if (images.length === 0) {
       throw new ProblemError({ status: 409, type: 'dataset-empty', title: 'Dataset is empty', detail: `Dataset ${dataset.id} has no images to train on` });
     }
-    const run = await this.db.transaction((tx) =>
-      createTrainingRunsRepository(tx).insert({
+    const run = await this.db.transaction(async (tx) => {
+      const runs = createTrainingRunsRepository(tx);
+      if (!(await createDatasetsRepository(tx).lockShared(tenantId, dataset.id))) throw notFound('Dataset', dataset.id); // deleted meanwhile
+      const open = await runs.countOpenLocked(tenantId);
+      if (open >= this.options.tenantMaxQueuedRuns) {
+        throw new ProblemError({
+          status: 429,
+          type: 'training-queue-full',
+          title: 'Too many training runs',
+          detail: `This tenant has ${open} queued or running training runs, the most it may have (TENANT_MAX_QUEUED_RUNS); ` +
+            'wait for one to finish or cancel one',
+          headers: { 'retry-after': '60' },
+        });
+      }
+      return runs.insert({
         tenantId,
         datasetId: dataset.id,
         modelId: request.model,
         name: request.name ?? null,
-        params: resolveTrainingParams(request.params ?? {}, this.options.serverPrecision),
+        params: resolveTrainingParams(request.params ?? {}, { mixed_precision: this.options.serverPrecision, resolution: model.default_resolution }),
         metadata: request.metadata ?? {},
         triggerToken: dataset.trigger_token,
         classWord: dataset.class_word,
@@ -101,8 +135,8 @@ export class TrainingRunsService {
           caption: image.caption_row?.caption ?? instancePrompt(dataset.trigger_token, dataset.class_word),
           original_filename: image.original_filename,
         })),
-      }),
-    );
+      });
+    });
     this.options.created?.();
     return (await this.get(tenantId, run.id)) as TrainingRunRow;
   }
@@ -122,6 +156,27 @@ export class TrainingRunsService {
       before,
     );
     return toPage(rows, limit, toTrainingRun);
+  }
+
+  /** Deletes a finished run with its files, events and artifacts; 409 while it is queued or running. */
+  async delete(tenantId: string, id: string): Promise<void> {
+    const run = await this.get(tenantId, id);
+    if (!FINISHED.has(run.status) || !(await createTrainingRunsRepository(this.db).deleteFinished(tenantId, id))) {
+      throw new ProblemError({
+        status: 409,
+        type: 'training-run-not-finished',
+        title: 'Training run has not finished',
+        detail: `Training run ${id} is ${run.status}; cancel it first`,
+      });
+    }
+    // After the row: a crash in between leaves files without a run, never a run without its files.
+    await this.options.files.deleteRun(id);
+    for (const listener of this.#deletedListeners) await listener();
+  }
+
+  /** Lets the images side give back the blobs only the deleted run's snapshot still held. */
+  onDeleted(listener: () => Promise<void>): void {
+    this.#deletedListeners.push(listener);
   }
 
   /** Cancels a queued run at once; a running one stops at its next step with a checkpoint. 409 once finished. */

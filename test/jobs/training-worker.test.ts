@@ -9,6 +9,8 @@ import { TrainingWorker } from '../../src/jobs/training-worker.js';
 import { createTrainingRunsRepository, type TrainingRunRow } from '../../src/repositories/training-runs.js';
 import { BLOBS_SUBDIR } from '../../src/routes/v1/images/index.js';
 import { TrainingRunsService } from '../../src/services/training-runs.js';
+import { RunEventsBus } from '../../src/services/run-events-bus.js';
+import { FsRunFileStore } from '../../src/storage/fs-run-file-store.js';
 import { FsBlobStore } from '../../src/storage/fs-blob-store.js';
 import { issueApiKey } from '../../src/services/api-keys.js';
 import { testTenantName, withTestApp, type TestApp } from '../helper.js';
@@ -35,10 +37,12 @@ async function setUp(t: Parameters<typeof withTestApp>[0]) {
       db: ctx.db,
       models: ctx.app.services.models,
       blobs: new FsBlobStore(path.join(ctx.config.dataDir, BLOBS_SUBDIR)),
-      runsDir,
+      files: new FsRunFileStore(runsDir),
+      bus: new RunEventsBus(),
       logger: ctx.app.log,
       device: 'cpu',
       slots: 1,
+      maxAttempts: 3,
       leaseMs: 30_000,
       heartbeatMs: 200,
       pollMs: 100,
@@ -47,7 +51,12 @@ async function setUp(t: Parameters<typeof withTestApp>[0]) {
     return created;
   };
   const worker = newWorker();
-  const service = new TrainingRunsService(ctx.db, ctx.app.services.models, { serverPrecision: 'no', created: () => worker.wake() });
+  const service = new TrainingRunsService(ctx.db, ctx.app.services.models, {
+    serverPrecision: 'no',
+    tenantMaxQueuedRuns: 10,
+    files: new FsRunFileStore(runsDir),
+    created: () => worker.wake(),
+  });
   return { ctx, datasetId, runsDir, worker, service, newWorker };
 }
 
@@ -119,4 +128,21 @@ test('on shutdown a running run is checkpointed and handed back; another worker 
   assert.equal(run.status, 'succeeded', `${run.error_code}: ${run.error_message}`);
   assert.equal(run.attempt, 2);
   assert.equal(run.metrics?.steps, 30);
+});
+
+test('a run claimed more than TRAINING_MAX_ATTEMPTS times fails with attempts_exhausted, and says so in its log', async (t) => {
+  const { ctx, datasetId, worker, service } = await setUp(t);
+  const created = await service.create(ctx.tenantId, { dataset_id: datasetId, model: 'sdxl-tiny-demo', params: QUICK });
+  // As if three processes had died while training it: the next claim is the fourth.
+  await ctx.db.query('UPDATE training_runs SET attempt = 3 WHERE id = $1', [created.id]);
+  worker.start();
+  const run = await waitFor(ctx, created.id, (r) => ['succeeded', 'failed', 'canceled'].includes(r.status));
+  assert.equal(run.status, 'failed');
+  assert.equal(run.attempt, 4);
+  assert.equal(run.error_code, 'attempts_exhausted');
+  const { rows } = await ctx.db.query<{ type: string; data: { message?: string; status?: string } }>(
+    'SELECT type, data FROM training_run_events WHERE run_id = $1 ORDER BY id', [created.id],
+  );
+  assert.deepEqual(rows.filter((e) => e.type === 'status').map((e) => e.data.status), ['queued', 'starting', 'failed']);
+  assert.ok(rows.some((e) => e.type === 'log' && /TRAINING_MAX_ATTEMPTS is 3/.test(e.data.message ?? '')));
 });

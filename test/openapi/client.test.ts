@@ -119,6 +119,10 @@ test('the client program calls every operation against the real server: typed bo
 
   assert.equal(report.trainingRun.status, 'canceled');
   assert.equal(report.trainingRun.params.max_steps, 1000, 'every param defaulted');
+  assert.ok(report.runEventCount >= 2, 'queued and canceled');
+  assert.equal(report.artifactCount, 0);
+  assert.match(report.runLog, /status queued\n.*status canceled\n$/s);
+  assert.equal(report.problems.missingArtifact?.status, 404);
   assert.equal(report.problems.cancelCanceledRun!.status, 409);
 
   const invalid = report.problems.invalidTriggerToken!;

@@ -28,8 +28,10 @@ const FILES = {
 };
 
 test('the defaults, mapped to TrainConfig, are what the engine accepts, and land where they should', () => {
-  const params = resolveTrainingParams({}, 'bf16');
+  const params = resolveTrainingParams({}, { mixed_precision: 'bf16', resolution: 1024 });
   assert.equal(params.mixed_precision, 'bf16', "the server's precision");
+  assert.equal(resolveTrainingParams({}, { mixed_precision: 'no', resolution: 128 }).resolution, 128, "the model's resolution");
+  assert.equal(resolveTrainingParams({ resolution: 64 }, { mixed_precision: 'no', resolution: 128 }).resolution, 64, 'the request over it');
   assert.deepEqual(params.validation, { every: 0, prompts: [], steps: 25, guidance_scale: 5, seed: 0 });
   const config = validateTrainConfig({ ...FILES, ...trainConfigFields(params) });
   assert.equal(config.resolution, 1024);
@@ -49,10 +51,11 @@ test('every param sets TrainConfig fields the engine knows', () => {
   // validateTrainConfig refuses unknown fields, so a misspelt mapping fails here.
   const everything = resolveTrainingParams(
     { mixed_precision: 'no', train_text_encoder: true, validation: { every: 10, prompts: ['a photo of ohwx dog'] } },
-    'bf16',
+    { mixed_precision: 'bf16', resolution: 1024 },
   );
   const config = validateTrainConfig({ ...FILES, ...trainConfigFields(everything) });
   assert.equal(config.dtype, 'float32');
+  assert.equal(config.saveDtype, 'float16', "kohya's usual precision by default");
   assert.equal(config.trainTextEncoder, true);
   assert.equal(config.validationEvery, 10);
   assert.deepEqual(config.validationPrompts, ['a photo of ohwx dog']);
@@ -91,7 +94,7 @@ test("an engine error about its own field names the param that sets it", () => {
   assert.equal(paramOfTrainField('dtype'), 'mixed_precision');
   assert.equal(paramOfTrainField('validationPrompts'), 'validation.prompts');
   assert.equal(paramOfTrainField('modelPath'), undefined, "not a param: the server's");
-  const params = resolveTrainingParams({ max_steps: 10, warmup_steps: 20 }, 'no');
+  const params = resolveTrainingParams({ max_steps: 10, warmup_steps: 20 }, { mixed_precision: 'no', resolution: 1024 });
   assert.throws(
     () => validateTrainConfig({ ...FILES, ...trainConfigFields(params) }),
     (error: unknown) => {

@@ -84,8 +84,9 @@ const datasetRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         operationId: 'deleteDataset',
         tags: TAGS,
         summary: 'Delete a dataset and its images',
+        description: 'Refused (409) while a training run on it is queued or running; finished runs keep their own copy of what they trained on.',
         params: DatasetParams,
-        response: { 204: { description: 'Deleted', type: 'null' }, ...problemResponses(401, 404, 500) },
+        response: { 204: { description: 'Deleted', type: 'null' }, ...problemResponses(401, 404, 409, 500) },
       },
     },
     async (request, reply) => {

@@ -17,6 +17,7 @@ import {
   UploadResult,
   UPLOAD_FIELD,
 } from '../../../schemas/images.js';
+import { ifNoneMatch } from '../../http-conditional.js';
 import { problemResponses } from '../../../schemas/problem.js';
 import { ImageUploadError } from '../../../services/image-upload-error.js';
 import { uploadLimits } from '../../../services/image-limits.js';
@@ -69,6 +70,10 @@ const imageRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   };
   // A dataset's rows cascade in SQL; its blobs are given back once nothing references them.
   fastify.services.datasets.onDeleted(async () => {
+    logCollection(await images.collectReleasedBlobs(), fastify.log);
+  });
+  // So are those a deleted training run's snapshot held (its images may have left the dataset).
+  fastify.training.runs.onDeleted(async () => {
     logCollection(await images.collectReleasedBlobs(), fastify.log);
   });
   // Finishes releases queued before a crash or restart, in the background: start-up must
@@ -240,14 +245,5 @@ const imageRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     },
   );
 };
-
-/** RFC 9110 §13.1.2: weak comparison, a list of tags, or "*". */
-function ifNoneMatch(header: string | undefined, sha256: string): boolean {
-  if (header === undefined) return false;
-  return header.split(',').some((tag) => {
-    const trimmed = tag.trim();
-    return trimmed === '*' || trimmed.replace(/^W\//, '') === `"${sha256}"`;
-  });
-}
 
 export default imageRoutes;

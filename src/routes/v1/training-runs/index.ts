@@ -1,5 +1,5 @@
-// /v1/training-runs: create (queued, 202), list, read and cancel training runs, scoped to
-// the caller's tenant.
+// /v1/training-runs: create (queued, 202), list, read, cancel and delete training runs,
+// scoped to the caller's tenant; their events and logs (events.ts) and files (artifacts.ts).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { problemResponses } from '../../../schemas/problem.js';
 import {
@@ -10,6 +10,8 @@ import {
   TrainingRunRef,
 } from '../../../schemas/training-runs.js';
 import { toTrainingRun } from '../../../services/training-runs.js';
+import trainingRunArtifactRoutes from './artifacts.js';
+import trainingRunEventRoutes from './events.js';
 
 const TAGS = ['training-runs'];
 
@@ -27,9 +29,10 @@ const trainingRunRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           "Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. " +
           "The run trains on the dataset's images and current captions as they are now (an image without a caption uses " +
           '"a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. ' +
-          'Refusals: 404 unknown dataset, 400 an unknown or invalid param (named), 409 empty dataset, 422 unknown model.',
+          'Refusals: 404 unknown dataset, 400 an unknown or invalid param (named), 409 empty dataset, 422 unknown model, ' +
+          '429 the tenant has TENANT_MAX_QUEUED_RUNS runs queued or running.',
         body: CreateTrainingRunBody,
-        response: { 202: TrainingRunRef, ...problemResponses(400, 401, 404, 409, 413, 415, 422, 500, 503) },
+        response: { 202: TrainingRunRef, ...problemResponses(400, 401, 404, 409, 413, 415, 422, 429, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -84,6 +87,28 @@ const trainingRunRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     },
     async (request, reply) => reply.status(202).send(toTrainingRun(await runs.cancel(request.tenant.id, request.params.id))),
   );
+
+  fastify.delete(
+    '/:id',
+    {
+      schema: {
+        operationId: 'deleteTrainingRun',
+        tags: TAGS,
+        summary: 'Delete a finished training run and its files',
+        description: 'Removes the run, its events and every file it wrote (LoRA files, checkpoints, validation images). 409 while it is queued or running: cancel it first.',
+        params: TrainingRunParams,
+        response: { 204: { description: 'Deleted', type: 'null' }, ...problemResponses(401, 404, 409, 500) },
+      },
+    },
+    async (request, reply) => {
+      await runs.delete(request.tenant.id, request.params.id);
+      request.log.info({ run: request.params.id }, 'training run deleted');
+      return reply.status(204).send(null);
+    },
+  );
+
+  await fastify.register(trainingRunEventRoutes);
+  await fastify.register(trainingRunArtifactRoutes);
 };
 
 export default trainingRunRoutes;
