@@ -11,6 +11,7 @@ import authPlugin from './plugins/auth.js';
 import captioningPlugin from './plugins/captioning.js';
 import databasePlugin from './plugins/database.js';
 import errorsPlugin from './plugins/errors.js';
+import idempotencyPlugin from './plugins/idempotency.js';
 import repositoriesPlugin from './plugins/repositories.js';
 import schemasPlugin from './plugins/schemas.js';
 import swaggerPlugin from './plugins/swagger.js';
@@ -75,6 +76,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(databasePlugin, options.database ? { database: options.database } : {});
   await app.register(repositoriesPlugin);
   await app.register(authPlugin);
+  await app.register(idempotencyPlugin);
   await app.register(captioningPlugin, options.captioners ? { captioners: options.captioners } : {});
   await app.register(trainingPlugin);
   await app.register(healthRoutes);

@@ -31,7 +31,7 @@ export const EnvSchema = Type.Object({
   TRAIN_DEVICE: Type.String({ pattern: '^(|cpu|cuda|cuda:[0-9]+)$', default: '' }),
   /** Milliseconds a worker holds a run without a heartbeat; a crashed worker's run is claimed again after it. */
   TRAINING_LEASE_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 30_000 }),
-  /** Claims of one run (the first and its resumptions after crashes) before it fails. */
+  /** Times a run's process may die while training it before the run fails (graceful hand-backs are free). */
   TRAINING_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 100, default: 3 }),
   /** Milliseconds between heartbeat comments on an idle event stream (proxies close silent connections). */
   SSE_HEARTBEAT_MS: Type.Integer({ minimum: 100, maximum: 300_000, default: 15_000 }),

@@ -732,10 +732,7 @@ export interface components {
             status: "queued" | "starting" | "running" | "succeeded" | "failed" | "canceled";
             /** @description Every training parameter, as resolved when the run was created */
             params: {
-                /**
-                 * @description Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (SDXL's 1024)
-                 * @default 1024
-                 */
+                /** @description Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (SDXL's 1024) */
                 resolution: number;
                 /**
                  * @description Optimizer steps: about 100 passes over 10 photos
@@ -923,6 +920,8 @@ export interface components {
             } | null;
             /** @description Times a worker has claimed the run; above 1 it resumed from a checkpoint */
             attempt: number;
+            /** @description Times the process training the run died (claimed again after its lease ran out); at TRAINING_MAX_ATTEMPTS the run fails. Graceful hand-backs do not count */
+            interruptions: number;
             cancel_requested: boolean;
             /**
              * Format: date-time
@@ -1114,7 +1113,13 @@ export interface operations {
     createDataset: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Makes a retry of this request safe. A request with a key this tenant used in the last 24 hours, with the same method, path and body, creates nothing and gets the first response again (status, body, Location, with `Idempotent-Replayed: true`). The same key with another request: 422 idempotency-key-reused; while the first request is still running: 409 idempotency-key-in-flight (Retry-After: 1). Only 2xx responses are kept: after any other answer the key is free again, so a corrected retry may reuse it. 1 to 255 printable ASCII characters.
+                 * @example 8e03978e-40d5-43e8-bc93-6894a57f9324
+                 */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1167,6 +1172,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The resource is in a state that does not allow this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description The request body or an uploaded file is too large */
             413: {
                 headers: {
@@ -1178,6 +1192,15 @@ export interface operations {
             };
             /** @description The request has an unsupported Content-Type */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request is well-formed but cannot be processed */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2424,7 +2447,13 @@ export interface operations {
     createCaptioningJob: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Makes a retry of this request safe. A request with a key this tenant used in the last 24 hours, with the same method, path and body, creates nothing and gets the first response again (status, body, Location, with `Idempotent-Replayed: true`). The same key with another request: 422 idempotency-key-reused; while the first request is still running: 409 idempotency-key-in-flight (Retry-After: 1). Only 2xx responses are kept: after any other answer the key is free again, so a corrected retry may reuse it. 1 to 255 printable ASCII characters.
+                 * @example 8e03978e-40d5-43e8-bc93-6894a57f9324
+                 */
+                "idempotency-key"?: string;
+            };
             path: {
                 /** @description Dataset id */
                 id: string;
@@ -2827,7 +2856,13 @@ export interface operations {
     createTrainingRun: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Makes a retry of this request safe. A request with a key this tenant used in the last 24 hours, with the same method, path and body, creates nothing and gets the first response again (status, body, Location, with `Idempotent-Replayed: true`). The same key with another request: 422 idempotency-key-reused; while the first request is still running: 409 idempotency-key-in-flight (Retry-After: 1). Only 2xx responses are kept: after any other answer the key is free again, so a corrected retry may reuse it. 1 to 255 printable ASCII characters.
+                 * @example 8e03978e-40d5-43e8-bc93-6894a57f9324
+                 */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2848,10 +2883,7 @@ export interface operations {
                     name?: string;
                     /** @description Training parameters; each one left out takes its default */
                     params?: {
-                        /**
-                         * @description Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (SDXL's 1024)
-                         * @default 1024
-                         */
+                        /** @description Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (SDXL's 1024) */
                         resolution?: number;
                         /**
                          * @description Optimizer steps: about 100 passes over 10 photos

@@ -31,7 +31,7 @@ export interface TrainingWorkerOptions {
   /** "cpu", "cuda" or "cuda:N". */
   device: string;
   slots: number;
-  /** Claims of one run before it fails (a crashed process's run is claimed again and resumes). */
+  /** Tries of one run whose process died before it fails (a graceful hand-back is not counted). */
   maxAttempts: number;
   leaseMs: number;
   heartbeatMs: number;
@@ -54,6 +54,18 @@ async function latestCheckpoint(outputDir: string): Promise<string | undefined> 
   const names = await fs.readdir(dir).catch(() => [] as string[]);
   const latest = names.filter((name) => /^step-\d+\.safetensors$/.test(name)).sort().at(-1);
   return latest === undefined ? undefined : path.join(dir, latest);
+}
+
+/**
+ * Deletes the half-written files a killed process left in the work folder: the engine writes
+ * every file as `<name>.tmp-<pid>-<n>` and renames it when complete (io/safetensors.cpp).
+ * Only the lease holder writes there, so nothing else is writing one now.
+ */
+async function removeUnfinishedWrites(workDir: string): Promise<void> {
+  for (const dir of [workDir, path.join(workDir, 'checkpoints')]) {
+    const names = await fs.readdir(dir).catch(() => [] as string[]);
+    await Promise.all(names.filter((name) => /\.tmp-\d+-\d+$/.test(name)).map((name) => fs.rm(path.join(dir, name), { force: true })));
+  }
 }
 
 export class TrainingWorker extends JobRunner<TrainingRunRow> {
@@ -88,13 +100,14 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       await runs.finish(run.id, owner, status, outcome);
       bus.notify(run.id);
     };
+    bus.notify(run.id); // the claim recorded a status event (starting): wake this replica's streams
     if (run.cancel_requested_at !== null) {
       await end('canceled'); // canceled while its worker was dead
       return;
     }
-    if (run.attempt > this.#options.maxAttempts) {
-      reporter.log(`giving up: claimed ${run.attempt} times, TRAINING_MAX_ATTEMPTS is ${this.#options.maxAttempts}`, 'error');
-      const message = `The run was interrupted ${run.attempt - 1} times (its process died or was stopped) and is not tried again`;
+    if (run.interruptions >= this.#options.maxAttempts) {
+      reporter.log(`giving up: interrupted ${run.interruptions} times, TRAINING_MAX_ATTEMPTS is ${this.#options.maxAttempts}`, 'error');
+      const message = `The run's process died ${run.interruptions} times while training it, and it is not tried again`;
       await end('failed', { error: { code: 'attempts_exhausted', message } });
       return;
     }
@@ -109,6 +122,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
         if (bytes === null) throw new Error(`the bytes of image ${image.image_id} are missing from storage`);
         images.push({ name: image.original_filename ?? image.image_id, caption: image.caption, data: bytes });
       }
+      if (run.attempt > 1) await removeUnfinishedWrites(workDir);
       const resumeFrom = run.attempt > 1 ? await latestCheckpoint(workDir) : undefined;
       reporter.log(
         resumeFrom === undefined

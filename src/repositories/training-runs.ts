@@ -24,6 +24,8 @@ export interface TrainingRunRow extends LeasedJobColumns {
   metrics: Record<string, number> | null;
   claimed_at: Date | null;
   attempt: number;
+  /** Claims of this run after its lease ran out (its process died); graceful hand-backs do not count. */
+  interruptions: number;
   /** Images in the run's snapshot (SELECTs only; 0 in the row insert() returns). */
   image_count?: number;
   created_at: Date;
@@ -54,7 +56,7 @@ export interface NewTrainingRun {
 const COLUMNS =
   'id, tenant_id, dataset_id, model_id, name, status, params, metadata, trigger_token, class_word, progress, metrics, ' +
   'error_code, error_message, cancel_requested_at, lease_owner, lease_expires_at, heartbeat_at, claimed_at, attempt, ' +
-  'created_at, started_at, completed_at';
+  'interruptions, created_at, started_at, completed_at';
 const WITH_IMAGE_COUNT = `${COLUMNS}, (SELECT count(*) FROM training_run_images i WHERE i.run_id = training_runs.id)::integer AS image_count`;
 
 /** The statuses in which a worker holds a run under its lease. */
@@ -160,7 +162,8 @@ export function createTrainingRunsRepository(db: Queryable) {
       const { rows } = await db.query<TrainingRunRow>(
         `UPDATE training_runs
             SET status = 'starting', lease_owner = $1, lease_expires_at = now() + ${lease(2)}, heartbeat_at = now(),
-                claimed_at = clock_timestamp(), attempt = attempt + 1, started_at = coalesce(started_at, now())
+                claimed_at = clock_timestamp(), attempt = attempt + 1, started_at = coalesce(started_at, now()),
+                interruptions = interruptions + (status <> 'queued')::integer
           WHERE id = (SELECT r.id FROM training_runs r
                        WHERE r.status = 'queued' OR (r.status IN ('starting', 'running') AND r.lease_expires_at < now())
                        ORDER BY (SELECT max(o.claimed_at) FROM training_runs o WHERE o.tenant_id = r.tenant_id) NULLS FIRST,

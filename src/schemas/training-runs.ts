@@ -80,6 +80,10 @@ export const TrainingRunSchema = Type.Object(
       Type.Null(),
     ], { description: 'When succeeded: where its LoRA files download from (GET /artifacts lists every file)' }),
     attempt: Type.Integer({ minimum: 0, description: 'Times a worker has claimed the run; above 1 it resumed from a checkpoint' }),
+    interruptions: Type.Integer({
+      minimum: 0,
+      description: 'Times the process training the run died (claimed again after its lease ran out); at TRAINING_MAX_ATTEMPTS the run fails. Graceful hand-backs do not count',
+    }),
     cancel_requested: Type.Boolean(),
     created_at: Timestamp,
     started_at: Type.Union([Timestamp, Type.Null()]),

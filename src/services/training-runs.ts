@@ -41,6 +41,7 @@ export function toTrainingRun(row: TrainingRunRow): TrainingRun {
       lora_peft_url: (row.params as { save_peft?: boolean }).save_peft === true ? artifactUrl(row.id, LORA_PEFT_FILE) : null,
     },
     attempt: row.attempt,
+    interruptions: row.interruptions,
     cancel_requested: row.cancel_requested_at !== null,
     created_at: row.created_at.toISOString(),
     started_at: row.started_at?.toISOString() ?? null,

@@ -122,27 +122,50 @@ test('on shutdown a running run is checkpointed and handed back; another worker 
   assert.equal(handedBack.status, 'queued');
   assert.equal(handedBack.lease_owner, null);
   assert.ok(fs.readdirSync(path.join(runsDir, created.id, 'checkpoints')).length > 0, 'a checkpoint to resume from');
+  // What a process killed while writing a checkpoint leaves behind (io/safetensors.cpp's temp name).
+  const halfWritten = path.join(runsDir, created.id, 'checkpoints', 'step-999999.safetensors.tmp-4242-0');
+  fs.writeFileSync(halfWritten, 'truncated');
 
   newWorker().start();
   const run = await waitFor(ctx, created.id, (r) => ['succeeded', 'failed', 'canceled'].includes(r.status));
   assert.equal(run.status, 'succeeded', `${run.error_code}: ${run.error_message}`);
   assert.equal(run.attempt, 2);
+  assert.equal(run.interruptions, 0, 'a hand-back is not an interruption');
   assert.equal(run.metrics?.steps, 30);
+  assert.equal(fs.existsSync(halfWritten), false, 'the half-written file was removed before resuming');
 });
 
-test('a run claimed more than TRAINING_MAX_ATTEMPTS times fails with attempts_exhausted, and says so in its log', async (t) => {
+test('a run whose process died TRAINING_MAX_ATTEMPTS times fails with attempts_exhausted, and says so in its log', async (t) => {
   const { ctx, datasetId, worker, service } = await setUp(t);
   const created = await service.create(ctx.tenantId, { dataset_id: datasetId, model: 'sdxl-tiny-demo', params: QUICK });
-  // As if three processes had died while training it: the next claim is the fourth.
-  await ctx.db.query('UPDATE training_runs SET attempt = 3 WHERE id = $1', [created.id]);
+  // As if three processes had died while training it: two claims after an expired lease, and
+  // the third process's lease has just run out, so this claim is the third interruption.
+  await ctx.db.query(
+    `UPDATE training_runs SET status = 'running', attempt = 3, interruptions = 2, lease_owner = 'dead',
+            lease_expires_at = now() - interval '1 second' WHERE id = $1`,
+    [created.id],
+  );
   worker.start();
   const run = await waitFor(ctx, created.id, (r) => ['succeeded', 'failed', 'canceled'].includes(r.status));
   assert.equal(run.status, 'failed');
   assert.equal(run.attempt, 4);
+  assert.equal(run.interruptions, 3);
   assert.equal(run.error_code, 'attempts_exhausted');
   const { rows } = await ctx.db.query<{ type: string; data: { message?: string; status?: string } }>(
     'SELECT type, data FROM training_run_events WHERE run_id = $1 ORDER BY id', [created.id],
   );
-  assert.deepEqual(rows.filter((e) => e.type === 'status').map((e) => e.data.status), ['queued', 'starting', 'failed']);
-  assert.ok(rows.some((e) => e.type === 'log' && /TRAINING_MAX_ATTEMPTS is 3/.test(e.data.message ?? '')));
+  assert.deepEqual(rows.filter((e) => e.type === 'status').map((e) => e.data.status), ['queued', 'running', 'starting', 'failed']);
+  assert.ok(rows.some((e) => e.type === 'log' && /interrupted 3 times, TRAINING_MAX_ATTEMPTS is 3/.test(e.data.message ?? '')));
+});
+
+test('graceful hand-backs do not use up TRAINING_MAX_ATTEMPTS: a run handed back five times still trains', async (t) => {
+  const { ctx, datasetId, worker, service } = await setUp(t);
+  const created = await service.create(ctx.tenantId, { dataset_id: datasetId, model: 'sdxl-tiny-demo', params: QUICK });
+  // Five earlier claims, each ended by a shutdown that handed the run back as queued.
+  await ctx.db.query('UPDATE training_runs SET attempt = 5 WHERE id = $1', [created.id]);
+  worker.start();
+  const run = await waitFor(ctx, created.id, (r) => ['succeeded', 'failed', 'canceled'].includes(r.status));
+  assert.equal(run.status, 'succeeded', `${run.error_code}: ${run.error_message}`);
+  assert.equal(run.attempt, 6);
+  assert.equal(run.interruptions, 0);
 });

@@ -19,6 +19,7 @@ const captioningJobRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post(
     '/datasets/:id/captioning-jobs',
     {
+      config: { idempotent: true },
       schema: {
         operationId: 'createCaptioningJob',
         tags: TAGS,

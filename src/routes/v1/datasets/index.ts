@@ -19,6 +19,7 @@ const datasetRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post(
     '',
     {
+      config: { idempotent: true },
       schema: {
         operationId: 'createDataset',
         tags: TAGS,

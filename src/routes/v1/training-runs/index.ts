@@ -21,6 +21,7 @@ const trainingRunRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post(
     '',
     {
+      config: { idempotent: true },
       schema: {
         operationId: 'createTrainingRun',
         tags: TAGS,
