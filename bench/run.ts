@@ -9,14 +9,10 @@
 //   --images N       images to upload (default 60), sent --batch per request
 //   --batch N        images per upload request (default 10)
 //   --uploaders N    upload requests in flight at once (default 2)
-import autocannon from 'autocannon';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { availableParallelism, cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { jpeg } from '../test/support/images.js';
+import { getLoad, percentile, startServer, stopServer, type Server } from './bench-server.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -35,56 +31,7 @@ const UPLOADERS = Number(args.uploaders);
 /** 1 MP: the size class of a downscaled phone photo. */
 const IMAGE_SIDE = 1024;
 const JPEG_QUALITY = 90;
-/** Generous: on a busy machine tsx, PGlite and the migrations can take a minute to start. */
-const READY_TIMEOUT_MS = 180_000;
 const MB = 1e6;
-
-interface Server {
-  url: string;
-  apiKey: string;
-  database: string;
-  child: ChildProcess;
-  dataDir: string;
-}
-
-async function startServer(databaseUrl: string): Promise<Server> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'sdxl-bench-'));
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'serve.ts')], {
-    env: {
-      ...process.env,
-      DATA_DIR: dataDir,
-      DATABASE_URL: databaseUrl,
-      LOG_LEVEL: 'warn',
-      DATASET_MAX_IMAGES: String(IMAGE_COUNT + BATCH),
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const lines = createInterface({ input: child.stdout! });
-  const ready = new Promise<{ url: string, apiKey: string, database: string }>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGTERM');
-      reject(new Error('the service did not start in time'));
-    }, READY_TIMEOUT_MS);
-    child.once('exit', (code) => reject(new Error(`the service exited with ${code}`)));
-    lines.on('line', (line) => {
-      if (!line.startsWith('BENCH_READY ')) return;
-      clearTimeout(timer);
-      resolve(JSON.parse(line.slice('BENCH_READY '.length)));
-    });
-  });
-  return { ...(await ready), child, dataDir };
-}
-
-async function stopServer(server: Server): Promise<void> {
-  const exited = new Promise((resolve) => server.child.once('exit', resolve));
-  server.child.kill('SIGTERM');
-  await exited;
-  await rm(server.dataDir, { recursive: true, force: true });
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
-}
 
 interface UploadResult {
   images: number;
@@ -117,7 +64,6 @@ async function benchUpload(server: Server, datasetId: string, images: Buffer[]):
   };
   await Promise.all(Array.from({ length: UPLOADERS }, uploader));
   const seconds = (performance.now() - started) / 1000;
-  latencies.sort((a, b) => a - b);
   return {
     images: images.length,
     megabytes: images.reduce((sum, b) => sum + b.length, 0) / MB,
@@ -126,34 +72,8 @@ async function benchUpload(server: Server, datasetId: string, images: Buffer[]):
   };
 }
 
-interface ReadResult {
-  requestsPerSecond: number;
-  p50: number;
-  p99: number;
-  max: number;
-  non2xx: number;
-  errors: number;
-}
-
-async function benchRead(server: Server, datasetId: string): Promise<ReadResult> {
-  const result = await autocannon({
-    url: `${server.url}/v1/datasets/${datasetId}`,
-    connections: CONNECTIONS,
-    duration: DURATION_S,
-    headers: { authorization: `Bearer ${server.apiKey}` },
-  });
-  return {
-    requestsPerSecond: result.requests.average,
-    p50: result.latency.p50,
-    p99: result.latency.p99,
-    max: result.latency.max,
-    non2xx: result.non2xx,
-    errors: result.errors,
-  };
-}
-
 async function benchMode(label: string, databaseUrl: string, images: Buffer[]) {
-  const server = await startServer(databaseUrl);
+  const server = await startServer({ DATABASE_URL: databaseUrl, DATASET_MAX_IMAGES: String(IMAGE_COUNT + BATCH) });
   try {
     const created = await fetch(`${server.url}/v1/datasets`, {
       method: 'POST',
@@ -167,7 +87,7 @@ async function benchMode(label: string, databaseUrl: string, images: Buffer[]) {
     process.stderr.write(
       `[${label}] autocannon -c ${CONNECTIONS} -d ${DURATION_S} -H "authorization: Bearer <key>" ${server.url}/v1/datasets/${datasetId}\n`,
     );
-    const read = await benchRead(server, datasetId);
+    const read = await getLoad(server, `${server.url}/v1/datasets/${datasetId}`, CONNECTIONS, DURATION_S);
     return { label, database: server.database, upload, read };
   } finally {
     await stopServer(server);

@@ -1,0 +1,90 @@
+// What the benchmarks share: the service started as a child process (bench/serve.ts) on a
+// fresh DATA_DIR, stopped with SIGTERM, an autocannon load on one GET URL, and percentiles.
+import autocannon from 'autocannon';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+
+/** Generous: on a busy machine tsx, PGlite and the migrations can take a minute to start. */
+const READY_TIMEOUT_MS = 180_000;
+
+/** Where to send requests, and with which tenant's key. */
+export interface Endpoint {
+  url: string;
+  apiKey: string;
+}
+
+export interface Server extends Endpoint {
+  /** "postgres" or "pglite". */
+  database: string;
+  child: ChildProcess;
+  dataDir: string;
+}
+
+/** Starts bench/serve.ts with `env` over the current environment (DATA_DIR is a new temporary folder). */
+export async function startServer(env: Record<string, string>, dataDirPrefix = 'sdxl-bench-'): Promise<Server> {
+  const dataDir = await mkdtemp(join(tmpdir(), dataDirPrefix));
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'serve.ts')], {
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env, DATA_DIR: dataDir },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const lines = createInterface({ input: child.stdout! });
+  const ready = new Promise<{ url: string; apiKey: string; database: string }>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGTERM');
+      reject(new Error('the service did not start in time'));
+    }, READY_TIMEOUT_MS);
+    child.once('exit', (code) => reject(new Error(`the service exited with ${code}`)));
+    lines.on('line', (line) => {
+      if (!line.startsWith('BENCH_READY ')) return;
+      clearTimeout(timer);
+      resolve(JSON.parse(line.slice('BENCH_READY '.length)));
+    });
+  });
+  try {
+    return { ...(await ready), child, dataDir };
+  } catch (error) {
+    await rm(dataDir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+export async function stopServer(server: Server): Promise<void> {
+  if (server.child.exitCode === null && server.child.signalCode === null) {
+    const exited = new Promise((resolve) => server.child.once('exit', resolve));
+    server.child.kill('SIGTERM');
+    await exited;
+  }
+  await rm(server.dataDir, { recursive: true, force: true });
+}
+
+/** The p-th percentile (nearest rank) of `values`; NaN when there are none. */
+export function percentile(values: readonly number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
+}
+
+export interface Load {
+  requestsPerSecond: number;
+  /** Milliseconds. */
+  p50: number;
+  p99: number;
+  max: number;
+  non2xx: number;
+  errors: number;
+}
+
+/** autocannon GETs of `url` with `server`'s key for `duration` seconds over `connections` connections. */
+export async function getLoad(server: Endpoint, url: string, connections: number, duration: number): Promise<Load> {
+  const result = await autocannon({ url, connections, duration, headers: { authorization: `Bearer ${server.apiKey}` } });
+  return {
+    requestsPerSecond: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    max: result.latency.max,
+    non2xx: result.non2xx,
+    errors: result.errors,
+  };
+}

@@ -1,0 +1,223 @@
+// A training run survives the death of its process. The service runs as a child process
+// (src/server.ts) on a real Postgres database and DATA_DIR; a run trains on the demo model
+// until it has written a checkpoint, then its process is
+//  - killed with SIGKILL: nothing is handed back, the run stays `running` under a lease
+//    that nobody renews; a new process claims it once that lease has run out
+//    (TRAINING_LEASE_MS=2000) and resumes it from its newest checkpoint (attempt 2);
+//  - stopped with SIGTERM: the process checkpoints the run at its next step, hands it back
+//    as `queued` and exits 0; the next process resumes it from that checkpoint (attempt 2).
+// Either way the resumed run's LoRA files hold exactly the tensors, byte for byte, of an
+// uninterrupted run with the same dataset and params, and the same metadata but for the run id.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test, type TestContext } from 'node:test';
+import {
+  checkpointStep,
+  checkpointsOf,
+  createRun,
+  datasetWithPhotos,
+  issueKey,
+  openDatabase,
+  pollUntil,
+  readSafetensors,
+  startService,
+  waitForFinish,
+  useProcessTestBed,
+  type ServiceProcess,
+} from './service-process.js';
+
+/** About 80 ms a step on a 2-core CPU: long enough to catch the run after its first checkpoint (step 5) with time to spare. */
+const MAX_STEPS = 60;
+/** Small and seeded: the same params on the same data must train the same LoRA. */
+const PARAMS = { resolution: 128, max_steps: MAX_STEPS, checkpoint_every: 5, save_peft: true, rank: 4, alpha: 4, seed: 1234 };
+const LEASE_MS = 2000;
+const RUN_ID_KEY = 'sdxl_lora_service.run_id';
+const LORA_FILES = ['lora.safetensors', 'lora_peft.safetensors'];
+
+const bed = useProcessTestBed('sdxl-crash-resume-');
+
+function start(t: TestContext, name: string): Promise<ServiceProcess> {
+  return startService(t, { name, databaseUrl: bed.database.url, dataDir: bed.dataDir, env: { TRAINING_LEASE_MS: String(LEASE_MS), TRAINING_SLOTS: '1' } });
+}
+
+interface RunRow {
+  status: string;
+  attempt: number;
+  lease_owner: string | null;
+  lease_expires_at: Date | null;
+  progress: { phase: string; step: number } | null;
+}
+
+async function runRow(id: string): Promise<RunRow> {
+  const { rows } = await bed.db.query<RunRow>('SELECT status, attempt, lease_owner, lease_expires_at, progress FROM training_runs WHERE id = $1', [id]);
+  assert.ok(rows[0], `run ${id} is stored`);
+  return rows[0];
+}
+
+interface EventRow {
+  type: string;
+  data: { status?: string; attempt?: number; message?: string };
+  created_at: Date;
+}
+
+async function events(id: string): Promise<EventRow[]> {
+  return (await bed.db.query<EventRow>('SELECT type, data, created_at FROM training_run_events WHERE run_id = $1 ORDER BY id', [id])).rows;
+}
+
+// ---- what the tests share: a tenant, a dataset, and one uninterrupted run to compare with
+
+let shared: Promise<{ auth: { authorization: string }; datasetId: string }> | undefined;
+
+/** The tenant and its dataset, made through the first service that asks (the database is migrated by then). */
+function tenantAndDataset(service: ServiceProcess) {
+  shared ??= (async () => {
+    const auth = await issueKey(bed.db);
+    return { auth, datasetId: await datasetWithPhotos(service, auth, 3) };
+  })();
+  shared.catch(() => (shared = undefined));
+  return shared;
+}
+
+let reference: Promise<string> | undefined;
+
+/** The id of a run with the same dataset and params that nothing interrupted, trained once on `service`. */
+function uninterruptedRun(service: ServiceProcess): Promise<string> {
+  reference ??= (async () => {
+    const { auth, datasetId } = await tenantAndDataset(service);
+    const run = await createRun(service, auth, datasetId, PARAMS);
+    const done = await waitForFinish(service, auth, run.id);
+    assert.equal(done.status, 'succeeded', `${JSON.stringify(done.error)}\n${service.tail()}`);
+    assert.equal(done.attempt, 1);
+    assert.equal(done.metrics?.steps, MAX_STEPS);
+    return run.id;
+  })();
+  reference.catch(() => (reference = undefined));
+  return reference;
+}
+
+// ---- steps of both scenarios
+
+/** Creates a run on `service` and waits until it is training and has written a checkpoint, well before its end. */
+async function runUntilCheckpointed(t: TestContext, service: ServiceProcess): Promise<string> {
+  const { auth, datasetId } = await tenantAndDataset(service);
+  const run = await createRun(service, auth, datasetId, PARAMS);
+  const row = await pollUntil('the run to write a checkpoint while it trains', async () => {
+    const current = await runRow(run.id);
+    assert.ok(['queued', 'starting', 'running'].includes(current.status), `the run ended before it could be interrupted: ${current.status}\n${service.tail()}`);
+    return current.status === 'running' && checkpointsOf(bed.dataDir, run.id).length > 0 ? current : undefined;
+  }, { intervalMs: 50, context: () => service.tail() });
+  const step = row.progress?.step ?? 0;
+  assert.ok(step < MAX_STEPS - 5, `caught at step ${step} of ${MAX_STEPS}: too near the end to prove a resume; raise MAX_STEPS`);
+  t.diagnostic(`run ${run.id} interrupted at about step ${step} of ${MAX_STEPS} (checkpoints: ${checkpointsOf(bed.dataDir, run.id).join(', ')})`);
+  return run.id;
+}
+
+/** The resumed run succeeded on its second claim, from `checkpoint`, with all its steps. */
+async function assertResumed(service: ServiceProcess, runId: string, checkpoint: string): Promise<EventRow[]> {
+  const { auth } = await tenantAndDataset(service);
+  const done = await waitForFinish(service, auth, runId);
+  assert.equal(done.status, 'succeeded', `${JSON.stringify(done.error)}\n${service.tail()}`);
+  assert.equal(done.attempt, 2, 'claimed a second time, not more');
+  assert.equal(done.metrics?.steps, MAX_STEPS);
+  const all = await events(runId);
+  const claims = all.filter((e) => e.type === 'status' && e.data.status === 'starting');
+  assert.deepEqual(claims.map((e) => e.data.attempt), [1, 2], 'two claims');
+  const logs = all.filter((e) => e.type === 'log').map((e) => e.data.message ?? '');
+  assert.ok(
+    logs.some((message) => message.includes(`attempt 2 on cpu`) && message.includes(`resuming from checkpoints/${checkpoint}`)),
+    `the second attempt resumed from checkpoints/${checkpoint}; the run's log:\n${logs.join('\n')}`,
+  );
+  return all;
+}
+
+/** The LoRA files of the two runs hold the same tensors, byte for byte, and the same metadata but for the run id. */
+function assertSameLora(resumedId: string, referenceId: string): void {
+  for (const name of LORA_FILES) {
+    const resumed = readSafetensors(path.join(bed.dataDir, 'runs', resumedId, name));
+    const expected = readSafetensors(path.join(bed.dataDir, 'runs', referenceId, name));
+    assert.ok(expected.tensors.size > 0, `${name} holds tensors`);
+    assert.deepEqual([...resumed.tensors.keys()].sort(), [...expected.tensors.keys()].sort(), `${name}: the same tensor names`);
+    for (const [tensor, want] of expected.tensors) {
+      const got = resumed.tensors.get(tensor)!;
+      assert.equal(got.dtype, want.dtype, `${name} ${tensor}: dtype`);
+      assert.deepEqual(got.shape, want.shape, `${name} ${tensor}: shape`);
+      assert.ok(got.data.equals(want.data), `${name} ${tensor}: the resumed run's bytes differ from the uninterrupted run's`);
+    }
+    assert.ok(resumed.data.equals(expected.data), `${name}: the data sections are identical`);
+
+    assert.equal(resumed.metadata[RUN_ID_KEY], resumedId, `${name}: names its own run`);
+    assert.equal(expected.metadata[RUN_ID_KEY], referenceId, `${name}: names its own run`);
+    const { [RUN_ID_KEY]: _a, ...resumedRest } = resumed.metadata;
+    const { [RUN_ID_KEY]: _b, ...expectedRest } = expected.metadata;
+    assert.deepEqual(resumedRest, expectedRest, `${name}: the metadata differs only in ${RUN_ID_KEY}`);
+    assert.equal(resumed.metadata.ss_steps, String(MAX_STEPS), `${name}: ss_steps`);
+  }
+}
+
+// ---- the scenarios
+
+test('kill -9 while a run trains: another process claims it once the lease runs out, resumes it (attempt 2) and trains the same LoRA bytes', { timeout: 240_000 }, async (t) => {
+  const first = await start(t, 'first (killed)');
+  const runId = await runUntilCheckpointed(t, first);
+
+  const killed = await first.kill();
+  assert.equal(killed.signal, 'SIGKILL');
+  // Nothing ran on the way out: the run is still held by the dead worker.
+  const orphan = await runRow(runId);
+  assert.equal(orphan.status, 'running', 'left running by the dead process (if it finished first, raise MAX_STEPS)');
+  assert.equal(orphan.attempt, 1);
+  assert.ok(orphan.lease_owner?.includes(`:${first.pid}:`), `held by the killed process (pid ${first.pid}): ${orphan.lease_owner}`);
+  assert.ok(orphan.lease_expires_at !== null);
+  const newest = checkpointsOf(bed.dataDir, runId).at(-1)!;
+  t.diagnostic(`kill -9: the newest checkpoint left behind is ${newest}`);
+
+  const second = await start(t, 'second');
+  const all = await assertResumed(second, runId, newest);
+  const reclaim = all.find((e) => e.type === 'status' && e.data.status === 'starting' && e.data.attempt === 2)!;
+  assert.ok(
+    reclaim.created_at.getTime() > orphan.lease_expires_at.getTime(),
+    `claimed again (${reclaim.created_at.toISOString()}) only after the dead worker's lease ran out (${orphan.lease_expires_at.toISOString()})`,
+  );
+  assert.deepEqual(
+    all.filter((e) => e.type === 'status').map((e) => e.data.status),
+    ['queued', 'starting', 'running', 'starting', 'running', 'succeeded'],
+    'never handed back: the second claim took the expired lease',
+  );
+
+  assertSameLora(runId, await uninterruptedRun(second));
+  const stopped = await second.stop();
+  assert.equal(stopped.code, 0, second.tail());
+});
+
+test('SIGTERM while a run trains: the process checkpoints it, hands it back as queued and exits 0; the next process resumes it (attempt 2) to the same LoRA bytes', { timeout: 240_000 }, async (t) => {
+  const first = await start(t, 'first (SIGTERM)');
+  const runId = await runUntilCheckpointed(t, first);
+
+  const exit = await first.stop();
+  assert.equal(exit.code, 0, `exits 0 after SIGTERM\n${first.tail()}`);
+  assert.match(first.output(), /"msg":"training run checkpointed and handed back \(shutting down\)"/, first.tail());
+  const handedBack = await runRow(runId);
+  assert.equal(handedBack.status, 'queued', 'handed back to the queue');
+  assert.equal(handedBack.lease_owner, null);
+  assert.equal(handedBack.attempt, 1);
+  const logs = (await events(runId)).filter((e) => e.type === 'log').map((e) => e.data.message ?? '');
+  const stoppedAt = logs.map((message) => /^stopped at step (\d+) \(the process is shutting down\)/.exec(message)).find((m) => m !== null);
+  assert.ok(stoppedAt, `the run's log says where it stopped:\n${logs.join('\n')}`);
+  const step = Number(stoppedAt[1]);
+  assert.ok(step < MAX_STEPS, `stopped before the end (step ${step})`);
+  const newest = checkpointsOf(bed.dataDir, runId).at(-1)!;
+  assert.equal(checkpointStep(newest), step, 'a checkpoint written at the step it stopped');
+  t.diagnostic(`SIGTERM: checkpointed at step ${step}, handed back`);
+
+  const second = await start(t, 'second');
+  const all = await assertResumed(second, runId, newest);
+  assert.deepEqual(
+    all.filter((e) => e.type === 'status').map((e) => e.data.status),
+    ['queued', 'starting', 'running', 'queued', 'starting', 'running', 'succeeded'],
+  );
+
+  assertSameLora(runId, await uninterruptedRun(second));
+  const stopped = await second.stop();
+  assert.equal(stopped.code, 0, second.tail());
+});
