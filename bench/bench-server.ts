@@ -1,11 +1,13 @@
 // What the benchmarks share: the service started as a child process (bench/serve.ts) on a
 // fresh DATA_DIR, stopped with SIGTERM, an autocannon load on one GET URL, and percentiles.
 import autocannon from 'autocannon';
+import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import pg from 'pg';
 
 /** Generous: on a busy machine tsx, PGlite and the migrations can take a minute to start. */
 const READY_TIMEOUT_MS = 180_000;
@@ -21,11 +23,17 @@ export interface Server extends Endpoint {
   database: string;
   child: ChildProcess;
   dataDir: string;
+  /** Whether stopServer removes dataDir (it made it). */
+  ownsDataDir: boolean;
 }
 
-/** Starts bench/serve.ts with `env` over the current environment (DATA_DIR is a new temporary folder). */
-export async function startServer(env: Record<string, string>, dataDirPrefix = 'sdxl-bench-'): Promise<Server> {
-  const dataDir = await mkdtemp(join(tmpdir(), dataDirPrefix));
+/**
+ * Starts bench/serve.ts with `env` over the current environment, on `sharedDataDir` (kept
+ * when it stops) or else a new temporary DATA_DIR (removed when it stops).
+ */
+export async function startServer(env: Record<string, string>, dataDirPrefix = 'sdxl-bench-', sharedDataDir?: string): Promise<Server> {
+  const ownsDataDir = sharedDataDir === undefined;
+  const dataDir = sharedDataDir ?? (await mkdtemp(join(tmpdir(), dataDirPrefix)));
   const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'serve.ts')], {
     env: { ...process.env, LOG_LEVEL: 'warn', ...env, DATA_DIR: dataDir },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -44,9 +52,9 @@ export async function startServer(env: Record<string, string>, dataDirPrefix = '
     });
   });
   try {
-    return { ...(await ready), child, dataDir };
+    return { ...(await ready), child, dataDir, ownsDataDir };
   } catch (error) {
-    await rm(dataDir, { recursive: true, force: true });
+    if (ownsDataDir) await rm(dataDir, { recursive: true, force: true });
     throw error;
   }
 }
@@ -57,7 +65,25 @@ export async function stopServer(server: Server): Promise<void> {
     server.child.kill('SIGTERM');
     await exited;
   }
-  await rm(server.dataDir, { recursive: true, force: true });
+  if (server.ownsDataDir) await rm(server.dataDir, { recursive: true, force: true });
+}
+
+/** A fresh database on the DATABASE_URL server, dropped by the returned function. */
+export async function scratchDatabase(serverUrl: string, prefix: string): Promise<{ url: string; drop: () => Promise<void> }> {
+  const name = `${prefix}_${randomBytes(6).toString('hex')}`;
+  const admin = async (sql: string) => {
+    const client = new pg.Client({ connectionString: serverUrl });
+    await client.connect();
+    try {
+      await client.query(sql);
+    } finally {
+      await client.end();
+    }
+  };
+  await admin(`CREATE DATABASE ${name}`);
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  return { url: url.toString(), drop: () => admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
 }
 
 /** The p-th percentile (nearest rank) of `values`; NaN when there are none. */

@@ -26,13 +26,11 @@
 //   --duration S      seconds of each autocannon load (default 10)
 //   --connections N   concurrent autocannon connections (default 32)
 //   --replica-runs N  short runs posted through the API-only replica (default 4; 0: no replica)
-import { randomBytes } from 'node:crypto';
 import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
 import { followEvents, type components } from '../openapi/client/index.js';
 import { jpeg } from '../test/support/images.js';
-import { getLoad, percentile, startServer, stopServer, type Endpoint, type Load, type Server } from './bench-server.js';
+import { getLoad, percentile, scratchDatabase, startServer, stopServer, type Endpoint, type Load, type Server } from './bench-server.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -73,24 +71,6 @@ const note = (label: string, message: string) => process.stderr.write(`[${label}
 
 /** A trainer (slots 1) or an API-only replica (slots 0) on `databaseUrl`, training on the CPU. */
 const serverEnv = (databaseUrl: string, slots: number) => ({ DATABASE_URL: databaseUrl, TRAINING_SLOTS: String(slots), TRAIN_DEVICE: 'cpu' });
-
-/** A fresh database on the DATABASE_URL server, dropped by the returned function. */
-async function scratchDatabase(serverUrl: string): Promise<{ url: string; drop: () => Promise<void> }> {
-  const name = `bench_runs_${randomBytes(6).toString('hex')}`;
-  const admin = async (sql: string) => {
-    const client = new pg.Client({ connectionString: serverUrl });
-    await client.connect();
-    try {
-      await client.query(sql);
-    } finally {
-      await client.end();
-    }
-  };
-  await admin(`CREATE DATABASE ${name}`);
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  return { url: url.toString(), drop: () => admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
-}
 
 async function api<T>(server: Endpoint, method: string, path: string, body?: unknown, expect = [200]): Promise<T> {
   const response = await fetch(`${server.url}${path}`, {
@@ -347,7 +327,7 @@ for (let i = 0; i < IMAGE_COUNT; i++) images.push(await jpeg({ width: 256 + 64 *
 const results: ModeResult[] = [];
 results.push(await benchMode('PGlite (embedded)', '', images, false));
 if (process.env.DATABASE_URL) {
-  const scratch = await scratchDatabase(process.env.DATABASE_URL);
+  const scratch = await scratchDatabase(process.env.DATABASE_URL, 'bench_runs');
   try {
     results.push(await benchMode('Postgres (DATABASE_URL)', scratch.url, images, REPLICA_RUNS > 0));
   } finally {

@@ -16,6 +16,7 @@ import repositoriesPlugin from './plugins/repositories.js';
 import schemasPlugin from './plugins/schemas.js';
 import swaggerPlugin from './plugins/swagger.js';
 import trainingPlugin from './plugins/training.js';
+import webhooksPlugin, { type WebhooksPluginOptions } from './plugins/webhooks.js';
 import healthRoutes from './routes/health.js';
 import v1Routes from './routes/v1/index.js';
 
@@ -40,6 +41,8 @@ export interface BuildOptions {
   database?: Database;
   /** Caption providers to use instead of the ones the configuration describes (tests). */
   captioners?: CaptionerRegistry;
+  /** The webhook dispatcher's clock, jitter and name resolution (tests). */
+  webhooks?: WebhooksPluginOptions;
 }
 
 /** A caller-supplied x-request-id is kept when it is short and plain, so ids can follow a request across services. */
@@ -76,7 +79,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(databasePlugin, options.database ? { database: options.database } : {});
   await app.register(repositoriesPlugin);
   await app.register(authPlugin);
+  // Before the routes: it hooks the routes that opt in (config.idempotent) as they are added.
   await app.register(idempotencyPlugin);
+  await app.register(webhooksPlugin, options.webhooks ?? {});
   await app.register(captioningPlugin, options.captioners ? { captioners: options.captioners } : {});
   await app.register(trainingPlugin);
   await app.register(healthRoutes);

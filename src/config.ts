@@ -8,6 +8,8 @@ import { ImageEnvProperties, imageConfigFromEnv, type ImageConfig } from './serv
 // ---- captions (issue 5): providers' variables live in src/captioning/config.ts, the worker's in src/jobs
 import { CaptionConfigError, CaptionEnvProperties, captionConfigFromEnv, SecretFileError, type CaptionConfig } from './captioning/index.js';
 import { CaptionWorkerEnvProperties, type CaptionWorkerConfig } from './jobs/captioning-worker.js';
+// ---- webhooks (issue 12): WEBHOOK_* live in src/webhooks/config.ts
+import { WebhookConfigError, WebhookEnvProperties, webhookConfigFromEnv, type WebhookConfig } from './webhooks/config.js';
 
 const MiB = 1024 * 1024;
 
@@ -54,6 +56,8 @@ export const EnvSchema = Type.Object({
   // ---- captions: ANTHROPIC_*, OPENAI_COMPAT_*, CAPTION_* and the worker's CAPTION_WORKER_JOBS
   ...CaptionEnvProperties,
   ...CaptionWorkerEnvProperties,
+  // ---- webhooks: WEBHOOK_ALLOW_HTTP, WEBHOOK_ALLOWED_HOSTS, WEBHOOK_TIMEOUT_MS, WEBHOOK_SLOTS, WEBHOOK_DISABLE_AFTER_MS
+  ...WebhookEnvProperties,
 });
 export type Env = Static<typeof EnvSchema>;
 
@@ -81,6 +85,8 @@ export interface Config {
   captions: CaptionConfig;
   /** ---- captions: the background runner of captioning jobs. */
   captionWorker: CaptionWorkerConfig;
+  /** ---- webhooks: where they may go, timeouts, this process's dispatcher. */
+  webhooks: WebhookConfig;
 }
 
 export class ConfigError extends Error {
@@ -114,6 +120,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (error instanceof CaptionConfigError || error instanceof SecretFileError) throw new ConfigError(`invalid configuration: ${error.message}`);
     throw error;
   }
+  let webhooks: WebhookConfig;
+  try {
+    webhooks = webhookConfigFromEnv(e);
+  } catch (error) {
+    if (error instanceof WebhookConfigError) throw new ConfigError(`invalid configuration: ${error.message}`);
+    throw error;
+  }
   return {
     port: e.PORT,
     host: e.HOST,
@@ -140,5 +153,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     // ---- captions
     captions,
     captionWorker: { maxJobs: e.CAPTION_WORKER_JOBS },
+    webhooks,
   };
 }

@@ -456,6 +456,194 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/webhook-endpoints": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List webhook endpoints, newest first */
+        get: operations["listWebhookEndpoints"];
+        put?: never;
+        /**
+         * Subscribe a URL to this tenant's events
+         * @description Every event of the types named (default: every terminal event) is POSTed to the URL, signed with the endpoint's own secret (returned here) as Standard Webhooks specifies. 400 a URL refused on its face (not https, a private address).
+         */
+        post: operations["createWebhookEndpoint"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook-endpoints/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a webhook endpoint */
+        get: operations["getWebhookEndpoint"];
+        put?: never;
+        post?: never;
+        /** Delete a webhook endpoint, its secret and its messages */
+        delete: operations["deleteWebhookEndpoint"];
+        options?: never;
+        head?: never;
+        /** Change a webhook endpoint's URL, events, description, or enable or disable it */
+        patch: operations["updateWebhookEndpoint"];
+        trace?: never;
+    };
+    "/v1/webhook-endpoints/{id}/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send a ping to a webhook endpoint
+         * @description Queues a `ping` message to the endpoint (202 with the message; follow it at GET /v1/webhook-messages/{id}).
+         */
+        post: operations["testWebhookEndpoint"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook-endpoints/{id}/secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a webhook endpoint's signing secret */
+        get: operations["getWebhookEndpointSecret"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook-endpoints/{id}/rotate-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rotate a webhook endpoint's signing secret
+         * @description A new secret signs from now on; for 24 hours the previous one signs too (two signatures in webhook-signature), so a receiver can switch without missing a message.
+         */
+        post: operations["rotateWebhookEndpointSecret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook-messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List webhook messages, newest first */
+        get: operations["listWebhookMessages"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook-messages/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a webhook message with every attempt */
+        get: operations["getWebhookMessage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook-messages/{id}/redeliver": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send a delivered or failed message again
+         * @description Attempts it now, with the same webhook-id and body and a fresh retry schedule. 409 while it is still pending or sending.
+         */
+        post: operations["redeliverWebhookMessage"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get the secret that signs per-request webhooks */
+        get: operations["getWebhookSecret"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook-secret/rotate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rotate the secret that signs per-request webhooks
+         * @description A new secret signs from now on; for 24 hours the previous one signs too (two signatures in webhook-signature).
+         */
+        post: operations["rotateWebhookSecret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -560,6 +748,73 @@ export interface components {
                 /** @description Parameters of all four */
                 total: number;
             };
+        };
+        /** @description A URL that receives this tenant's events, signed with its own secret */
+        WebhookEndpoint: {
+            /**
+             * @description Webhook endpoint id
+             * @example whep_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+             */
+            id: string;
+            url: string;
+            description: string;
+            /** @description The event types sent here. All types: `training_run.started` (A worker took the run (status starting), once per run); `training_run.validation` (The run rendered its validation images and measured validation loss (opt-in: one per validation)); `training_run.succeeded` (The run saved its LoRA); `training_run.failed` (The run stopped with an error); `training_run.canceled` (The run was canceled); `captioning_job.succeeded` (The captioning job finished); `captioning_job.failed` (The captioning job failed); `captioning_job.canceled` (The captioning job was canceled) */
+            events: string[];
+            enabled: boolean;
+            /** @description Why the service disabled it: gone (it answered 410), failing (every attempt failed for WEBHOOK_DISABLE_AFTER_MS, 5 days by default); null otherwise. PATCH enabled: true to resume */
+            disabled_reason: ("gone" | "failing") | null;
+            /** @description The first failed attempt since the last success */
+            failing_since: string | null;
+            /**
+             * Format: date-time
+             * @description RFC 3339 UTC timestamp
+             */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description RFC 3339 UTC timestamp
+             */
+            updated_at: string;
+        };
+        WebhookMessage: {
+            /**
+             * @description Webhook message id: the webhook-id header of its every attempt
+             * @example msg_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+             */
+            id: string;
+            /** @description One of: training_run.started, training_run.validation, training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, ping */
+            event_type: string;
+            resource_type: string;
+            resource_id: string;
+            /** @description The endpoint it goes to; null for a per-request webhook */
+            endpoint_id: string | null;
+            /** @description Where a per-request webhook goes (an endpoint's message goes to its current url) */
+            url: string | null;
+            /**
+             * @description pending (waiting for its next attempt), sending, succeeded (a 2xx), failed (out of attempts, 410, or refused)
+             * @enum {unknown}
+             */
+            status: "pending" | "sending" | "succeeded" | "failed";
+            /** @description Attempts since it was created or redelivered (at most 8) */
+            attempt_count: number;
+            next_attempt_at: string | null;
+            last_error: string | null;
+            /** @description The body as sent ({type, timestamp, data}); null before the first attempt */
+            payload: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Format: date-time
+             * @description RFC 3339 UTC timestamp
+             */
+            created_at: string;
+            completed_at: string | null;
+        };
+        WebhookSecret: {
+            /** @description whsec_ and the base64 of 32 random bytes; verify with any Standard Webhooks library */
+            secret: string;
+            /** @description After a rotation the previous secret signs too (a second signature) until then */
+            previous_secret_expires_at: string | null;
         };
         /** @description One version of an image's caption */
         Caption: {
@@ -700,6 +955,11 @@ export interface components {
             error: {
                 code: string;
                 message: string;
+            } | null;
+            /** @description Where this resource's events are sent, when a webhook was given */
+            webhook: {
+                url: string;
+                events: string[];
             } | null;
             /** @description True once cancel was asked; a running job then stops within moments */
             cancel_requested: boolean;
@@ -923,6 +1183,11 @@ export interface components {
             /** @description Times the process training the run died (claimed again after its lease ran out); at TRAINING_MAX_ATTEMPTS the run fails. Graceful hand-backs do not count */
             interruptions: number;
             cancel_requested: boolean;
+            /** @description Where this resource's events are sent, when a webhook was given */
+            webhook: {
+                url: string;
+                events: string[];
+            } | null;
             /**
              * Format: date-time
              * @description RFC 3339 UTC timestamp
@@ -2485,6 +2750,16 @@ export interface operations {
                      * @default false
                      */
                     consistency_pass?: boolean;
+                    /** @description Sends this resource's events to `url`, signed with the tenant's secret (GET /v1/webhook-secret) as Standard Webhooks specifies */
+                    webhook?: {
+                        /**
+                         * @description Where to POST: https (http only when the server sets WEBHOOK_ALLOW_HTTP); never a private, loopback or link-local address
+                         * @example https://example.com/webhooks/sdxl
+                         */
+                        url: string;
+                        /** @description The events to send; default: captioning_job.succeeded, captioning_job.failed, captioning_job.canceled */
+                        events?: ("captioning_job.succeeded" | "captioning_job.failed" | "captioning_job.canceled")[];
+                    };
                 };
             };
         };
@@ -3030,6 +3305,16 @@ export interface operations {
                     metadata?: {
                         [key: string]: string;
                     };
+                    /** @description Sends this resource's events to `url`, signed with the tenant's secret (GET /v1/webhook-secret) as Standard Webhooks specifies */
+                    webhook?: {
+                        /**
+                         * @description Where to POST: https (http only when the server sets WEBHOOK_ALLOW_HTTP); never a private, loopback or link-local address
+                         * @example https://example.com/webhooks/sdxl
+                         */
+                        url: string;
+                        /** @description The events to send; default: training_run.succeeded, training_run.failed, training_run.canceled */
+                        events?: ("training_run.started" | "training_run.validation" | "training_run.succeeded" | "training_run.failed" | "training_run.canceled")[];
+                    };
                 };
             };
         };
@@ -3542,6 +3827,797 @@ export interface operations {
             };
             /** @description Error */
             416: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listWebhookEndpoints: {
+        parameters: {
+            query?: {
+                /** @description Most items to return */
+                limit?: number;
+                /** @description next_cursor of the previous page; omit for the first page */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of webhook endpoints, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["WebhookEndpoint"][];
+                        /** @description Pass as cursor to get the next page; null when this is the last page */
+                        next_cursor: string | null;
+                    };
+                };
+            };
+            /** @description The request is malformed or a field is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createWebhookEndpoint: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a retry of this request safe. A request with a key this tenant used in the last 24 hours, with the same method, path and body, creates nothing and gets the first response again (status, body, Location, with `Idempotent-Replayed: true`). The same key with another request: 422 idempotency-key-reused; while the first request is still running: 409 idempotency-key-in-flight (Retry-After: 1). Only 2xx responses are kept: after any other answer the key is free again, so a corrected retry may reuse it. 1 to 255 printable ASCII characters.
+                 * @example 8e03978e-40d5-43e8-bc93-6894a57f9324
+                 */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * @description Where to POST: https (http only when the server sets WEBHOOK_ALLOW_HTTP); never a private, loopback or link-local address
+                     * @example https://example.com/webhooks/sdxl
+                     */
+                    url: string;
+                    /** @description The events to send; default: training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled */
+                    events?: ("training_run.started" | "training_run.validation" | "training_run.succeeded" | "training_run.failed" | "training_run.canceled" | "captioning_job.succeeded" | "captioning_job.failed" | "captioning_job.canceled")[];
+                    description?: string;
+                    /** @default true */
+                    enabled?: boolean;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Webhook endpoint id
+                         * @example whep_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+                         */
+                        id: string;
+                        url: string;
+                        description: string;
+                        /** @description The event types sent here. All types: `training_run.started` (A worker took the run (status starting), once per run); `training_run.validation` (The run rendered its validation images and measured validation loss (opt-in: one per validation)); `training_run.succeeded` (The run saved its LoRA); `training_run.failed` (The run stopped with an error); `training_run.canceled` (The run was canceled); `captioning_job.succeeded` (The captioning job finished); `captioning_job.failed` (The captioning job failed); `captioning_job.canceled` (The captioning job was canceled) */
+                        events: string[];
+                        enabled: boolean;
+                        /** @description Why the service disabled it: gone (it answered 410), failing (every attempt failed for WEBHOOK_DISABLE_AFTER_MS, 5 days by default); null otherwise. PATCH enabled: true to resume */
+                        disabled_reason: ("gone" | "failing") | null;
+                        /** @description The first failed attempt since the last success */
+                        failing_since: string | null;
+                        /**
+                         * Format: date-time
+                         * @description RFC 3339 UTC timestamp
+                         */
+                        created_at: string;
+                        /**
+                         * Format: date-time
+                         * @description RFC 3339 UTC timestamp
+                         */
+                        updated_at: string;
+                        /** @description The endpoint's signing secret (also at GET .../secret) */
+                        secret: string;
+                    };
+                };
+            };
+            /** @description The request is malformed or a field is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The resource is in a state that does not allow this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request is well-formed but cannot be processed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getWebhookEndpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Webhook endpoint id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A URL that receives this tenant's events, signed with its own secret */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpoint"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deleteWebhookEndpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Webhook endpoint id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    updateWebhookEndpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Webhook endpoint id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * @description Where to POST: https (http only when the server sets WEBHOOK_ALLOW_HTTP); never a private, loopback or link-local address
+                     * @example https://example.com/webhooks/sdxl
+                     */
+                    url?: string;
+                    /** @description The events to send; default: training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled */
+                    events?: ("training_run.started" | "training_run.validation" | "training_run.succeeded" | "training_run.failed" | "training_run.canceled" | "captioning_job.succeeded" | "captioning_job.failed" | "captioning_job.canceled")[];
+                    description?: string;
+                    /** @description true also clears disabled_reason and the failure streak */
+                    enabled?: boolean;
+                };
+            };
+        };
+        responses: {
+            /** @description A URL that receives this tenant's events, signed with its own secret */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpoint"];
+                };
+            };
+            /** @description The request is malformed or a field is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    testWebhookEndpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Webhook endpoint id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookMessage"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getWebhookEndpointSecret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Webhook endpoint id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookSecret"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    rotateWebhookEndpointSecret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Webhook endpoint id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookSecret"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listWebhookMessages: {
+        parameters: {
+            query?: {
+                /** @description Most items to return */
+                limit?: number;
+                /** @description next_cursor of the previous page; omit for the first page */
+                cursor?: string;
+                /** @description Only messages about this run or job */
+                resource_id?: string;
+                /** @description Only messages to this endpoint */
+                endpoint_id?: string;
+                status?: "pending" | "sending" | "succeeded" | "failed";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of webhook messages, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["WebhookMessage"][];
+                        /** @description Pass as cursor to get the next page; null when this is the last page */
+                        next_cursor: string | null;
+                    };
+                };
+            };
+            /** @description The request is malformed or a field is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getWebhookMessage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Webhook message id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Webhook message id: the webhook-id header of its every attempt
+                         * @example msg_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+                         */
+                        id: string;
+                        /** @description One of: training_run.started, training_run.validation, training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, ping */
+                        event_type: string;
+                        resource_type: string;
+                        resource_id: string;
+                        /** @description The endpoint it goes to; null for a per-request webhook */
+                        endpoint_id: string | null;
+                        /** @description Where a per-request webhook goes (an endpoint's message goes to its current url) */
+                        url: string | null;
+                        /**
+                         * @description pending (waiting for its next attempt), sending, succeeded (a 2xx), failed (out of attempts, 410, or refused)
+                         * @enum {unknown}
+                         */
+                        status: "pending" | "sending" | "succeeded" | "failed";
+                        /** @description Attempts since it was created or redelivered (at most 8) */
+                        attempt_count: number;
+                        next_attempt_at: string | null;
+                        last_error: string | null;
+                        /** @description The body as sent ({type, timestamp, data}); null before the first attempt */
+                        payload: {
+                            [key: string]: unknown;
+                        } | null;
+                        /**
+                         * Format: date-time
+                         * @description RFC 3339 UTC timestamp
+                         */
+                        created_at: string;
+                        completed_at: string | null;
+                        /** @description Every attempt, oldest first */
+                        attempts: {
+                            /**
+                             * Format: date-time
+                             * @description RFC 3339 UTC timestamp
+                             */
+                            started_at: string;
+                            url: string;
+                            /** @description The receiver's answer; null when none came */
+                            status_code: number | null;
+                            latency_ms: number | null;
+                            /** @description The first 1 KiB of the answer */
+                            response_body: string | null;
+                            /** @description Why the attempt failed: http_status, timeout, connection_failed, dns_failed, forbidden_address, url_refused, gone, endpoint_disabled, endpoint_deleted */
+                            error: {
+                                code: string;
+                                message: string;
+                            } | null;
+                            /** @description When the next attempt was scheduled; null when this one settled the message */
+                            next_attempt_at: string | null;
+                        }[];
+                    };
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    redeliverWebhookMessage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Webhook message id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookMessage"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The resource is in a state that does not allow this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getWebhookSecret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookSecret"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    rotateWebhookSecret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookSecret"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };

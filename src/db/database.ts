@@ -21,6 +21,12 @@ export interface Database extends Queryable {
   readonly kind: 'postgres' | 'pglite';
   /** Runs `fn` inside BEGIN/COMMIT on one connection; ROLLBACK when it throws. */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * Calls `onNotify` for each NOTIFY on `channel` (delivered after the notifying transaction
+   * commits, from any process on the database). Best effort: a lost connection is re-opened,
+   * and what it missed meanwhile must be found another way (callers also poll).
+   */
+  listen(channel: string, onNotify: () => void): Promise<() => Promise<void>>;
   /** Waits for running queries, then releases every connection. */
   close(): Promise<void>;
 }

@@ -21,6 +21,43 @@ function wrap(client: pg.Pool | pg.PoolClient): Queryable {
   };
 }
 
+/** How long a LISTEN connection that dropped waits before it connects again. */
+const RELISTEN_MS = 1000;
+
+/** LISTEN on a connection of its own (a pooled one would be handed to other queries), re-opened when it drops. */
+async function listenOn(connectionString: string, channel: string, onNotify: () => void): Promise<() => Promise<void>> {
+  let client: pg.Client | undefined;
+  let stopped = false;
+  let retry: NodeJS.Timeout | undefined;
+  const reconnect = (): void => {
+    if (stopped) return;
+    retry = setTimeout(() => void connect().catch(reconnect), RELISTEN_MS);
+    retry.unref();
+  };
+  const connect = async (): Promise<void> => {
+    const next = new pg.Client({ connectionString });
+    next.on('notification', (message) => {
+      if (message.channel === channel) onNotify();
+    });
+    next.on('error', () => {});
+    next.on('end', () => {
+      if (stopped || client !== next) return;
+      client = undefined;
+      reconnect();
+    });
+    await next.connect();
+    await next.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+    client = next;
+    if (stopped) await next.end();
+  };
+  await connect();
+  return async () => {
+    stopped = true;
+    clearTimeout(retry);
+    await client?.end();
+  };
+}
+
 export function createPostgresDatabase(options: PostgresOptions): Database {
   const pool = new pg.Pool({ connectionString: options.connectionString, max: options.max ?? 10 });
   // An idle client losing its server must not crash the process; the next query reconnects.
@@ -43,6 +80,9 @@ export function createPostgresDatabase(options: PostgresOptions): Database {
       } finally {
         client.release();
       }
+    },
+    listen(channel: string, onNotify: () => void) {
+      return listenOn(options.connectionString, channel, onNotify);
     },
     async close() {
       await pool.end();

@@ -55,7 +55,7 @@ export default fp<CaptioningPluginOptions>(
     const jobs = createCaptioningJobsService(fastify.db, captioners, {
       created: () => worker?.wake(),
       cancelRequested: (jobId) => worker?.cancel(jobId),
-    });
+    }, fastify.webhooks.policy);
     fastify.decorate('captioning', { captioners, captions, jobs, export: createCaptionExport(fastify.db, blobs), worker });
 
     fastify.addHook('onReady', async () => {
@@ -66,5 +66,5 @@ export default fp<CaptioningPluginOptions>(
       await worker?.stop();
     });
   },
-  { name: 'captioning', dependencies: ['database'] },
+  { name: 'captioning', dependencies: ['database', 'webhooks'] },
 );

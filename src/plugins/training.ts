@@ -70,6 +70,7 @@ export default fp(
     const runs = new TrainingRunsService(fastify.db, fastify.services.models, {
       serverPrecision: device.startsWith('cuda') ? 'bf16' : 'no',
       tenantMaxQueuedRuns: config.training.tenantMaxQueuedRuns,
+      webhookPolicy: fastify.webhooks.policy,
       files,
       created: () => worker?.wake(),
       cancelRequested: (runId) => worker?.cancel(runId),
@@ -87,5 +88,5 @@ export default fp(
       await worker?.stop();
     });
   },
-  { name: 'training', dependencies: ['database', 'repositories'] },
+  { name: 'training', dependencies: ['database', 'repositories', 'webhooks'] },
 );

@@ -28,6 +28,8 @@ export interface JobRow extends LeasedJobColumns {
   cost_usd: number;
   cost_known: boolean;
   claims: number;
+  webhook_url: string | null;
+  webhook_events: string[] | null;
   created_at: Date;
   started_at: Date | null;
   finished_at: Date | null;
@@ -69,6 +71,8 @@ export interface NewJob {
   styleHint: string | null;
   imageIds: string[] | null;
   consistencyPass: boolean;
+  /** Per-request webhook: where the job's events go, and which. */
+  webhook?: { url: string; events: string[] } | null;
 }
 
 export interface ItemOutcome {
@@ -81,7 +85,7 @@ export interface ItemOutcome {
 const COLUMNS =
   'id, tenant_id, dataset_id, status, provider, model, prompt_version, trigger_token, class_word, overwrite, style_hint, image_ids, ' +
   'consistency_pass, input_tokens, output_tokens, cost_usd, cost_known, error_code, error_message, cancel_requested_at, ' +
-  'lease_owner, lease_expires_at, heartbeat_at, claims, created_at, started_at, finished_at';
+  'lease_owner, lease_expires_at, heartbeat_at, claims, webhook_url, webhook_events, created_at, started_at, finished_at';
 const ITEM_COLUMNS = 'job_id, image_id, status, runs, attempts, cached, error_code, error_message, http_status, caption_id, updated_at';
 
 export function createCaptioningJobsRepository(db: Queryable) {
@@ -110,11 +114,11 @@ export function createCaptioningJobsRepository(db: Queryable) {
     async insert(tenantId: string, job: NewJob): Promise<JobRow> {
       const { rows } = await db.query<JobRow>(
         `INSERT INTO captioning_jobs (id, tenant_id, dataset_id, provider, model, prompt_version, trigger_token, class_word,
-                                      overwrite, style_hint, image_ids, consistency_pass)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text[], $12) RETURNING ${COLUMNS}`,
+                                      overwrite, style_hint, image_ids, consistency_pass, webhook_url, webhook_events)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text[], $12, $13, $14) RETURNING ${COLUMNS}`,
         [
           newId('cj'), tenantId, job.datasetId, job.provider, job.model, job.promptVersion, job.trigger, job.classWord,
-          job.overwrite, job.styleHint, job.imageIds, job.consistencyPass,
+          job.overwrite, job.styleHint, job.imageIds, job.consistencyPass, job.webhook?.url ?? null, job.webhook?.events ?? null,
         ],
       );
       const row = rows[0]!;

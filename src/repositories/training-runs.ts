@@ -26,6 +26,8 @@ export interface TrainingRunRow extends LeasedJobColumns {
   attempt: number;
   /** Claims of this run after its lease ran out (its process died); graceful hand-backs do not count. */
   interruptions: number;
+  webhook_url: string | null;
+  webhook_events: string[] | null;
   /** Images in the run's snapshot (SELECTs only; 0 in the row insert() returns). */
   image_count?: number;
   created_at: Date;
@@ -51,12 +53,14 @@ export interface NewTrainingRun {
   triggerToken: string;
   classWord: string;
   images: TrainingRunImage[];
+  /** Per-request webhook: where the run's events go, and which. */
+  webhook?: { url: string; events: string[] } | null;
 }
 
 const COLUMNS =
   'id, tenant_id, dataset_id, model_id, name, status, params, metadata, trigger_token, class_word, progress, metrics, ' +
   'error_code, error_message, cancel_requested_at, lease_owner, lease_expires_at, heartbeat_at, claimed_at, attempt, ' +
-  'interruptions, created_at, started_at, completed_at';
+  'interruptions, webhook_url, webhook_events, created_at, started_at, completed_at';
 const WITH_IMAGE_COUNT = `${COLUMNS}, (SELECT count(*) FROM training_run_images i WHERE i.run_id = training_runs.id)::integer AS image_count`;
 
 /** The statuses in which a worker holds a run under its lease. */
@@ -68,10 +72,11 @@ export function createTrainingRunsRepository(db: Queryable) {
     async insert(run: NewTrainingRun): Promise<TrainingRunRow> {
       const id = newId(TRAINING_RUN_ID_PREFIX);
       const { rows } = await db.query<TrainingRunRow>(
-        `INSERT INTO training_runs (id, tenant_id, dataset_id, model_id, name, params, metadata, trigger_token, class_word)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        `INSERT INTO training_runs (id, tenant_id, dataset_id, model_id, name, params, metadata, trigger_token, class_word, webhook_url, webhook_events)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          RETURNING ${COLUMNS}`,
-        [id, run.tenantId, run.datasetId, run.modelId, run.name, JSON.stringify(run.params), JSON.stringify(run.metadata), run.triggerToken, run.classWord],
+        [id, run.tenantId, run.datasetId, run.modelId, run.name, JSON.stringify(run.params), JSON.stringify(run.metadata), run.triggerToken, run.classWord,
+          run.webhook?.url ?? null, run.webhook?.events ?? null],
       );
       for (const [position, image] of run.images.entries()) {
         await db.query(

@@ -3,6 +3,7 @@
 import { Type, type Static } from 'typebox';
 import { CAPTION_PROVIDERS } from '../captioning/captioner.js';
 import { Page, PaginationQuery, ResourceId, Timestamp } from './common.js';
+import { WebhookSubscription, WebhookSubscriptionView } from './webhooks.js';
 
 export const CAPTIONING_JOB_ID_PREFIX = 'cj';
 export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
@@ -38,6 +39,7 @@ export const CreateCaptioningJobBody = Type.Object(
       default: false,
       description: 'After every image is captioned, send all captions of the set in one more request that rewrites them with one vocabulary and structure',
     }),
+    webhook: Type.Optional(WebhookSubscription('captioning_job')),
   },
   { additionalProperties: false },
 );
@@ -105,6 +107,7 @@ export const CaptioningJobSchema = Type.Object(
       [Type.Object({ code: Type.String(), message: Type.String() }, { additionalProperties: false }), Type.Null()],
       { description: 'Why the job as a whole failed; null otherwise' },
     ),
+    webhook: WebhookSubscriptionView,
     cancel_requested: Type.Boolean({ description: 'True once cancel was asked; a running job then stops within moments' }),
     created_at: Timestamp,
     started_at: Type.Union([Timestamp, Type.Null()]),

@@ -3,6 +3,7 @@ import { Type, type Static } from 'typebox';
 import { Page, PaginationQuery, ResourceId, Timestamp } from './common.js';
 import { DatasetId } from './datasets.js';
 import { TRAINING_PARAMS, TrainingParams } from './training-params.js';
+import { WebhookSubscription, WebhookSubscriptionView } from './webhooks.js';
 
 export const TRAINING_RUN_STATUSES = ['queued', 'starting', 'running', 'succeeded', 'failed', 'canceled'] as const;
 
@@ -23,6 +24,7 @@ export const CreateTrainingRunBody = Type.Object(
     name: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: 'Human-readable name' })),
     params: Type.Optional(TrainingParams),
     metadata: Type.Optional(Metadata),
+    webhook: Type.Optional(WebhookSubscription('training_run')),
   },
   { additionalProperties: false },
 );
@@ -85,6 +87,7 @@ export const TrainingRunSchema = Type.Object(
       description: 'Times the process training the run died (claimed again after its lease ran out); at TRAINING_MAX_ATTEMPTS the run fails. Graceful hand-backs do not count',
     }),
     cancel_requested: Type.Boolean(),
+    webhook: WebhookSubscriptionView,
     created_at: Timestamp,
     started_at: Type.Union([Timestamp, Type.Null()]),
     completed_at: Type.Union([Timestamp, Type.Null()]),

@@ -15,6 +15,9 @@ import {
 import { createCaptionsRepository } from '../repositories/captions.js';
 import { CAPTIONING_JOB_ID_PREFIX, type CaptioningJob, type CreateCaptioningJobInput } from '../schemas/captioning-jobs.js';
 import { decodeCursor, toPage } from './pagination.js';
+import type { AddressPolicy } from '../webhooks/address-policy.js';
+import { defaultEvents } from '../webhooks/event-types.js';
+import { checkWebhookUrl } from './webhook-urls.js';
 
 const JOB_ID = new RegExp(idPattern(CAPTIONING_JOB_ID_PREFIX));
 
@@ -71,6 +74,7 @@ export function toCaptioningJob(row: JobRow, progress: JobProgress, failed: read
       http_status: item.http_status,
     })),
     error: row.error_code === null ? null : { code: row.error_code, message: row.error_message ?? '' },
+    webhook: row.webhook_url === null ? null : { url: row.webhook_url, events: row.webhook_events ?? [] },
     cancel_requested: row.cancel_requested_at !== null,
     created_at: new Date(row.created_at).toISOString(),
     started_at: iso(row.started_at),
@@ -78,7 +82,7 @@ export function toCaptioningJob(row: JobRow, progress: JobProgress, failed: read
   };
 }
 
-export function createCaptioningJobsService(db: Database, captioners: CaptionerRegistry, events: JobEvents) {
+export function createCaptioningJobsService(db: Database, captioners: CaptionerRegistry, events: JobEvents, webhookPolicy: AddressPolicy) {
   const present = async (rows: JobRow[]): Promise<CaptioningJob[]> => {
     const jobs = createCaptioningJobsRepository(db);
     const progress = await jobs.progress(rows.map((r) => r.id));
@@ -94,6 +98,7 @@ export function createCaptioningJobsService(db: Database, captioners: CaptionerR
      * 409 empty dataset or a job already queued or running on it.
      */
     async create(tenantId: string, datasetId: string, input: CreateCaptioningJobInput): Promise<CaptioningJob> {
+      if (input.webhook !== undefined) checkWebhookUrl(webhookPolicy, input.webhook.url, 'webhook.url');
       const provider = input.provider ?? captioners.defaultProvider;
       const row = await db.transaction(async (tx) => {
         const jobs = createCaptioningJobsRepository(tx);
@@ -144,6 +149,7 @@ export function createCaptioningJobsService(db: Database, captioners: CaptionerR
           styleHint: input.style_hint?.trim() ?? null,
           imageIds,
           consistencyPass: input.consistency_pass,
+          webhook: input.webhook === undefined ? null : { url: input.webhook.url, events: input.webhook.events ?? defaultEvents('captioning_job') },
         });
       });
       events.created(row.id);

@@ -13,6 +13,9 @@ import type { RunFileStore } from '../storage/run-file-store.js';
 import type { ModelsService } from './models.js';
 import { artifactUrl } from './training-run-artifacts.js';
 import { decodeCursor, toPage } from './pagination.js';
+import type { AddressPolicy } from '../webhooks/address-policy.js';
+import { defaultEvents } from '../webhooks/event-types.js';
+import { checkWebhookUrl } from './webhook-urls.js';
 
 const RUN_ID = new RegExp(idPattern(TRAINING_RUN_ID_PREFIX));
 // The trainer's default outputName: <outputDir>/lora.safetensors (+ lora_peft.safetensors).
@@ -43,6 +46,7 @@ export function toTrainingRun(row: TrainingRunRow): TrainingRun {
     attempt: row.attempt,
     interruptions: row.interruptions,
     cancel_requested: row.cancel_requested_at !== null,
+    webhook: row.webhook_url === null ? null : { url: row.webhook_url, events: row.webhook_events ?? [] },
     created_at: row.created_at.toISOString(),
     started_at: row.started_at?.toISOString() ?? null,
     completed_at: row.completed_at?.toISOString() ?? null,
@@ -55,6 +59,7 @@ export interface NewTrainingRunRequest {
   name?: string;
   params?: TrainingParamsInput;
   metadata?: Record<string, string>;
+  webhook?: { url: string; events?: string[] };
 }
 
 export interface TrainingRunsServiceOptions {
@@ -64,6 +69,8 @@ export interface TrainingRunsServiceOptions {
   tenantMaxQueuedRuns: number;
   /** Where runs' files are, to remove a deleted run's. */
   files: RunFileStore;
+  /** Where a per-request webhook may point (WEBHOOK_ALLOW_HTTP, WEBHOOK_ALLOWED_HOSTS). */
+  webhookPolicy: AddressPolicy;
   /** A run was queued: wake the worker. */
   created?: () => void;
   /** A cancel was asked: stop the run now if it trains in this process. */
@@ -84,6 +91,7 @@ export class TrainingRunsService {
   ) {}
 
   async create(tenantId: string, request: NewTrainingRunRequest): Promise<TrainingRunRow> {
+    if (request.webhook !== undefined) checkWebhookUrl(this.options.webhookPolicy, request.webhook.url, 'webhook.url');
     const dataset = await createDatasetsRepository(this.db).findById(tenantId, request.dataset_id);
     if (dataset === null) throw notFound('Dataset', request.dataset_id);
     // One lookup, not a listing: only this model's weight headers are read.
@@ -130,6 +138,7 @@ export class TrainingRunsService {
         metadata: request.metadata ?? {},
         triggerToken: dataset.trigger_token,
         classWord: dataset.class_word,
+        webhook: request.webhook === undefined ? null : { url: request.webhook.url, events: request.webhook.events ?? defaultEvents('training_run') },
         images: images.map((image) => ({
           image_id: image.image_id,
           sha256: image.sha256,

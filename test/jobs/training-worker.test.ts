@@ -18,6 +18,7 @@ import { createDataset, upload } from '../support/images-api.js';
 import { png } from '../support/images.js';
 import { filesBody } from '../support/multipart.js';
 import { ProblemError } from '../../src/errors.js';
+import { AddressPolicy } from '../../src/webhooks/address-policy.js';
 
 const QUICK = { resolution: 64, max_steps: 3, checkpoint_every: 0, save_peft: false } as const;
 
@@ -53,7 +54,7 @@ async function setUp(t: Parameters<typeof withTestApp>[0]) {
   const worker = newWorker();
   const service = new TrainingRunsService(ctx.db, ctx.app.services.models, {
     serverPrecision: 'no',
-    tenantMaxQueuedRuns: 10,
+    webhookPolicy: new AddressPolicy({ allowHttp: false, allowedHosts: [] }), tenantMaxQueuedRuns: 10,
     files: new FsRunFileStore(runsDir),
     created: () => worker.wake(),
   });

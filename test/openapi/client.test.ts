@@ -87,7 +87,7 @@ test('the same program does not type-check when the document marks a defaulted f
 
 test('the client program calls every operation against the real server: typed bodies and typed problems', async (t) => {
   // No training worker: the program's run stays queued until it cancels it.
-  const ctx = await withTestApp(t, { env: { TRAINING_SLOTS: '0' } });
+  const ctx = await withTestApp(t, { env: { TRAINING_SLOTS: '0', WEBHOOK_SLOTS: '0' } });
   const address = await ctx.app.listen({ port: 0, host: '127.0.0.1' });
   const photos = [
     { name: 'rex1.jpg', bytes: await jpeg({ width: 320, height: 384, seed: 11 }) },
@@ -121,6 +121,12 @@ test('the client program calls every operation against the real server: typed bo
   assert.equal(report.trainingRun.params.max_steps, 1000, 'every param defaulted');
   assert.ok(report.runEventCount >= 2, 'queued and canceled');
   assert.equal(report.artifactCount, 0);
+  assert.equal(report.webhookEndpoint.description, 'ci');
+  assert.deepEqual(report.webhookEndpoint.events, ['training_run.succeeded', 'training_run.failed', 'training_run.canceled', 'captioning_job.succeeded', 'captioning_job.failed', 'captioning_job.canceled']);
+  assert.equal(report.ping.event_type, 'ping');
+  assert.equal(report.ping.status, 'pending');
+  assert.ok(report.rotatedSecretOverlaps, 'a rotated secret keeps the old one signing for a while');
+  assert.equal(report.problems.redeliverPending?.status, 409);
   assert.match(report.runLog, /status queued\n.*status canceled\n$/s);
   assert.equal(report.problems.missingArtifact?.status, 404);
   assert.equal(report.problems.cancelCanceledRun!.status, 409);

@@ -23,6 +23,7 @@ import { fileTempDir, testConfig, testTenantName, type TestApp } from '../helper
 import { jpeg } from './images.js';
 import { createDataset, upload } from './images-api.js';
 import { filesBody, type Part, multipart } from './multipart.js';
+import type { WebhooksPluginOptions } from '../../src/plugins/webhooks.js';
 
 // ---------------------------------------------------------------- captioners
 
@@ -96,6 +97,8 @@ export interface CaptioningAppOptions {
   logger?: FastifyServerOptions['logger'];
   /** Reuse this tenant's key instead of creating a new tenant (an app "restarted" on the same data). */
   apiKey?: string;
+  /** The webhook dispatcher's clock, jitter and name resolution. */
+  webhooks?: WebhooksPluginOptions;
 }
 
 /** Like withTestApp, with captioners of the test's choosing; closed after `t`. */
@@ -105,6 +108,7 @@ export async function withCaptioningApp(t: TestContext, options: CaptioningAppOp
     logger: options.logger ?? false,
     ...(options.embedded ? { database: await embeddedDatabase() } : {}),
     ...(options.captioners ? { captioners: options.captioners } : {}),
+    ...(options.webhooks ? { webhooks: options.webhooks } : {}),
   });
   let closed = false;
   const close = async () => {

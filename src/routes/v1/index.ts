@@ -7,6 +7,9 @@ import datasetRoutes from './datasets/index.js';
 import imageRoutes from './images/index.js';
 import modelRoutes from './models/index.js';
 import trainingRunRoutes from './training-runs/index.js';
+import webhookEndpointRoutes from './webhooks/endpoints.js';
+import webhookMessageRoutes from './webhooks/messages.js';
+import webhookSecretRoutes from './webhooks/secret.js';
 
 const v1Routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.addHook('onRequest', fastify.authenticate);
@@ -18,6 +21,9 @@ const v1Routes: FastifyPluginAsyncTypebox = async (fastify) => {
   await fastify.register(captioningJobRoutes);
   await fastify.register(modelRoutes, { prefix: '/models' });
   await fastify.register(trainingRunRoutes, { prefix: '/training-runs' });
+  await fastify.register(webhookEndpointRoutes, { prefix: '/webhook-endpoints' });
+  await fastify.register(webhookMessageRoutes, { prefix: '/webhook-messages' });
+  await fastify.register(webhookSecretRoutes, { prefix: '/webhook-secret' });
 };
 
 export default v1Routes;

@@ -1,0 +1,51 @@
+// The body of a webhook message, as Standard Webhooks shapes it: {type, timestamp, data},
+// where `data` is the resource as its GET returns it at the moment of the event. The
+// trigger that queued the message stored the resource's row then (`snapshot`); it is
+// rendered here by the same functions the routes use.
+import type { Queryable } from '../db/database.js';
+import { createCaptioningJobsRepository, type JobRow } from '../repositories/captioning-jobs.js';
+import type { TrainingRunEventRow } from '../repositories/training-run-events.js';
+import type { TrainingRunRow } from '../repositories/training-runs.js';
+import type { WebhookMessageRow } from '../repositories/webhook-messages.js';
+import { toCaptioningJob } from '../services/captioning-jobs.js';
+import { toEvent } from '../services/training-run-events.js';
+import { toTrainingRun } from '../services/training-runs.js';
+
+/** A row as to_jsonb wrote it, with its timestamp columns as Dates again. */
+function revive<Row>(snapshot: Record<string, unknown>, dates: readonly string[]): Row {
+  const row: Record<string, unknown> = { ...snapshot };
+  for (const column of dates) if (typeof row[column] === 'string') row[column] = new Date(row[column]);
+  return row as Row;
+}
+
+async function renderData(db: Queryable, message: WebhookMessageRow): Promise<unknown> {
+  const { snapshot } = message;
+  if (message.event_type === 'training_run.validation') {
+    // The snapshot is the validation event; the run is named by it.
+    const event = revive<TrainingRunEventRow>(snapshot, ['created_at']);
+    return { run_id: message.resource_id, ...toEvent({ ...event, id: String(event.id) }) };
+  }
+  switch (message.resource_type) {
+    case 'training_run': {
+      const row = revive<TrainingRunRow>(snapshot, ['created_at', 'started_at', 'completed_at', 'cancel_requested_at', 'claimed_at', 'lease_expires_at', 'heartbeat_at']);
+      // A run's image snapshot never changes once it is made.
+      const { rows } = await db.query<{ n: number }>('SELECT count(*)::integer AS n FROM training_run_images WHERE run_id = $1', [message.resource_id]);
+      return toTrainingRun({ ...row, image_count: rows[0]?.n ?? 0 });
+    }
+    case 'captioning_job': {
+      // Its items are final once the job is (every captioning event is a terminal one).
+      const row = revive<JobRow>(snapshot, ['created_at', 'started_at', 'finished_at', 'cancel_requested_at']);
+      const jobs = createCaptioningJobsRepository(db);
+      const progress = (await jobs.progress([row.id])).get(row.id)!;
+      return toCaptioningJob(row, progress, await jobs.failedItems(row.id));
+    }
+    default:
+      return snapshot; // ping: the snapshot is the data
+  }
+}
+
+/** The JSON body of the message's attempts. */
+export async function renderPayload(db: Queryable, message: WebhookMessageRow): Promise<string> {
+  const data = await renderData(db, message);
+  return JSON.stringify({ type: message.event_type, timestamp: message.created_at.toISOString(), data });
+}
