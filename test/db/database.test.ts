@@ -1,5 +1,6 @@
 // The Database contract, identical on both connections: query with parameters, scripts,
-// transactions that commit or roll back as a whole, and close.
+// transactions that commit or roll back as a whole, NOTIFY delivered to listeners at
+// commit, and close.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Database } from '../../src/db/database.js';
@@ -61,6 +62,40 @@ for (const connection of connections) {
       assert.equal(typeof counted.rows[0]!.n, 'number');
       const stamped = await db.query<{ at: Date }>('SELECT now() AS at');
       assert.ok(stamped.rows[0]!.at instanceof Date, 'timestamptz arrives as a Date on both');
+    });
+
+    test('listen hears a NOTIFY once its transaction commits, never one rolled back, and stops when unlistened', async (t) => {
+      const db = await connection.open(t);
+      const heard: string[] = [];
+      let wake: () => void = () => {};
+      const unlisten = await db.listen('things_changed', () => {
+        heard.push('notified');
+        wake();
+      });
+      const next = () => new Promise<void>((resolve) => { wake = resolve; });
+
+      let notified = next();
+      await db.transaction(async (tx) => {
+        await tx.query(`SELECT pg_notify('things_changed', '')`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        assert.deepEqual(heard, [], 'nothing before the commit');
+      });
+      await notified;
+      assert.deepEqual(heard, ['notified']);
+
+      await assert.rejects(db.transaction(async (tx) => {
+        await tx.query(`SELECT pg_notify('things_changed', '')`);
+        throw new Error('rolled back');
+      }));
+      notified = next();
+      await db.query(`SELECT pg_notify('things_changed', '')`);
+      await notified;
+      assert.deepEqual(heard, ['notified', 'notified'], 'the rolled-back one was never heard');
+
+      await unlisten();
+      await db.query(`SELECT pg_notify('things_changed', '')`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal(heard.length, 2);
     });
   });
 }
