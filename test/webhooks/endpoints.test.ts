@@ -94,6 +94,15 @@ test('URLs refused on their face are 400s naming the field, and nothing is store
   });
   assert.equal(run.statusCode, 400, run.body);
   assert.deepEqual(run.json().errors.map((e: { field: string }) => e.field), ['webhook.url']);
+
+  const otherResource = await ctx.app.inject({
+    method: 'POST', url: '/v1/training-runs', headers: ctx.auth,
+    payload: { dataset_id: 'ds_01JD3Q5V8Z6ZK2W7M4N1T0X9PA', model: 'sdxl-tiny-demo', webhook: { url: 'https://example.com/hook', events: ['captioning_job.succeeded'] } },
+  });
+  assert.equal(otherResource.statusCode, 400, 'a run\'s webhook names the run\'s events only');
+  assert.match(otherResource.json().errors[0].field, /^webhook\.events/);
+  const { rows: runs } = await ctx.db.query<{ n: number }>('SELECT count(*)::integer AS n FROM training_runs WHERE tenant_id = $1', [ctx.tenantId]);
+  assert.equal(runs[0]!.n, 0);
 });
 
 test('a ping is delivered, signed with the endpoint\'s secret; after a rotation both secrets sign until the overlap ends', async (t) => {
