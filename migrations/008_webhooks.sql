@@ -113,29 +113,33 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql VOLATILE;
 
+-- A message that is due now (queued, pinged or redelivered) wakes the dispatchers: NOTIFY is
+-- delivered at commit, to every replica, and once per transaction however many rows.
+CREATE FUNCTION webhook_message_due() RETURNS trigger AS $$
+BEGIN
+  PERFORM pg_notify('webhook_messages', '');
+  RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER webhook_message_due AFTER INSERT OR UPDATE OF status ON webhook_messages
+  FOR EACH ROW WHEN (NEW.status = 'pending' AND NEW.next_attempt_at <= now())
+  EXECUTE FUNCTION webhook_message_due();
+
 -- Queues `event` of a resource for everyone subscribed to it: the per-request URL when its
--- events include it, and each enabled endpoint of the tenant that listens to it. Wakes the
--- dispatchers (NOTIFY is delivered at commit, to every replica).
+-- events include it, and each enabled endpoint of the tenant that listens to it.
 CREATE FUNCTION webhook_enqueue(p_tenant text, p_resource_type text, p_resource_id text, p_event text,
                                 p_snapshot jsonb, p_url text, p_events text[]) RETURNS void AS $$
-DECLARE
-  queued integer := 0;
-  n integer;
 BEGIN
   IF p_url IS NOT NULL AND p_event = ANY (p_events) THEN
     INSERT INTO webhook_messages (id, tenant_id, url, event_type, resource_type, resource_id, snapshot)
     VALUES (webhook_message_id(), p_tenant, p_url, p_event, p_resource_type, p_resource_id, p_snapshot);
-    queued := 1;
   END IF;
   INSERT INTO webhook_messages (id, tenant_id, endpoint_id, event_type, resource_type, resource_id, snapshot)
   SELECT webhook_message_id(), p_tenant, e.id, p_event, p_resource_type, p_resource_id, p_snapshot
     FROM webhook_endpoints e
    WHERE e.tenant_id = p_tenant AND e.enabled AND p_event = ANY (e.events)
    ORDER BY e.id;
-  GET DIAGNOSTICS n = ROW_COUNT;
-  IF queued + n > 0 THEN
-    PERFORM pg_notify('webhook_messages', '');
-  END IF;
 END;
 $$ LANGUAGE plpgsql;
 

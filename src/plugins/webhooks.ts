@@ -25,7 +25,7 @@ declare module 'fastify' {
       messages: WebhookMessagesService;
       secrets: WebhookSecretsService;
       dispatcher: WebhookDispatcher | undefined;
-      /** A message was queued or became due: claim it now. */
+      /** Look for due messages now (the NOTIFY of a due message does this on every replica). */
       wake(): void;
     };
   }
@@ -63,7 +63,7 @@ export default fp<WebhooksPluginOptions>(
     fastify.decorate('webhooks', {
       policy: config.policy,
       endpoints: new WebhookEndpointsService(fastify.db, config.policy),
-      messages: new WebhookMessagesService(fastify.db, wake),
+      messages: new WebhookMessagesService(fastify.db),
       secrets: new WebhookSecretsService(fastify.db),
       dispatcher,
       wake,

@@ -25,10 +25,10 @@ const COLUMNS = 'id, tenant_id, url, description, events, enabled, disabled_reas
 
 export function createWebhookEndpointsRepository(db: Queryable) {
   return {
-    async insert(row: { id: string; tenantId: string; url: string; description: string; events: string[] }): Promise<WebhookEndpointRow> {
+    async insert(row: { id: string; tenantId: string; url: string; description: string; events: string[]; enabled: boolean }): Promise<WebhookEndpointRow> {
       const { rows } = await db.query<WebhookEndpointRow>(
-        `INSERT INTO webhook_endpoints (id, tenant_id, url, description, events) VALUES ($1, $2, $3, $4, $5) RETURNING ${COLUMNS}`,
-        [row.id, row.tenantId, row.url, row.description, row.events],
+        `INSERT INTO webhook_endpoints (id, tenant_id, url, description, events, enabled) VALUES ($1, $2, $3, $4, $5, $6) RETURNING ${COLUMNS}`,
+        [row.id, row.tenantId, row.url, row.description, row.events, row.enabled],
       );
       return rows[0]!;
     },

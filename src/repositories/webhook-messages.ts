@@ -74,7 +74,6 @@ export function createWebhookMessagesRepository(db: Queryable) {
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ${COLUMNS}`,
         [row.id, row.tenantId, row.endpointId, row.eventType, row.resourceType, row.resourceId, JSON.stringify(row.snapshot)],
       );
-      await db.query(`SELECT pg_notify('webhook_messages', '')`);
       return rows[0]!;
     },
 
@@ -109,7 +108,6 @@ export function createWebhookMessagesRepository(db: Queryable) {
           RETURNING ${COLUMNS}`,
         [tenantId, id],
       );
-      if (rows[0] !== undefined) await db.query(`SELECT pg_notify('webhook_messages', '')`);
       return rows[0] ?? null;
     },
 

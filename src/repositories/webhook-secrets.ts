@@ -17,23 +17,16 @@ const COLUMNS = 'owner_id, secret, previous_secret, previous_expires_at, created
 
 export function createWebhookSecretsRepository(db: Queryable) {
   return {
-    /** The owner's secret, made now if it has none (one round trip: a dispatcher asks for every message). */
+    /** The owner's secret, made now if it has none (a read alone once it exists: the dispatcher asks for every message). */
     async getOrCreate(tenantId: string, ownerId: string): Promise<WebhookSecretRow> {
-      const { rows } = await db.query<WebhookSecretRow>(
-        `WITH made AS (
-           INSERT INTO webhook_secrets (owner_id, tenant_id, secret) VALUES ($1, $2, $3)
-           ON CONFLICT (owner_id) DO NOTHING
-           RETURNING ${COLUMNS})
-         SELECT ${COLUMNS} FROM made
-         UNION ALL
-         SELECT ${COLUMNS} FROM webhook_secrets WHERE owner_id = $1
-         LIMIT 1`,
+      const select = () => db.query<WebhookSecretRow>(`SELECT ${COLUMNS} FROM webhook_secrets WHERE owner_id = $1`, [ownerId]);
+      const found = (await select()).rows[0];
+      if (found !== undefined) return found;
+      await db.query(
+        'INSERT INTO webhook_secrets (owner_id, tenant_id, secret) VALUES ($1, $2, $3) ON CONFLICT (owner_id) DO NOTHING',
         [ownerId, tenantId, newWebhookSecret()],
       );
-      if (rows[0] !== undefined) return rows[0];
-      // Another transaction made it while this statement ran: its snapshot cannot see that row, the next one can.
-      const again = await db.query<WebhookSecretRow>(`SELECT ${COLUMNS} FROM webhook_secrets WHERE owner_id = $1`, [ownerId]);
-      return again.rows[0]!;
+      return (await select()).rows[0]!;
     },
 
     /** A new secret; the current one keeps signing for `overlapMs` more. */

@@ -40,15 +40,14 @@ export class WebhookEndpointsService {
   async create(tenantId: string, input: CreateWebhookEndpointBody): Promise<{ endpoint: WebhookEndpoint; secret: string }> {
     checkWebhookUrl(this.policy, input.url, 'url');
     return this.db.transaction(async (tx) => {
-      const endpoints = createWebhookEndpointsRepository(tx);
-      let row = await endpoints.insert({
+      const row = await createWebhookEndpointsRepository(tx).insert({
         id: newId(WEBHOOK_ENDPOINT_ID_PREFIX),
         tenantId,
         url: input.url,
         description: input.description ?? '',
         events: input.events ?? defaultEvents(),
+        enabled: input.enabled ?? true,
       });
-      if (input.enabled === false) row = (await endpoints.update(tenantId, row.id, { enabled: false }))!;
       const secret = await createWebhookSecretsRepository(tx).getOrCreate(tenantId, row.id);
       return { endpoint: toWebhookEndpoint(row), secret: secret.secret };
     });

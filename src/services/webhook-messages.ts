@@ -46,8 +46,7 @@ function toAttempt(row: WebhookAttemptRow) {
 }
 
 export class WebhookMessagesService {
-  /** `wake`: a message became due in this process (the dispatcher claims it now). */
-  constructor(private readonly db: Database, private readonly wake: () => void = () => {}) {}
+  constructor(private readonly db: Database) {}
 
   async list(tenantId: string, filter: MessageFilter, limit: number, cursor?: string) {
     const before = cursor === undefined ? undefined : decodeCursor(cursor, MESSAGE_ID);
@@ -76,7 +75,6 @@ export class WebhookMessagesService {
         detail: `webhook message ${id} is ${existing.status}: it will be attempted again at ${existing.next_attempt_at.toISOString()}; redeliver it once it has succeeded or failed`,
       });
     }
-    this.wake();
     return toWebhookMessage(row);
   }
 }

@@ -120,7 +120,6 @@ const webhookEndpointRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     },
     async (request, reply) => {
       const message = await endpoints.ping(request.tenant.id, request.params.id);
-      fastify.webhooks.wake();
       return reply.status(202).header('location', `/v1/webhook-messages/${message.id}`).send(toWebhookMessage(message));
     },
   );
