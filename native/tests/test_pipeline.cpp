@@ -193,21 +193,40 @@ TEST_CASE(generate_is_seeded_sized_and_cancellable) {
   options.seed = 7;
   int64_t denoising_reports = 0;
   const ProgressFn progress = [&](const Progress& p) { denoising_reports += p.phase == "denoising"; };
-  const Image first = generate(model, options, progress, CancelFlag{});
+  const auto one = [&](const GenerateOptions& o) { return generate(model, o, nullptr, CancelFlag{}).front(); };
+  const std::vector<Image> firsts = generate(model, options, progress, CancelFlag{});
+  CHECK(firsts.size() == 1);
+  const Image& first = firsts.front();
   CHECK(first.width == 64 && first.height == 48);
   CHECK(first.rgb.size() == static_cast<size_t>(64 * 48 * 3));
   CHECK(denoising_reports == 2);
-  const Image again = generate(model, options, nullptr, CancelFlag{});
-  CHECK(first.rgb == again.rgb);
+  CHECK(first.rgb == one(options).rgb);
   options.seed = 8;
-  CHECK(generate(model, options, nullptr, CancelFlag{}).rgb != first.rgb);
+  const Image eight = one(options);
+  CHECK(eight.rgb != first.rgb);
 
+  // Several images: seed, seed + 1, ... denoised as one batch.
   options.seed = 7;
-  options.loras.push_back({golden_dir() + "/lora/tiny_lora_kohya.safetensors", 1.0});
-  CHECK(generate(model, options, nullptr, CancelFlag{}).rgb != first.rgb);
-  // The adapter is detached afterwards: the plain result is back.
+  options.num_images = 2;
+  const std::vector<Image> pair = generate(model, options, nullptr, CancelFlag{});
+  CHECK(pair.size() == 2);
+  CHECK(pair[0].rgb.size() == first.rgb.size() && pair[1].rgb.size() == first.rgb.size());
+  CHECK(pair[0].rgb != pair[1].rgb);
+  options.num_images = 1;
+
+  options.loras.push_back({golden_dir() + "/lora/tiny_lora_kohya.safetensors", 1.0, ""});
+  CHECK(one(options).rgb != first.rgb);
+  CHECK(lora_cache_info(model).misses == 1);
+  CHECK(one(options).rgb != first.rgb);
+  CHECK(lora_cache_info(model).hits == 1);
+  // The adapter is an overlay of that call: the shared modules never carry it.
+  for (const auto& item : model.unet->named_modules("", false))
+    if (const auto* linear = item.value()->as<models::LinearImpl>()) CHECK(linear->loras.empty());
   options.loras.clear();
-  CHECK(generate(model, options, nullptr, CancelFlag{}).rgb == first.rgb);
+  CHECK(one(options).rgb == first.rgb);
+  options.sampler = "ddim";
+  CHECK_THROWS_WITH(one(options), "sampler");
+  options.sampler = "euler";
 
   CancelFlag cancel;
   cancel.request();

@@ -15,6 +15,11 @@ export class EngineArgumentError extends TypeError {
   override name = 'EngineArgumentError';
 }
 
+/** An argument the engine refused: checked here (EngineArgumentError) or in C++ (the same code). */
+export function isInvalidArgument(error: unknown): error is Error {
+  return error instanceof Error && (error as { code?: unknown }).code === 'ERR_SDXL_INVALID_ARGUMENT';
+}
+
 export function isCancelled(error: unknown): boolean {
   return (error as { code?: unknown } | null)?.code === 'ERR_SDXL_CANCELLED';
 }

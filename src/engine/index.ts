@@ -18,9 +18,12 @@ import {
   MAX_STEPS,
 } from './checks.js';
 import { failedJob, startJob, withCallerStack, type EngineJob } from './jobs.js';
+import { SAMPLER_NAMES, type SamplerName } from './types.js';
 import type {
   BuildInfo,
   GenerateOptions,
+  LoraCacheStats,
+  LoraCheck,
   LoadOptions,
   ModelInfo,
   NativeAddon,
@@ -36,8 +39,14 @@ import type {
 } from './types.js';
 
 export type * from './types.js';
+export { SAMPLER_NAMES } from './types.js';
+
+/** Images one generate() call makes at most. */
+const MAX_IMAGES_PER_CALL = 4;
+/** Largest size a micro-conditioning field may name. */
+const MAX_CONDITIONING_SIDE = 16384;
 export { EngineLoadError, addonCandidates, loadNativeAddon } from './native.js';
-export { EngineArgumentError, isCancelled } from './checks.js';
+export { EngineArgumentError, isCancelled, isInvalidArgument } from './checks.js';
 export type { EngineJob } from './jobs.js';
 export {
   TrainConfig,
@@ -57,6 +66,9 @@ export function validateLoadOptions(value: unknown): LoadOptions {
   return {
     modelPath: checkPath('options.modelPath', options.modelPath, 'file or directory'),
     ...(options.configDir !== undefined && { configDir: checkPath('options.configDir', options.configDir, 'directory') }),
+    ...(options.loraCacheBytes !== undefined && {
+      loraCacheBytes: checkInteger('options.loraCacheBytes', options.loraCacheBytes, 0, Number.MAX_SAFE_INTEGER),
+    }),
     ...checkRuntime(options),
   };
 }
@@ -69,7 +81,15 @@ export function validateGenerateOptions(value: unknown): GenerateOptions {
   if (options.height !== undefined) result.height = checkSide('options.height', options.height);
   if (options.steps !== undefined) result.steps = checkInteger('options.steps', options.steps, 1, MAX_STEPS);
   if (options.guidanceScale !== undefined) result.guidanceScale = checkFinite('options.guidanceScale', options.guidanceScale);
+  if (options.sampler !== undefined) {
+    if (!SAMPLER_NAMES.includes(options.sampler as SamplerName)) expected(`one of ${SAMPLER_NAMES.join(', ')}`, 'options.sampler', options.sampler);
+    result.sampler = options.sampler as SamplerName;
+  }
   if (options.seed !== undefined) result.seed = checkSeed('options.seed', options.seed);
+  if (options.numImages !== undefined) result.numImages = checkInteger('options.numImages', options.numImages, 1, MAX_IMAGES_PER_CALL);
+  for (const field of ['originalWidth', 'originalHeight', 'cropTop', 'cropLeft', 'targetWidth', 'targetHeight'] as const) {
+    if (options[field] !== undefined) result[field] = checkInteger(`options.${field}`, options[field], 0, MAX_CONDITIONING_SIDE);
+  }
   if (options.loras !== undefined) {
     if (!Array.isArray(options.loras)) expected('an array', 'options.loras', options.loras);
     result.loras = options.loras.map((entry: unknown, index) => {
@@ -77,6 +97,7 @@ export function validateGenerateOptions(value: unknown): GenerateOptions {
       return {
         path: checkPath(`options.loras[${index}].path`, lora.path, 'file'),
         scale: lora.scale === undefined ? 1 : checkFinite(`options.loras[${index}].scale`, lora.scale),
+        ...(lora.sha256 !== undefined && { sha256: checkString(`options.loras[${index}].sha256`, lora.sha256) }),
       };
     });
   }
@@ -130,8 +151,9 @@ export class Model {
     return withCallerStack(this.#native.encodePrompt(checkString('prompt', prompt)), caller);
   }
 
-  // Text to image on a native thread. Invalid options give a job whose promise rejects.
-  generate(options: GenerateOptions, onProgress?: ProgressCallback): EngineJob<RgbImage> {
+  // Text to image on a native thread: numImages images (seed, seed + 1, ...). Invalid
+  // options give a job whose promise rejects.
+  generate(options: GenerateOptions, onProgress?: ProgressCallback): EngineJob<RgbImage[]> {
     const caller = new Error();
     try {
       const checked = validateGenerateOptions(options);
@@ -140,6 +162,17 @@ export class Model {
     } catch (error) {
       return failedJob(error);
     }
+  }
+
+  /** Checks a LoRA file against this model (on a worker thread): its layout, and every key that does not fit. */
+  async checkLora(file: string): Promise<LoraCheck> {
+    const caller = new Error();
+    return withCallerStack(this.#native.checkLora(checkPath('path', file, 'file')), caller);
+  }
+
+  /** What the model's cache of parsed LoRAs holds and how it has served. */
+  loraCacheStats(): LoraCacheStats {
+    return this.#native.loraCacheStats();
   }
 
   // Frees this handle's reference to the weights; running jobs finish first.

@@ -36,6 +36,8 @@ const MAX_RANK = 1024;
 const MAX_STEPS = 1_000_000;
 const MAX_BATCH = 64;
 const MAX_IMAGES = 100_000;
+/** Class images of prior preservation (diffusers uses 100 by default; a few hundred is the most people use). */
+const MAX_CLASS_IMAGES = 1000;
 const MAX_VALIDATION_PROMPTS = 64;
 const MAX_SAMPLING_STEPS = 1000; // the scheduler's training timesteps
 const OUTPUT_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'; // a file name, never a path
@@ -88,6 +90,12 @@ export const TrainConfig = Type.Object({
   randomFlip: flag(false, 'Mirror images at random'),
   repeats: integer(1, 10_000, 1, 'Times each image is seen per epoch'),
   captionDropout: number({ minimum: 0, exclusiveMaximum: 1 }, 0, 'Probability of training on the empty prompt'),
+  classImages: Type.Array(TrainImageSource, {
+    maxItems: MAX_CLASS_IMAGES,
+    default: [],
+    description: 'Prior preservation: class images (one size), each micro-batch trains on as many; [] = off',
+  }),
+  priorLossWeight: number({ minimum: 0, maximum: 100 }, 1, 'Weight of the loss on class images'),
   // LoRA network
   rank: integer(1, MAX_RANK, 16, 'LoRA rank'),
   alpha: number({ exclusiveMinimum: 0, maximum: 65_536 }, 16, 'Scale = alpha / rank'),
@@ -174,12 +182,12 @@ function describeSchema(schema: TSchema): string {
 
 const KNOWN_IMAGE_FIELDS = new Set(['name', 'caption', 'path', 'data']);
 
-function checkImages(value: unknown): TrainImageSource[] {
-  if (!Array.isArray(value)) expected('an array of images', 'config.images', value);
-  if (value.length === 0) throw new EngineArgumentError('config.images is empty: training needs at least one image');
-  if (value.length > MAX_IMAGES) expected(`at most ${MAX_IMAGES} images`, 'config.images', value);
+function checkImages(value: unknown, field = 'images', limit = MAX_IMAGES): TrainImageSource[] {
+  if (!Array.isArray(value)) expected('an array of images', `config.${field}`, value);
+  if (value.length === 0 && field === 'images') throw new EngineArgumentError('config.images is empty: training needs at least one image');
+  if (value.length > limit) expected(`at most ${limit} images`, `config.${field}`, value);
   return value.map((entry: unknown, index): TrainImageSource => {
-    const at = `config.images[${index}]`;
+    const at = `config.${field}[${index}]`;
     const image = checkObject(at, entry);
     for (const key of Object.keys(image)) {
       if (!KNOWN_IMAGE_FIELDS.has(key)) throw new EngineArgumentError(`Unknown field ${at}.${key} (expected name, caption and path or data)`);
@@ -248,6 +256,7 @@ const SPECIAL_FIELDS: Record<string, (name: string, value: unknown) => unknown> 
   resumeFrom: (name, value) => checkPath(name, value, 'file'),
   device: (name, value) => checkDevice(name, value),
   images: (_name, value) => checkImages(value),
+  classImages: (_name, value) => checkImages(value, 'classImages', MAX_CLASS_IMAGES),
   metadata: (_name, value) => checkMetadata(value),
   seed: (name, value) => checkSeed(name, value),
   validationSeed: (name, value) => checkSeed(name, value),
@@ -351,18 +360,19 @@ export function train(config: TrainConfigInput, onProgress?: ProgressCallback): 
 
   const run = async (): Promise<TrainResult> => {
     await Promise.resolve(); // report nothing before train() has returned the job to its caller
-    const { images, ...options } = checked;
+    const { images, classImages, ...options } = checked;
     const maxSide = Math.min(MAX_SIDE, checked.resolution * DECODE_SIDE_FACTOR);
+    const all = [...images, ...classImages];
     const decoded: NativeTrainImage[] = [];
-    for (const [index, image] of images.entries()) {
+    for (const [index, image] of all.entries()) {
       if (cancelled) throw cancelledError();
-      report(progress('decoding', index, images.length, image.name));
+      report(progress('decoding', index, all.length, image.name));
       decoded.push(await decodeTrainImage(image, index, maxSide));
     }
-    report(progress('decoding', images.length, images.length, ''));
+    report(progress('decoding', all.length, all.length, ''));
     if (cancelled) throw cancelledError();
     mkdirSync(checked.outputDir, { recursive: true });
-    const nativeOptions: NativeTrainOptions = { ...options, images: decoded };
+    const nativeOptions: NativeTrainOptions = { ...options, images: decoded.slice(0, images.length), classImages: decoded.slice(images.length) };
     native = loadNativeAddon().train(nativeOptions, report);
     return native.promise;
   };

@@ -13,6 +13,7 @@ export interface RuntimeOptions {
 export interface LoadOptions extends RuntimeOptions {
   modelPath: string; // a diffusers folder (model_index.json) or one SGM .safetensors file
   configDir?: string; // for a single file: a diffusers folder whose configs to use
+  loraCacheBytes?: number; // parsed LoRAs generate() keeps, least recently used leave first (default 1 GiB)
 }
 
 /** A diffusers folder of configs (and tokenizers) to fill with seeded random float32 weights. */
@@ -24,7 +25,11 @@ export interface RandomWeightsOptions {
 export interface LoraSpec {
   path: string; // kohya (SGM or diffusers names) or peft .safetensors
   scale?: number; // default 1
+  sha256?: string; // the file's hash: its key in the model's LoRA cache (default: path, size and mtime)
 }
+
+export const SAMPLER_NAMES = ['euler', 'euler_a', 'dpmpp_2m_karras'] as const;
+export type SamplerName = (typeof SAMPLER_NAMES)[number];
 
 export interface GenerateOptions {
   prompt: string;
@@ -33,8 +38,34 @@ export interface GenerateOptions {
   height?: number; // default 1024, a multiple of 8
   steps?: number; // default 30
   guidanceScale?: number; // default 5
-  seed?: number | bigint; // default 0
-  loras?: LoraSpec[];
+  sampler?: SamplerName; // default euler
+  seed?: number | bigint; // default 0; image i uses seed + i
+  numImages?: number; // 1 to 4, default 1
+  // SDXL micro-conditioning (0 or absent: diffusers' defaults, the output size and no crop)
+  originalWidth?: number;
+  originalHeight?: number;
+  cropTop?: number;
+  cropLeft?: number;
+  targetWidth?: number;
+  targetHeight?: number;
+  loras?: LoraSpec[]; // applied for this call only, unmerged
+}
+
+/** A LoRA file checked against a model (Model#checkLora). */
+export interface LoraCheck {
+  layout: 'kohya-sgm' | 'kohya-diffusers' | 'peft';
+  modules: number;
+  components: string[]; // of unet, text_encoder, text_encoder_2
+  ranks: number[]; // distinct, ascending
+  alphas: number[]; // distinct, ascending
+  problems: string[]; // keys naming no module, modules whose shapes do not fit; [] = usable
+}
+
+export interface LoraCacheStats {
+  entries: number;
+  bytes: number;
+  hits: number;
+  misses: number;
 }
 
 export interface VerifyOptions extends RuntimeOptions {
@@ -122,6 +153,7 @@ export interface NativeTrainOptions extends RuntimeOptions {
   modelPath: string;
   configDir?: string;
   images: NativeTrainImage[];
+  classImages: NativeTrainImage[]; // prior preservation; [] = off
   outputDir: string;
   outputName?: string;
   resumeFrom?: string;
@@ -213,7 +245,9 @@ export interface NativeModel {
   describe(): ModelInfo;
   tokenize(prompt: string): Promise<TokenIds>;
   encodePrompt(prompt: string): Promise<PromptEmbeddings>;
-  generate(options: GenerateOptions, onProgress?: ProgressCallback): NativeJob<RgbImage>;
+  generate(options: GenerateOptions, onProgress?: ProgressCallback): NativeJob<RgbImage[]>;
+  checkLora(path: string): Promise<LoraCheck>;
+  loraCacheStats(): LoraCacheStats;
   dispose(): void;
   readonly disposed: boolean;
 }

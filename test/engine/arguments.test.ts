@@ -54,6 +54,9 @@ describe('TypeScript checks', () => {
       [{ prompt: 42 }, /Expected a string for options.prompt but received 42/],
       [{ prompt: 'x', loras: [{ path: path.join(scratch, 'missing.safetensors') }] }, /options.loras\[0\].path does not exist/],
       [{ prompt: 'x', loras: [{ path: kohyaLora, scale: Infinity }] }, /options.loras\[0\].scale but received Infinity/],
+      [{ prompt: 'x', sampler: 'ddim' }, /Expected one of euler, euler_a, dpmpp_2m_karras for options.sampler but received "ddim"/],
+      [{ prompt: 'x', numImages: 5 }, /options.numImages but received 5/],
+      [{ prompt: 'x', cropTop: -1 }, /options.cropTop but received -1/],
     ];
     for (const [options, message] of cases) {
       const job = model.generate(options as never);

@@ -55,6 +55,6 @@ test('tokenize and encodePrompt interleaved with a generate job', async () => {
   const [ids, embeddings] = await Promise.all([model.tokenize(PROMPTS[1]!), model.encodePrompt(PROMPTS[1]!)]);
   assert.deepEqual(ids, await model.tokenize(PROMPTS[1]!));
   assert.deepEqual(embeddings.promptEmbeds.data, (await model.encodePrompt(PROMPTS[1]!)).promptEmbeds.data);
-  const image = await job.promise;
-  assert.equal(image.rgb.length, 64 * 64 * 3);
+  const [image] = await job.promise;
+  assert.equal(image!.rgb.length, 64 * 64 * 3);
 });

@@ -42,16 +42,18 @@ test('generate returns an RGB image, the same for the same seed, with progress',
   const progress: Progress[] = [];
   const options = { prompt: 'a photo of an astronaut riding a horse', width: 64, height: 96, steps: 3, seed: 7 };
   const job = model.generate(options, (report) => progress.push(report));
-  const image = await job.promise;
+  const images = await job.promise;
+  assert.equal(images.length, 1);
+  const image = images[0]!;
   assert.equal(image.width, 64);
   assert.equal(image.height, 96);
   assert.equal(image.rgb.length, 64 * 96 * 3);
   assert.ok(progress.length > 0, 'no progress reported');
   assert.ok(progress.some((report) => report.phase.length > 0 && report.total >= 0));
-  const again = await model.generate(options).promise;
-  assert.ok(again.rgb.equals(image.rgb), 'same seed gave a different image');
-  const other = await model.generate({ ...options, seed: 8 }).promise;
-  assert.ok(!other.rgb.equals(image.rgb), 'another seed gave the same image');
+  const [again] = await model.generate(options).promise;
+  assert.ok(again!.rgb.equals(image.rgb), 'same seed gave a different image');
+  const [other] = await model.generate({ ...options, seed: 8 }).promise;
+  assert.ok(!other!.rgb.equals(image.rgb), 'another seed gave the same image');
 });
 
 test('cancel after the first progress rejects quickly with ERR_SDXL_CANCELLED', async () => {
@@ -93,7 +95,7 @@ test('the event loop keeps ticking while generate runs', async () => {
   const { result, ticks, longestGap, elapsed } = await measureEventLoop(
     () => model.generate({ prompt: 'a horse', width: 128, height: 128, steps: 12, seed: 3 }).promise,
   );
-  assert.equal(result.rgb.length, 128 * 128 * 3);
+  assert.equal(result[0]!.rgb.length, 128 * 128 * 3);
   const expectedTicks = elapsed / TICK_MS;
   assert.ok(elapsed > 5 * TICK_MS, `generate finished too fast to measure (${elapsed.toFixed(0)} ms)`);
   assert.ok(ticks >= expectedTicks * 0.3, `${ticks} ticks in ${elapsed.toFixed(0)} ms`);

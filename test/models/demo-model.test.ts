@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { loadModel } from '../../src/engine/index.js';
+import { loadModel, type RgbImage } from '../../src/engine/index.js';
 import { byteLevelVocabulary, DEMO_MODEL_ID, ensureDemoModel, writeDemoModel } from '../../src/models/demo-model.js';
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'sdxl-demo-'));
@@ -72,7 +72,7 @@ test('the engine loads the demo model, tokenizes any text byte by byte, and gene
     assert.ok(ids.tokenizer.includes(513), 'ends with <|endoftext|>');
     assert.equal(ids.tokenizer2.at(-1), 0, 'tokenizer_2 pads with "!"');
 
-    const image = await model.generate({ prompt: 'a photo of ohwx dog', width: 128, height: 128, steps: 2, seed: 1 }).promise;
+    const [image] = (await model.generate({ prompt: 'a photo of ohwx dog', width: 128, height: 128, steps: 2, seed: 1 }).promise) as [RgbImage];
     assert.equal(image.rgb.length, 128 * 128 * 3);
     assert.ok(new Set(image.rgb).size > 1, 'not a constant image');
   } finally {

@@ -77,6 +77,7 @@ struct LoadOptions {
   std::string config_dir; // for a single file: a diffusers folder whose configs and tokenizers to use;
                           // empty = SDXL-base configs and tokenizer/, tokenizer_2/ beside the file
   RuntimeOptions runtime;
+  int64_t lora_cache_bytes = int64_t{1} << 30; // parsed LoRAs generate() keeps (least recently used leave)
 };
 
 // A loaded SDXL pipeline: tokenizers, both text encoders, UNet, VAE, scheduler config.
@@ -131,11 +132,12 @@ struct PromptEmbeddings {
 PromptEmbeddings encode_prompt(const Model& model, const std::string& prompt);
 
 // ----------------------------------------------------------------------------
-// Generation (text-to-image, Euler, classifier-free guidance, LoRAs unmerged)
+// Generation (text-to-image, classifier-free guidance, LoRAs unmerged per call)
 
 struct LoraSpec {
-  std::string path; // kohya (SGM or diffusers names) or peft .safetensors
+  std::string path;   // kohya (SGM or diffusers names) or peft .safetensors
   double scale = 1.0;
+  std::string sha256; // the file's hash, its key in the model's LoRA cache; empty = path, size and mtime
 };
 
 struct GenerateOptions {
@@ -145,8 +147,17 @@ struct GenerateOptions {
   int64_t height = 1024;
   int64_t steps = 30;
   double guidance_scale = 5.0;
-  uint64_t seed = 0;
-  std::vector<LoraSpec> loras;
+  std::string sampler = "euler"; // "euler", "euler_a" (Euler ancestral) or "dpmpp_2m_karras"
+  uint64_t seed = 0;             // image i starts from (and, for euler_a, steps with) seed + i
+  int64_t num_images = 1;        // 1 to 4, denoised as one batch
+  // SDXL micro-conditioning; 0 = diffusers' defaults (original and target = the output size, no crop).
+  int64_t original_width = 0;
+  int64_t original_height = 0;
+  int64_t crop_top = 0;
+  int64_t crop_left = 0;
+  int64_t target_width = 0;
+  int64_t target_height = 0;
+  std::vector<LoraSpec> loras; // applied for this call only: concurrent calls never see each other's
 };
 
 struct Image {
@@ -155,8 +166,31 @@ struct Image {
   std::vector<uint8_t> rgb; // width * height * 3, row-major
 };
 
-Image generate(Model& model, const GenerateOptions& options, const ProgressFn& progress,
-               const CancelFlag& cancel);
+// One image per num_images, in seed order.
+std::vector<Image> generate(Model& model, const GenerateOptions& options, const ProgressFn& progress,
+                            const CancelFlag& cancel);
+
+// What the model's LoRA cache holds and how it has served.
+struct LoraCacheInfo {
+  int64_t entries = 0;
+  int64_t bytes = 0;
+  int64_t hits = 0;
+  int64_t misses = 0;
+};
+LoraCacheInfo lora_cache_info(const Model& model);
+
+// A LoRA file checked against a model: its layout and shape, and every key that names no
+// module of the model or whose shapes do not fit (empty problems: the file applies).
+// Throws std::invalid_argument for a file that is not a LoRA at all.
+struct LoraCheck {
+  std::string layout; // "kohya-sgm", "kohya-diffusers" or "peft"
+  int64_t modules = 0;
+  std::vector<std::string> components; // of "unet", "text_encoder", "text_encoder_2"
+  std::vector<int64_t> ranks;          // distinct, ascending
+  std::vector<double> alphas;          // distinct, ascending
+  std::vector<std::string> problems;
+};
+LoraCheck check_lora(const Model& model, const std::string& path);
 
 // ----------------------------------------------------------------------------
 // Verify: recompute every output a golden fixture names and compare
@@ -211,6 +245,13 @@ struct TrainOptions {
   bool random_flip = false;
   int64_t repeats = 1;
   double caption_dropout = 0.0; // probability of training on the empty prompt
+
+  // Prior preservation (DreamBooth's class images, diffusers' --with_prior_preservation):
+  // every micro-batch also trains on as many class images (made by the base model from
+  // the class prompt, all one size), taken in a fixed shuffled order, and the loss is
+  // instance loss + prior_loss_weight * prior loss. Empty: off.
+  std::vector<TrainImage> class_images;
+  double prior_loss_weight = 1.0;
 
   // LoRA network (scale = alpha / rank; A random, B zero, as peft)
   int64_t rank = 16;

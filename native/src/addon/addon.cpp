@@ -9,7 +9,9 @@
 //   Model#describe()                      -> ModelInfo
 //   Model#tokenize(prompt)                -> Promise<TokenIds>
 //   Model#encodePrompt(prompt)            -> Promise<PromptEmbeddings>
-//   Model#generate(options, onProgress?)  -> { promise, cancel() }
+//   Model#generate(options, onProgress?)  -> { promise (RgbImage[]), cancel() }
+//   Model#checkLora(path)                 -> Promise<LoraCheck>
+//   Model#loraCacheStats()                -> LoraCacheStats
 //   Model#dispose()
 // Typed in src/engine/types.ts; arguments are validated in src/engine/index.ts first.
 #include <napi.h> // node-addon-api

@@ -216,7 +216,15 @@ GenerateOptions generate_options_from_js(const Napi::Value& value) {
   options.height = reader.integer("height", options.height);
   options.steps = reader.integer("steps", options.steps);
   options.guidance_scale = reader.number("guidanceScale", options.guidance_scale);
+  options.sampler = reader.string("sampler", options.sampler);
   options.seed = reader.unsigned_integer("seed", options.seed);
+  options.num_images = reader.integer("numImages", options.num_images);
+  options.original_width = reader.integer("originalWidth", 0);
+  options.original_height = reader.integer("originalHeight", 0);
+  options.crop_top = reader.integer("cropTop", 0);
+  options.crop_left = reader.integer("cropLeft", 0);
+  options.target_width = reader.integer("targetWidth", 0);
+  options.target_height = reader.integer("targetHeight", 0);
   const Napi::Value loras = reader.raw("loras");
   if (!loras.IsUndefined()) {
     if (!loras.IsArray())
@@ -224,7 +232,7 @@ GenerateOptions generate_options_from_js(const Napi::Value& value) {
     const Napi::Array list = loras.As<Napi::Array>();
     for (uint32_t i = 0; i < list.Length(); ++i) {
       const FieldReader lora(list.Get(i), "options.loras[" + std::to_string(i) + "]");
-      options.loras.push_back({lora.string("path"), lora.number("scale", 1.0)});
+      options.loras.push_back({lora.string("path"), lora.number("scale", 1.0), lora.string("sha256", "")});
     }
   }
   return options;
@@ -275,6 +283,15 @@ TrainOptions train_options_from_js(const Napi::Value& value) {
   options.images.reserve(images.Length());
   for (uint32_t i = 0; i < images.Length(); ++i)
     options.images.push_back(train_image_from_js(images.Get(i), "options.images[" + std::to_string(i) + "]"));
+  const Napi::Value class_images = reader.raw("classImages");
+  if (!class_images.IsUndefined()) {
+    if (!class_images.IsArray())
+      throw invalid_argument(value.Env(), "Expected array for options.classImages but received " + js_type_name(class_images));
+    const Napi::Array list = class_images.As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i)
+      options.class_images.push_back(train_image_from_js(list.Get(i), "options.classImages[" + std::to_string(i) + "]"));
+  }
+  options.prior_loss_weight = reader.number("priorLossWeight", options.prior_loss_weight);
   options.output_dir = reader.string("outputDir");
   options.output_name = reader.string("outputName", options.output_name);
   options.resume_from = reader.string("resumeFrom", "");
@@ -381,6 +398,41 @@ Napi::Object image_to_js(Napi::Env env, const Image& image) {
   result.Set("height", static_cast<double>(image.height));
   result.Set("channels", 3);
   result.Set("rgb", Napi::Buffer<uint8_t>::Copy(env, image.rgb.data(), image.rgb.size()));
+  return result;
+}
+
+Napi::Array images_to_js(Napi::Env env, const std::vector<Image>& images) {
+  Napi::Array result = Napi::Array::New(env, images.size());
+  for (size_t i = 0; i < images.size(); ++i) result.Set(i, image_to_js(env, images[i]));
+  return result;
+}
+
+Napi::Object lora_check_to_js(Napi::Env env, const LoraCheck& check) {
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("layout", check.layout);
+  result.Set("modules", static_cast<double>(check.modules));
+  const auto strings = [&](const std::vector<std::string>& values) {
+    Napi::Array array = Napi::Array::New(env, values.size());
+    for (size_t i = 0; i < values.size(); ++i) array.Set(i, values[i]);
+    return array;
+  };
+  result.Set("components", strings(check.components));
+  result.Set("problems", strings(check.problems));
+  Napi::Array ranks = Napi::Array::New(env, check.ranks.size());
+  for (size_t i = 0; i < check.ranks.size(); ++i) ranks.Set(i, static_cast<double>(check.ranks[i]));
+  result.Set("ranks", ranks);
+  Napi::Array alphas = Napi::Array::New(env, check.alphas.size());
+  for (size_t i = 0; i < check.alphas.size(); ++i) alphas.Set(i, check.alphas[i]);
+  result.Set("alphas", alphas);
+  return result;
+}
+
+Napi::Object lora_cache_info_to_js(Napi::Env env, const LoraCacheInfo& info) {
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("entries", static_cast<double>(info.entries));
+  result.Set("bytes", static_cast<double>(info.bytes));
+  result.Set("hits", static_cast<double>(info.hits));
+  result.Set("misses", static_cast<double>(info.misses));
   return result;
 }
 

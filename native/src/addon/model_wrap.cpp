@@ -4,7 +4,7 @@
 #include "addon/convert.h"  // options and results
 #include "addon/errors.h"   // guard, to_js_error
 #include "addon/long_job.h" // start_long_job
-#include "addon/workers.h"  // TokenizeWorker, EncodePromptWorker
+#include "addon/workers.h"  // TokenizeWorker, EncodePromptWorker, CheckLoraWorker
 
 namespace sdxl::addon {
 
@@ -15,6 +15,8 @@ Napi::Function ModelWrap::define_class(Napi::Env env) {
                          InstanceMethod<&ModelWrap::tokenize>("tokenize"),
                          InstanceMethod<&ModelWrap::encode_prompt>("encodePrompt"),
                          InstanceMethod<&ModelWrap::generate>("generate"),
+                         InstanceMethod<&ModelWrap::check_lora>("checkLora"),
+                         InstanceMethod<&ModelWrap::lora_cache_stats>("loraCacheStats"),
                          InstanceMethod<&ModelWrap::dispose>("dispose"),
                          InstanceAccessor<&ModelWrap::disposed>("disposed"),
                      });
@@ -57,9 +59,18 @@ Napi::Value ModelWrap::generate(const Napi::CallbackInfo& info) {
   std::shared_ptr<Model> model = require_model(info.Env());
   return start_long_job(info.Env(), "sdxl.generate", info[1],
                         [model, options = std::move(options)](const ProgressFn& progress, const CancelFlag& cancel) {
-                          auto image = std::make_shared<Image>(sdxl::generate(*model, options, progress, cancel));
-                          return ResultBuilder([image](Napi::Env env) { return image_to_js(env, *image); });
+                          auto images = std::make_shared<std::vector<Image>>(sdxl::generate(*model, options, progress, cancel));
+                          return ResultBuilder([images](Napi::Env env) { return images_to_js(env, *images); });
                         });
+}
+
+Napi::Value ModelWrap::check_lora(const Napi::CallbackInfo& info) {
+  std::string path = string_argument(info, 0, "path");
+  return queue_worker<CheckLoraWorker>(info.Env(), require_model(info.Env()), std::move(path));
+}
+
+Napi::Value ModelWrap::lora_cache_stats(const Napi::CallbackInfo& info) {
+  return guard(info, [&] { return lora_cache_info_to_js(info.Env(), sdxl::lora_cache_info(*require_model(info.Env()))); });
 }
 
 Napi::Value ModelWrap::dispose(const Napi::CallbackInfo& info) {

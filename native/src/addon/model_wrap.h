@@ -23,6 +23,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value tokenize(const Napi::CallbackInfo& info);
   Napi::Value encode_prompt(const Napi::CallbackInfo& info);
   Napi::Value generate(const Napi::CallbackInfo& info);
+  Napi::Value check_lora(const Napi::CallbackInfo& info);
+  Napi::Value lora_cache_stats(const Napi::CallbackInfo& info);
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);
 

@@ -64,6 +64,13 @@ void EncodePromptWorker::compute() { embeddings_ = encode_prompt(*model_, prompt
 
 Napi::Value EncodePromptWorker::on_success(Napi::Env env) { return prompt_embeddings_to_js(env, embeddings_); }
 
+CheckLoraWorker::CheckLoraWorker(Napi::Env env, std::shared_ptr<const Model> model, std::string path) :
+    PromiseWorker(env, "sdxl.checkLora"), model_(std::move(model)), path_(std::move(path)) {}
+
+void CheckLoraWorker::compute() { check_ = check_lora(*model_, path_); }
+
+Napi::Value CheckLoraWorker::on_success(Napi::Env env) { return lora_check_to_js(env, check_); }
+
 InspectSafetensorsWorker::InspectSafetensorsWorker(Napi::Env env, std::string path) :
     PromiseWorker(env, "sdxl.inspectSafetensors"), path_(std::move(path)) {}
 

@@ -78,6 +78,17 @@ class EncodePromptWorker : public PromiseWorker {
   PromptEmbeddings embeddings_;
 };
 
+class CheckLoraWorker : public PromiseWorker {
+ public:
+  CheckLoraWorker(Napi::Env env, std::shared_ptr<const Model> model, std::string path);
+ private:
+  void compute() override;
+  Napi::Value on_success(Napi::Env env) override;
+  std::shared_ptr<const Model> model_;
+  std::string path_;
+  LoraCheck check_;
+};
+
 class InspectSafetensorsWorker : public PromiseWorker {
  public:
   InspectSafetensorsWorker(Napi::Env env, std::string path);

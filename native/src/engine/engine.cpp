@@ -2,20 +2,22 @@
 // (runtime.cpp holds the runtime helpers; verify.cpp the fixture check.)
 #include "sdxl/engine.h"
 
-#include <cmath>        // std::isfinite
-#include <mutex>        // std::unique_lock
-#include <shared_mutex> // std::shared_lock
-#include <stdexcept>    // std::invalid_argument
-#include <utility>      // std::pair
+#include <algorithm>  // std::find
+#include <cmath>      // std::isfinite
+#include <filesystem> // std::filesystem::file_size, last_write_time
+#include <set>        // LoraCheck's distinct values
+#include <stdexcept>  // std::invalid_argument
+#include <utility>    // std::pair, std::move
 
 #include <ATen/CPUGeneratorImpl.h> // at::detail::createCPUGenerator
 
 #include "engine/model.h"          // Model, load_model_from
-#include "lora/apply.h"            // lora::apply_lora, clear_loras, lora_targets
+#include "lora/apply.h"            // lora::prepare_adapters, fit_problems, lora_targets
 #include "lora/lora_file.h"        // lora::load_lora_file
 #include "models/state_dict.h"     // models::count_parameters
 #include "sample/pipeline.h"       // sample::text_to_image, image_to_rgb8
 #include "sample/prompt_encoding.h" // sample::encode_prompts, add_time_ids
+#include "sample/sampler.h"         // sample::sampler_names
 
 namespace sdxl {
 
@@ -30,19 +32,7 @@ HostTensor to_host(const torch::Tensor& tensor) {
   return host;
 }
 
-// Removes the LoRA slots a generate() call attached, however it ends.
-class AttachedLoras {
- public:
-  explicit AttachedLoras(Model& model) : model_(model) {}
-  ~AttachedLoras() {
-    lora::clear_loras(model_.unet.get(), model_.text_encoder.get(), model_.text_encoder_2.get());
-  }
-  AttachedLoras(const AttachedLoras&) = delete;
-  AttachedLoras& operator=(const AttachedLoras&) = delete;
-
- private:
-  Model& model_;
-};
+constexpr int64_t kMaxImagesPerCall = 4;
 
 void validate(const Model& model, const GenerateOptions& options) {
   const int64_t factor = vae_scale_factor(model);
@@ -56,39 +46,97 @@ void validate(const Model& model, const GenerateOptions& options) {
                                 " but received " + std::to_string(options.steps));
   if (!std::isfinite(options.guidance_scale))
     throw std::invalid_argument("Expected a finite guidance_scale");
+  if (options.num_images < 1 || options.num_images > kMaxImagesPerCall)
+    throw std::invalid_argument("Expected num_images between 1 and " + std::to_string(kMaxImagesPerCall) +
+                                " but received " + std::to_string(options.num_images));
+  const auto& names = sample::sampler_names();
+  if (std::find(names.begin(), names.end(), options.sampler) == names.end())
+    throw std::invalid_argument("Expected sampler euler, euler_a or dpmpp_2m_karras but received \"" + options.sampler + "\"");
+  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"original_width", options.original_width},
+                                    {"original_height", options.original_height}, {"crop_top", options.crop_top},
+                                    {"crop_left", options.crop_left}, {"target_width", options.target_width},
+                                    {"target_height", options.target_height}}) {
+    if (value < 0) throw std::invalid_argument(std::string("Expected ") + name + " >= 0 but received " + std::to_string(value));
+  }
   for (const auto& spec : options.loras) {
     if (!std::isfinite(spec.scale)) throw std::invalid_argument("Expected a finite scale for LoRA " + spec.path);
   }
 }
 
-// Prompt encoding and the denoising loop; the caller holds the LoRA lock.
-Image generate_locked(Model& model, const GenerateOptions& options, const ProgressFn& progress,
-                      const CancelFlag& cancel) {
+// The size conditioning diffusers builds from the options (0 = its default).
+sample::SizeConditioning size_conditioning(const GenerateOptions& options) {
+  sample::SizeConditioning size = sample::SizeConditioning::for_output(options.height, options.width);
+  if (options.original_height > 0) size.original_height = options.original_height;
+  if (options.original_width > 0) size.original_width = options.original_width;
+  if (options.target_height > 0) size.target_height = options.target_height;
+  if (options.target_width > 0) size.target_width = options.target_width;
+  size.crop_top = options.crop_top;
+  size.crop_left = options.crop_left;
+  return size;
+}
+
+// The cache key of a LoRA file: its hash when the caller gave one, else what identifies the file on disk.
+std::string lora_cache_key(const LoraSpec& spec) {
+  if (!spec.sha256.empty()) return "sha256:" + spec.sha256;
+  std::error_code error;
+  const auto size = std::filesystem::file_size(spec.path, error);
+  const auto modified = std::filesystem::last_write_time(spec.path, error);
+  return "file:" + spec.path + ":" + std::to_string(size) + ":" +
+         std::to_string(modified.time_since_epoch().count());
+}
+
+// The LoRAs of one call, parsed (or found in the model's cache) and ready to overlay.
+std::vector<models::ActiveAdapter> prepare_call_loras(Model& model, const std::vector<LoraSpec>& specs) {
+  std::vector<models::ActiveAdapter> adapters;
+  for (const LoraSpec& spec : specs) {
+    const auto set = model.lora_cache->get(lora_cache_key(spec), [&] {
+      const lora::LoraTargets targets =
+          lora::lora_targets(model.unet.get(), model.text_encoder.get(), model.text_encoder_2.get());
+      const lora::LoraFile file = lora::load_lora_file(spec.path, targets);
+      return lora::prepare_adapters(model.unet.get(), model.text_encoder.get(), model.text_encoder_2.get(), file);
+    });
+    adapters.push_back({set, spec.scale});
+  }
+  return adapters;
+}
+
+// Prompt encoding, the denoising loop and decoding, with this thread's LoRA overlay in place.
+std::vector<Image> generate_images(Model& model, const GenerateOptions& options, const ProgressFn& progress,
+                                   const CancelFlag& cancel) {
   torch::NoGradGuard no_grad;
+  const int64_t batch = options.num_images;
+  // Encoded once and repeated: every image of the call has the same conditioning.
   const sample::PromptEncoding positive = sample::encode_prompts(
       model.tokenizer, model.tokenizer_2, model.text_encoder, model.text_encoder_2, {options.prompt});
-  const sample::NegativeEmbeddings negative =
-      sample::encode_negative_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder, model.text_encoder_2,
-                                      {options.negative_prompt}, positive, model.force_zeros_for_empty_prompt);
+  const sample::NegativeEmbeddings negative = sample::encode_negative_prompts(
+      model.tokenizer, model.tokenizer_2, model.text_encoder, model.text_encoder_2, {options.negative_prompt}, positive,
+      model.force_zeros_for_empty_prompt);
   throw_if_cancelled(cancel);
 
   const int64_t factor = vae_scale_factor(model);
   const int64_t latent_channels = model.unet->config().in_channels;
-  // Starting noise from a CPU generator, as diffusers draws it with a CPU torch.Generator.
-  auto generator = at::detail::createCPUGenerator(options.seed);
-  const torch::Tensor noise = torch::randn({1, latent_channels, options.height / factor, options.width / factor},
-                                           generator, torch::TensorOptions().dtype(torch::kFloat32)); // [1, 4, h, w]
+  // Each image from its own CPU generator seeded seed + i, as diffusers draws a generator
+  // list: its starting noise, then (euler_a) its step noise. Image i of a call is
+  // therefore the one image of a call with seed + i.
+  std::vector<at::Generator> generators;
+  std::vector<torch::Tensor> noise;
+  for (int64_t i = 0; i < batch; ++i) {
+    generators.push_back(at::detail::createCPUGenerator(options.seed + static_cast<uint64_t>(i)));
+    noise.push_back(torch::randn({1, latent_channels, options.height / factor, options.width / factor},
+                                 generators.back(), torch::TensorOptions().dtype(torch::kFloat32))); // [1, 4, h, w]
+  }
 
   sample::Text2ImageInputs inputs;
-  inputs.prompt_embeds = positive.prompt_embeds;
-  inputs.pooled_prompt_embeds = positive.pooled_prompt_embeds;
-  inputs.negative_prompt_embeds = negative.prompt_embeds;
-  inputs.negative_pooled_prompt_embeds = negative.pooled_prompt_embeds;
-  inputs.time_ids = sample::add_time_ids(sample::SizeConditioning::for_output(options.height, options.width), 1,
-                                         model.dtype, model.device); // [1, 6]
-  inputs.latents = noise.to(model.device, model.dtype);
+  inputs.prompt_embeds = positive.prompt_embeds.repeat({batch, 1, 1});                   // [B, 77, cross]
+  inputs.pooled_prompt_embeds = positive.pooled_prompt_embeds.repeat({batch, 1});         // [B, proj]
+  inputs.negative_prompt_embeds = negative.prompt_embeds.repeat({batch, 1, 1});          // [B, 77, cross]
+  inputs.negative_pooled_prompt_embeds = negative.pooled_prompt_embeds.repeat({batch, 1}); // [B, proj]
+  inputs.time_ids = sample::add_time_ids(size_conditioning(options), batch, model.dtype, model.device); // [B, 6]
+  inputs.latents = torch::cat(noise, 0).to(model.device, model.dtype); // [B, 4, h, w]
   inputs.steps = options.steps;
   inputs.guidance_scale = options.guidance_scale;
+  inputs.sampler = options.sampler;
+  inputs.generators = generators;
 
   const auto on_step = [&](int64_t step, int64_t total) {
     throw_if_cancelled(cancel);
@@ -100,11 +148,15 @@ Image generate_locked(Model& model, const GenerateOptions& options, const Progre
       sample::text_to_image(model.unet, model.vae, model.scheduler, inputs, on_step);
   if (progress) progress(Progress{"decoding", 1, 1, ""});
 
-  Image image;
-  image.width = options.width;
-  image.height = options.height;
-  image.rgb = sample::image_to_rgb8(result.image);
-  return image;
+  std::vector<Image> images;
+  for (int64_t i = 0; i < batch; ++i) {
+    Image image;
+    image.width = options.width;
+    image.height = options.height;
+    image.rgb = sample::image_to_rgb8(result.image.slice(0, i, i + 1));
+    images.push_back(std::move(image));
+  }
+  return images;
 }
 
 } // namespace
@@ -135,7 +187,6 @@ TokenIds tokenize(const Model& model, const std::string& prompt) {
 }
 
 PromptEmbeddings encode_prompt(const Model& model, const std::string& prompt) {
-  std::shared_lock<std::shared_mutex> lock(model.lora_mutex);
   torch::NoGradGuard no_grad;
   // Forward passes do not change the modules; the holders are copied only to call them.
   models::ClipTextModel text_encoder = model.text_encoder;
@@ -148,26 +199,50 @@ PromptEmbeddings encode_prompt(const Model& model, const std::string& prompt) {
 // ---------------------------------------------------------------------------
 // Generation
 
-Image generate(Model& model, const GenerateOptions& options, const ProgressFn& progress, const CancelFlag& cancel) {
+std::vector<Image> generate(Model& model, const GenerateOptions& options, const ProgressFn& progress,
+                            const CancelFlag& cancel) {
   validate(model, options);
   throw_if_cancelled(cancel);
-  if (options.loras.empty()) {
-    std::shared_lock<std::shared_mutex> lock(model.lora_mutex);
-    return generate_locked(model, options, progress, cancel);
-  }
-  // Read and match the files before taking the lock, so a bad file fails fast.
+  // Read and match the files first, so a bad file fails before any denoising.
+  const std::vector<models::ActiveAdapter> adapters = prepare_call_loras(model, options.loras);
+  throw_if_cancelled(cancel);
+  const models::ActiveAdaptersScope scope(adapters.empty() ? nullptr : &adapters);
+  return generate_images(model, options, progress, cancel);
+}
+
+LoraCacheInfo lora_cache_info(const Model& model) {
+  const LoraCacheStats stats = model.lora_cache->stats();
+  return LoraCacheInfo{stats.entries, stats.bytes, stats.hits, stats.misses};
+}
+
+// ---------------------------------------------------------------------------
+// LoRA check
+
+LoraCheck check_lora(const Model& model, const std::string& path) {
   const lora::LoraTargets targets =
       lora::lora_targets(model.unet.get(), model.text_encoder.get(), model.text_encoder_2.get());
-  std::vector<lora::LoraFile> files;
-  for (const auto& spec : options.loras) files.push_back(lora::load_lora_file(spec.path, targets));
-  throw_if_cancelled(cancel);
-
-  std::unique_lock<std::shared_mutex> lock(model.lora_mutex);
-  AttachedLoras attached(model);
-  for (size_t i = 0; i < files.size(); ++i)
-    lora::apply_lora(model.unet.get(), model.text_encoder.get(), model.text_encoder_2.get(), files[i],
-                     options.loras[i].scale);
-  return generate_locked(model, options, progress, cancel);
+  std::vector<std::string> unmatched;
+  const lora::LoraFile file = lora::load_lora_file(path, targets, &unmatched);
+  LoraCheck check;
+  check.layout = lora::to_string(file.layout);
+  check.modules = static_cast<int64_t>(file.modules.size());
+  std::set<std::string> components;
+  std::set<int64_t> ranks;
+  std::set<double> alphas;
+  for (const auto& module : file.modules) {
+    components.insert(module.component);
+    ranks.insert(module.rank);
+    alphas.insert(module.alpha);
+  }
+  check.components.assign(components.begin(), components.end());
+  check.ranks.assign(ranks.begin(), ranks.end());
+  check.alphas.assign(alphas.begin(), alphas.end());
+  for (const auto& key : unmatched) check.problems.push_back(key + ": names no module of the model");
+  for (auto& problem : lora::fit_problems(model.unet.get(), model.text_encoder.get(), model.text_encoder_2.get(), file))
+    check.problems.push_back(std::move(problem));
+  if (check.modules == 0 && check.problems.empty())
+    throw std::invalid_argument("LoRA file " + path + " holds no LoRA modules");
+  return check;
 }
 
 } // namespace sdxl

@@ -208,13 +208,19 @@ std::shared_ptr<Model> load_model_from(const LoadOptions& options, const CancelF
   check_runtime(options.runtime);
   const fs::path path = options.model_path;
   if (path.empty()) throw std::invalid_argument("model_path is empty");
+  if (options.lora_cache_bytes < 0) throw std::invalid_argument("lora_cache_bytes must not be negative");
+  std::shared_ptr<Model> model;
   if (fs::is_directory(path)) {
     if (!fs::exists(path / "model_index.json") && !fs::exists(path / "unet"))
       throw std::invalid_argument(path.string() + " is not a diffusers SDXL folder (no model_index.json)");
-    return load_diffusers_folder(options, cancel, progress);
+    model = load_diffusers_folder(options, cancel, progress);
+  } else if (fs::is_regular_file(path)) {
+    model = load_sgm_single_file(options, cancel, progress);
+  } else {
+    throw std::invalid_argument("model path " + path.string() + " does not exist");
   }
-  if (fs::is_regular_file(path)) return load_sgm_single_file(options, cancel, progress);
-  throw std::invalid_argument("model path " + path.string() + " does not exist");
+  model->lora_cache = std::make_unique<LoraCache>(options.lora_cache_bytes);
+  return model;
 }
 
 } // namespace sdxl

@@ -4,12 +4,12 @@
 #pragma once
 
 #include <filesystem>   // std::filesystem::path
-#include <memory>       // std::shared_ptr
-#include <shared_mutex> // std::shared_mutex for LoRA attachment
+#include <memory>       // std::shared_ptr, std::unique_ptr
 #include <string>
 
 #include <torch/torch.h> // torch::Device, torch::Dtype
 
+#include "engine/lora_cache.h"     // LoraCache
 #include "io/tokenizer.h"          // io::ClipTokenizer
 #include "models/clip.h"           // models::ClipTextModel
 #include "models/configs.h"        // models::UNetConfig, VaeConfig, ClipTextConfig
@@ -40,9 +40,8 @@ class Model {
   sample::SchedulerConfig scheduler;
   bool force_zeros_for_empty_prompt = true; // model_index.json; SDXL-base sets it
 
-  // LoRA slots live on the shared modules: a call that attaches adapters holds
-  // this exclusively until it has removed them; every other forward holds it shared.
-  mutable std::shared_mutex lora_mutex;
+  // Parsed LoRAs for generate()'s per-call overlays (set by load_model_from).
+  std::unique_ptr<LoraCache> lora_cache;
 };
 
 // Every component config of a pipeline; SDXL-base's where a file gives none.

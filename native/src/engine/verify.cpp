@@ -11,6 +11,10 @@
 #include <fstream>    // std::ifstream
 #include <functional> // std::function
 #include <limits>     // std::numeric_limits
+#include <memory>     // std::unique_ptr sampler
+#include <iterator>   // std::istreambuf_iterator
+#include <optional>   // std::optional extra fixture
+#include <regex>      // std::regex non-finite JSON numbers
 #include <sstream>    // std::stringstream name segments
 #include <stdexcept>  // std::logic_error, std::runtime_error
 #include <vector>
@@ -23,6 +27,7 @@
 #include "lora/lora_file.h"        // lora::load_lora_file
 #include "sample/euler.h"          // sample::EulerDiscreteScheduler
 #include "sample/pipeline.h"       // sample::text_to_image
+#include "sample/sampler.h"        // sample::make_sampler
 #include "sample/prompt_encoding.h" // sample::encode_prompts, add_time_ids
 #include "sdxl/engine.h"           // verify, VerifyReport
 #include "train/ddpm_loss.h"       // train::ddpm_loss, enable_lora_training
@@ -44,7 +49,8 @@ bool ends_with(const std::string& text, const std::string& suffix) {
 
 // Tables computed in float32 whatever the runtime dtype.
 bool is_schedule_table(const std::string& name) {
-  return starts_with(name, "sched.") || starts_with(name, "pipe.sched.") || name == "train.ddpm.alphas_cumprod";
+  return starts_with(name, "sched.") || starts_with(name, "pipe.sched.") || starts_with(name, "pipe_dpmpp.sched.") ||
+         name == "train.ddpm.alphas_cumprod";
 }
 
 double unit_roundoff(torch::Dtype dtype) {
@@ -73,9 +79,12 @@ class GoldenFixture {
  public:
   explicit GoldenFixture(const fs::path& dir)
       : dir_(dir), tensors_(io::SafetensorsFile::open((dir / "golden.safetensors").string())) {
-    std::ifstream file(dir / "golden.json");
-    if (!file) throw std::runtime_error("cannot open " + (dir / "golden.json").string());
-    settings_ = nlohmann::json::parse(file);
+    settings_ = read_json(dir / "golden.json");
+    // More references beside the main ones (extra_golden.*: the DPM++ sampler, ...), when present.
+    if (fs::exists(dir / "extra_golden.safetensors")) {
+      extra_.emplace(io::SafetensorsFile::open((dir / "extra_golden.safetensors").string()));
+      extra_settings_ = read_json(dir / "extra_golden.json");
+    }
   }
 
   // An input tensor: refused unless one segment of its name is "in".
@@ -85,19 +94,37 @@ class GoldenFixture {
     bool is_input = false;
     while (std::getline(segments, segment, '.')) is_input = is_input || segment == "in";
     if (!is_input) throw std::logic_error("verify may only read fixture inputs, not " + name);
-    return tensors_.tensor(name);
+    return tensor(name);
   }
   // A reference output, for comparison only.
-  torch::Tensor reference(const std::string& name) const { return tensors_.tensor(name); }
-  bool has(const std::string& name) const { return tensors_.contains(name); }
+  torch::Tensor reference(const std::string& name) const { return tensor(name); }
+  bool has(const std::string& name) const { return tensors_.contains(name) || (extra_ && extra_->contains(name)); }
+  bool has_extra() const { return extra_.has_value(); }
 
   const nlohmann::json& settings() const { return settings_; }
+  const nlohmann::json& extra_settings() const { return extra_settings_; }
   const fs::path& dir() const { return dir_; }
 
  private:
+  // Python's json writes -Infinity, Infinity and NaN (extra_golden.json's lambda_min_clipped);
+  // they are read as null, which no setting verify uses needs to be.
+  static nlohmann::json read_json(const fs::path& path) {
+    std::ifstream file(path);
+    if (!file) throw std::runtime_error("cannot open " + path.string());
+    const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    static const std::regex non_finite(R"(([:\[,]\s*)-?(Infinity|NaN)\b)");
+    return nlohmann::json::parse(std::regex_replace(text, non_finite, "$1null"));
+  }
+  torch::Tensor tensor(const std::string& name) const {
+    if (!tensors_.contains(name) && extra_ && extra_->contains(name)) return extra_->tensor(name);
+    return tensors_.tensor(name);
+  }
+
   fs::path dir_;
   io::SafetensorsFile tensors_;
+  std::optional<io::SafetensorsFile> extra_;
   nlohmann::json settings_;
+  nlohmann::json extra_settings_;
 };
 
 // One computed tensor and the golden tensor it is compared with.
@@ -206,9 +233,11 @@ std::vector<Computed> scheduler_outputs(VerifyContext& ctx) {
           {"sched.euler30.sigmas", "sched.euler30.sigmas", scheduler.sigmas()}};
 }
 
-std::vector<Computed> pipeline_outputs(VerifyContext& ctx) {
+// A text-to-image run as the fixture's `settings` describe it, from its starting latents
+// `<prefix>.in.latents`: its tables, the latents after every step, the final latents and image.
+std::vector<Computed> text_to_image_outputs(VerifyContext& ctx, const nlohmann::json& settings, const std::string& prefix,
+                                            const std::string& sampler) {
   torch::NoGradGuard no_grad;
-  const nlohmann::json& settings = ctx.golden.settings().at("pipeline");
   const std::string prompt = settings.at("prompt").get<std::string>();
   const std::string negative_prompt =
       settings.contains("negative_prompt") && settings.at("negative_prompt").is_string()
@@ -230,18 +259,44 @@ std::vector<Computed> pipeline_outputs(VerifyContext& ctx) {
   inputs.negative_pooled_prompt_embeds = negative.pooled_prompt_embeds;
   inputs.time_ids = sample::add_time_ids(sample::SizeConditioning::for_output(height, width), 1, ctx.dtype,
                                          ctx.device); // [1, 6]
-  inputs.latents = ctx.in("pipe.in.latents");        // the fixture's starting noise, not our generator's
+  inputs.latents = ctx.in(prefix + ".in.latents");  // the fixture's starting noise, not our generator's
   inputs.steps = settings.at("num_inference_steps").get<int64_t>();
   inputs.guidance_scale = settings.at("guidance_scale").get<double>();
+  inputs.sampler = sampler;
 
-  const sample::EulerDiscreteScheduler scheduler(model.scheduler, inputs.steps);
-  const sample::Text2ImageResult result = sample::text_to_image(model.unet, model.vae, model.scheduler, inputs);
-  return {{"pipe.sched.timesteps", "pipe.sched.timesteps", scheduler.timesteps()},
-          {"pipe.sched.sigmas", "pipe.sched.sigmas", scheduler.sigmas()},
-          {"pipe.sched.init_noise_sigma", "pipe.sched.init_noise_sigma", scheduler.init_noise_sigma().reshape({1})},
-          {"pipe.negative_prompt_embeds", "pipe.negative_prompt_embeds", negative.prompt_embeds},
-          {"pipe.out.latents", "pipe.out.latents", result.latents},
-          {"pipe.out.image", "pipe.out.image", result.image}};
+  const std::unique_ptr<sample::Sampler> tables = sample::make_sampler(sampler, model.scheduler, inputs.steps);
+  std::vector<Computed> rows = {
+      {prefix + ".sched.timesteps", prefix + ".sched.timesteps", tables->timesteps()},
+      {prefix + ".sched.sigmas", prefix + ".sched.sigmas", tables->sigmas()},
+      {prefix + ".sched.init_noise_sigma", prefix + ".sched.init_noise_sigma", tables->init_noise_sigma().reshape({1})}};
+  const auto on_latents = [&](int64_t step, const torch::Tensor& latents) {
+    const std::string name = prefix + ".step" + std::to_string(step) + ".latents";
+    if (ctx.golden.has(name)) rows.push_back({name, name, latents});
+  };
+  const sample::Text2ImageResult result =
+      sample::text_to_image(model.unet, model.vae, model.scheduler, inputs, nullptr, on_latents);
+  if (prefix == "pipe") rows.push_back({"pipe.negative_prompt_embeds", "pipe.negative_prompt_embeds", negative.prompt_embeds});
+  rows.push_back({prefix + ".out.latents", prefix + ".out.latents", result.latents});
+  rows.push_back({prefix + ".out.image", prefix + ".out.image", result.image});
+  return rows;
+}
+
+std::vector<Computed> pipeline_outputs(VerifyContext& ctx) {
+  return text_to_image_outputs(ctx, ctx.golden.settings().at("pipeline"), "pipe", "euler");
+}
+
+// DPM++ 2M Karras (extra_golden): its 30-step tables and a 4-step run with every step's latents.
+std::vector<Computed> dpmpp_outputs(VerifyContext& ctx) {
+  if (!ctx.golden.has_extra()) return {};
+  constexpr int64_t kTableSteps = 30; // sched.dpmpp_2m_karras30.*
+  const std::unique_ptr<sample::Sampler> tables = sample::make_sampler("dpmpp_2m_karras", ctx.model.scheduler, kTableSteps);
+  std::vector<Computed> rows = {
+      {"sched.dpmpp_2m_karras30.timesteps", "sched.dpmpp_2m_karras30.timesteps", tables->timesteps()},
+      {"sched.dpmpp_2m_karras30.sigmas", "sched.dpmpp_2m_karras30.sigmas", tables->sigmas()}};
+  for (Computed& row : text_to_image_outputs(ctx, ctx.golden.extra_settings().at("pipeline_dpmpp"), "pipe_dpmpp",
+                                             "dpmpp_2m_karras"))
+    rows.push_back(std::move(row));
+  return rows;
 }
 
 std::vector<Computed> lora_outputs(VerifyContext& ctx) {
@@ -310,11 +365,14 @@ std::vector<Computed> training_outputs(VerifyContext& ctx) {
 // How many rows the groups above produce, for progress totals.
 int64_t planned_rows(const Model& model, const GoldenFixture& golden) {
   constexpr int64_t kUnetRows = 2, kVaeRows = 4, kSchedulerRows = 2, kPipelineRows = 6, kTrainingRows = 8;
+  // DPM++: 2 table rows, 3 of the run's tables, its 4 steps' latents, final latents and image.
+  constexpr int64_t kDpmppRows = 2 + 3 + 4 + 2;
   // ids x2, every hidden state (layers + 1) of both encoders, two last states, pooled, text_embeds, concat
   const int64_t text_rows = 2 + (model.text_encoder->config().num_hidden_layers + 1) +
                             (model.text_encoder_2->config().num_hidden_layers + 1) + 2 + 3;
   const auto lora_rows = static_cast<int64_t>(fixture_loras(golden).size());
-  return kUnetRows + kVaeRows + text_rows + kSchedulerRows + kPipelineRows + lora_rows + kTrainingRows;
+  return kUnetRows + kVaeRows + text_rows + kSchedulerRows + kPipelineRows + lora_rows + kTrainingRows +
+         (golden.has_extra() ? kDpmppRows : 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -352,8 +410,8 @@ VerifyReport verify(const VerifyOptions& options, const ProgressFn& progress, co
 
   const std::vector<std::pair<const char*, Group>> groups = {
       {"unet", unet_outputs},           {"vae", vae_outputs},   {"text encoders", text_outputs},
-      {"scheduler", scheduler_outputs}, {"pipeline", pipeline_outputs}, {"lora", lora_outputs},
-      {"training", training_outputs}};
+      {"scheduler", scheduler_outputs}, {"pipeline", pipeline_outputs}, {"dpm++", dpmpp_outputs},
+      {"lora", lora_outputs},           {"training", training_outputs}};
 
   VerifyReport report;
   io::TensorMap written;

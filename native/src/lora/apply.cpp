@@ -41,16 +41,22 @@ LoraTargets lora_targets(const torch::nn::Module* unet, const torch::nn::Module*
   return targets;
 }
 
-void apply_lora(torch::nn::Module* unet, torch::nn::Module* text_encoder, torch::nn::Module* text_encoder_2,
-                const LoraFile& file, double scale) {
+namespace {
+
+struct Matched {
+  std::vector<models::LinearImpl*> linears; // one per file module; null when missing
+  std::vector<std::string> problems;
+};
+
+// Finds each module's Linear and checks that its down/up fit it.
+Matched match_modules(const torch::nn::Module* unet, const torch::nn::Module* text_encoder,
+                      const torch::nn::Module* text_encoder_2, const LoraFile& file) {
   const std::map<std::string, LinearIndex> models = {
       {"unet", linear_modules(unet)},
       {"text_encoder", linear_modules(text_encoder)},
       {"text_encoder_2", linear_modules(text_encoder_2)},
   };
-  // Check everything first, so a bad file leaves the models untouched.
-  std::vector<models::LinearImpl*> linears;
-  std::vector<std::string> problems;
+  Matched matched;
   for (const auto& module : file.modules) {
     const auto component = models.find(module.component);
     models::LinearImpl* linear = nullptr;
@@ -59,34 +65,62 @@ void apply_lora(torch::nn::Module* unet, torch::nn::Module* text_encoder, torch:
       if (found != component->second.end()) linear = found->second;
     }
     if (linear == nullptr) {
-      problems.push_back(module.component + " has no Linear " + module.module_path);
+      matched.problems.push_back(module.component + " has no Linear " + module.module_path);
     } else if (module.down.size(1) != linear->in_features || module.up.size(0) != linear->out_features) {
       std::ostringstream problem;
       problem << module.component << "." << module.module_path << ": LoRA down " << module.down.sizes() << " / up "
               << module.up.sizes() << " do not fit Linear(" << linear->in_features << " -> " << linear->out_features
               << ")";
-      problems.push_back(problem.str());
+      matched.problems.push_back(problem.str());
     }
-    linears.push_back(linear);
+    matched.linears.push_back(linear);
   }
-  if (!problems.empty()) {
-    std::ostringstream message;
-    message << "LoRA file " << file.path << " does not fit the model: ";
-    for (size_t i = 0; i < problems.size() && i < kMaxProblemsInError; ++i) message << (i ? "; " : "") << problems[i];
-    if (problems.size() > kMaxProblemsInError) message << " ... (" << problems.size() << " in all)";
-    throw std::invalid_argument(message.str());
-  }
+  return matched;
+}
+
+models::LoraSlot slot_for(const LoraModule& module, const models::LinearImpl& linear, double scale) {
+  models::LoraSlot slot;
+  slot.down = module.down.to(linear.weight.device(), linear.weight.scalar_type()); // [r, in]
+  slot.up = module.up.to(linear.weight.device(), linear.weight.scalar_type());     // [out, r]
+  slot.scale = scale * module.alpha / static_cast<double>(module.rank);
+  return slot;
+}
+
+void throw_problems(const LoraFile& file, const std::vector<std::string>& problems) {
+  std::ostringstream message;
+  message << "LoRA file " << file.path << " does not fit the model: ";
+  for (size_t i = 0; i < problems.size() && i < kMaxProblemsInError; ++i) message << (i ? "; " : "") << problems[i];
+  if (problems.size() > kMaxProblemsInError) message << " ... (" << problems.size() << " in all)";
+  throw std::invalid_argument(message.str());
+}
+
+} // namespace
+
+std::vector<std::string> fit_problems(const torch::nn::Module* unet, const torch::nn::Module* text_encoder,
+                                      const torch::nn::Module* text_encoder_2, const LoraFile& file) {
+  return match_modules(unet, text_encoder, text_encoder_2, file).problems;
+}
+
+void apply_lora(torch::nn::Module* unet, torch::nn::Module* text_encoder, torch::nn::Module* text_encoder_2,
+                const LoraFile& file, double scale) {
+  // Check everything first, so a bad file leaves the models untouched.
+  const Matched matched = match_modules(unet, text_encoder, text_encoder_2, file);
+  if (!matched.problems.empty()) throw_problems(file, matched.problems);
+  for (size_t i = 0; i < file.modules.size(); ++i)
+    matched.linears[i]->loras.push_back(slot_for(file.modules[i], *matched.linears[i], scale));
+}
+
+AdapterSet prepare_adapters(torch::nn::Module* unet, torch::nn::Module* text_encoder,
+                            torch::nn::Module* text_encoder_2, const LoraFile& file) {
+  const Matched matched = match_modules(unet, text_encoder, text_encoder_2, file);
+  if (!matched.problems.empty()) throw_problems(file, matched.problems);
+  AdapterSet set;
   for (size_t i = 0; i < file.modules.size(); ++i) {
-    const LoraModule& module = file.modules[i];
-    models::LinearImpl* linear = linears[i];
-    const auto device = linear->weight.device();
-    const auto dtype = linear->weight.scalar_type();
-    models::LoraSlot slot;
-    slot.down = module.down.to(device, dtype); // [r, in]
-    slot.up = module.up.to(device, dtype);     // [out, r]
-    slot.scale = scale * module.alpha / static_cast<double>(module.rank);
-    linear->loras.push_back(slot);
+    set.slots[matched.linears[i]].push_back(slot_for(file.modules[i], *matched.linears[i], 1.0));
+    set.bytes += static_cast<int64_t>(set.slots[matched.linears[i]].back().down.nbytes() +
+                                      set.slots[matched.linears[i]].back().up.nbytes());
   }
+  return set;
 }
 
 void clear_loras(torch::nn::Module* unet, torch::nn::Module* text_encoder, torch::nn::Module* text_encoder_2) {

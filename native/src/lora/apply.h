@@ -3,9 +3,12 @@
 // and one loaded model serves many adapter combinations in turn.
 #pragma once
 
+#include <cstdint> // int64_t
 #include <string>
+#include <vector>
 
 #include "lora/lora_file.h" // LoraFile, LoraTargets
+#include "models/layers.h"  // models::ActiveAdapters, AdapterSet
 
 namespace sdxl::lora {
 
@@ -20,6 +23,17 @@ LoraTargets lora_targets(const torch::nn::Module* unet, const torch::nn::Module*
 // module for it.
 void apply_lora(torch::nn::Module* unet, torch::nn::Module* text_encoder,
                 torch::nn::Module* text_encoder_2, const LoraFile& file, double scale);
+
+// Every module of the file that names no Linear of the models, or whose shapes do not
+// fit its Linear; empty when the file applies cleanly.
+std::vector<std::string> fit_problems(const torch::nn::Module* unet, const torch::nn::Module* text_encoder,
+                                      const torch::nn::Module* text_encoder_2, const LoraFile& file);
+
+// The file's slots at scale 1 for a per-call overlay (models::ActiveAdapters), converted to
+// each Linear's device and dtype; the models are not changed. Throws as apply_lora does.
+using models::AdapterSet;
+AdapterSet prepare_adapters(torch::nn::Module* unet, torch::nn::Module* text_encoder,
+                            torch::nn::Module* text_encoder_2, const LoraFile& file);
 
 // Removes every LoRA slot from every Linear of the models (null ones skipped).
 void clear_loras(torch::nn::Module* unet, torch::nn::Module* text_encoder,

@@ -59,9 +59,15 @@ std::string list_keys(const std::vector<std::string>& keys) {
   return out.str();
 }
 
-// One error listing every key of a LoRA file that names no module of the model.
-void throw_if_unmatched(const std::string& path, const std::vector<std::string>& unmatched) {
+// One error listing every key of a LoRA file that names no module of the model, or,
+// when the caller collects them (`collected`), those keys added to its list.
+void throw_if_unmatched(const std::string& path, const std::vector<std::string>& unmatched,
+                        std::vector<std::string>* collected) {
   if (unmatched.empty()) return;
+  if (collected != nullptr) {
+    collected->insert(collected->end(), unmatched.begin(), unmatched.end());
+    return;
+  }
   throw std::invalid_argument("LoRA file " + path + ": " + std::to_string(unmatched.size()) +
                               " keys name no module of the model: " + list_keys(unmatched));
 }
@@ -141,7 +147,7 @@ KohyaNames kohya_names(const std::string& component, const std::vector<std::stri
   return names;
 }
 
-LoraFile load_kohya(const io::SafetensorsFile& file, const LoraTargets& targets) {
+LoraFile load_kohya(const io::SafetensorsFile& file, const LoraTargets& targets, std::vector<std::string>* unmatched_keys) {
   static const std::vector<std::pair<std::string, std::string>> prefixes = {
       {"lora_unet_", kComponentUNet},
       {"lora_te1_", kComponentTextEncoder},
@@ -191,7 +197,7 @@ LoraFile load_kohya(const io::SafetensorsFile& file, const LoraTargets& targets)
       parts.alpha = file.tensor(key).to(torch::kDouble).item<double>();
     }
   }
-  throw_if_unmatched(file.path(), unmatched);
+  throw_if_unmatched(file.path(), unmatched, unmatched_keys);
   LoraFile result;
   result.path = file.path();
   result.layout = sgm_named > 0 ? LoraLayout::KohyaSgm : LoraLayout::KohyaDiffusers;
@@ -243,7 +249,7 @@ std::map<std::string, PeftSettings> peft_settings(const io::SafetensorsFile& fil
   return settings;
 }
 
-LoraFile load_peft(const io::SafetensorsFile& file, const LoraTargets& targets) {
+LoraFile load_peft(const io::SafetensorsFile& file, const LoraTargets& targets, std::vector<std::string>* unmatched_keys) {
   // Longest component prefix first: "text_encoder_2." also starts with "text_encoder".
   static const std::vector<std::string> components = {kComponentTextEncoder2, kComponentTextEncoder, kComponentUNet};
   const std::map<std::string, PeftSettings> settings = peft_settings(file);
@@ -286,7 +292,7 @@ LoraFile load_peft(const io::SafetensorsFile& file, const LoraTargets& targets) 
       parts.alpha = file.tensor(key).to(torch::kDouble).item<double>();
     }
   }
-  throw_if_unmatched(file.path(), unmatched);
+  throw_if_unmatched(file.path(), unmatched, unmatched_keys);
   LoraFile result;
   result.path = file.path();
   result.layout = LoraLayout::Peft;
@@ -359,7 +365,7 @@ const char* to_string(LoraLayout layout) {
   return "unknown";
 }
 
-LoraFile load_lora_file(const std::string& path, const LoraTargets& targets) {
+LoraFile load_lora_file(const std::string& path, const LoraTargets& targets, std::vector<std::string>* unmatched_keys) {
   const io::SafetensorsFile file = io::SafetensorsFile::open(path);
   const std::vector<std::string> keys = file.keys();
   const bool kohya = std::any_of(keys.begin(), keys.end(), [](const std::string& key) { return ends_with(key, kKohyaDown); });
@@ -367,7 +373,7 @@ LoraFile load_lora_file(const std::string& path, const LoraTargets& targets) {
   if (kohya == peft)
     throw std::invalid_argument("LoRA file " + path + (kohya ? ": mixes kohya (lora_down) and peft (lora_A) keys"
                                                              : ": no lora_down.weight or lora_A.weight keys; not a LoRA file"));
-  LoraFile result = kohya ? load_kohya(file, targets) : load_peft(file, targets);
+  LoraFile result = kohya ? load_kohya(file, targets, unmatched_keys) : load_peft(file, targets, unmatched_keys);
   std::sort(result.modules.begin(), result.modules.end(), [](const LoraModule& a, const LoraModule& b) {
     return a.component != b.component ? a.component < b.component : a.module_path < b.module_path;
   });

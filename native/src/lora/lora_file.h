@@ -48,8 +48,11 @@ struct LoraFile {
 };
 
 // Reads a LoRA .safetensors file. Throws std::invalid_argument with every
-// unrecognised or unmatched key listed, or when down/up shapes disagree.
-LoraFile load_lora_file(const std::string& path, const LoraTargets& targets);
+// unrecognised or unmatched key listed, or when down/up shapes disagree; when
+// `unmatched_keys` is given, keys that name no module are added to it instead (and
+// left out of the result), so a check can report them all.
+LoraFile load_lora_file(const std::string& path, const LoraTargets& targets,
+                        std::vector<std::string>* unmatched_keys = nullptr);
 
 // Writes modules in one of the layouts (what the trainer saves; KohyaSgm is what
 // ComfyUI / AUTOMATIC1111 read). `unet_layout` names UNet blocks for KohyaSgm.

@@ -42,14 +42,32 @@ torch::Tensor lora_dropout(const torch::Tensor& x, const LoraSlot& lora) {
 }
 } // namespace
 
+namespace {
+thread_local const std::vector<ActiveAdapter>* active_adapters = nullptr;
+} // namespace
+
+ActiveAdaptersScope::ActiveAdaptersScope(const std::vector<ActiveAdapter>* adapters) : previous_(active_adapters) {
+  active_adapters = adapters;
+}
+
+ActiveAdaptersScope::~ActiveAdaptersScope() { active_adapters = previous_; }
+
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   torch::Tensor y = torch::linear(x, weight, bias); // [..., out]
-  for (const LoraSlot& lora : loras) {
-    torch::Tensor lora_in = x.to(lora.down.scalar_type());   // [..., in]
+  const auto add = [&](const LoraSlot& lora, double scale) {
+    torch::Tensor lora_in = x.to(lora.down.scalar_type()); // [..., in]
     if (lora.dropout != 0.0 && is_training()) lora_in = lora_dropout(lora_in, lora);
-    torch::Tensor low = torch::linear(lora_in, lora.down);   // [..., r]
-    torch::Tensor delta = torch::linear(low, lora.up);       // [..., out]
-    y = y + (delta * lora.scale).to(y.scalar_type());
+    torch::Tensor low = torch::linear(lora_in, lora.down); // [..., r]
+    torch::Tensor delta = torch::linear(low, lora.up);     // [..., out]
+    y = y + (delta * scale).to(y.scalar_type());
+  };
+  for (const LoraSlot& lora : loras) add(lora, lora.scale);
+  if (active_adapters != nullptr) {
+    for (const ActiveAdapter& adapter : *active_adapters) {
+      const auto found = adapter.set->slots.find(this);
+      if (found == adapter.set->slots.end()) continue;
+      for (const LoraSlot& lora : found->second) add(lora, lora.scale * adapter.scale);
+    }
   }
   return y;
 }

@@ -9,9 +9,11 @@
 
 #include <torch/torch.h> // torch::nn::Module, torch::Tensor, TORCH_MODULE
 
-#include <cstdint> // int64_t
-#include <string>  // module names
-#include <vector>  // std::vector<LoraSlot>
+#include <cstdint>       // int64_t
+#include <memory>        // std::shared_ptr<const AdapterSet>
+#include <string>        // module names
+#include <unordered_map> // AdapterSet
+#include <vector>        // std::vector<LoraSlot>
 
 namespace sdxl::models {
 
@@ -27,11 +29,42 @@ struct LoraSlot {
   at::Generator generator{}; // draws the dropout mask; undefined: the default generator of x's device
 };
 
+class LinearImpl;
+
+// A LoRA file's slots by the Linear they adapt, at user scale 1 (slot scale = alpha / rank).
+struct AdapterSet {
+  std::unordered_map<const LinearImpl*, std::vector<LoraSlot>> slots;
+  int64_t bytes = 0; // of the converted down/up tensors
+};
+
+// The adapters of the inference call running on this thread, each set with its user scale.
+// Linear::forward adds them to its own slots, so one shared model serves calls with
+// different LoRAs at the same time, none seeing another's: the modules are never changed.
+// The overlay is for inference only: a forward runs on the thread that calls it, but
+// autograd's backward (and so gradient checkpointing's replay) may run on other threads.
+struct ActiveAdapter {
+  std::shared_ptr<const AdapterSet> set;
+  double scale = 1.0;
+};
+
+// Makes `adapters` the overlay of this thread until destroyed (restoring the previous one).
+class ActiveAdaptersScope {
+ public:
+  explicit ActiveAdaptersScope(const std::vector<ActiveAdapter>* adapters);
+  ~ActiveAdaptersScope();
+  ActiveAdaptersScope(const ActiveAdaptersScope&) = delete;
+  ActiveAdaptersScope& operator=(const ActiveAdaptersScope&) = delete;
+
+ private:
+  const std::vector<ActiveAdapter>* previous_;
+};
+
 class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool with_bias, torch::TensorOptions options);
 
-  // y = x W^T + b + sum_i scale_i * (dropout_i(x) down_i^T) up_i^T; the base weight is never modified.
+  // y = x W^T + b + sum_i scale_i * (dropout_i(x) down_i^T) up_i^T over its own slots and
+  // this thread's overlay (ActiveAdaptersScope); the base weight is never modified.
   torch::Tensor forward(const torch::Tensor& x);
 
   int64_t in_features;

@@ -51,9 +51,7 @@ double interpolate(const torch::TensorAccessor<float, 1>& table, int64_t size, d
 EulerDiscreteScheduler::EulerDiscreteScheduler(const SchedulerConfig& config, int64_t num_inference_steps)
     : config_(config), num_inference_steps_(num_inference_steps) {
   config_.validate();
-  if (num_inference_steps < 1 || num_inference_steps > config.num_train_timesteps)
-    throw std::invalid_argument("steps must be between 1 and " + std::to_string(config.num_train_timesteps) +
-                                ", got " + std::to_string(num_inference_steps));
+  check_inference_steps(config_, num_inference_steps);
   // ---- training sigmas, float32 like diffusers: sqrt((1 - a) / a)
   const torch::Tensor alphas_cumprod = train_alphas_cumprod(config_);                 // [T]
   const torch::Tensor train_sigmas = ((1 - alphas_cumprod) / alphas_cumprod).pow(0.5); // [T]

@@ -84,6 +84,12 @@ void SchedulerConfig::validate() const {
   if (use_karras_sigmas) unsupported("use_karras_sigmas");
 }
 
+void check_inference_steps(const SchedulerConfig& config, int64_t steps) {
+  if (steps < 1 || steps > config.num_train_timesteps)
+    throw std::invalid_argument("steps must be between 1 and " + std::to_string(config.num_train_timesteps) +
+                                ", got " + std::to_string(steps));
+}
+
 // ---------------------------------------------------------------------------
 // Tables (float32, as diffusers builds them with torch.linspace / torch.cumprod)
 

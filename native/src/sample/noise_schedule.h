@@ -34,6 +34,9 @@ struct SchedulerConfig {
   void validate() const;
 };
 
+// Throws std::invalid_argument unless 1 <= steps <= num_train_timesteps (every sampler's table needs it).
+void check_inference_steps(const SchedulerConfig& config, int64_t steps);
+
 // betas of the training schedule, float32 [num_train_timesteps].
 torch::Tensor train_betas(const SchedulerConfig& config);
 

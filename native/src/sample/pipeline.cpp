@@ -1,7 +1,9 @@
-// Euler text-to-image loop with classifier-free guidance, and VAE decoding.
+// The text-to-image loop with classifier-free guidance, and VAE decoding.
 #include "sample/pipeline.h"
 
+#include <memory>    // std::unique_ptr sampler
 #include <stdexcept> // std::invalid_argument
+#include <vector>    // per-image noise
 
 namespace sdxl::sample {
 
@@ -21,8 +23,8 @@ constexpr double kRgbMax = 255.0;
 // ---------------------------------------------------------------------------
 // Denoising
 
-torch::Tensor denoise(models::UNet2DConditionModel& unet, const EulerDiscreteScheduler& scheduler,
-                      const Text2ImageInputs& inputs, const StepCallback& on_step) {
+torch::Tensor denoise(models::UNet2DConditionModel& unet, Sampler& scheduler, const Text2ImageInputs& inputs,
+                      const StepCallback& on_step, const LatentsCallback& on_latents) {
   torch::NoGradGuard no_grad;
   const bool guided = inputs.guidance_scale > 1.0;
   const torch::Dtype dtype = module_dtype(*unet);
@@ -42,6 +44,9 @@ torch::Tensor denoise(models::UNet2DConditionModel& unet, const EulerDiscreteSch
   time_ids = time_ids.to(device, dtype);
 
   const int64_t total = scheduler.num_inference_steps();
+  const int64_t batch = inputs.latents.size(0);
+  if (scheduler.needs_noise() && static_cast<int64_t>(inputs.generators.size()) != batch)
+    throw std::invalid_argument("an ancestral sampler needs one generator per image");
   torch::Tensor latents = inputs.latents * scheduler.init_noise_sigma().to(device); // [B, 4, h, w]
   for (int64_t i = 0; i < total; ++i) {
     if (on_step) on_step(i, total);
@@ -53,7 +58,16 @@ torch::Tensor denoise(models::UNet2DConditionModel& unet, const EulerDiscreteSch
       const auto halves = noise_pred.chunk(2, 0);
       noise_pred = halves[0] + inputs.guidance_scale * (halves[1] - halves[0]); // [B, 4, h, w]
     }
-    latents = scheduler.step(noise_pred, i, latents); // [B, 4, h, w]
+    torch::Tensor noise; // [B, 4, h, w], ancestral samplers only
+    if (scheduler.needs_noise()) {
+      std::vector<torch::Tensor> parts;
+      for (int64_t b = 0; b < batch; ++b)
+        parts.push_back(torch::randn({1, latents.size(1), latents.size(2), latents.size(3)}, inputs.generators[b],
+                                     torch::TensorOptions().dtype(torch::kFloat32)));
+      noise = torch::cat(parts, 0).to(device);
+    }
+    latents = scheduler.step(noise_pred, i, latents, noise); // [B, 4, h, w]
+    if (on_latents) on_latents(i, latents);
   }
   return latents;
 }
@@ -70,11 +84,11 @@ torch::Tensor decode_latents(models::AutoencoderKL& vae, const torch::Tensor& la
 
 Text2ImageResult text_to_image(models::UNet2DConditionModel& unet, models::AutoencoderKL& vae,
                                const SchedulerConfig& scheduler_config, const Text2ImageInputs& inputs,
-                               const StepCallback& on_step) {
-  const EulerDiscreteScheduler scheduler(scheduler_config, inputs.steps);
+                               const StepCallback& on_step, const LatentsCallback& on_latents) {
+  const std::unique_ptr<Sampler> scheduler = make_sampler(inputs.sampler, scheduler_config, inputs.steps);
   Text2ImageResult result;
-  result.latents = denoise(unet, scheduler, inputs, on_step);
-  if (on_step) on_step(scheduler.num_inference_steps(), scheduler.num_inference_steps());
+  result.latents = denoise(unet, *scheduler, inputs, on_step, on_latents);
+  if (on_step) on_step(scheduler->num_inference_steps(), scheduler->num_inference_steps());
   result.image = decode_latents(vae, result.latents);
   return result;
 }

@@ -1,20 +1,21 @@
-// Text-to-image with the Euler sampler and classifier-free guidance, the loop
-// of diffusers' StableDiffusionXLPipeline.__call__ for already encoded prompts:
-// scale the starting latents by init_noise_sigma, run the UNet on the
-// [unconditional, conditional] batch each step, guide, step, then decode
-// latents / scaling_factor with the VAE.
+// Text-to-image with classifier-free guidance, the loop of diffusers'
+// StableDiffusionXLPipeline.__call__ for already encoded prompts: scale the
+// starting latents by the sampler's init_noise_sigma, run the UNet on the
+// [unconditional, conditional] batch each step, guide, step (sampler.h), then
+// decode latents / scaling_factor with the VAE.
 #pragma once
 
 #include <cstdint>    // int64_t, uint8_t
 #include <functional> // std::function step callback
+#include <string>     // sampler name
 #include <vector>     // RGB bytes
 
 #include <torch/torch.h> // torch::Tensor
 
 #include "models/unet.h"          // models::UNet2DConditionModel
 #include "models/vae.h"           // models::AutoencoderKL
-#include "sample/euler.h"         // EulerDiscreteScheduler
 #include "sample/noise_schedule.h" // SchedulerConfig
+#include "sample/sampler.h"        // Sampler, make_sampler
 
 namespace sdxl::sample {
 
@@ -27,6 +28,10 @@ struct Text2ImageInputs {
   torch::Tensor latents;                       // [B, 4, H/8, W/8] ~ N(0, 1), before init_noise_sigma
   int64_t steps = 30;
   double guidance_scale = 5.0; // <= 1 disables classifier-free guidance, as in diffusers
+  std::string sampler = "euler"; // sampler.h's names
+  // Ancestral samplers' step noise: image b draws from generators[b] (CPU generators, as
+  // diffusers' generator list), so an image does not depend on the others of its batch.
+  std::vector<at::Generator> generators;
 };
 
 struct Text2ImageResult {
@@ -37,15 +42,17 @@ struct Text2ImageResult {
 // Called before each step (step, total) and once more before decoding (total, total);
 // throw from it (e.g. Cancelled) to stop the loop.
 using StepCallback = std::function<void(int64_t step, int64_t total)>;
+// Called after each step with the latents it produced (verify compares them).
+using LatentsCallback = std::function<void(int64_t step, const torch::Tensor& latents)>;
 
 // Runs the denoising loop and the VAE decode without autograd.
 Text2ImageResult text_to_image(models::UNet2DConditionModel& unet, models::AutoencoderKL& vae,
                                const SchedulerConfig& scheduler_config, const Text2ImageInputs& inputs,
-                               const StepCallback& on_step = nullptr);
+                               const StepCallback& on_step = nullptr, const LatentsCallback& on_latents = nullptr);
 
-// The denoising loop alone. -> final latents [B, 4, h, w]
-torch::Tensor denoise(models::UNet2DConditionModel& unet, const EulerDiscreteScheduler& scheduler,
-                      const Text2ImageInputs& inputs, const StepCallback& on_step = nullptr);
+// The denoising loop alone, driving a fresh `sampler`. -> final latents [B, 4, h, w]
+torch::Tensor denoise(models::UNet2DConditionModel& unet, Sampler& sampler, const Text2ImageInputs& inputs,
+                      const StepCallback& on_step = nullptr, const LatentsCallback& on_latents = nullptr);
 
 // latents [B, 4, h, w] -> image [B, 3, 8h, 8w] (float32), dividing by the VAE's scaling factor.
 torch::Tensor decode_latents(models::AutoencoderKL& vae, const torch::Tensor& latents);

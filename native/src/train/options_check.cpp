@@ -54,6 +54,18 @@ void check_train_options(const TrainOptions& o) {
     if (image.caption.find_first_not_of(" \t\r\n") == std::string::npos) refuse(field + ".caption", "is empty");
   }
 
+  for (size_t i = 0; i < o.class_images.size(); ++i) {
+    const TrainImage& image = o.class_images[i];
+    const std::string field = "class_images[" + std::to_string(i) + "]";
+    if (image.width <= 0 || image.height <= 0) refuse(field, "width and height must be positive");
+    if (image.rgb.size() != static_cast<size_t>(image.width * image.height * 3))
+      refuse(field + ".rgb", "must hold width * height * 3 bytes");
+    if (image.width != o.class_images[0].width || image.height != o.class_images[0].height)
+      refuse(field, "class images must all have one size (they are batched together)");
+    if (image.caption.find_first_not_of(" \t\r\n") == std::string::npos) refuse(field + ".caption", "is empty");
+  }
+  if (!std::isfinite(o.prior_loss_weight) || o.prior_loss_weight < 0) refuse("prior_loss_weight", "must be >= 0");
+
   require_positive("bucket_step", o.bucket_step);
   require_positive("resolution", o.resolution);
   if (o.resolution % o.bucket_step != 0)

@@ -88,6 +88,19 @@ std::map<std::string, std::string> trajectory_options(const TrainOptions& o, con
   };
 }
 
+// Prior preservation decides the trajectory too (named only when on, so older checkpoints still resume).
+std::map<std::string, std::string> trajectory_options_with_priors(const TrainOptions& o, const std::string& dataset_hash) {
+  std::map<std::string, std::string> options = trajectory_options(o, dataset_hash);
+  if (!o.class_images.empty()) {
+    std::ostringstream weight;
+    weight.precision(17);
+    weight << o.prior_loss_weight;
+    options["class_images"] = train::dataset_hash(o.class_images);
+    options["prior_loss_weight"] = weight.str();
+  }
+  return options;
+}
+
 // Tensors of `all` whose names start with `prefix`, with the prefix removed.
 std::map<std::string, torch::Tensor> with_prefix_removed(const std::map<std::string, torch::Tensor>& all,
                                                          const std::string& prefix) {
@@ -103,6 +116,10 @@ struct MicroBatch {
   torch::Tensor latents;   // [B, 4, h, w] float32
   torch::Tensor time_ids;  // [B, 6] float32
   std::vector<int64_t> prompts;
+  // Prior preservation: as many class images (undefined latents when off).
+  torch::Tensor class_latents;  // [B, 4, h', w'] float32
+  torch::Tensor class_time_ids; // [B, 6]
+  std::vector<int64_t> class_prompts;
 };
 
 class Trainer {
@@ -124,7 +141,7 @@ class Trainer {
   void restore(const TrainingState& state);
   double train_step(int64_t step);
   torch::Tensor micro_batch_loss(const MicroBatch& batch);
-  MicroBatch next_micro_batch();
+  MicroBatch next_micro_batch(int64_t micro_batch_index);
   std::vector<torch::Tensor> trainable() const;
   at::Generator make_dropout_generator() const;
   std::string save_checkpoint(int64_t steps_done);
@@ -150,6 +167,9 @@ class Trainer {
   std::unique_ptr<train::BatchSampler> sampler_;
   torch::Tensor alphas_cumprod_;
   std::map<std::string, double> metrics_;
+  std::vector<int64_t> class_order_; // class images in the order micro-batches take them, cyclically
+  double last_instance_loss_ = 0;    // the parts of the last micro-batch's loss (prior preservation)
+  double last_prior_loss_ = 0;
   std::vector<std::string> sample_paths_;
   std::string last_checkpoint_;
 };
@@ -222,6 +242,13 @@ void Trainer::prepare() {
   sampler_ = std::make_unique<train::BatchSampler>(bucket_of_image, options_.repeats, options_.batch_size,
                                                    options_.random_flip, options_.seed);
   alphas_cumprod_ = sample::train_alphas_cumprod(model_->scheduler).to(device_);
+  if (!set_.class_images.empty()) {
+    // A fixed shuffle from the seed, so micro-batch k takes the same class images after a resume.
+    auto order_generator = at::detail::createCPUGenerator(options_.seed + 2);
+    const torch::Tensor order =
+        torch::randperm(static_cast<int64_t>(set_.class_images.size()), order_generator, torch::kInt64);
+    class_order_.assign(order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + order.numel());
+  }
 }
 
 at::Generator Trainer::make_dropout_generator() const {
@@ -238,7 +265,7 @@ at::Generator Trainer::make_dropout_generator() const {
 }
 
 void Trainer::restore(const TrainingState& state) {
-  train::check_same_options(state.options, trajectory_options(options_, dataset_hash_), options_.resume_from);
+  train::check_same_options(state.options, trajectory_options_with_priors(options_, dataset_hash_), options_.resume_from);
   if (state.step >= options_.max_steps)
     throw std::invalid_argument("resume_from: the checkpoint is at step " + std::to_string(state.step) +
                                 ", not before max_steps " + std::to_string(options_.max_steps));
@@ -259,7 +286,7 @@ std::string Trainer::save_checkpoint(int64_t steps_done) {
   state.step = steps_done;
   state.sampler_epoch = sampler_->state().epoch;
   state.sampler_position = sampler_->state().position;
-  state.options = trajectory_options(options_, dataset_hash_);
+  state.options = trajectory_options_with_priors(options_, dataset_hash_);
   for (auto& [name, tensor] : network_.state()) state.tensors["lora/" + name] = tensor;
   optimizer_->save_state(state.tensors, "optim");
   for (auto& [name, tensor] : scaler_.to_tensors("scaler")) state.tensors[name] = tensor;
@@ -274,7 +301,7 @@ std::string Trainer::save_checkpoint(int64_t steps_done) {
   return path;
 }
 
-MicroBatch Trainer::next_micro_batch() {
+MicroBatch Trainer::next_micro_batch(int64_t micro_batch_index) {
   MicroBatch batch;
   std::vector<torch::Tensor> latents, time_ids;
   for (const train::SampleRef& ref : sampler_->next()) {
@@ -290,34 +317,57 @@ MicroBatch Trainer::next_micro_batch() {
   }
   batch.latents = torch::stack(latents);   // [B, 4, h, w]
   batch.time_ids = torch::stack(time_ids); // [B, 6]
+  if (!class_order_.empty()) {
+    // As many class images as instance images, in the fixed order from micro-batch index * batch_size.
+    std::vector<torch::Tensor> class_latents, class_time_ids;
+    const int64_t count = static_cast<int64_t>(class_order_.size());
+    for (int64_t k = 0; k < batch.latents.size(0); ++k) {
+      const int64_t position = (micro_batch_index * options_.batch_size + k) % count;
+      const train::CachedImage& image = set_.class_images[class_order_[position]];
+      class_latents.push_back(image.latents[0]);
+      class_time_ids.push_back(image.time_ids[0]);
+      batch.class_prompts.push_back(image.caption);
+    }
+    batch.class_latents = torch::stack(class_latents);   // [B, 4, h', w']
+    batch.class_time_ids = torch::stack(class_time_ids); // [B, 6]
+  }
   return batch;
 }
 
 torch::Tensor Trainer::micro_batch_loss(const MicroBatch& batch) {
-  const auto sizes = batch.latents.sizes();
-  const int64_t b = sizes[0];
-  torch::Tensor noise = torch::randn(sizes, generator_, torch::kFloat32); // [B, 4, h, w]
-  if (options_.noise_offset > 0) // offset noise (Guttenberg 2023): a per-channel constant shift
-    noise = noise + options_.noise_offset * torch::randn({b, sizes[1], 1, 1}, generator_, torch::kFloat32);
-  const torch::Tensor timesteps =
-      torch::randint(0, model_->scheduler.num_train_timesteps, {b}, generator_, torch::kInt64); // [B]
-  noise = noise.to(device_);
-  const torch::Tensor t = timesteps.to(device_);
+  // The min-SNR-weighted epsilon MSE of one set of latents (noise and timesteps drawn here).
+  const auto loss_of = [&](const torch::Tensor& clean, const torch::Tensor& time_ids, const std::vector<int64_t>& prompts) {
+    const auto sizes = clean.sizes();
+    const int64_t b = sizes[0];
+    torch::Tensor noise = torch::randn(sizes, generator_, torch::kFloat32); // [B, 4, h, w]
+    if (options_.noise_offset > 0) // offset noise (Guttenberg 2023): a per-channel constant shift
+      noise = noise + options_.noise_offset * torch::randn({b, sizes[1], 1, 1}, generator_, torch::kFloat32);
+    const torch::Tensor timesteps =
+        torch::randint(0, model_->scheduler.num_train_timesteps, {b}, generator_, torch::kInt64); // [B]
+    noise = noise.to(device_);
+    const torch::Tensor t = timesteps.to(device_);
 
-  const train::BatchConditioning conditioning =
-      train::condition_batch(*model_, set_.prompts, batch.prompts, encoders_trained_);
-  const torch::Tensor noisy = train::add_noise(alphas_cumprod_, batch.latents.to(device_), noise, t); // float32
-  const torch::Tensor prediction =
-      model_->unet->forward(noisy.to(dtype_), t.to(torch::kFloat32), conditioning.prompt_embeds.to(dtype_),
-                            conditioning.pooled.to(dtype_), batch.time_ids.to(device_, dtype_)); // [B, 4, h, w]
-  torch::Tensor per_sample = (prediction.to(torch::kFloat32) - noise).pow(2).mean({1, 2, 3}); // [B]
-  if (options_.min_snr_gamma > 0) {
-    // Min-SNR-gamma (Hang et al. 2023) for epsilon prediction: weight min(SNR, gamma) / SNR.
-    const torch::Tensor alpha = alphas_cumprod_.index_select(0, t);
-    const torch::Tensor snr = alpha / (1 - alpha);
-    per_sample = per_sample * torch::clamp_max(snr, options_.min_snr_gamma) / snr;
-  }
-  return per_sample.mean();
+    const train::BatchConditioning conditioning = train::condition_batch(*model_, set_.prompts, prompts, encoders_trained_);
+    const torch::Tensor noisy = train::add_noise(alphas_cumprod_, clean.to(device_), noise, t); // float32
+    const torch::Tensor prediction =
+        model_->unet->forward(noisy.to(dtype_), t.to(torch::kFloat32), conditioning.prompt_embeds.to(dtype_),
+                              conditioning.pooled.to(dtype_), time_ids.to(device_, dtype_)); // [B, 4, h, w]
+    torch::Tensor per_sample = (prediction.to(torch::kFloat32) - noise).pow(2).mean({1, 2, 3}); // [B]
+    if (options_.min_snr_gamma > 0) {
+      // Min-SNR-gamma (Hang et al. 2023) for epsilon prediction: weight min(SNR, gamma) / SNR.
+      const torch::Tensor alpha = alphas_cumprod_.index_select(0, t);
+      const torch::Tensor snr = alpha / (1 - alpha);
+      per_sample = per_sample * torch::clamp_max(snr, options_.min_snr_gamma) / snr;
+    }
+    return per_sample.mean();
+  };
+  const torch::Tensor instance = loss_of(batch.latents, batch.time_ids, batch.prompts);
+  if (!batch.class_latents.defined()) return instance;
+  // diffusers' prior preservation: the instance loss plus the weighted loss on class images.
+  const torch::Tensor prior = loss_of(batch.class_latents, batch.class_time_ids, batch.class_prompts);
+  last_instance_loss_ = instance.item<double>();
+  last_prior_loss_ = prior.item<double>();
+  return instance + options_.prior_loss_weight * prior;
 }
 
 std::vector<torch::Tensor> Trainer::trainable() const {
@@ -332,10 +382,12 @@ std::vector<torch::Tensor> Trainer::trainable() const {
 double Trainer::train_step(int64_t step) {
   const double multiplier =
       train::lr_multiplier(options_.lr_scheduler, step, options_.lr_warmup_steps, options_.max_steps);
-  double loss_sum = 0;
+  double loss_sum = 0, instance_sum = 0, prior_sum = 0;
   for (int64_t micro = 0; micro < options_.gradient_accumulation; ++micro) {
-    const torch::Tensor loss = micro_batch_loss(next_micro_batch());
+    const torch::Tensor loss = micro_batch_loss(next_micro_batch(step * options_.gradient_accumulation + micro));
     loss_sum += loss.item<double>();
+    instance_sum += last_instance_loss_;
+    prior_sum += last_prior_loss_;
     (loss * (scaler_.scale() / static_cast<double>(options_.gradient_accumulation))).backward();
   }
   std::vector<torch::Tensor> parameters = trainable();
@@ -357,11 +409,16 @@ double Trainer::train_step(int64_t step) {
   }
   if (scaler_.enabled()) scaler_.update(found_inf);
   optimizer_->zero_grad();
-  const double loss = loss_sum / static_cast<double>(options_.gradient_accumulation);
-  meter_.on_step(step + 1, loss, options_.unet_lr * multiplier,
-                 {{"grad_norm", grad_norm},
-                  {"loss_scale", scaler_.scale()},
-                  {"skipped_steps", static_cast<double>(scaler_.skipped_steps())}});
+  const double micro_batches = static_cast<double>(options_.gradient_accumulation);
+  const double loss = loss_sum / micro_batches;
+  std::map<std::string, double> extra{{"grad_norm", grad_norm},
+                                      {"loss_scale", scaler_.scale()},
+                                      {"skipped_steps", static_cast<double>(scaler_.skipped_steps())}};
+  if (!class_order_.empty()) { // the loss split: on the subject, and on the class images
+    extra["loss_instance"] = instance_sum / micro_batches;
+    extra["loss_prior"] = prior_sum / micro_batches;
+  }
+  meter_.on_step(step + 1, loss, options_.unet_lr * multiplier, extra);
   metrics_["final_loss"] = loss;
   return loss;
 }

@@ -14,10 +14,12 @@ namespace {
 PromptSet collect_prompts(const TrainOptions& options, std::vector<int64_t>& caption_of_image) {
   PromptSet prompts;
   std::map<std::string, int64_t> index_of;
-  for (const TrainImage& image : options.images) {
-    auto [it, inserted] = index_of.emplace(image.caption, static_cast<int64_t>(prompts.texts.size()));
-    if (inserted) prompts.texts.push_back(image.caption);
-    caption_of_image.push_back(it->second);
+  for (const auto* list : {&options.images, &options.class_images}) {
+    for (const TrainImage& image : *list) {
+      auto [it, inserted] = index_of.emplace(image.caption, static_cast<int64_t>(prompts.texts.size()));
+      if (inserted) prompts.texts.push_back(image.caption);
+      caption_of_image.push_back(it->second);
+    }
   }
   auto [it, inserted] = index_of.emplace("", static_cast<int64_t>(prompts.texts.size()));
   if (inserted) prompts.texts.push_back("");
@@ -58,10 +60,12 @@ TrainingSet build_training_set(Model& model, const TrainOptions& options, bool e
 
   const double scaling_factor = model.vae->config().scaling_factor;
   const auto vae_dtype = model.vae->parameters().front().scalar_type();
-  const int64_t total = static_cast<int64_t>(options.images.size());
+  // Instance images first, then class images: without class images the draws are as before.
+  const int64_t total = static_cast<int64_t>(options.images.size() + options.class_images.size());
   for (int64_t i = 0; i < total; ++i) {
     throw_if_cancelled(cancel);
-    const TrainImage& image = options.images[i];
+    const bool is_class = i >= static_cast<int64_t>(options.images.size());
+    const TrainImage& image = is_class ? options.class_images[i - options.images.size()] : options.images[i];
     CachedImage cached;
     cached.bucket = assign_bucket(set.buckets, image.width, image.height);
     cached.caption = caption_of_image[i];
@@ -76,7 +80,7 @@ TrainingSet build_training_set(Model& model, const TrainOptions& options, bool e
       cached.latents[flip] = latents[0].to(torch::kFloat32); // [4, h, w]
       cached.time_ids[flip] = time_ids_of(prepared);
     }
-    set.images.push_back(std::move(cached));
+    (is_class ? set.class_images : set.images).push_back(std::move(cached));
     if (on_image) on_image(i + 1, total);
   }
   return set;

@@ -40,10 +40,11 @@ struct PromptSet {
 struct TrainingSet {
   std::vector<Bucket> buckets;
   std::vector<CachedImage> images;
+  std::vector<CachedImage> class_images; // prior preservation; empty when off
   PromptSet prompts;
 };
 
-// Buckets, resizes and VAE-encodes every image; `on_image(done, total)` after each.
+// Buckets, resizes and VAE-encodes every image, then every class image; `on_image(done, total)` after each.
 // Latents are sampled from the encoder's distribution with `generator` (as kohya caches them).
 TrainingSet build_training_set(Model& model, const TrainOptions& options, bool encode_prompts,
                                at::Generator& generator, const std::function<void(int64_t, int64_t)>& on_image,
