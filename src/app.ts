@@ -15,6 +15,7 @@ import idempotencyPlugin from './plugins/idempotency.js';
 import repositoriesPlugin from './plugins/repositories.js';
 import schemasPlugin from './plugins/schemas.js';
 import swaggerPlugin from './plugins/swagger.js';
+import generationsPlugin from './plugins/generations.js';
 import trainingPlugin from './plugins/training.js';
 import webhooksPlugin, { type WebhooksPluginOptions } from './plugins/webhooks.js';
 import healthRoutes from './routes/health.js';
@@ -83,6 +84,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(idempotencyPlugin);
   await app.register(webhooksPlugin, options.webhooks ?? {});
   await app.register(captioningPlugin, options.captioners ? { captioners: options.captioners } : {});
+  // Generations first: training makes prior preservation's class images on its resident models.
+  await app.register(generationsPlugin);
   await app.register(trainingPlugin);
   await app.register(healthRoutes);
   await app.register(v1Routes, { prefix: '/v1' });

@@ -39,6 +39,16 @@ export const EnvSchema = Type.Object({
   SSE_HEARTBEAT_MS: Type.Integer({ minimum: 100, maximum: 300_000, default: 15_000 }),
   /** Queued and running runs one tenant may have; one more is refused with 429. */
   TENANT_MAX_QUEUED_RUNS: Type.Integer({ minimum: 1, maximum: 100_000, default: 10 }),
+  /** Generations this process runs side by side (their own slots: never behind a training run); 0 = none here. */
+  GENERATION_SLOTS: Type.Integer({ minimum: 0, maximum: 64, default: 1 }),
+  /** Queued and running generations one tenant may have; one more is refused with 429. */
+  TENANT_MAX_QUEUED_GENERATIONS: Type.Integer({ minimum: 1, maximum: 100_000, default: 20 }),
+  /** Bytes of base-model weights kept loaded for generations when none is using them (least recently used leave first). */
+  MODEL_CACHE_BYTES: Type.Integer({ minimum: 0, default: 16 * 1024 * MiB }),
+  /** Bytes of parsed LoRAs each loaded model keeps, by sha256 (least recently used leave first). */
+  LORA_CACHE_BYTES: Type.Integer({ minimum: 0, default: 1024 * MiB }),
+  /** Largest uploaded LoRA file. */
+  LORA_MAX_BYTES: Type.Integer({ minimum: 1024, default: 1024 * MiB }),
   /** pino level. */
   LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
   /** Largest accepted JSON request body, in bytes. */
@@ -79,6 +89,8 @@ export interface Config {
   shutdownGraceMs: number;
   /** ---- training runs: slots of this process and the device (undefined: cuda when there is a GPU, else cpu). */
   training: { slots: number; device: string | undefined; leaseMs: number; maxAttempts: number; tenantMaxQueuedRuns: number; sseHeartbeatMs: number };
+  /** ---- generations: slots of this process, the per-tenant queue limit, what stays loaded. */
+  generation: { slots: number; tenantMaxQueued: number; modelCacheBytes: number; loraCacheBytes: number; loraMaxBytes: number };
   /** ---- images (S2): limits of image uploads and zip archives. */
   images: ImageConfig;
   /** ---- captions: providers, their keys (as Secrets), limits and retries. */
@@ -147,6 +159,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxAttempts: e.TRAINING_MAX_ATTEMPTS,
       tenantMaxQueuedRuns: e.TENANT_MAX_QUEUED_RUNS,
       sseHeartbeatMs: e.SSE_HEARTBEAT_MS,
+    },
+    generation: {
+      slots: e.GENERATION_SLOTS,
+      tenantMaxQueued: e.TENANT_MAX_QUEUED_GENERATIONS,
+      modelCacheBytes: e.MODEL_CACHE_BYTES,
+      loraCacheBytes: e.LORA_CACHE_BYTES,
+      loraMaxBytes: e.LORA_MAX_BYTES,
     },
     // ---- images (S2)
     images: imageConfigFromEnv(e),

@@ -456,6 +456,146 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/loras": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List LoRAs, newest first */
+        get: operations["listLoras"];
+        put?: never;
+        /**
+         * Upload a LoRA made elsewhere
+         * @description multipart/form-data: `file` (a .safetensors LoRA: kohya with SGM or diffusers names, peft or diffusers), `model` (the base model it is for), optional `name` and `trigger_phrase`. The engine matches every key against the base model: a file whose keys name no module of it, or whose shapes do not fit, is refused (422) with the keys named.
+         */
+        post: operations["uploadLora"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/loras/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a LoRA */
+        get: operations["getLora"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a LoRA
+         * @description 409 while a queued or running generation uses it. Generations that used it keep their images.
+         */
+        delete: operations["deleteLora"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/loras/{id}/content": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download the LoRA file
+         * @description The .safetensors file. The ETag is the quoted SHA-256; If-None-Match answers 304.
+         */
+        get: operations["getLoraContent"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/generations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List generations, newest first */
+        get: operations["listGenerations"];
+        put?: never;
+        /**
+         * Generate images from a base model and LoRAs
+         * @description Answers at once with the queued generation (202, Location: /v1/generations/{id}). With `Prefer: wait=N` (RFC 7240, N up to 60 seconds; a bare `wait` means 60) the answer waits until the generation has finished, as Replicate's sync mode: 201 with the finished generation, or 202 as it is when N runs out; both say `Preference-Applied: wait=N`. Refusals: 400 an invalid field (named), 404 a LoRA or training run you do not have, 422 unknown model or a LoRA of another base model, 429 the tenant has TENANT_MAX_QUEUED_GENERATIONS generations queued or running.
+         */
+        post: operations["createGeneration"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/generations/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a generation: status, progress, params and images */
+        get: operations["getGeneration"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/generations/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel a queued or running generation
+         * @description A queued generation is canceled at once; a running one stops at its next step. 409 once finished.
+         */
+        post: operations["cancelGeneration"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/generations/{id}/images/{index}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download a generated image
+         * @description PNG by default, with a `parameters` text chunk in AUTOMATIC1111's format (prompt, Negative prompt, Steps, Sampler, CFG scale, Seed, Size, Model, Lora hashes), so PNG Info tools can reproduce it; `Accept: image/webp` (lossless) or `image/jpeg` converts it (without the chunk). 406 when Accept allows none of the three.
+         */
+        get: operations["getGenerationImage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhook-endpoints": {
         parameters: {
             query?: never;
@@ -758,7 +898,7 @@ export interface components {
             id: string;
             url: string;
             description: string;
-            /** @description The event types sent here. All types: `training_run.started` (A worker took the run (status starting), once per run); `training_run.validation` (The run rendered its validation images and measured validation loss (opt-in: one per validation)); `training_run.succeeded` (The run saved its LoRA); `training_run.failed` (The run stopped with an error); `training_run.canceled` (The run was canceled); `captioning_job.succeeded` (The captioning job finished); `captioning_job.failed` (The captioning job failed); `captioning_job.canceled` (The captioning job was canceled) */
+            /** @description The event types sent here. All types: `training_run.started` (A worker took the run (status starting), once per run); `training_run.validation` (The run rendered its validation images and measured validation loss (opt-in: one per validation)); `training_run.succeeded` (The run saved its LoRA); `training_run.failed` (The run stopped with an error); `training_run.canceled` (The run was canceled); `captioning_job.succeeded` (The captioning job finished); `captioning_job.failed` (The captioning job failed); `captioning_job.canceled` (The captioning job was canceled); `generation.started` (A worker took the generation (status starting)); `generation.succeeded` (The generation stored its images); `generation.failed` (The generation stopped with an error); `generation.canceled` (The generation was canceled) */
             events: string[];
             enabled: boolean;
             /** @description Why the service disabled it: gone (it answered 410), failing (every attempt failed for WEBHOOK_DISABLE_AFTER_MS, 5 days by default); null otherwise. PATCH enabled: true to resume */
@@ -782,7 +922,7 @@ export interface components {
              * @example msg_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
              */
             id: string;
-            /** @description One of: training_run.started, training_run.validation, training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, ping */
+            /** @description One of: training_run.started, training_run.validation, training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, generation.started, generation.succeeded, generation.failed, generation.canceled, ping */
             event_type: string;
             resource_type: string;
             resource_id: string;
@@ -971,6 +1111,117 @@ export interface components {
             started_at: string | null;
             finished_at: string | null;
         };
+        Generation: {
+            /**
+             * @description Generation id
+             * @example gen_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+             */
+            id: string;
+            model: string;
+            /**
+             * @description queued; starting (loading the model); running; succeeded, failed or canceled
+             * @enum {unknown}
+             */
+            status: "queued" | "starting" | "running" | "succeeded" | "failed" | "canceled";
+            params: {
+                prompt: string;
+                negative_prompt: string;
+                width: number;
+                height: number;
+                steps: number;
+                guidance_scale: number;
+                /** @enum {unknown} */
+                sampler: "euler" | "euler_a" | "dpmpp_2m_karras";
+                seed: number;
+                num_images: number;
+            };
+            loras: {
+                lora_id: string;
+                name: string;
+                scale: number;
+                sha256: string;
+            }[];
+            progress: {
+                /** @description loading, denoising, decoding, encoding */
+                phase: string;
+                step: number;
+                total_steps: number;
+                percent: number;
+            } | null;
+            /** @description When succeeded: the images, seed, seed+1, ... */
+            output: {
+                index: number;
+                seed: number;
+                width: number;
+                height: number;
+                /** @description PNG with an AUTOMATIC1111 "parameters" text chunk; image/webp or image/jpeg by Accept */
+                content_url: string;
+            }[] | null;
+            /** @description When finished: queue_seconds, load_seconds (0 when the model was resident), generate_seconds, encode_seconds */
+            metrics: {
+                [key: string]: number;
+            } | null;
+            error: {
+                code: string;
+                message: string;
+            } | null;
+            cancel_requested: boolean;
+            /** @description Where this resource's events are sent, when a webhook was given */
+            webhook: {
+                url: string;
+                events: string[];
+            } | null;
+            /**
+             * Format: date-time
+             * @description RFC 3339 UTC timestamp
+             */
+            created_at: string;
+            started_at: string | null;
+            completed_at: string | null;
+        };
+        Lora: {
+            /**
+             * @description LoRA id
+             * @example lora_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+             */
+            id: string;
+            name: string;
+            /**
+             * @description Registered by a succeeded training run, or uploaded
+             * @enum {unknown}
+             */
+            source: "training_run" | "upload";
+            /** @description The run that trained it (source training_run) */
+            training_run_id: string | null;
+            /** @description The base model it adapts */
+            model: string;
+            /** @description Put it in a prompt to call up the trained subject */
+            trigger_phrase: string | null;
+            /** @description SHA-256 of the file (its download ETag) */
+            sha256: string;
+            /** @description AUTOMATIC1111's AutoV3 hash (first 12 hex digits shown in PNG parameters' Lora hashes) */
+            autov3: string;
+            byte_size: number;
+            /**
+             * @description kohya-sgm (ComfyUI/AUTOMATIC1111 names), kohya-diffusers or peft
+             * @enum {unknown}
+             */
+            layout: "kohya-sgm" | "kohya-diffusers" | "peft";
+            /** @description Largest rank of its modules */
+            rank: number;
+            alpha: number;
+            /** @description Adapted Linear modules */
+            modules: number;
+            /** @description unet, text_encoder, text_encoder_2: what it adapts */
+            components: string[];
+            /** @description Where the .safetensors file downloads from */
+            content_url: string;
+            /**
+             * Format: date-time
+             * @description RFC 3339 UTC timestamp
+             */
+            created_at: string;
+        };
         TrainingRun: {
             /**
              * @description Training run id
@@ -1124,6 +1375,18 @@ export interface components {
                     seed: number;
                 };
                 /**
+                 * @description DreamBooth's prior preservation (diffusers' --with_prior_preservation): the base model makes class images from the class prompt, and every step also trains on them, keeping the class from drifting to the subject. null = off
+                 * @default null
+                 */
+                prior_preservation: {
+                    /** @description What the class images show; default: "a photo of <class_word>" */
+                    class_prompt?: string;
+                    /** @description Class images the base model makes first (cached per model, prompt, seed and resolution; later runs reuse them); default 100 */
+                    num_class_images?: number;
+                    /** @description Weight of the prior loss (diffusers' prior_loss_weight); default 1 */
+                    loss_weight?: number;
+                } | null;
+                /**
                  * @description Precision of the LoRA files' tensors: float16 as kohya's files usually are (half the size of float32, which keeps the trained values exactly)
                  * @default float16
                  * @enum {unknown}
@@ -1161,6 +1424,10 @@ export interface components {
                 images_per_s: number | null;
                 /** @description Estimated seconds to the end of training */
                 eta_seconds: number | null;
+                /** @description Prior preservation: loss on the dataset's images in the last step (null without it) */
+                loss_instance: number | null;
+                /** @description Prior preservation: loss on the class images in the last step, before loss_weight */
+                loss_prior: number | null;
             } | null;
             /** @description When finished: steps, final_loss, mean_loss, validation losses, peak memory, ... */
             metrics: {
@@ -3290,6 +3557,18 @@ export interface operations {
                             seed?: number;
                         };
                         /**
+                         * @description DreamBooth's prior preservation (diffusers' --with_prior_preservation): the base model makes class images from the class prompt, and every step also trains on them, keeping the class from drifting to the subject. null = off
+                         * @default null
+                         */
+                        prior_preservation?: {
+                            /** @description What the class images show; default: "a photo of <class_word>" */
+                            class_prompt?: string;
+                            /** @description Class images the base model makes first (cached per model, prompt, seed and resolution; later runs reuse them); default 100 */
+                            num_class_images?: number;
+                            /** @description Weight of the prior loss (diffusers' prior_loss_weight); default 1 */
+                            loss_weight?: number;
+                        } | null;
+                        /**
                          * @description Precision of the LoRA files' tensors: float16 as kohya's files usually are (half the size of float32, which keeps the trained values exactly)
                          * @default float16
                          * @enum {unknown}
@@ -3845,6 +4124,755 @@ export interface operations {
             };
         };
     };
+    listLoras: {
+        parameters: {
+            query?: {
+                /** @description Most items to return */
+                limit?: number;
+                /** @description next_cursor of the previous page; omit for the first page */
+                cursor?: string;
+                /** @description Only LoRAs of this base model */
+                model?: string;
+                source?: "training_run" | "upload";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of LoRAs, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["Lora"][];
+                        /** @description Pass as cursor to get the next page; null when this is the last page */
+                        next_cursor: string | null;
+                    };
+                };
+            };
+            /** @description The request is malformed or a field is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    uploadLora: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": {
+                    /**
+                     * Format: binary
+                     * @description A LoRA .safetensors file
+                     */
+                    file: string;
+                    /** @description The base model id it is for (GET /v1/models) */
+                    model: string;
+                    /** @description Defaults to the file name without .safetensors */
+                    name?: string;
+                    trigger_phrase?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Lora"];
+                };
+            };
+            /** @description The request is malformed or a field is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body or an uploaded file is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request has an unsupported Content-Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request is well-formed but cannot be processed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getLora: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description LoRA id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Lora"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deleteLora: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description LoRA id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The resource is in a state that does not allow this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getLoraContent: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description LoRA id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The LoRA file */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                };
+            };
+            /** @description Not modified (If-None-Match matched the ETag) */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listGenerations: {
+        parameters: {
+            query?: {
+                /** @description Most items to return */
+                limit?: number;
+                /** @description next_cursor of the previous page; omit for the first page */
+                cursor?: string;
+                /** @description queued; starting (loading the model); running; succeeded, failed or canceled */
+                status?: "queued" | "starting" | "running" | "succeeded" | "failed" | "canceled";
+                /**
+                 * @description LoRA id
+                 * @example lora_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+                 */
+                lora_id?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of generations, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["Generation"][];
+                        /** @description Pass as cursor to get the next page; null when this is the last page */
+                        next_cursor: string | null;
+                    };
+                };
+            };
+            /** @description The request is malformed or a field is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createGeneration: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description wait=N: answer when the generation has finished, or after N seconds (at most 60) */
+                prefer?: string;
+                /**
+                 * @description Makes a retry of this request safe. A request with a key this tenant used in the last 24 hours, with the same method, path and body, creates nothing and gets the first response again (status, body, Location, with `Idempotent-Replayed: true`). The same key with another request: 422 idempotency-key-reused; while the first request is still running: 409 idempotency-key-in-flight (Retry-After: 1). Only 2xx responses are kept: after any other answer the key is free again, so a corrected retry may reuse it. 1 to 255 printable ASCII characters.
+                 * @example 8e03978e-40d5-43e8-bc93-6894a57f9324
+                 */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * @description A base model id from GET /v1/models
+                     * @example sdxl-tiny-demo
+                     */
+                    model: string;
+                    prompt: string;
+                    /**
+                     * @description Empty: zeros, as SDXL-base is run in diffusers
+                     * @default
+                     */
+                    negative_prompt?: string;
+                    /** @description Image width in pixels, a multiple of 8; defaults to the model's default_resolution */
+                    width?: number;
+                    /** @description Image height in pixels, a multiple of 8; defaults to the model's default_resolution */
+                    height?: number;
+                    /** @default 30 */
+                    steps?: number;
+                    /**
+                     * @description Classifier-free guidance; 1 or less turns it off
+                     * @default 5
+                     */
+                    guidance_scale?: number;
+                    /**
+                     * @description euler (diffusers SDXL default), euler_a (Euler ancestral) or dpmpp_2m_karras (DPM++ 2M Karras)
+                     * @default euler
+                     * @enum {unknown}
+                     */
+                    sampler?: "euler" | "euler_a" | "dpmpp_2m_karras";
+                    /** @description Image i uses seed + i; random when left out (the generation shows it) */
+                    seed?: number;
+                    /** @default 1 */
+                    num_images?: number;
+                    /**
+                     * @description Applied unmerged, each with its own scale
+                     * @default []
+                     */
+                    loras?: {
+                        /**
+                         * @description LoRA id
+                         * @example lora_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+                         */
+                        lora_id?: string;
+                        /**
+                         * @description Training run id
+                         * @example tr_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+                         */
+                        training_run_id?: string;
+                        /**
+                         * @description How strongly it applies (1 = as trained)
+                         * @default 1
+                         */
+                        scale?: number;
+                    }[];
+                    /** @description Sends this resource's events to `url`, signed with the tenant's secret (GET /v1/webhook-secret) as Standard Webhooks specifies */
+                    webhook?: {
+                        /**
+                         * @description Where to POST: https (http only when the server sets WEBHOOK_ALLOW_HTTP); never a private, loopback or link-local address
+                         * @example https://example.com/webhooks/sdxl
+                         */
+                        url: string;
+                        /** @description The events to send; default: generation.succeeded, generation.failed, generation.canceled */
+                        events?: ("generation.started" | "generation.succeeded" | "generation.failed" | "generation.canceled")[];
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Generation"];
+                };
+            };
+            /** @description Default Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Generation"];
+                };
+            };
+            /** @description The request is malformed or a field is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The resource is in a state that does not allow this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body or an uploaded file is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request has an unsupported Content-Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request is well-formed but cannot be processed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The service is not ready, or the native engine is not built */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getGeneration: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Generation id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Generation"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    cancelGeneration: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Generation id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Generation"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The resource is in a state that does not allow this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getGenerationImage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Generation id */
+                id: string;
+                /** @description Image index, 0 first */
+                index: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The image */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/png": string;
+                    "image/webp": string;
+                    "image/jpeg": string;
+                };
+            };
+            /** @description Not modified (If-None-Match matched the ETag) */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     listWebhookEndpoints: {
         parameters: {
             query?: {
@@ -3922,8 +4950,8 @@ export interface operations {
                      * @example https://example.com/webhooks/sdxl
                      */
                     url: string;
-                    /** @description The events to send; default: training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled */
-                    events?: ("training_run.started" | "training_run.validation" | "training_run.succeeded" | "training_run.failed" | "training_run.canceled" | "captioning_job.succeeded" | "captioning_job.failed" | "captioning_job.canceled")[];
+                    /** @description The events to send; default: training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, generation.succeeded, generation.failed, generation.canceled */
+                    events?: ("training_run.started" | "training_run.validation" | "training_run.succeeded" | "training_run.failed" | "training_run.canceled" | "captioning_job.succeeded" | "captioning_job.failed" | "captioning_job.canceled" | "generation.started" | "generation.succeeded" | "generation.failed" | "generation.canceled")[];
                     description?: string;
                     /** @default true */
                     enabled?: boolean;
@@ -3945,7 +4973,7 @@ export interface operations {
                         id: string;
                         url: string;
                         description: string;
-                        /** @description The event types sent here. All types: `training_run.started` (A worker took the run (status starting), once per run); `training_run.validation` (The run rendered its validation images and measured validation loss (opt-in: one per validation)); `training_run.succeeded` (The run saved its LoRA); `training_run.failed` (The run stopped with an error); `training_run.canceled` (The run was canceled); `captioning_job.succeeded` (The captioning job finished); `captioning_job.failed` (The captioning job failed); `captioning_job.canceled` (The captioning job was canceled) */
+                        /** @description The event types sent here. All types: `training_run.started` (A worker took the run (status starting), once per run); `training_run.validation` (The run rendered its validation images and measured validation loss (opt-in: one per validation)); `training_run.succeeded` (The run saved its LoRA); `training_run.failed` (The run stopped with an error); `training_run.canceled` (The run was canceled); `captioning_job.succeeded` (The captioning job finished); `captioning_job.failed` (The captioning job failed); `captioning_job.canceled` (The captioning job was canceled); `generation.started` (A worker took the generation (status starting)); `generation.succeeded` (The generation stored its images); `generation.failed` (The generation stopped with an error); `generation.canceled` (The generation was canceled) */
                         events: string[];
                         enabled: boolean;
                         /** @description Why the service disabled it: gone (it answered 410), failing (every attempt failed for WEBHOOK_DISABLE_AFTER_MS, 5 days by default); null otherwise. PATCH enabled: true to resume */
@@ -4130,8 +5158,8 @@ export interface operations {
                      * @example https://example.com/webhooks/sdxl
                      */
                     url?: string;
-                    /** @description The events to send; default: training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled */
-                    events?: ("training_run.started" | "training_run.validation" | "training_run.succeeded" | "training_run.failed" | "training_run.canceled" | "captioning_job.succeeded" | "captioning_job.failed" | "captioning_job.canceled")[];
+                    /** @description The events to send; default: training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, generation.succeeded, generation.failed, generation.canceled */
+                    events?: ("training_run.started" | "training_run.validation" | "training_run.succeeded" | "training_run.failed" | "training_run.canceled" | "captioning_job.succeeded" | "captioning_job.failed" | "captioning_job.canceled" | "generation.started" | "generation.succeeded" | "generation.failed" | "generation.canceled")[];
                     description?: string;
                     /** @description true also clears disabled_reason and the failure streak */
                     enabled?: boolean;
@@ -4421,7 +5449,7 @@ export interface operations {
                          * @example msg_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
                          */
                         id: string;
-                        /** @description One of: training_run.started, training_run.validation, training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, ping */
+                        /** @description One of: training_run.started, training_run.validation, training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, generation.started, generation.succeeded, generation.failed, generation.canceled, ping */
                         event_type: string;
                         resource_type: string;
                         resource_id: string;

@@ -50,6 +50,9 @@ export function runProgress(report: Progress, totalSteps: number): Record<string
     lr: metric('lr'),
     images_per_s: metric('images_per_s'),
     eta_seconds: metric('eta_s'),
+    // Prior preservation's loss split (null without it): on the subject's images, on the class images.
+    loss_instance: metric('loss_instance'),
+    loss_prior: metric('loss_prior'),
   };
 }
 
@@ -101,6 +104,7 @@ export class TrainingRunReporter {
       if (report.phase === 'training' && Number.isFinite(report.metrics.loss)) {
         const m = report.metrics;
         this.log(`step ${report.step}/${totalSteps} loss ${round(m.loss!, 4)} lr ${round(m.lr ?? 0, 3)}` +
+          (Number.isFinite(m.loss_prior) ? ` (instance ${round(m.loss_instance!, 4)}, prior ${round(m.loss_prior!, 4)})` : '') +
           (Number.isFinite(m.images_per_s) ? ` ${round(m.images_per_s!, 3)} images/s` : ''));
       }
     }

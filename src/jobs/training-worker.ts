@@ -9,10 +9,14 @@ import type { FastifyBaseLogger } from 'fastify';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { train, type TrainResult } from '../engine/index.js';
+import { inspectSafetensors, train, type TrainResult } from '../engine/index.js';
 import type { Database } from '../db/database.js';
+import { createImagesRepository } from '../repositories/images.js';
+import type { NewLora } from '../repositories/loras.js';
 import { createTrainingRunsRepository, type TrainingRunRow } from '../repositories/training-runs.js';
-import { trainConfigFields, type ResolvedTrainingParams } from '../schemas/training-params.js';
+import { trainConfigFields, type PriorPreservationParams, type ResolvedTrainingParams } from '../schemas/training-params.js';
+import type { ClassImagesService } from '../services/class-images.js';
+import { LorasService, readLoraFileFacts } from '../services/loras.js';
 import type { ModelsService } from '../services/models.js';
 import type { RunEventsBus } from '../services/run-events-bus.js';
 import type { BlobStore } from '../storage/blob-store.js';
@@ -24,6 +28,8 @@ export interface TrainingWorkerOptions {
   db: Database;
   models: ModelsService;
   blobs: BlobStore;
+  /** Prior preservation's class images (made on the resident models, cached). */
+  classImages: ClassImagesService;
   /** Each run's files: the trainer writes them into the run's work folder and they are published from there. */
   files: RunFileStore;
   bus: RunEventsBus;
@@ -68,6 +74,31 @@ async function removeUnfinishedWrites(workDir: string): Promise<void> {
   }
 }
 
+/** The LoRA resource a succeeded run registers: its kohya file (what A1111 and ComfyUI read). */
+async function describeTrainedLora(file: string, run: TrainingRunRow, params: ResolvedTrainingParams): Promise<Omit<NewLora, 'source'>> {
+  const facts = await readLoraFileFacts(file);
+  const keys = Object.keys((await inspectSafetensors(file)).tensors).filter((key) => key.endsWith('.lora_down.weight'));
+  const components = [
+    ...(keys.some((key) => key.startsWith('lora_unet_')) ? ['unet'] : []),
+    ...(keys.some((key) => key.startsWith('lora_te1_')) ? ['text_encoder'] : []),
+    ...(keys.some((key) => key.startsWith('lora_te2_')) ? ['text_encoder_2'] : []),
+  ];
+  return {
+    name: run.name ?? `${run.trigger_token}-${run.id}`,
+    training_run_id: run.id,
+    model_id: run.model_id,
+    trigger_phrase: run.trigger_token,
+    sha256: facts.sha256,
+    autov3: facts.autov3,
+    byte_size: facts.byteSize,
+    layout: 'kohya-sgm',
+    rank: params.rank,
+    alpha: params.alpha,
+    modules: keys.length,
+    components,
+  };
+}
+
 export class TrainingWorker extends JobRunner<TrainingRunRow> {
   readonly #options: TrainingWorkerOptions;
 
@@ -82,6 +113,26 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       pollMs: options.pollMs,
     });
     this.#options = options;
+  }
+
+  /** Prior preservation: the class images the run trains on beside its own (made now when not cached). */
+  async #classImages(run: TrainingRunRow, params: ResolvedTrainingParams, reporter: TrainingRunReporter, signal: AbortSignal) {
+    // Resolved: every field filled (resolveTrainingParams).
+    const prior = params.prior_preservation as PriorPreservationParams | null;
+    if (prior === null) return [];
+    const prompt = prior.class_prompt ?? `a photo of ${run.class_word}`;
+    const { images, made } = await this.#options.classImages.ensure(
+      { modelId: run.model_id, prompt, resolution: params.resolution, count: prior.num_class_images },
+      signal,
+    );
+    reporter.log(`class images for prior preservation: ${images.length - made} reused, ${made} made ("${prompt}", ${params.resolution}px)`);
+    const sources = [];
+    for (const image of images) {
+      const data = await this.#options.blobs.get(image.sha256);
+      if (data === null) throw new Error(`class image ${image.seed} is missing from storage`);
+      sources.push({ name: `class-${image.seed}.png`, caption: prompt, data });
+    }
+    return sources;
   }
 
   protected async runJob(run: TrainingRunRow, controller: AbortController): Promise<void> {
@@ -122,6 +173,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
         if (bytes === null) throw new Error(`the bytes of image ${image.image_id} are missing from storage`);
         images.push({ name: image.original_filename ?? image.image_id, caption: image.caption, data: bytes });
       }
+      const classImages = await this.#classImages(run, params, reporter, controller.signal);
       if (run.attempt > 1) await removeUnfinishedWrites(workDir);
       const resumeFrom = run.attempt > 1 ? await latestCheckpoint(workDir) : undefined;
       reporter.log(
@@ -136,6 +188,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
         ...(model.configDir === undefined ? {} : { configDir: model.configDir }),
         device: this.#options.device,
         images,
+        classImages,
         outputDir: workDir,
         triggerPhrase: run.trigger_token,
         ...trainConfigFields(params),
@@ -189,10 +242,25 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
         await end('canceled', { metrics });
         log.info('training run canceled');
         return;
-      default:
+      default: {
         reporter.log(`succeeded: ${result.steps} steps`);
-        await end('succeeded', { metrics });
+        await reporter.settled();
+        const loraPath = result.loraPath;
+        if (loraPath === undefined) throw new Error('the trainer succeeded without a LoRA file');
+        const lora = await describeTrainedLora(loraPath, run, params);
+        const bytes = await fs.readFile(loraPath);
+        // The run succeeds and its LoRA becomes a resource in one transaction (the file is a
+        // blob, written under its lock as uploads are: services/images.ts).
+        await db.transaction(async (tx) => {
+          await createImagesRepository(tx).lockBlob(lora.sha256);
+          await this.#options.blobs.put(bytes);
+          if (await createTrainingRunsRepository(tx).finish(run.id, owner, 'succeeded', { metrics })) {
+            await LorasService.registerFromRun(tx, run.tenant_id, lora);
+          }
+        });
+        bus.notify(run.id);
         log.info({ steps: result.steps }, 'training run succeeded');
+      }
     }
   }
 }

@@ -4,19 +4,20 @@
 // before the database closes). Publishes TrainingRun, TrainingRunEvent and TrainingRunArtifact.
 import fp from 'fastify-plugin';
 import path from 'node:path';
-import { buildInfo } from '../engine/index.js';
 import { DEFAULT_HEARTBEAT_MS, DEFAULT_POLL_MS } from '../jobs/job-runner.js';
 import { TrainingWorker } from '../jobs/training-worker.js';
 import { BLOBS_SUBDIR } from '../routes/v1/images/index.js';
 import { TrainingRunArtifactSchema } from '../schemas/training-run-artifacts.js';
 import { TrainingRunEventSchema } from '../schemas/training-run-events.js';
 import { TrainingRunSchema } from '../schemas/training-runs.js';
+import { ClassImagesService } from '../services/class-images.js';
 import { RunEventsBus } from '../services/run-events-bus.js';
 import { TrainingRunArtifactsService } from '../services/training-run-artifacts.js';
 import { TrainingRunEventsService } from '../services/training-run-events.js';
 import { TrainingRunsService } from '../services/training-runs.js';
 import { FsBlobStore } from '../storage/fs-blob-store.js';
 import { FsRunFileStore } from '../storage/fs-run-file-store.js';
+import { trainingDevice } from './device.js';
 
 export const RUNS_SUBDIR = 'runs';
 
@@ -28,16 +29,6 @@ declare module 'fastify' {
       artifacts: TrainingRunArtifactsService;
       worker: TrainingWorker | undefined;
     };
-  }
-}
-
-/** TRAIN_DEVICE, else cuda when the engine sees a GPU, else cpu (also when the engine is not built). */
-function trainingDevice(configured: string | undefined): string {
-  if (configured !== undefined) return configured;
-  try {
-    return buildInfo().cudaAvailable ? 'cuda' : 'cpu';
-  } catch {
-    return 'cpu';
   }
 }
 
@@ -56,6 +47,7 @@ export default fp(
         db: fastify.db,
         models: fastify.services.models,
         blobs: new FsBlobStore(path.join(config.dataDir, BLOBS_SUBDIR)),
+        classImages: new ClassImagesService(fastify.db, new FsBlobStore(path.join(config.dataDir, BLOBS_SUBDIR)), fastify.generations.resident),
         files,
         bus,
         logger: fastify.log.child({ component: 'training-worker' }),
@@ -88,5 +80,5 @@ export default fp(
       await worker?.stop();
     });
   },
-  { name: 'training', dependencies: ['database', 'repositories', 'webhooks'] },
+  { name: 'training', dependencies: ['database', 'repositories', 'webhooks', 'generations'] },
 );

@@ -33,6 +33,10 @@ export const BLOB_REFERENCES: ReadonlyArray<readonly [table: string, column: str
   ['images', 'sha256'],
   // A training run's snapshot: its images may be deleted from the dataset while it waits or trains.
   ['training_run_images', 'sha256'],
+  // LoRA files (uploaded or registered by a run) and generated images (migration 009).
+  ['loras', 'sha256'],
+  ['generation_images', 'sha256'],
+  ['class_images', 'sha256'],
 ];
 
 /** Key of the transaction-scoped advisory lock that serialises writers and the collector on one blob. */

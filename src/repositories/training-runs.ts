@@ -3,7 +3,10 @@
 // no longer change the run.
 import type { Queryable } from '../db/database.js';
 import { newId } from '../db/ids.js';
-import { leaseInterval as lease, renewLease, type LeasedJobColumns } from '../jobs/lease-sql.js';
+import {
+  claimNextRunLike, countOpenLocked, INTERRUPTION_COUNT, finishRunLike, recordProgress, releaseRunLike, renewLease, requestCancelRunLike,
+  type LeasedJobColumns, type RunLikeOutcome,
+} from '../jobs/lease-sql.js';
 
 export const TRAINING_RUN_ID_PREFIX = 'tr';
 
@@ -110,14 +113,7 @@ export function createTrainingRunsRepository(db: Queryable) {
      * worker stops it at its next step. The run as it now is (finished runs unchanged), or null.
      */
     async requestCancel(tenantId: string, id: string): Promise<TrainingRunRow | null> {
-      await db.query(
-        `UPDATE training_runs
-            SET cancel_requested_at = coalesce(cancel_requested_at, now()),
-                status = CASE WHEN status = 'queued' THEN 'canceled' ELSE status END,
-                completed_at = CASE WHEN status = 'queued' THEN now() ELSE completed_at END
-          WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'starting', 'running')`,
-        [tenantId, id],
-      );
+      await requestCancelRunLike(db, 'training_runs', tenantId, id);
       return this.get(tenantId, id);
     },
 
@@ -128,13 +124,8 @@ export function createTrainingRunsRepository(db: Queryable) {
     },
 
     /** The tenant's queued and running runs, under a per-tenant lock held to the end of the transaction (so a limit check and an insert cannot interleave). */
-    async countOpenLocked(tenantId: string): Promise<number> {
-      await db.query("SELECT pg_advisory_xact_lock(hashtextextended('training-runs:' || $1, 0))", [tenantId]);
-      const { rows } = await db.query<{ count: number }>(
-        "SELECT count(*)::integer AS count FROM training_runs WHERE tenant_id = $1 AND status IN ('queued', 'starting', 'running')",
-        [tenantId],
-      );
-      return rows[0]!.count;
+    countOpenLocked(tenantId: string): Promise<number> {
+      return countOpenLocked(db, 'training_runs', tenantId);
     },
 
     /** Deletes a finished run (its events, artifacts rows and image snapshot cascade); false when none was deleted. */
@@ -157,28 +148,9 @@ export function createTrainingRunsRepository(db: Queryable) {
 
     // ---------------------------------------------------------------- worker side
 
-    /**
-     * Takes a run that is queued, or claimed under an expired lease (its worker died), for
-     * `owner` until the lease ends. Fair between tenants: the tenant whose runs were claimed
-     * longest ago (or never) goes first, so one tenant's long queue does not hold back another's
-     * first run; within a tenant, oldest first. SKIP LOCKED lets replicas claim side by side.
-     */
-    async claimNext(owner: string, leaseMs: number): Promise<TrainingRunRow | null> {
-      const { rows } = await db.query<TrainingRunRow>(
-        `UPDATE training_runs
-            SET status = 'starting', lease_owner = $1, lease_expires_at = now() + ${lease(2)}, heartbeat_at = now(),
-                claimed_at = clock_timestamp(), attempt = attempt + 1, started_at = coalesce(started_at, now()),
-                interruptions = interruptions + (status <> 'queued')::integer
-          WHERE id = (SELECT r.id FROM training_runs r
-                       WHERE r.status = 'queued' OR (r.status IN ('starting', 'running') AND r.lease_expires_at < now())
-                       ORDER BY (SELECT max(o.claimed_at) FROM training_runs o WHERE o.tenant_id = r.tenant_id) NULLS FIRST,
-                                r.created_at, r.id
-                       LIMIT 1
-                       FOR UPDATE SKIP LOCKED)
-          RETURNING ${COLUMNS}`,
-        [owner, leaseMs],
-      );
-      return rows[0] ?? null;
+    /** Takes the next due run, fair between tenants (lease-sql.ts); a claim after an expired lease counts an interruption. */
+    claimNext(owner: string, leaseMs: number): Promise<TrainingRunRow | null> {
+      return claimNextRunLike<TrainingRunRow>(db, 'training_runs', COLUMNS, owner, leaseMs, INTERRUPTION_COUNT);
     },
 
     /** Extends the lease; whether a cancel was asked, or null when the lease was lost. */
@@ -187,40 +159,18 @@ export function createTrainingRunsRepository(db: Queryable) {
     },
 
     /** Records progress (and the move from starting to running); false when the lease was lost. */
-    async progress(runId: string, owner: string, progress: Record<string, unknown>, status: 'starting' | 'running'): Promise<boolean> {
-      const { rowCount } = await db.query(
-        `UPDATE training_runs SET progress = $3, status = $4
-          WHERE id = $1 AND lease_owner = $2 AND status IN ('starting', 'running')`,
-        [runId, owner, JSON.stringify(progress), status],
-      );
-      return (rowCount ?? 0) > 0;
+    progress(runId: string, owner: string, progress: Record<string, unknown>, status: 'starting' | 'running'): Promise<boolean> {
+      return recordProgress(db, 'training_runs', runId, owner, progress, status);
     },
 
     /** Gives the run back to the queue (this process is shutting down); false when the lease was lost. */
-    async release(runId: string, owner: string): Promise<boolean> {
-      const { rowCount } = await db.query(
-        `UPDATE training_runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL
-          WHERE id = $1 AND lease_owner = $2 AND status IN ('starting', 'running')`,
-        [runId, owner],
-      );
-      return (rowCount ?? 0) > 0;
+    release(runId: string, owner: string): Promise<boolean> {
+      return releaseRunLike(db, 'training_runs', runId, owner);
     },
 
     /** Ends the run; false when the lease was lost. */
-    async finish(
-      runId: string,
-      owner: string,
-      status: 'succeeded' | 'failed' | 'canceled',
-      outcome: { error?: { code: string; message: string }; metrics?: Record<string, number> } = {},
-    ): Promise<boolean> {
-      const { rowCount } = await db.query(
-        `UPDATE training_runs
-            SET status = $3, error_code = $4, error_message = $5, metrics = coalesce($6, metrics), completed_at = now(),
-                lease_owner = NULL, lease_expires_at = NULL
-          WHERE id = $1 AND lease_owner = $2 AND status IN ('starting', 'running')`,
-        [runId, owner, status, outcome.error?.code ?? null, outcome.error?.message ?? null, outcome.metrics ? JSON.stringify(outcome.metrics) : null],
-      );
-      return (rowCount ?? 0) > 0;
+    finish(runId: string, owner: string, status: 'succeeded' | 'failed' | 'canceled', outcome: RunLikeOutcome = {}): Promise<boolean> {
+      return finishRunLike(db, 'training_runs', runId, owner, status, outcome);
     },
   };
 }

@@ -31,10 +31,32 @@ export const ValidationParams = Type.Object(
   { additionalProperties: false, description: 'Validation during and after training' },
 );
 
+/** Prior preservation's defaults: diffusers' (the schema cannot say them: JSON Schema ignores defaults inside a nullable union). */
+const PRIOR_PRESERVATION_DEFAULTS = { num_class_images: 100, loss_weight: 1 };
+
+export const PriorPreservationParams = Type.Object(
+  {
+    class_prompt: Type.Optional(Type.String({ minLength: 1, maxLength: 1000, description: 'What the class images show; default: "a photo of <class_word>"' })),
+    num_class_images: Type.Optional(Type.Integer({
+      minimum: 1, maximum: 1000,
+      description: `Class images the base model makes first (cached per model, prompt, seed and resolution; later runs reuse them); default ${PRIOR_PRESERVATION_DEFAULTS.num_class_images}`,
+    })),
+    loss_weight: Type.Optional(Type.Number({
+      minimum: 0, maximum: 100,
+      description: `Weight of the prior loss (diffusers' prior_loss_weight); default ${PRIOR_PRESERVATION_DEFAULTS.loss_weight}`,
+    })),
+  },
+  { additionalProperties: false },
+);
+/** As a run stores it: every field resolved. */
+export type PriorPreservationParams = Required<Omit<Static<typeof PriorPreservationParams>, 'class_prompt'>> & { class_prompt?: string };
+
 type TrainFields = Partial<TrainConfig>;
 
 interface ParamSpec {
   schema: TSchema;
+  /** Defaults of an object param's fields that its schema cannot carry (inside a nullable union). */
+  fieldDefaults?: Record<string, unknown>;
   /** The TrainConfig fields this param sets. */
   train: (value: never) => TrainFields;
   /** Each TrainConfig field it sets, with the path inside the param that sets it ('' = the param itself), so an
@@ -100,6 +122,16 @@ export const TRAINING_PARAMS = {
       validationSeed: 'seed',
     },
   },
+  prior_preservation: {
+    schema: Type.Union([PriorPreservationParams, Type.Null()], {
+      default: null,
+      description: "DreamBooth's prior preservation (diffusers' --with_prior_preservation): the base model makes class images " +
+        'from the class prompt, and every step also trains on them, keeping the class from drifting to the subject. null = off',
+    }),
+    fieldDefaults: PRIOR_PRESERVATION_DEFAULTS,
+    train: (value: PriorPreservationParams | null) => (value === null ? {} : { priorLossWeight: value.loss_weight }),
+    fields: { priorLossWeight: 'loss_weight' },
+  },
   save_dtype: direct('saveDtype', Type.Enum(['float16', 'bfloat16', 'float32'], {
     default: 'float16',
     description: "Precision of the LoRA files' tensors: float16 as kohya's files usually are (half the size of float32, which keeps the trained values exactly)",
@@ -117,12 +149,20 @@ export const TrainingParams = Type.Object(
   { additionalProperties: false, description: 'Training parameters; each one left out takes its default' },
 );
 /** What a caller may send: every param, and every field of `validation`, may be left out. */
-export type TrainingParamsInput = Omit<Static<typeof TrainingParams>, 'validation'> & {
+export type TrainingParamsInput = Omit<Static<typeof TrainingParams>, 'validation' | 'prior_preservation'> & {
   validation?: Partial<Static<typeof ValidationParams>>;
+  prior_preservation?: Partial<PriorPreservationParams> | null;
 };
 
 /** What a run stores: every param resolved. */
 export type ResolvedTrainingParams = { [K in ParamName]: Static<(typeof TRAINING_PARAMS)[K]['schema']> };
+
+/** The defaults of a param's object form (itself, or the object member of a nullable union). */
+function objectDefaults(schema: TSchema): Record<string, unknown> {
+  const members = [schema, ...((schema as { anyOf?: TSchema[] }).anyOf ?? [])];
+  const object = members.find((member) => (member as { properties?: unknown }).properties !== undefined);
+  return object === undefined ? {} : (defaultOf({ ...object, default: undefined } as TSchema) as Record<string, unknown>);
+}
 
 function defaultOf(schema: TSchema): unknown {
   const object = schema as { default?: unknown; properties?: Record<string, TSchema> };
@@ -146,8 +186,9 @@ export function resolveTrainingParams(input: TrainingParamsInput, context: Conte
     const given = (input as Record<string, unknown>)[name];
     const fallback = (context as unknown as Record<string, unknown>)[name] ?? defaultOf(spec.schema);
     resolved[name] =
-      given !== undefined && typeof given === 'object' && !Array.isArray(given)
-        ? { ...(fallback as object), ...(given as object) } // validation: the fields it names over the defaults
+      given !== undefined && given !== null && typeof given === 'object' && !Array.isArray(given)
+        // validation, prior_preservation: the fields it names over the defaults
+        ? { ...objectDefaults(spec.schema), ...(spec as ParamSpec).fieldDefaults, ...((fallback ?? {}) as object), ...(given as object) }
         : (given ?? fallback);
   }
   return resolved as ResolvedTrainingParams;

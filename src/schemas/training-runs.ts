@@ -60,6 +60,8 @@ export const TrainingRunSchema = Type.Object(
           lr: nullableNumber('Learning rate of the last step'),
           images_per_s: nullableNumber('Training throughput'),
           eta_seconds: nullableNumber('Estimated seconds to the end of training'),
+          loss_instance: nullableNumber('Prior preservation: loss on the dataset\'s images in the last step (null without it)'),
+          loss_prior: nullableNumber('Prior preservation: loss on the class images in the last step, before loss_weight'),
         },
         { additionalProperties: false },
       ),

@@ -9,7 +9,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { EngineLoadError, inspectSafetensors } from '../engine/index.js';
-import { notFound, ProblemError } from '../errors.js';
+import { fieldError, notFound, ProblemError } from '../errors.js';
 import { DEMO_MODEL_DESCRIPTION, DEMO_MODEL_ID, ensureDemoModel } from '../models/demo-model.js';
 import type { BaseModel } from '../schemas/models.js';
 
@@ -149,6 +149,20 @@ export class ModelsService {
     const model = (await this.candidateIds()).includes(id) ? await this.describe(id) : undefined;
     if (model === undefined) throw notFound('Model', id);
     return model;
+  }
+
+  /** The model a request body names; an unknown one is a 422 naming the `model` field (the request is fine, the id is not ours). */
+  async getNamed(id: string): Promise<ResolvedModel> {
+    return this.get(id).catch((error: unknown) => {
+      if (!(error instanceof ProblemError) || error.status !== 404) throw error;
+      throw new ProblemError({
+        status: 422,
+        type: 'model-not-found',
+        title: 'Unknown model',
+        detail: `No base model ${id} on this server; GET /v1/models lists them`,
+        errors: [fieldError('body', 'model', 'is not a model of this server (GET /v1/models lists them)')],
+      });
+    });
   }
 
   private async demo(): Promise<ResolvedModel> {

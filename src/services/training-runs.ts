@@ -7,7 +7,7 @@ import { createCaptionsRepository } from '../repositories/captions.js';
 import { createDatasetsRepository } from '../repositories/datasets.js';
 import { createTrainingRunsRepository, TRAINING_RUN_ID_PREFIX, type TrainingRunRow, type TrainingRunStatus } from '../repositories/training-runs.js';
 import { idPattern } from '../db/ids.js';
-import { resolveTrainingParams, type TrainingParamsInput } from '../schemas/training-params.js';
+import { resolveTrainingParams, type ResolvedTrainingParams, type TrainingParamsInput } from '../schemas/training-params.js';
 import type { TrainingRun } from '../schemas/training-runs.js';
 import type { RunFileStore } from '../storage/run-file-store.js';
 import type { ModelsService } from './models.js';
@@ -77,6 +77,13 @@ export interface TrainingRunsServiceOptions {
   cancelRequested?: (runId: string) => void;
 }
 
+/** Prior preservation's class prompt, when the request named none: "a photo of <class_word>", as DreamBooth's examples. */
+function withClassPrompt(params: ResolvedTrainingParams, classWord: string): ResolvedTrainingParams {
+  const prior = params.prior_preservation;
+  if (prior === null || prior.class_prompt !== undefined) return params;
+  return { ...params, prior_preservation: { ...prior, class_prompt: `a photo of ${classWord}` } };
+}
+
 export function instancePrompt(trigger: string, classWord: string): string {
   return `a photo of ${trigger} ${classWord}`;
 }
@@ -95,16 +102,7 @@ export class TrainingRunsService {
     const dataset = await createDatasetsRepository(this.db).findById(tenantId, request.dataset_id);
     if (dataset === null) throw notFound('Dataset', request.dataset_id);
     // One lookup, not a listing: only this model's weight headers are read.
-    const { model } = await this.models.get(request.model).catch((error: unknown) => {
-      if (!(error instanceof ProblemError) || error.status !== 404) throw error;
-      throw new ProblemError({
-        status: 422,
-        type: 'model-not-found',
-        title: 'Unknown model',
-        detail: `No base model ${request.model} on this server; GET /v1/models lists them`,
-        errors: [fieldError('body', 'model', 'is not a model of this server (GET /v1/models lists them)')],
-      });
-    });
+    const { model } = await this.models.getNamed(request.model);
     const resolution = request.params?.resolution;
     if (resolution !== undefined && resolution > model.default_resolution) {
       throw invalidInput(`Model ${model.id} is made for ${model.default_resolution}px images`, [
@@ -134,7 +132,10 @@ export class TrainingRunsService {
         datasetId: dataset.id,
         modelId: request.model,
         name: request.name ?? null,
-        params: resolveTrainingParams(request.params ?? {}, { mixed_precision: this.options.serverPrecision, resolution: model.default_resolution }),
+        params: withClassPrompt(
+          resolveTrainingParams(request.params ?? {}, { mixed_precision: this.options.serverPrecision, resolution: model.default_resolution }),
+          dataset.class_word,
+        ),
         metadata: request.metadata ?? {},
         triggerToken: dataset.trigger_token,
         classWord: dataset.class_word,

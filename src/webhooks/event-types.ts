@@ -6,7 +6,7 @@
 
 export interface WebhookEventType {
   /** The resource whose `data` the body carries. */
-  resource: 'training_run' | 'captioning_job' | 'webhook_endpoint';
+  resource: 'training_run' | 'captioning_job' | 'generation' | 'webhook_endpoint';
   /** Sent to a subscription that names no events. */
   byDefault: boolean;
   description: string;
@@ -21,6 +21,10 @@ export const WEBHOOK_EVENT_TYPES = {
   'captioning_job.succeeded': { resource: 'captioning_job', byDefault: true, description: 'The captioning job finished' },
   'captioning_job.failed': { resource: 'captioning_job', byDefault: true, description: 'The captioning job failed' },
   'captioning_job.canceled': { resource: 'captioning_job', byDefault: true, description: 'The captioning job was canceled' },
+  'generation.started': { resource: 'generation', byDefault: false, description: 'A worker took the generation (status starting)' },
+  'generation.succeeded': { resource: 'generation', byDefault: true, description: 'The generation stored its images' },
+  'generation.failed': { resource: 'generation', byDefault: true, description: 'The generation stopped with an error' },
+  'generation.canceled': { resource: 'generation', byDefault: true, description: 'The generation was canceled' },
 } as const satisfies Record<string, WebhookEventType>;
 
 export type WebhookEventTypeName = keyof typeof WEBHOOK_EVENT_TYPES;

@@ -4,10 +4,12 @@
 // rendered here by the same functions the routes use.
 import type { Queryable } from '../db/database.js';
 import { createCaptioningJobsRepository, type JobRow } from '../repositories/captioning-jobs.js';
+import { createGenerationsRepository, type GenerationRow } from '../repositories/generations.js';
 import type { TrainingRunEventRow } from '../repositories/training-run-events.js';
 import type { TrainingRunRow } from '../repositories/training-runs.js';
 import type { WebhookMessageRow } from '../repositories/webhook-messages.js';
 import { toCaptioningJob } from '../services/captioning-jobs.js';
+import { toGeneration } from '../services/generations.js';
 import { toEvent } from '../services/training-run-events.js';
 import { toTrainingRun } from '../services/training-runs.js';
 
@@ -38,6 +40,12 @@ async function renderData(db: Queryable, message: WebhookMessageRow): Promise<un
       const jobs = createCaptioningJobsRepository(db);
       const progress = (await jobs.progress([row.id])).get(row.id)!;
       return toCaptioningJob(row, progress, await jobs.failedItems(row.id));
+    }
+    case 'generation': {
+      // Its images are stored before the status that queues the event.
+      const row = revive<GenerationRow>(snapshot, ['created_at', 'started_at', 'completed_at', 'cancel_requested_at', 'claimed_at', 'lease_expires_at', 'heartbeat_at']);
+      const images = await createGenerationsRepository(db).images([row.id]);
+      return toGeneration(row, images.get(row.id) ?? []);
     }
     default:
       return snapshot; // ping: the snapshot is the data

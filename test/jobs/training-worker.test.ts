@@ -18,6 +18,7 @@ import { createDataset, upload } from '../support/images-api.js';
 import { png } from '../support/images.js';
 import { filesBody } from '../support/multipart.js';
 import { ProblemError } from '../../src/errors.js';
+import { ClassImagesService } from '../../src/services/class-images.js';
 import { AddressPolicy } from '../../src/webhooks/address-policy.js';
 
 const QUICK = { resolution: 64, max_steps: 3, checkpoint_every: 0, save_peft: false } as const;
@@ -38,6 +39,7 @@ async function setUp(t: Parameters<typeof withTestApp>[0]) {
       db: ctx.db,
       models: ctx.app.services.models,
       blobs: new FsBlobStore(path.join(ctx.config.dataDir, BLOBS_SUBDIR)),
+      classImages: new ClassImagesService(ctx.db, new FsBlobStore(path.join(ctx.config.dataDir, BLOBS_SUBDIR)), ctx.app.generations.resident),
       files: new FsRunFileStore(runsDir),
       bus: new RunEventsBus(),
       logger: ctx.app.log,

@@ -14,6 +14,7 @@ import { openapiFile, projectRoot } from '../../src/paths.js';
 import { withTestApp } from '../helper.js';
 import { jpeg, png } from '../support/images.js';
 import { callEveryOperation } from './fixtures/every-operation.js';
+import { goldenDir } from '../engine/fixtures.js';
 
 const PROGRAM = path.join(projectRoot, 'test', 'openapi', 'fixtures', 'every-operation.ts');
 const COMMITTED_TYPES_IMPORT = '../../../openapi/client/schema.js';
@@ -98,6 +99,7 @@ test('the client program calls every operation against the real server: typed bo
     apiKey: ctx.apiKey,
     photos,
     sidecar: { name: 'rex1.txt', text: 'a photo of ohwx dog on a beach' },
+    lora: { name: 'watercolor.safetensors', bytes: fs.readFileSync(path.join(goldenDir, 'lora', 'tiny_lora_peft.safetensors')) },
   });
 
   assert.deepEqual([...new Set(report.called)].sort(), operationIds(), 'every operation of the document is called');
@@ -121,8 +123,18 @@ test('the client program calls every operation against the real server: typed bo
   assert.equal(report.trainingRun.params.max_steps, 1000, 'every param defaulted');
   assert.ok(report.runEventCount >= 2, 'queued and canceled');
   assert.equal(report.artifactCount, 0);
+  assert.equal(report.lora.layout, 'peft', 'the demo model has the fixture LoRA\'s modules');
+  assert.equal(report.generation.status, 'succeeded');
+  assert.equal(report.generation.params.width, 128, "the demo model's default_resolution");
+  assert.equal(report.generation.loras[0]?.lora_id, report.lora.id);
+  assert.ok(report.generationImageBytes > 0);
+  assert.equal(report.problems.cancelFinishedGeneration?.status, 409);
   assert.equal(report.webhookEndpoint.description, 'ci');
-  assert.deepEqual(report.webhookEndpoint.events, ['training_run.succeeded', 'training_run.failed', 'training_run.canceled', 'captioning_job.succeeded', 'captioning_job.failed', 'captioning_job.canceled']);
+  assert.deepEqual(report.webhookEndpoint.events, [
+    'training_run.succeeded', 'training_run.failed', 'training_run.canceled',
+    'captioning_job.succeeded', 'captioning_job.failed', 'captioning_job.canceled',
+    'generation.succeeded', 'generation.failed', 'generation.canceled',
+  ]);
   assert.equal(report.ping.event_type, 'ping');
   assert.equal(report.ping.status, 'pending');
   assert.ok(report.rotatedSecretOverlaps, 'a rotated secret keeps the old one signing for a while');

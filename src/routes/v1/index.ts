@@ -4,7 +4,9 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import captioningJobRoutes from './captioning-jobs/index.js';
 import captionRoutes from './captions/index.js';
 import datasetRoutes from './datasets/index.js';
+import generationRoutes from './generations/index.js';
 import imageRoutes from './images/index.js';
+import loraRoutes from './loras/index.js';
 import modelRoutes from './models/index.js';
 import trainingRunRoutes from './training-runs/index.js';
 import webhookEndpointRoutes from './webhooks/endpoints.js';
@@ -21,6 +23,8 @@ const v1Routes: FastifyPluginAsyncTypebox = async (fastify) => {
   await fastify.register(captioningJobRoutes);
   await fastify.register(modelRoutes, { prefix: '/models' });
   await fastify.register(trainingRunRoutes, { prefix: '/training-runs' });
+  await fastify.register(loraRoutes, { prefix: '/loras' });
+  await fastify.register(generationRoutes, { prefix: '/generations' });
   await fastify.register(webhookEndpointRoutes, { prefix: '/webhook-endpoints' });
   await fastify.register(webhookMessageRoutes, { prefix: '/webhook-messages' });
   await fastify.register(webhookSecretRoutes, { prefix: '/webhook-secret' });

@@ -76,6 +76,10 @@ const imageRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.training.runs.onDeleted(async () => {
     logCollection(await images.collectReleasedBlobs(), fastify.log);
   });
+  // And a deleted LoRA's file (generated images go with their generation's tenant).
+  fastify.generations.loras.onDeleted(async () => {
+    logCollection(await images.collectReleasedBlobs(), fastify.log);
+  });
   // Finishes releases queued before a crash or restart, in the background: start-up must
   // not need the database (readiness reports it), so a failure here is only logged.
   let startupCollection: Promise<void> | undefined;

@@ -1,0 +1,180 @@
+// Creating generations: checks the model and the LoRAs, resolves every input, and stores
+// the generation queued; reads, lists, cancels, waits for one (Prefer: wait) and serves
+// its images (PNG as stored, WebP or JPEG converted on the way out).
+import { randomInt } from 'node:crypto';
+import sharp from 'sharp';
+import type { Database } from '../db/database.js';
+import { idPattern } from '../db/ids.js';
+import { notFound, ProblemError } from '../errors.js';
+import { createGenerationsRepository, type GenerationImageRow, type GenerationRow, type GenerationStatus } from '../repositories/generations.js';
+import { GENERATION_ID_PREFIX, GENERATION_LIMITS, type CreateGenerationBody, type Generation, type GenerationParams } from '../schemas/generations.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import type { AddressPolicy } from '../webhooks/address-policy.js';
+import { defaultEvents } from '../webhooks/event-types.js';
+import { LorasService } from './loras.js';
+import type { ModelsService } from './models.js';
+import { decodeCursor, toPage } from './pagination.js';
+import type { RunEventsBus } from './run-events-bus.js';
+import { checkWebhookUrl } from './webhook-urls.js';
+
+const GENERATION_ID = new RegExp(idPattern(GENERATION_ID_PREFIX));
+const FINISHED = new Set<GenerationStatus>(['succeeded', 'failed', 'canceled']);
+/** A waiting request also looks at the row this often: the generation may run on another replica. */
+const WAIT_POLL_MS = 250;
+
+export function generationImageUrl(id: string, index: number): string {
+  return `/v1/generations/${id}/images/${index}`;
+}
+
+export function toGeneration(row: GenerationRow, images: GenerationImageRow[]): Generation {
+  return {
+    id: row.id,
+    model: row.model_id,
+    status: row.status,
+    params: row.params,
+    loras: row.loras.map(({ lora_id, name, scale, sha256 }) => ({ lora_id, name, scale, sha256 })),
+    progress: row.progress as Generation['progress'],
+    output: row.status !== 'succeeded' ? null : images.map((image) => ({
+      index: image.index,
+      seed: Number(image.seed),
+      width: image.width,
+      height: image.height,
+      content_url: generationImageUrl(row.id, image.index),
+    })),
+    metrics: row.metrics,
+    error: row.error_code === null ? null : { code: row.error_code, message: row.error_message ?? '' },
+    cancel_requested: row.cancel_requested_at !== null,
+    webhook: row.webhook_url === null ? null : { url: row.webhook_url, events: row.webhook_events ?? [] },
+    created_at: row.created_at.toISOString(),
+    started_at: row.started_at?.toISOString() ?? null,
+    completed_at: row.completed_at?.toISOString() ?? null,
+  };
+}
+
+/** The image formats an image can be had in, by media type. */
+export const IMAGE_FORMATS = {
+  'image/png': 'png',
+  'image/webp': 'webp',
+  'image/jpeg': 'jpeg',
+} as const;
+export type ImageMediaType = keyof typeof IMAGE_FORMATS;
+
+export interface GenerationsServiceOptions {
+  db: Database;
+  models: ModelsService;
+  blobs: BlobStore;
+  bus: RunEventsBus;
+  webhookPolicy: AddressPolicy;
+  /** Queued and running generations one tenant may have (TENANT_MAX_QUEUED_GENERATIONS). */
+  tenantMaxQueued: number;
+  created?: () => void;
+  cancelRequested?: (id: string) => void;
+}
+
+export class GenerationsService {
+  constructor(private readonly options: GenerationsServiceOptions) {}
+
+  async create(tenantId: string, request: CreateGenerationBody): Promise<GenerationRow> {
+    const { db } = this.options;
+    if (request.webhook !== undefined) checkWebhookUrl(this.options.webhookPolicy, request.webhook.url, 'webhook.url');
+    const { model } = await this.options.models.getNamed(request.model);
+    const params: GenerationParams = {
+      prompt: request.prompt,
+      negative_prompt: request.negative_prompt,
+      width: request.width ?? model.default_resolution,
+      height: request.height ?? model.default_resolution,
+      steps: request.steps,
+      guidance_scale: request.guidance_scale,
+      sampler: request.sampler,
+      // Random like AUTOMATIC1111's -1; shown on the generation, so the image can be made again.
+      seed: request.seed ?? randomInt(0, GENERATION_LIMITS.maxSeed - GENERATION_LIMITS.maxImages),
+      num_images: request.num_images,
+    };
+    const row = await db.transaction(async (tx) => {
+      const generations = createGenerationsRepository(tx);
+      const open = await generations.countOpenLocked(tenantId);
+      if (open >= this.options.tenantMaxQueued) {
+        throw new ProblemError({
+          status: 429,
+          type: 'generation-queue-full',
+          title: 'Too many generations',
+          detail: `This tenant has ${open} queued or running generations, the most it may have (TENANT_MAX_QUEUED_GENERATIONS); wait for one to finish`,
+          headers: { 'retry-after': '5' },
+        });
+      }
+      const loras = await LorasService.resolveForGeneration(tx, tenantId, request.model, request.loras);
+      return generations.insert(tenantId, {
+        modelId: request.model,
+        params,
+        loras,
+        webhook: request.webhook === undefined ? null : { url: request.webhook.url, events: request.webhook.events ?? defaultEvents('generation') },
+      });
+    });
+    this.options.created?.();
+    return row;
+  }
+
+  async get(tenantId: string, id: string): Promise<GenerationRow> {
+    const row = await createGenerationsRepository(this.options.db).get(tenantId, id);
+    if (row === null) throw notFound('Generation', id);
+    return row;
+  }
+
+  /** The generation as the API shows it. */
+  async view(row: GenerationRow): Promise<Generation> {
+    const images = await createGenerationsRepository(this.options.db).images([row.id]);
+    return toGeneration(row, images.get(row.id) ?? []);
+  }
+
+  async list(tenantId: string, filter: { status?: GenerationStatus; lora_id?: string }, limit: number, cursor?: string) {
+    const before = cursor === undefined ? undefined : decodeCursor(cursor, GENERATION_ID);
+    const repository = createGenerationsRepository(this.options.db);
+    const rows = await repository.list(
+      tenantId,
+      { ...(filter.status === undefined ? {} : { status: filter.status }), ...(filter.lora_id === undefined ? {} : { loraId: filter.lora_id }) },
+      limit + 1,
+      before,
+    );
+    const images = await repository.images(rows.map((row) => row.id));
+    return toPage(rows, limit, (row) => toGeneration(row, images.get(row.id) ?? []));
+  }
+
+  async cancel(tenantId: string, id: string): Promise<GenerationRow> {
+    const before = await this.get(tenantId, id);
+    if (FINISHED.has(before.status)) {
+      throw new ProblemError({ status: 409, type: 'generation-finished', title: 'Generation has finished', detail: `Generation ${id} is ${before.status}` });
+    }
+    const row = (await createGenerationsRepository(this.options.db).requestCancel(tenantId, id)) ?? before;
+    if (!FINISHED.has(row.status)) this.options.cancelRequested?.(id);
+    else this.options.bus.notify(id);
+    return row;
+  }
+
+  /** The generation once it has finished, or as it is after `ms` (or when `signal` aborts: the client left). */
+  async waitFinished(tenantId: string, id: string, ms: number, signal: AbortSignal): Promise<GenerationRow> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const row = await this.get(tenantId, id);
+      const left = deadline - Date.now();
+      if (FINISHED.has(row.status) || left <= 0 || signal.aborted) return row;
+      await this.options.bus.wait(id, Math.min(left, WAIT_POLL_MS), signal);
+    }
+  }
+
+  /** Image `index` of a succeeded generation, as PNG (stored, with its parameters chunk) or converted. */
+  async image(tenantId: string, id: string, index: number, mediaType: ImageMediaType): Promise<{ image: GenerationImageRow; bytes: Buffer }> {
+    const image = await createGenerationsRepository(this.options.db).image(tenantId, id, index);
+    if (image === null) {
+      await this.get(tenantId, id); // 404 for the generation itself first
+      throw notFound(`Image ${index} of generation`, id);
+    }
+    const png = await this.options.blobs.get(image.sha256);
+    if (png === null) throw new Error(`image ${index} of generation ${id} is missing from storage`);
+    if (mediaType === 'image/png') return { image, bytes: png };
+    // Converted on the way out: lossless WebP keeps every pixel; JPEG at the quality people download at.
+    const converted = mediaType === 'image/webp'
+      ? await sharp(png).webp({ lossless: true }).toBuffer()
+      : await sharp(png).jpeg({ quality: 92 }).toBuffer();
+    return { image, bytes: converted };
+  }
+}
