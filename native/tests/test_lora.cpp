@@ -15,8 +15,10 @@
 
 #include <nlohmann/json.hpp> // peft metadata
 
-#include <algorithm>  // std::replace
+#include <algorithm>  // std::replace, std::any_of
+#include <fstream>    // a file that is not safetensors
 #include <map>
+#include <stdexcept>  // std::invalid_argument
 #include <string>
 #include <vector>
 
@@ -106,6 +108,40 @@ TEST_CASE(missing_half_of_a_pair_is_an_error) {
                     "mid_block.attentions.0.transformer_blocks.0.attn1.to_k lacks its up matrix");
 }
 
+// A check (check_lora) collects every problem, one line naming its key, and keeps the rest.
+TEST_CASE(problems_are_collected_when_asked) {
+  io::TensorMap tensors = io::load_safetensors(lora_dir() + "/tiny_lora_kohya.safetensors");
+  tensors.erase("lora_unet_middle_block_1_transformer_blocks_0_attn1_to_k.lora_up.weight");
+  tensors["lora_unet_middle_block_1_transformer_blocks_0_attn1_to_q.lora_up.weight"] = torch::zeros({64, 3});
+  tensors["lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_z.lora_down.weight"] = torch::zeros({4, 64});
+  const std::string path = scratch_path("problems.safetensors");
+  io::save_safetensors(path, tensors);
+  std::vector<std::string> problems;
+  const lora::LoraFile file = lora::load_lora_file(path, tiny_targets(), &problems);
+  CHECK(file.modules.size() == static_cast<size_t>(kFixtureModules - 2));
+  CHECK(problems.size() == 3);
+  const auto mentions = [&](const std::string& text) {
+    return std::any_of(problems.begin(), problems.end(), [&](const std::string& p) { return p.find(text) != std::string::npos; });
+  };
+  CHECK(mentions("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_z.lora_down.weight: names no module"));
+  CHECK(mentions("lora_unet_middle_block_1_transformer_blocks_0_attn1_to_k.lora_down.weight: unet module "
+                 "mid_block.attentions.0.transformer_blocks.0.attn1.to_k lacks its up matrix"));
+  CHECK(mentions("lora_unet_middle_block_1_transformer_blocks_0_attn1_to_q.lora_up.weight [64, 3]"));
+
+  // Not safetensors at all: a bad argument, whoever asks.
+  const std::string text = scratch_path("not_a_lora.safetensors");
+  std::ofstream(text) << "hello";
+  std::vector<std::string> none;
+  CHECK_THROWS_WITH(lora::load_lora_file(text, tiny_targets(), &none), "Not a readable safetensors LoRA file");
+  bool invalid_argument = false;
+  try {
+    lora::load_lora_file(text, tiny_targets());
+  } catch (const std::invalid_argument&) {
+    invalid_argument = true;
+  }
+  CHECK(invalid_argument);
+}
+
 // peft alpha: per-module alpha_pattern beats lora_alpha; without metadata alpha = rank.
 TEST_CASE(peft_alpha_sources) {
   const io::TensorMap tensors = io::load_safetensors(lora_dir() + "/tiny_lora_peft.safetensors");
@@ -177,8 +213,8 @@ TEST_CASE(saved_files_load_back_in_every_layout) {
   lora::LoraFile source = lora::load_lora_file(lora_dir() + "/tiny_lora_peft.safetensors", tiny_targets());
   const std::string te1_path = tiny_targets().text_encoder.back();
   const std::string te2_path = tiny_targets().text_encoder_2.front();
-  source.modules.push_back({"text_encoder", te1_path, torch::randn({2, 24}), torch::randn({24, 2}), 1.0, 2});
-  source.modules.push_back({"text_encoder_2", te2_path, torch::randn({3, 40}), torch::randn({40, 3}), 6.0, 3});
+  source.modules.push_back({"text_encoder", te1_path, torch::randn({2, 24}), torch::randn({24, 2}), 1.0, 2, "", ""});
+  source.modules.push_back({"text_encoder_2", te2_path, torch::randn({3, 40}), torch::randn({40, 3}), 6.0, 3, "", ""});
   const io::UNetLayout layout = io::UNetLayout::from_diffusers_keys(tiny_targets().unet);
   for (const auto layout_kind : {lora::LoraLayout::KohyaSgm, lora::LoraLayout::KohyaDiffusers, lora::LoraLayout::Peft}) {
     const std::string path = scratch_path(std::string("saved_") + lora::to_string(layout_kind) + ".safetensors");
@@ -253,6 +289,10 @@ TEST_CASE(a_lora_that_does_not_fit_changes_nothing) {
   lora::LoraFile file = lora::load_lora_file(lora_dir() + "/tiny_lora_peft.safetensors", tiny_targets());
   file.modules.back().down = torch::zeros({4, 63});
   CHECK_THROWS_WITH(lora::apply_lora(unet.get(), nullptr, nullptr, file, 1.0), "do not fit Linear(64 -> 64)");
+  // A check names the file's keys and both shapes.
+  const std::vector<std::string> problems = lora::fit_problems(unet.get(), nullptr, nullptr, file);
+  CHECK(problems.size() == 1);
+  CHECK(problems.front().find(file.modules.back().down_key + " [4, 63] / " + file.modules.back().up_key + " [64, 4]") == 0);
   file.modules.front().module_path = "down_blocks.9.nothing";
   CHECK_THROWS_WITH(lora::apply_lora(unet.get(), nullptr, nullptr, file, 1.0), "unet has no Linear down_blocks.9.nothing");
   for (const auto& item : unet->named_modules("", false))

@@ -130,7 +130,9 @@ export class GenerationWorker extends JobRunner<GenerationRow> {
         await end('canceled');
         return;
       }
-      const message = error instanceof Error ? error.message : String(error);
+      // The tenant sees its LoRAs by name, never the server's blob paths.
+      let message = error instanceof Error ? error.message : String(error);
+      for (const lora of row.loras) message = message.split(blobPath(blobs, lora.sha256)).join(`LoRA ${lora.name} (${lora.lora_id})`);
       log.warn({ err: error }, 'generation failed');
       await end('failed', { error: { code: 'generation_failed', message } });
       return;

@@ -181,7 +181,8 @@ LoraCacheInfo lora_cache_info(const Model& model);
 
 // A LoRA file checked against a model: its layout and shape, and every key that names no
 // module of the model or whose shapes do not fit (empty problems: the file applies).
-// Throws std::invalid_argument for a file that is not a LoRA at all.
+// Throws std::invalid_argument for a file that is not safetensors, or not a LoRA at all
+// (no lora_down / lora_A keys).
 struct LoraCheck {
   std::string layout; // "kohya-sgm", "kohya-diffusers" or "peft"
   int64_t modules = 0;

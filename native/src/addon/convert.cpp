@@ -196,6 +196,7 @@ LoadOptions load_options_from_js(const Napi::Value& value) {
   options.model_path = reader.string("modelPath");
   options.config_dir = reader.string("configDir", "");
   options.runtime = runtime_from(reader);
+  options.lora_cache_bytes = reader.integer("loraCacheBytes", options.lora_cache_bytes);
   return options;
 }
 

@@ -221,8 +221,8 @@ LoraCacheInfo lora_cache_info(const Model& model) {
 LoraCheck check_lora(const Model& model, const std::string& path) {
   const lora::LoraTargets targets =
       lora::lora_targets(model.unet.get(), model.text_encoder.get(), model.text_encoder_2.get());
-  std::vector<std::string> unmatched;
-  const lora::LoraFile file = lora::load_lora_file(path, targets, &unmatched);
+  std::vector<std::string> problems; // keys naming no module, modules missing half a pair
+  const lora::LoraFile file = lora::load_lora_file(path, targets, &problems);
   LoraCheck check;
   check.layout = lora::to_string(file.layout);
   check.modules = static_cast<int64_t>(file.modules.size());
@@ -237,7 +237,7 @@ LoraCheck check_lora(const Model& model, const std::string& path) {
   check.components.assign(components.begin(), components.end());
   check.ranks.assign(ranks.begin(), ranks.end());
   check.alphas.assign(alphas.begin(), alphas.end());
-  for (const auto& key : unmatched) check.problems.push_back(key + ": names no module of the model");
+  check.problems = std::move(problems);
   for (auto& problem : lora::fit_problems(model.unet.get(), model.text_encoder.get(), model.text_encoder_2.get(), file))
     check.problems.push_back(std::move(problem));
   if (check.modules == 0 && check.problems.empty())

@@ -64,13 +64,20 @@ Matched match_modules(const torch::nn::Module* unet, const torch::nn::Module* te
       const auto found = component->second.find(module.module_path);
       if (found != component->second.end()) linear = found->second;
     }
+    // Named by the file's keys when it has them, else by the module.
+    const std::string name = module.down_key.empty() ? module.component + "." + module.module_path : module.down_key;
     if (linear == nullptr) {
-      matched.problems.push_back(module.component + " has no Linear " + module.module_path);
+      matched.problems.push_back(name + ": " + module.component + " has no Linear " + module.module_path);
     } else if (module.down.size(1) != linear->in_features || module.up.size(0) != linear->out_features) {
       std::ostringstream problem;
-      problem << module.component << "." << module.module_path << ": LoRA down " << module.down.sizes() << " / up "
-              << module.up.sizes() << " do not fit Linear(" << linear->in_features << " -> " << linear->out_features
-              << ")";
+      if (module.down_key.empty()) {
+        problem << name << ": LoRA down " << module.down.sizes() << " / up " << module.up.sizes();
+      } else {
+        problem << module.down_key << " " << module.down.sizes() << " / " << module.up_key << " " << module.up.sizes();
+      }
+      problem << " do not fit Linear(" << linear->in_features << " -> " << linear->out_features << ") "
+              << module.component << "." << module.module_path << " (expected [r, " << linear->in_features << "] / ["
+              << linear->out_features << ", r])";
       matched.problems.push_back(problem.str());
     }
     matched.linears.push_back(linear);

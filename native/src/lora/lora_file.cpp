@@ -13,7 +13,8 @@
 #include <map>       // std::map name tables
 #include <set>       // std::set of unmatched keys
 #include <sstream>   // std::ostringstream error messages
-#include <stdexcept> // std::invalid_argument
+#include <stdexcept> // std::invalid_argument, std::runtime_error
+#include <utility>   // std::move
 
 namespace sdxl::lora {
 namespace {
@@ -60,12 +61,12 @@ std::string list_keys(const std::vector<std::string>& keys) {
 }
 
 // One error listing every key of a LoRA file that names no module of the model, or,
-// when the caller collects them (`collected`), those keys added to its list.
+// when the caller collects problems, one line per key added to its list.
 void throw_if_unmatched(const std::string& path, const std::vector<std::string>& unmatched,
-                        std::vector<std::string>* collected) {
+                        std::vector<std::string>* problems) {
   if (unmatched.empty()) return;
-  if (collected != nullptr) {
-    collected->insert(collected->end(), unmatched.begin(), unmatched.end());
+  if (problems != nullptr) {
+    for (const auto& key : unmatched) problems->push_back(key + ": names no module of the model");
     return;
   }
   throw std::invalid_argument("LoRA file " + path + ": " + std::to_string(unmatched.size()) +
@@ -94,21 +95,36 @@ std::vector<std::string> spellings(const std::string& component, const std::stri
 // One LoRA module while its parts are being collected.
 struct Pending {
   torch::Tensor down, up;
+  std::string down_key, up_key, alpha_key; // as named in the file
   bool has_alpha = false;
   double alpha = 0;
 };
 
-LoraModule finish_module(const std::string& component, const std::string& module_path, const Pending& parts,
-                         const std::string& file_path) {
-  if (!parts.down.defined() || !parts.up.defined())
-    throw std::invalid_argument("LoRA file " + file_path + ": " + component + " module " + module_path +
-                                " lacks its " + (parts.down.defined() ? "up" : "down") + " matrix");
+// What is wrong with a module's parts on their own (empty: nothing), naming a key of it.
+std::string malformed(const std::string& component, const std::string& module_path, const Pending& parts) {
+  if (!parts.down.defined() || !parts.up.defined()) {
+    const std::string& key = parts.down.defined() ? parts.down_key : parts.up.defined() ? parts.up_key : parts.alpha_key;
+    return key + ": " + component + " module " + module_path + " lacks its " + (parts.down.defined() ? "up" : "down") +
+           " matrix";
+  }
   if (parts.down.dim() != 2 || parts.up.dim() != 2 || parts.down.size(0) != parts.up.size(1)) {
-    std::ostringstream message;
-    message << "LoRA file " << file_path << ": " << component << " module " << module_path
-            << " has down " << parts.down.sizes() << " and up " << parts.up.sizes()
-            << " (expected [r, in] and [out, r])";
-    throw std::invalid_argument(message.str());
+    std::ostringstream problem;
+    problem << parts.down_key << " " << parts.down.sizes() << " / " << parts.up_key << " " << parts.up.sizes() << ": "
+            << component << " module " << module_path << " needs down [r, in] and up [out, r]";
+    return problem.str();
+  }
+  return {};
+}
+
+// Adds the finished module to `modules`, or reports what is wrong with it: thrown, or
+// added to `problems` when the caller collects them.
+void finish_module(const std::string& component, const std::string& module_path, const Pending& parts,
+                   const std::string& file_path, std::vector<LoraModule>& modules, std::vector<std::string>* problems) {
+  const std::string problem = malformed(component, module_path, parts);
+  if (!problem.empty()) {
+    if (problems == nullptr) throw std::invalid_argument("LoRA file " + file_path + ": " + problem);
+    problems->push_back(problem);
+    return;
   }
   LoraModule module;
   module.component = component;
@@ -117,7 +133,9 @@ LoraModule finish_module(const std::string& component, const std::string& module
   module.up = parts.up;
   module.rank = parts.down.size(0);
   module.alpha = parts.has_alpha ? parts.alpha : static_cast<double>(module.rank); // no alpha: scale 1
-  return module;
+  module.down_key = parts.down_key;
+  module.up_key = parts.up_key;
+  modules.push_back(std::move(module));
 }
 
 // ----------------------------------------------------------------------------
@@ -147,7 +165,7 @@ KohyaNames kohya_names(const std::string& component, const std::vector<std::stri
   return names;
 }
 
-LoraFile load_kohya(const io::SafetensorsFile& file, const LoraTargets& targets, std::vector<std::string>* unmatched_keys) {
+LoraFile load_kohya(const io::SafetensorsFile& file, const LoraTargets& targets, std::vector<std::string>* problems) {
   static const std::vector<std::pair<std::string, std::string>> prefixes = {
       {"lora_unet_", kComponentUNet},
       {"lora_te1_", kComponentTextEncoder},
@@ -190,19 +208,22 @@ LoraFile load_kohya(const io::SafetensorsFile& file, const LoraTargets& targets,
     Pending& parts = pending[{component, path}];
     if (part == kKohyaDown) {
       parts.down = file.tensor(key);
+      parts.down_key = key;
     } else if (part == kKohyaUp) {
       parts.up = file.tensor(key);
+      parts.up_key = key;
     } else {
+      parts.alpha_key = key;
       parts.has_alpha = true;
       parts.alpha = file.tensor(key).to(torch::kDouble).item<double>();
     }
   }
-  throw_if_unmatched(file.path(), unmatched, unmatched_keys);
+  throw_if_unmatched(file.path(), unmatched, problems);
   LoraFile result;
   result.path = file.path();
   result.layout = sgm_named > 0 ? LoraLayout::KohyaSgm : LoraLayout::KohyaDiffusers;
   for (const auto& [where, parts] : pending)
-    result.modules.push_back(finish_module(where.first, where.second, parts, file.path()));
+    finish_module(where.first, where.second, parts, file.path(), result.modules, problems);
   return result;
 }
 
@@ -249,7 +270,7 @@ std::map<std::string, PeftSettings> peft_settings(const io::SafetensorsFile& fil
   return settings;
 }
 
-LoraFile load_peft(const io::SafetensorsFile& file, const LoraTargets& targets, std::vector<std::string>* unmatched_keys) {
+LoraFile load_peft(const io::SafetensorsFile& file, const LoraTargets& targets, std::vector<std::string>* problems) {
   // Longest component prefix first: "text_encoder_2." also starts with "text_encoder".
   static const std::vector<std::string> components = {kComponentTextEncoder2, kComponentTextEncoder, kComponentUNet};
   const std::map<std::string, PeftSettings> settings = peft_settings(file);
@@ -285,14 +306,17 @@ LoraFile load_peft(const io::SafetensorsFile& file, const LoraTargets& targets, 
     Pending& parts = pending[{component, found->second}];
     if (part == kPeftDown) {
       parts.down = file.tensor(key);
+      parts.down_key = key;
     } else if (part == kPeftUp) {
       parts.up = file.tensor(key);
+      parts.up_key = key;
     } else { // a per-module alpha tensor overrides the metadata
+      parts.alpha_key = key;
       parts.has_alpha = true;
       parts.alpha = file.tensor(key).to(torch::kDouble).item<double>();
     }
   }
-  throw_if_unmatched(file.path(), unmatched, unmatched_keys);
+  throw_if_unmatched(file.path(), unmatched, problems);
   LoraFile result;
   result.path = file.path();
   result.layout = LoraLayout::Peft;
@@ -311,7 +335,7 @@ LoraFile load_peft(const io::SafetensorsFile& file, const LoraTargets& targets, 
         parts.alpha = setting->second.alpha;
       }
     }
-    result.modules.push_back(finish_module(component, path, parts, file.path()));
+    finish_module(component, path, parts, file.path(), result.modules, problems);
   }
   return result;
 }
@@ -365,15 +389,28 @@ const char* to_string(LoraLayout layout) {
   return "unknown";
 }
 
-LoraFile load_lora_file(const std::string& path, const LoraTargets& targets, std::vector<std::string>* unmatched_keys) {
-  const io::SafetensorsFile file = io::SafetensorsFile::open(path);
+namespace {
+
+// The file opened, its failures as bad arguments: a LoRA file is always the caller's.
+io::SafetensorsFile open_lora_file(const std::string& path) {
+  try {
+    return io::SafetensorsFile::open(path);
+  } catch (const std::runtime_error& e) {
+    throw std::invalid_argument(std::string("Not a readable safetensors LoRA file: ") + e.what());
+  }
+}
+
+} // namespace
+
+LoraFile load_lora_file(const std::string& path, const LoraTargets& targets, std::vector<std::string>* problems) {
+  const io::SafetensorsFile file = open_lora_file(path);
   const std::vector<std::string> keys = file.keys();
   const bool kohya = std::any_of(keys.begin(), keys.end(), [](const std::string& key) { return ends_with(key, kKohyaDown); });
   const bool peft = std::any_of(keys.begin(), keys.end(), [](const std::string& key) { return ends_with(key, kPeftDown); });
   if (kohya == peft)
     throw std::invalid_argument("LoRA file " + path + (kohya ? ": mixes kohya (lora_down) and peft (lora_A) keys"
                                                              : ": no lora_down.weight or lora_A.weight keys; not a LoRA file"));
-  LoraFile result = kohya ? load_kohya(file, targets, unmatched_keys) : load_peft(file, targets, unmatched_keys);
+  LoraFile result = kohya ? load_kohya(file, targets, problems) : load_peft(file, targets, problems);
   std::sort(result.modules.begin(), result.modules.end(), [](const LoraModule& a, const LoraModule& b) {
     return a.component != b.component ? a.component < b.component : a.module_path < b.module_path;
   });

@@ -39,6 +39,8 @@ struct LoraModule {
   torch::Tensor up;        // [out, r] (kohya lora_up,   peft lora_B), as stored
   double alpha = 0;        // scale at weight 1 is alpha / rank
   int64_t rank = 0;
+  std::string down_key;    // the file's keys of down and up, for messages; empty when built in memory
+  std::string up_key;
 };
 
 struct LoraFile {
@@ -48,11 +50,13 @@ struct LoraFile {
 };
 
 // Reads a LoRA .safetensors file. Throws std::invalid_argument with every
-// unrecognised or unmatched key listed, or when down/up shapes disagree; when
-// `unmatched_keys` is given, keys that name no module are added to it instead (and
-// left out of the result), so a check can report them all.
+// unrecognised or unmatched key listed, or when a module lacks half of its pair or
+// its down/up shapes disagree. When `problems` is given, those are described there
+// instead (one line each, naming the key) and left out of the result, so a check can
+// report them all. A file that is not safetensors, or holds no lora_down / lora_A
+// keys, always throws std::invalid_argument.
 LoraFile load_lora_file(const std::string& path, const LoraTargets& targets,
-                        std::vector<std::string>* unmatched_keys = nullptr);
+                        std::vector<std::string>* problems = nullptr);
 
 // Writes modules in one of the layouts (what the trainer saves; KohyaSgm is what
 // ComfyUI / AUTOMATIC1111 read). `unet_layout` names UNet blocks for KohyaSgm.

@@ -6,6 +6,9 @@ import { describe, test } from 'node:test';
 import sharp from 'sharp';
 import { DATABASE_MODES, withTestApp, type TestApp } from '../../helper.js';
 import { generate, pixels } from '../../support/generations-api.js';
+import { createDataset, upload } from '../../support/images-api.js';
+import { png } from '../../support/images.js';
+import { filesBody } from '../../support/multipart.js';
 import { startReceiver } from '../../support/webhook-receiver.js';
 import { PARAMETERS_KEYWORD, readPngText } from '../../../src/services/png-parameters.js';
 
@@ -138,6 +141,25 @@ describe('generations: images, seeds and samplers', () => {
     assert.equal(canceled.statusCode, 202);
     assert.equal(canceled.json().status, 'canceled');
     assert.equal(canceled.json().output, null);
+  });
+
+  test('a generation runs on its own slot while a long training run trains', async (t) => {
+    const ctx = await withTestApp(t);
+    const datasetId = await createDataset(ctx);
+    const uploaded = await upload(ctx, datasetId, filesBody([{ name: 'a.png', data: await png({ width: 256, height: 256, seed: 4 }) }]));
+    assert.equal(uploaded.statusCode, 201, uploaded.body);
+    const created = await ctx.app.inject({
+      method: 'POST', url: '/v1/training-runs', headers: ctx.auth,
+      payload: { dataset_id: datasetId, model: DEMO, params: { resolution: 64, max_steps: 100_000, checkpoint_every: 0, save_peft: false } },
+    });
+    const runUrl = `/v1/training-runs/${created.json().id}`;
+    for (let i = 0; i < 600 && (await ctx.app.inject({ method: 'GET', url: runUrl, headers: ctx.auth })).json().status !== 'running'; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const generation = await generate(ctx, QUICK);
+    assert.equal((await ctx.app.inject({ method: 'GET', url: runUrl, headers: ctx.auth })).json().status, 'running', 'the run still trains');
+    assert.ok(generation.metrics.queue_seconds < 5, `waited ${generation.metrics.queue_seconds} s in the queue`);
+    await ctx.app.inject({ method: 'POST', url: `${runUrl}/cancel`, headers: ctx.auth });
   });
 
   test('generation.succeeded reaches a per-request webhook with the generation as data', async (t) => {
