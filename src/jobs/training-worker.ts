@@ -9,14 +9,14 @@ import type { FastifyBaseLogger } from 'fastify';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { inspectSafetensors, train, type TrainResult } from '../engine/index.js';
+import { train, type TrainResult } from '../engine/index.js';
 import type { Database } from '../db/database.js';
 import { createImagesRepository } from '../repositories/images.js';
 import type { NewLora } from '../repositories/loras.js';
 import { createTrainingRunsRepository, type TrainingRunRow } from '../repositories/training-runs.js';
 import { trainConfigFields, type PriorPreservationParams, type ResolvedTrainingParams } from '../schemas/training-params.js';
 import type { ClassImagesService } from '../services/class-images.js';
-import { LorasService, readLoraFileFacts } from '../services/loras.js';
+import { LorasService, loraFileFacts } from '../services/loras.js';
 import type { ModelsService } from '../services/models.js';
 import type { RunEventsBus } from '../services/run-events-bus.js';
 import type { BlobStore } from '../storage/blob-store.js';
@@ -75,9 +75,9 @@ async function removeUnfinishedWrites(workDir: string): Promise<void> {
 }
 
 /** The LoRA resource a succeeded run registers: its kohya file (what A1111 and ComfyUI read). */
-async function describeTrainedLora(file: string, run: TrainingRunRow, params: ResolvedTrainingParams): Promise<Omit<NewLora, 'source'>> {
-  const facts = await readLoraFileFacts(file);
-  const keys = Object.keys((await inspectSafetensors(file)).tensors).filter((key) => key.endsWith('.lora_down.weight'));
+function describeTrainedLora(bytes: Buffer, run: TrainingRunRow, params: ResolvedTrainingParams): Omit<NewLora, 'source'> {
+  const facts = loraFileFacts(bytes);
+  const keys = facts.tensorNames.filter((key) => key.endsWith('.lora_down.weight'));
   const components = [
     ...(keys.some((key) => key.startsWith('lora_unet_')) ? ['unet'] : []),
     ...(keys.some((key) => key.startsWith('lora_te1_')) ? ['text_encoder'] : []),
@@ -247,8 +247,8 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
         await reporter.settled();
         const loraPath = result.loraPath;
         if (loraPath === undefined) throw new Error('the trainer succeeded without a LoRA file');
-        const lora = await describeTrainedLora(loraPath, run, params);
         const bytes = await fs.readFile(loraPath);
+        const lora = describeTrainedLora(bytes, run, params);
         // The run succeeds and its LoRA becomes a resource in one transaction (the file is a
         // blob, written under its lock as uploads are: services/images.ts).
         await db.transaction(async (tx) => {

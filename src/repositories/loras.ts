@@ -46,8 +46,9 @@ export function createLorasRepository(db: Queryable) {
       return rows[0] ?? null;
     },
 
-    async byTrainingRun(tenantId: string, runId: string): Promise<LoraRow | null> {
-      const { rows } = await db.query<LoraRow>(`SELECT ${COLUMNS} FROM loras WHERE tenant_id = $1 AND training_run_id = $2`, [tenantId, runId]);
+    /** The LoRA a run registered, locked as lockShared locks it. */
+    async lockSharedByTrainingRun(tenantId: string, runId: string): Promise<LoraRow | null> {
+      const { rows } = await db.query<LoraRow>(`SELECT ${COLUMNS} FROM loras WHERE tenant_id = $1 AND training_run_id = $2 FOR SHARE`, [tenantId, runId]);
       return rows[0] ?? null;
     },
 

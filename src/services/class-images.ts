@@ -38,7 +38,7 @@ export class ClassImagesService {
    * The first `count` class images (seeds 0 to count - 1), making those not cached yet;
    * `made` says how many were made now. `signal` stops between batches.
    */
-  async ensure(request: ClassImagesRequest, signal: AbortSignal, onBatch?: (done: number, total: number) => void): Promise<{ images: ClassImage[]; made: number }> {
+  async ensure(request: ClassImagesRequest, signal: AbortSignal): Promise<{ images: ClassImage[]; made: number }> {
     const cached = await this.#cached(request);
     const missing = [];
     for (let seed = 0; seed < request.count; seed++) if (!cached.has(seed)) missing.push(seed);
@@ -66,7 +66,6 @@ export class ClassImagesService {
             made++;
           }
           next += size;
-          onBatch?.(request.count - missing.length + made, request.count);
         }
       } finally {
         held.release();

@@ -53,6 +53,8 @@ export interface LoraFileFacts {
   /** AUTOMATIC1111's AutoV3: sha256 of everything after the header. */
   autov3: string;
   byteSize: number;
+  /** The names of its tensors, as its header lists them. */
+  tensorNames: string[];
 }
 
 /** Why an uploaded file is not a usable LoRA: a 422 naming the file field (and the keys). */
@@ -64,48 +66,35 @@ export class LoraFileError extends Error {
 }
 
 /**
- * Checks the safetensors framing (an 8-byte little-endian header length, then a JSON object
- * that fits in the file) without trusting the length, and hashes the file.
+ * Checks the safetensors framing of a LoRA file's bytes (an 8-byte little-endian header
+ * length, then a JSON object that fits in the file) without trusting the length, and
+ * hashes them: the caller reads the file once and stores these same bytes.
  */
-export async function readLoraFileFacts(file: string): Promise<LoraFileFacts> {
-  const handle = await fs.open(file, 'r');
-  try {
-    const { size } = await handle.stat();
-    const prefix = Buffer.alloc(SAFETENSORS_LENGTH_BYTES);
-    const { bytesRead } = await handle.read(prefix, 0, SAFETENSORS_LENGTH_BYTES, 0);
-    if (bytesRead < SAFETENSORS_LENGTH_BYTES) throw new LoraFileError(`The file has ${size} bytes: too short to be a .safetensors file`);
-    const headerBytes = prefix.readBigUInt64LE(0);
-    if (headerBytes > BigInt(MAX_SAFETENSORS_HEADER_BYTES)) {
-      throw new LoraFileError(`The file declares a ${headerBytes} byte header; safetensors headers are at most ${MAX_SAFETENSORS_HEADER_BYTES} bytes`);
-    }
-    const headerLength = Number(headerBytes);
-    if (SAFETENSORS_LENGTH_BYTES + headerLength > size) {
-      throw new LoraFileError(`The file declares a ${headerLength} byte header but has only ${size} bytes: not a .safetensors file, or cut short`);
-    }
-    const header = Buffer.alloc(headerLength);
-    await handle.read(header, 0, headerLength, SAFETENSORS_LENGTH_BYTES);
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(header.toString('utf8'));
-    } catch {
-      throw new LoraFileError('The file is not a .safetensors file: its header is not JSON');
-    }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw new LoraFileError('The file is not a .safetensors file: its header is not a JSON object');
-    }
-    const whole = createHash('sha256');
-    const data = createHash('sha256');
-    let offset = 0;
-    for await (const chunk of handle.createReadStream({ start: 0, autoClose: false }) as AsyncIterable<Buffer>) {
-      whole.update(chunk);
-      const dataStart = SAFETENSORS_LENGTH_BYTES + headerLength - offset;
-      if (dataStart < chunk.length) data.update(dataStart > 0 ? chunk.subarray(dataStart) : chunk);
-      offset += chunk.length;
-    }
-    return { sha256: whole.digest('hex'), autov3: data.digest('hex'), byteSize: size };
-  } finally {
-    await handle.close();
+export function loraFileFacts(bytes: Buffer): LoraFileFacts {
+  if (bytes.length < SAFETENSORS_LENGTH_BYTES) throw new LoraFileError(`The file has ${bytes.length} bytes: too short to be a .safetensors file`);
+  const headerBytes = bytes.readBigUInt64LE(0);
+  if (headerBytes > BigInt(MAX_SAFETENSORS_HEADER_BYTES)) {
+    throw new LoraFileError(`The file declares a ${headerBytes} byte header; safetensors headers are at most ${MAX_SAFETENSORS_HEADER_BYTES} bytes`);
   }
+  const dataStart = SAFETENSORS_LENGTH_BYTES + Number(headerBytes);
+  if (dataStart > bytes.length) {
+    throw new LoraFileError(`The file declares a ${headerBytes} byte header but has only ${bytes.length} bytes: not a .safetensors file, or cut short`);
+  }
+  let header: unknown;
+  try {
+    header = JSON.parse(bytes.toString('utf8', SAFETENSORS_LENGTH_BYTES, dataStart));
+  } catch {
+    throw new LoraFileError('The file is not a .safetensors file: its header is not JSON');
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) {
+    throw new LoraFileError('The file is not a .safetensors file: its header is not a JSON object');
+  }
+  return {
+    sha256: createHash('sha256').update(bytes).digest('hex'),
+    autov3: createHash('sha256').update(bytes.subarray(dataStart)).digest('hex'),
+    byteSize: bytes.length,
+    tensorNames: Object.keys(header).filter((name) => name !== '__metadata__'),
+  };
 }
 
 export interface LorasServiceOptions {
@@ -145,9 +134,11 @@ export class LorasService {
         detail: `${upload.filename}: ${error.message}`,
         errors: [fieldError('body', 'file', error.message), ...error.problems.slice(0, 50).map((problem) => fieldError('body', 'file', problem))],
       });
+    // Read once: hashed here, checked by the engine (from the file), stored as a blob.
+    const bytes = await fs.readFile(upload.file);
     let facts: LoraFileFacts;
     try {
-      facts = await readLoraFileFacts(upload.file);
+      facts = loraFileFacts(bytes);
     } catch (error) {
       if (error instanceof LoraFileError) throw refuse(error);
       throw error;
@@ -165,7 +156,6 @@ export class LorasService {
     if (check.problems.length > 0) {
       throw refuse(new LoraFileError(`${check.problems.length} of its keys do not fit base model ${upload.model}`, check.problems));
     }
-    const bytes = await fs.readFile(upload.file);
     return this.options.db.transaction(async (tx) => {
       await createImagesRepository(tx).lockBlob(facts.sha256); // as uploads do: see services/images.ts
       await this.options.blobs.put(bytes);
@@ -270,8 +260,7 @@ export class LorasService {
           });
         }
       } else {
-        const byRun = await loras.byTrainingRun(tenantId, use.training_run_id!);
-        row = byRun === null ? null : await loras.lockShared(tenantId, byRun.id);
+        row = await loras.lockSharedByTrainingRun(tenantId, use.training_run_id!);
         if (row === null) {
           throw new ProblemError({
             status: 404,
