@@ -3,6 +3,7 @@
 import autocannon from 'autocannon';
 import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -100,6 +101,8 @@ export interface Load {
   max: number;
   non2xx: number;
   errors: number;
+  /** Requests answered in `duration`. */
+  requests: number;
 }
 
 /** autocannon GETs of `url` with `server`'s key for `duration` seconds over `connections` connections. */
@@ -112,5 +115,37 @@ export async function getLoad(server: Endpoint, url: string, connections: number
     max: result.latency.max,
     non2xx: result.non2xx,
     errors: result.errors,
+    requests: result.requests.total,
   };
+}
+
+const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ on Linux
+
+/** CPU seconds (user + system) the processes have used so far, from /proc; undefined off Linux. */
+export function cpuSeconds(pids: number[]): number | undefined {
+  let ticks = 0;
+  for (const pid of pids) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      return undefined;
+    }
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks / CLOCK_TICKS_PER_SECOND;
+}
+
+/** The server processes of the database's open connections (the service's pool), when Postgres runs on this machine. */
+export async function postgresBackendPids(databaseUrl: string): Promise<number[]> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
+    return rows.map((row) => row.pid);
+  } finally {
+    await client.end();
+  }
 }

@@ -3,16 +3,20 @@
 // For embedded PGlite (always) and Postgres (when DATABASE_URL is set) it starts the
 // service in a child process (bench/serve.ts) with a temporary DATA_DIR, creates a
 // dataset, uploads 1 MP JPEGs through POST /v1/datasets/{id}/images, then runs autocannon
-// against GET /v1/datasets/{id} and prints a table. Options (all optional):
+// against GET /v1/datasets/{id} (after a warm-up that is not counted) and prints a table,
+// with the CPU time the service and its Postgres backends spent per request (from /proc).
+// Options (all optional):
 //   --duration S     seconds of autocannon load (default 10)
 //   --connections N  concurrent autocannon connections (default 32)
 //   --images N       images to upload (default 60), sent --batch per request
 //   --batch N        images per upload request (default 10)
 //   --uploaders N    upload requests in flight at once (default 2)
+//   --warmup S       seconds of the same read load before the measured ones, not counted (default 2; 0 = none)
+//   --log-level L    the service's LOG_LEVEL (default warn; info is the service's default: one line per request)
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { jpeg } from '../test/support/images.js';
-import { getLoad, percentile, startServer, stopServer, type Server } from './bench-server.js';
+import { cpuSeconds, getLoad, percentile, postgresBackendPids, startServer, stopServer, type Server } from './bench-server.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -21,9 +25,12 @@ const { values: args } = parseArgs({
     images: { type: 'string', default: '60' },
     batch: { type: 'string', default: '10' },
     uploaders: { type: 'string', default: '2' },
+    warmup: { type: 'string', default: '2' },
+    'log-level': { type: 'string', default: 'warn' },
   },
 });
 const DURATION_S = Number(args.duration);
+const WARMUP_S = Number(args.warmup);
 const CONNECTIONS = Number(args.connections);
 const IMAGE_COUNT = Number(args.images);
 const BATCH = Number(args.batch);
@@ -73,7 +80,7 @@ async function benchUpload(server: Server, datasetId: string, images: Buffer[]):
 }
 
 async function benchMode(label: string, databaseUrl: string, images: Buffer[]) {
-  const server = await startServer({ DATABASE_URL: databaseUrl, DATASET_MAX_IMAGES: String(IMAGE_COUNT + BATCH) });
+  const server = await startServer({ DATABASE_URL: databaseUrl, DATASET_MAX_IMAGES: String(IMAGE_COUNT + BATCH), LOG_LEVEL: args['log-level'] });
   try {
     const created = await fetch(`${server.url}/v1/datasets`, {
       method: 'POST',
@@ -85,10 +92,21 @@ async function benchMode(label: string, databaseUrl: string, images: Buffer[]) {
     const upload = await benchUpload(server, datasetId, images);
     process.stderr.write(`[${label}] uploaded ${upload.images} images in ${upload.seconds.toFixed(2)} s\n`);
     process.stderr.write(
-      `[${label}] autocannon -c ${CONNECTIONS} -d ${DURATION_S} -H "authorization: Bearer <key>" ${server.url}/v1/datasets/${datasetId}\n`,
+      `[${label}] autocannon -c ${CONNECTIONS} -d ${DURATION_S} -H "authorization: Bearer <key>" ${server.url}/v1/datasets/${datasetId}` +
+        (WARMUP_S > 0 ? ` (after the same for ${WARMUP_S} s, not counted)\n` : '\n'),
     );
-    const read = await getLoad(server, `${server.url}/v1/datasets/${datasetId}`, CONNECTIONS, DURATION_S);
-    return { label, database: server.database, upload, read };
+    const url = `${server.url}/v1/datasets/${datasetId}`;
+    // The warm-up: the same load, not counted (the service and autocannon both start with cold JIT-compiled code).
+    if (WARMUP_S > 0) await getLoad(server, url, CONNECTIONS, WARMUP_S);
+    // CPU per request of the service process and of its Postgres backends (PGlite runs inside the service).
+    const pids = [server.child.pid!, ...(databaseUrl === '' ? [] : await postgresBackendPids(databaseUrl))];
+    const serviceBefore = cpuSeconds(pids.slice(0, 1));
+    const postgresBefore = cpuSeconds(pids.slice(1));
+    const read = await getLoad(server, url, CONNECTIONS, DURATION_S);
+    const perRequest = (after: number | undefined, before: number | undefined) =>
+      after === undefined || before === undefined ? undefined : ((after - before) * 1e6) / read.requests;
+    const cpu = { serviceUs: perRequest(cpuSeconds(pids.slice(0, 1)), serviceBefore), postgresUs: perRequest(cpuSeconds(pids.slice(1)), postgresBefore) };
+    return { label, database: server.database, upload, read, cpu };
   } finally {
     await stopServer(server);
   }
@@ -106,13 +124,14 @@ for (const [label, url] of modes) results.push(await benchMode(label, url, image
 const cpu = cpus()[0]?.model ?? 'unknown CPU';
 console.log(`\nMachine: ${availableParallelism()} CPU (${cpu}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Node ${process.version}`);
 console.log(`Upload: ${IMAGE_COUNT} JPEGs of ${IMAGE_SIDE}x${IMAGE_SIDE} (q${JPEG_QUALITY}), ${BATCH} per request, ${UPLOADERS} requests in flight`);
-console.log(`Read: autocannon, ${CONNECTIONS} connections, ${DURATION_S} s, GET /v1/datasets/{id}\n`);
-console.log('| Database | Upload images/s | Upload MB/s | Upload request p50 (ms) | GET dataset req/s | p50 (ms) | p99 (ms) | max (ms) | non-2xx | errors |');
-console.log('|---|---|---|---|---|---|---|---|---|---|');
+console.log(`Read: autocannon, ${CONNECTIONS} connections, ${DURATION_S} s after ${WARMUP_S} s of warm-up, GET /v1/datasets/{id}\n`);
+console.log('| Database | Upload images/s | Upload MB/s | Upload request p50 (ms) | GET dataset req/s | p50 (ms) | p99 (ms) | max (ms) | non-2xx | errors | CPU µs/request: service, Postgres |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|');
+const us = (value: number | undefined) => (value === undefined ? 'n/a' : value.toFixed(0));
 for (const r of results) {
   console.log(
     `| ${r.label} | ${(r.upload.images / r.upload.seconds).toFixed(1)} | ${(r.upload.megabytes / r.upload.seconds).toFixed(1)} | ` +
       `${r.upload.requestP50Ms.toFixed(0)} | ${r.read.requestsPerSecond.toFixed(0)} | ${r.read.p50} | ${r.read.p99} | ${r.read.max} | ` +
-      `${r.read.non2xx} | ${r.read.errors} |`,
+      `${r.read.non2xx} | ${r.read.errors} | ${us(r.cpu.serviceUs)}, ${r.database === 'pglite' ? '(in the service)' : us(r.cpu.postgresUs)} |`,
   );
 }

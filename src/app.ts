@@ -5,6 +5,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions, type RawServe
 import { randomUUID } from 'node:crypto';
 import type { Config } from './config.js';
 import type { Database } from './db/database.js';
+import { OneLineRequestLog } from './request-log.js';
 import { buildValidator } from './validation.js';
 import type { CaptionerRegistry } from './captioning/index.js';
 import authPlugin from './plugins/auth.js';
@@ -16,6 +17,8 @@ import repositoriesPlugin from './plugins/repositories.js';
 import schemasPlugin from './plugins/schemas.js';
 import swaggerPlugin from './plugins/swagger.js';
 import generationsPlugin from './plugins/generations.js';
+import metricsPlugin from './plugins/metrics.js';
+import readinessPlugin from './plugins/readiness.js';
 import trainingPlugin from './plugins/training.js';
 import webhooksPlugin, { type WebhooksPluginOptions } from './plugins/webhooks.js';
 import healthRoutes from './routes/health.js';
@@ -64,20 +67,26 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     },
     // plugins/errors.ts answers requests that arrive while closing, as problem+json.
     return503OnClosing: false,
+    logController: new OneLineRequestLog(),
     schemaController: { compilersFactory: { buildValidator: buildValidator as never } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.decorate('config', config);
-  app.addHook('onRequest', async (request, reply) => {
+  app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
+    done();
   });
   // JSON and multipart only: a text/plain body is a 415, not a string that fails validation.
   app.removeContentTypeParser('text/plain');
 
+  // A worker answers probes and metrics only; the API is the api and all roles'.
+  const servesApi = config.role !== 'worker';
   await app.register(errorsPlugin);
   await app.register(schemasPlugin);
-  await app.register(swaggerPlugin);
+  if (servesApi) await app.register(swaggerPlugin);
   await app.register(databasePlugin, options.database ? { database: options.database } : {});
+  // Before the workers: they report to it.
+  await app.register(metricsPlugin);
   await app.register(repositoriesPlugin);
   await app.register(authPlugin);
   // Before the routes: it hooks the routes that opt in (config.idempotent) as they are added.
@@ -87,7 +96,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   // Generations first: training makes prior preservation's class images on its resident models.
   await app.register(generationsPlugin);
   await app.register(trainingPlugin);
+  await app.register(readinessPlugin);
   await app.register(healthRoutes);
-  await app.register(v1Routes, { prefix: '/v1' });
+  if (servesApi) await app.register(v1Routes, { prefix: '/v1' });
   return app;
 }

@@ -15,6 +15,8 @@ const MiB = 1024 * 1024;
 
 /** The environment variables the service reads, with their defaults. */
 export const EnvSchema = Type.Object({
+  /** What this process does: all (API and every worker), api (HTTP API only, no slots) or worker (slots; HTTP only for probes and metrics). */
+  ROLE: Type.Enum(['all', 'api', 'worker'], { default: 'all' }),
   /** TCP port to listen on; 0 picks a free port. */
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
   /** Interface to bind; 0.0.0.0 inside containers. */
@@ -49,6 +51,14 @@ export const EnvSchema = Type.Object({
   LORA_CACHE_BYTES: Type.Integer({ minimum: 0, default: 1024 * MiB }),
   /** Largest uploaded LoRA file. */
   LORA_MAX_BYTES: Type.Integer({ minimum: 1024, default: 1024 * MiB }),
+  /** Model ids (comma-separated) a worker loads at start for generations; it is not ready until they are loaded. */
+  PRELOAD_MODELS: Type.String({ default: '' }),
+  /** Milliseconds an API key's owner is cached by a replica; a revocation reaches every replica at once by NOTIFY, and after this at worst. 0 = no cache. */
+  API_KEY_CACHE_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 5000 }),
+  /** Port of GET /metrics alone; 0 = /metrics on PORT. */
+  METRICS_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 0 }),
+  /** When set, /metrics asks for Authorization: Bearer <this>. */
+  METRICS_TOKEN: Type.String({ default: '' }),
   /** pino level. */
   LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
   /** Largest accepted JSON request body, in bytes. */
@@ -71,7 +81,11 @@ export const EnvSchema = Type.Object({
 });
 export type Env = Static<typeof EnvSchema>;
 
+export type Role = Env['ROLE'];
+
 export interface Config {
+  /** all: API and workers; api: no slots; worker: slots, and HTTP only for probes and metrics. */
+  role: Role;
   port: number;
   host: string;
   /** undefined means embedded PGlite. */
@@ -87,6 +101,11 @@ export interface Config {
   uploadMaxFiles: number;
   migrateOnStart: boolean;
   shutdownGraceMs: number;
+  /** Model ids loaded at start by a process that generates; readiness waits for them. */
+  preloadModels: string[];
+  apiKeyCacheMs: number;
+  /** /metrics on its own port (0: on PORT), behind a bearer token when one is set. */
+  metrics: { port: number; token: string | undefined };
   /** ---- training runs: slots of this process and the device (undefined: cuda when there is a GPU, else cpu). */
   training: { slots: number; device: string | undefined; leaseMs: number; maxAttempts: number; tenantMaxQueuedRuns: number; sseHeartbeatMs: number };
   /** ---- generations: slots of this process, the per-tenant queue limit, what stays loaded. */
@@ -139,7 +158,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (error instanceof WebhookConfigError) throw new ConfigError(`invalid configuration: ${error.message}`);
     throw error;
   }
+  // An API replica runs no job of any kind, whatever the slot variables say (they are the workers').
+  const api = e.ROLE === 'api';
   return {
+    role: e.ROLE,
     port: e.PORT,
     host: e.HOST,
     databaseUrl: e.DATABASE_URL === '' ? undefined : e.DATABASE_URL,
@@ -152,8 +174,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     uploadMaxFiles: e.UPLOAD_MAX_FILES,
     migrateOnStart: e.MIGRATE_ON_START,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    preloadModels: api ? [] : e.PRELOAD_MODELS.split(',').map((id) => id.trim()).filter((id) => id !== ''),
+    apiKeyCacheMs: e.API_KEY_CACHE_MS,
+    metrics: { port: e.METRICS_PORT, token: e.METRICS_TOKEN === '' ? undefined : e.METRICS_TOKEN },
     training: {
-      slots: e.TRAINING_SLOTS,
+      slots: api ? 0 : e.TRAINING_SLOTS,
       device: e.TRAIN_DEVICE === '' ? undefined : e.TRAIN_DEVICE,
       leaseMs: e.TRAINING_LEASE_MS,
       maxAttempts: e.TRAINING_MAX_ATTEMPTS,
@@ -161,7 +186,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       sseHeartbeatMs: e.SSE_HEARTBEAT_MS,
     },
     generation: {
-      slots: e.GENERATION_SLOTS,
+      slots: api ? 0 : e.GENERATION_SLOTS,
       tenantMaxQueued: e.TENANT_MAX_QUEUED_GENERATIONS,
       modelCacheBytes: e.MODEL_CACHE_BYTES,
       loraCacheBytes: e.LORA_CACHE_BYTES,
@@ -171,7 +196,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     images: imageConfigFromEnv(e),
     // ---- captions
     captions,
-    captionWorker: { maxJobs: e.CAPTION_WORKER_JOBS },
-    webhooks,
+    captionWorker: { maxJobs: api ? 0 : e.CAPTION_WORKER_JOBS },
+    webhooks: api ? { ...webhooks, slots: 0 } : webhooks,
   };
 }

@@ -41,6 +41,7 @@ async function main(config: Config): Promise<void> {
   });
 
   await app.listen({ port: config.port, host: config.host });
+  app.log.info({ role: config.role, training_slots: config.training.slots, generation_slots: config.generation.slots }, 'serving');
 }
 
 let config: Config;

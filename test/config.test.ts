@@ -38,3 +38,28 @@ test('invalid values throw a ConfigError naming each variable once', () => {
     },
   );
 });
+
+test('ROLE: all runs every worker; api runs none whatever the slot variables say; worker keeps its slots', () => {
+  const slots = { TRAINING_SLOTS: '2', GENERATION_SLOTS: '3', CAPTION_WORKER_JOBS: '4', WEBHOOK_SLOTS: '5', PRELOAD_MODELS: 'sdxl-tiny-demo, other ,' };
+  const all = loadConfig({ ...slots });
+  assert.equal(all.role, 'all');
+  const counts = (c: ReturnType<typeof loadConfig>) => [c.training.slots, c.generation.slots, c.captionWorker.maxJobs, c.webhooks.slots];
+  assert.deepEqual(counts(all), [2, 3, 4, 5]);
+  assert.deepEqual(all.preloadModels, ['sdxl-tiny-demo', 'other']);
+  const api = loadConfig({ ...slots, ROLE: 'api' });
+  assert.deepEqual(counts(api), [0, 0, 0, 0]);
+  assert.deepEqual(api.preloadModels, [], 'an API replica loads no model');
+  const worker = loadConfig({ ...slots, ROLE: 'worker' });
+  assert.deepEqual(counts(worker), [2, 3, 4, 5]);
+  assert.throws(() => loadConfig({ ROLE: 'trainer' }), (error: unknown) => error instanceof ConfigError && /ROLE/.test(error.message));
+});
+
+test('metrics and the API key cache: defaults and settings', () => {
+  const defaults = loadConfig({});
+  assert.deepEqual(defaults.metrics, { port: 0, token: undefined });
+  assert.equal(defaults.apiKeyCacheMs, 5000);
+  const set = loadConfig({ METRICS_PORT: '9464', METRICS_TOKEN: 't0k', API_KEY_CACHE_MS: '0' });
+  assert.deepEqual(set.metrics, { port: 9464, token: 't0k' });
+  assert.equal(set.apiKeyCacheMs, 0);
+  assert.throws(() => loadConfig({ API_KEY_CACHE_MS: '3600000' }), /API_KEY_CACHE_MS/);
+});

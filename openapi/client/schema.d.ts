@@ -25,7 +25,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: the database answers and its migrations are applied */
+        /** Readiness: the database answers, its migrations are applied, and a worker has loaded what it needs */
         get: operations["getReadiness"];
         put?: never;
         post?: never;

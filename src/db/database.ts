@@ -9,6 +9,14 @@ export interface QueryResult<Row> {
   rowCount: number;
 }
 
+export interface PoolStats {
+  /** Connections open, idle among them, and queries waiting for one. */
+  total: number;
+  idle: number;
+  waiting: number;
+  max: number;
+}
+
 /** Something that runs SQL: the database itself, or one transaction on it. */
 export interface Queryable {
   query<Row = Record<string, unknown>>(text: string, params?: readonly SqlParam[]): Promise<QueryResult<Row>>;
@@ -27,6 +35,8 @@ export interface Database extends Queryable {
    * and what it missed meanwhile must be found another way (callers also poll).
    */
   listen(channel: string, onNotify: () => void): Promise<() => Promise<void>>;
+  /** Connections of the pool (PGlite has one, always open): for /metrics. */
+  poolStats(): PoolStats;
   /** Waits for running queries, then releases every connection. */
   close(): Promise<void>;
 }

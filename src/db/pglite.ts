@@ -29,6 +29,9 @@ export async function createPgliteDatabase(dataDir?: string): Promise<Database> 
     transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
       return pglite.transaction((tx) => fn(wrap(tx)));
     },
+    poolStats() {
+      return { total: 1, idle: 1, waiting: 0, max: 1 };
+    },
     async listen(channel: string, onNotify: () => void) {
       const unlisten = await pglite.listen(channel, () => onNotify());
       return async () => {

@@ -81,6 +81,9 @@ export function createPostgresDatabase(options: PostgresOptions): Database {
         client.release();
       }
     },
+    poolStats() {
+      return { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: options.max ?? 10 };
+    },
     listen(channel: string, onNotify: () => void) {
       return listenOn(options.connectionString, channel, onNotify);
     },

@@ -25,6 +25,7 @@ import type {
   LoraCacheStats,
   LoraCheck,
   LoadOptions,
+  MemoryStats,
   ModelInfo,
   NativeAddon,
   NativeModel,
@@ -124,6 +125,11 @@ function addon(): NativeAddon {
 
 export function buildInfo(): BuildInfo {
   return addon().buildInfo();
+}
+
+/** Memory of `device` ("cpu", "cuda", "cuda:N") now and at its peak. */
+export function memoryStats(device: string): MemoryStats {
+  return addon().memoryStats(device);
 }
 
 export class Model {

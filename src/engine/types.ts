@@ -252,8 +252,15 @@ export interface NativeModel {
   readonly disposed: boolean;
 }
 
+/** Device memory: the CUDA caching allocator's bytes in use and peak on cuda[:N]; the resident set and its high-water mark on cpu. */
+export interface MemoryStats {
+  inUseBytes: number;
+  peakBytes: number;
+}
+
 export interface NativeAddon {
   buildInfo(): BuildInfo;
+  memoryStats(device: string): MemoryStats;
   loadModel(options: LoadOptions): Promise<NativeModel>;
   inspectSafetensors(path: string): Promise<SafetensorsHeader>;
   writeRandomWeights(options: RandomWeightsOptions): Promise<void>;

@@ -15,6 +15,7 @@ import type { ResidentModels } from '../services/resident-models.js';
 import type { RunEventsBus } from '../services/run-events-bus.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { FsBlobStore, sha256Hex } from '../storage/fs-blob-store.js';
+import type { GenerationPhases, ServiceMetrics } from '../metrics/service-metrics.js';
 import { JobRunner, stopReason } from './job-runner.js';
 
 export interface GenerationWorkerOptions {
@@ -27,6 +28,8 @@ export interface GenerationWorkerOptions {
   leaseMs: number;
   heartbeatMs: number;
   pollMs: number;
+  /** Durations and outcomes for /metrics. */
+  metrics?: ServiceMetrics;
 }
 
 const PROGRESS_INTERVAL_MS = 500;
@@ -62,10 +65,11 @@ export class GenerationWorker extends JobRunner<GenerationRow> {
     const generations = createGenerationsRepository(db);
     const owner = this.owner;
     const { params } = row;
-    const end = async (status: 'succeeded' | 'failed' | 'canceled', outcome?: Parameters<typeof generations.finish>[3]) => {
+    const end = async (status: 'succeeded' | 'failed' | 'canceled', outcome?: Parameters<typeof generations.finish>[3], phases?: GenerationPhases) => {
       await writes;
       await generations.finish(row.id, owner, status, outcome);
       bus.notify(row.id);
+      this.#options.metrics?.generationFinished(status, phases);
     };
     // Progress writes go out one at a time, in order; the end waits for the last.
     let writes: Promise<unknown> = Promise.resolve();
@@ -169,7 +173,7 @@ export class GenerationWorker extends JobRunner<GenerationRow> {
       generate_seconds: seconds(generateSeconds * 1000),
       encode_seconds: seconds(performance.now() - encodeStart),
     };
-    await end('succeeded', { metrics });
+    await end('succeeded', { metrics }, { queue: metrics.queue_seconds, load: metrics.load_seconds, generate: metrics.generate_seconds, encode: metrics.encode_seconds });
     log.info({ images: images.length, ...metrics }, 'generation succeeded');
   }
 }

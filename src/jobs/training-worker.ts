@@ -11,6 +11,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { train, type TrainResult } from '../engine/index.js';
 import type { Database } from '../db/database.js';
+import type { ServiceMetrics } from '../metrics/service-metrics.js';
 import { createImagesRepository } from '../repositories/images.js';
 import type { NewLora } from '../repositories/loras.js';
 import { createTrainingRunsRepository, type TrainingRunRow } from '../repositories/training-runs.js';
@@ -42,6 +43,8 @@ export interface TrainingWorkerOptions {
   leaseMs: number;
   heartbeatMs: number;
   pollMs: number;
+  /** Step times, throughput and loss for /metrics. */
+  metrics?: ServiceMetrics;
 }
 
 /**
@@ -203,8 +206,16 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       });
       controller.signal.addEventListener('abort', () => job.cancel(), { once: true });
       if (controller.signal.aborted) job.cancel(); // aborted while the images were read
-      job.onProgress((report) => reporter.report(report));
-      result = await job.promise;
+      const meter = this.#options.metrics?.trainingRun();
+      job.onProgress((report) => {
+        reporter.report(report);
+        meter?.report(report);
+      });
+      try {
+        result = await job.promise;
+      } finally {
+        meter?.end();
+      }
     } catch (error) {
       const reason = stopReason(controller.signal);
       if (reason === 'lease-lost') return;

@@ -7,6 +7,7 @@
 // of retries without waiting for it.
 import type { FastifyBaseLogger } from 'fastify';
 import type { Database } from '../db/database.js';
+import type { ServiceMetrics } from '../metrics/service-metrics.js';
 import { createWebhookEndpointsRepository } from '../repositories/webhook-endpoints.js';
 import { createWebhookMessagesRepository, recordAttempt, type AttemptOutcome, type WebhookMessageRow } from '../repositories/webhook-messages.js';
 import { createWebhookSecretsRepository, signingSecrets } from '../repositories/webhook-secrets.js';
@@ -41,6 +42,8 @@ export interface WebhookDispatcherOptions {
   random?: () => number;
   /** Host name resolution (tests point names at chosen addresses). */
   lookup?: HostLookup;
+  /** Attempts by result and delivery lag for /metrics. */
+  metrics?: ServiceMetrics;
 }
 
 /** Where one message goes, with which secrets; or why it is not sent. */
@@ -137,6 +140,8 @@ export class WebhookDispatcher extends JobRunner<WebhookMessageRow> {
       log.warn('webhook attempt finished after its lease was lost; another dispatcher has the message');
       return;
     }
+    const result = outcome.status === 'succeeded' ? 'delivered' : outcome.status === 'failed' ? 'failed' : 'retrying';
+    this.#options.metrics?.webhookAttempt(result, (this.#clock.now().getTime() - message.created_at.getTime()) / 1000);
     if (message.endpoint_id !== null && !('refused' in target)) await this.#endpointHealth(message.endpoint_id, target.failing, outcome, endpointGone, startedAt, log);
     const fields = { attempt, status: outcome.statusCode, error: outcome.errorCode, next: outcome.nextAttemptAt };
     if (outcome.status === 'succeeded') log.info(fields, 'webhook delivered');

@@ -56,6 +56,7 @@ export default fp(
         heartbeatMs: DEFAULT_HEARTBEAT_MS,
         // A generation takes seconds: look for ones queued on other replicas often.
         pollMs: Math.min(DEFAULT_POLL_MS, 500),
+        metrics: fastify.metrics,
       });
     const service = new GenerationsService({
       db: fastify.db,
@@ -81,5 +82,5 @@ export default fp(
       resident.close();
     });
   },
-  { name: 'generations', dependencies: ['database', 'repositories', 'webhooks'] },
+  { name: 'generations', dependencies: ['database', 'metrics', 'repositories', 'webhooks'] },
 );

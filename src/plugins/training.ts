@@ -58,6 +58,7 @@ export default fp(
         heartbeatMs: Math.min(DEFAULT_HEARTBEAT_MS, Math.floor(config.training.leaseMs / 3)),
         maxAttempts: config.training.maxAttempts,
         pollMs: DEFAULT_POLL_MS,
+        metrics: fastify.metrics,
       });
     const runs = new TrainingRunsService(fastify.db, fastify.services.models, {
       serverPrecision: device.startsWith('cuda') ? 'bf16' : 'no',
@@ -80,5 +81,5 @@ export default fp(
       await worker?.stop();
     });
   },
-  { name: 'training', dependencies: ['database', 'repositories', 'webhooks', 'generations'] },
+  { name: 'training', dependencies: ['database', 'metrics', 'repositories', 'webhooks', 'generations'] },
 );

@@ -55,6 +55,7 @@ export default fp<WebhooksPluginOptions>(
         leaseMs: config.timeoutMs * 2 + LEASE_MARGIN_MS,
         heartbeatMs: DEFAULT_HEARTBEAT_MS,
         pollMs: WEBHOOK_POLL_MS,
+        metrics: fastify.metrics,
         ...(options.clock === undefined ? {} : { clock: options.clock }),
         ...(options.random === undefined ? {} : { random: options.random }),
         ...(options.lookup === undefined ? {} : { lookup: options.lookup }),
@@ -84,5 +85,5 @@ export default fp<WebhooksPluginOptions>(
       await dispatcher?.stop();
     });
   },
-  { name: 'webhooks', dependencies: ['database'] },
+  { name: 'webhooks', dependencies: ['database', 'metrics'] },
 );

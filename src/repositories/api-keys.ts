@@ -32,6 +32,17 @@ export function createApiKeysRepository(db: Queryable) {
       const row = rows[0];
       return row ? { keyId: row.key_id, tenant: { id: row.tenant_id, name: row.tenant_name } } : null;
     },
+
+    /** Marks the key revoked; false when there is no such unrevoked key. */
+    async revokeById(keyId: string): Promise<boolean> {
+      const { rowCount } = await db.query('UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL', [keyId]);
+      return rowCount > 0;
+    },
+
+    async revokeByHash(keyHash: string): Promise<boolean> {
+      const { rowCount } = await db.query('UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1 AND revoked_at IS NULL', [keyHash]);
+      return rowCount > 0;
+    },
   };
 }
 export type ApiKeysRepository = ReturnType<typeof createApiKeysRepository>;

@@ -1,5 +1,6 @@
 // Probes for orchestrators: /healthz (the process answers) and /readyz (the database
-// answers and every shipped migration is applied). No API key.
+// answers, every shipped migration is applied, and a worker has loaded its engine and
+// PRELOAD_MODELS). No API key.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { pendingMigrations } from '../db/migrator.js';
@@ -37,7 +38,7 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       schema: {
         operationId: 'getReadiness',
         tags: ['health'],
-        summary: 'Readiness: the database answers and its migrations are applied',
+        summary: 'Readiness: the database answers, its migrations are applied, and a worker has loaded what it needs',
         security: [],
         response: { 200: ReadyStatus, ...problemResponses(500, 503) },
       },
@@ -58,6 +59,8 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           detail: `Migrations not applied yet: ${pending.join(', ')}`,
         });
       }
+      const loading = fastify.notReadyReason();
+      if (loading !== undefined) throw new ProblemError({ status: 503, type: 'not-ready', title: 'Not ready', detail: loading });
       const latest = fastify.migrations[fastify.migrations.length - 1]?.version ?? 0;
       return { status: 'ready' as const, database: fastify.db.kind, migration: latest };
     },

@@ -8,6 +8,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Database } from '../db/database.js';
 import { createApiKeysRepository, type ApiKeyOwner } from '../repositories/api-keys.js';
+import type { ApiKeyCache } from './api-key-cache.js';
 import { createTenantsRepository, type Tenant } from '../repositories/tenants.js';
 
 export const API_KEY_PREFIX = 'sdxl_';
@@ -38,10 +39,24 @@ export async function issueApiKey(db: Database, tenantName: string): Promise<Iss
   });
 }
 
-/** The owner of `key`, or null when it is unknown or revoked. */
-export async function findKeyOwner(db: Database, key: string): Promise<ApiKeyOwner | null> {
+/** The owner of `key`, or null when it is unknown or revoked; from `cache` when it holds the key. */
+export async function findKeyOwner(db: Database, key: string, cache?: ApiKeyCache): Promise<ApiKeyOwner | null> {
   if (!key.startsWith(API_KEY_PREFIX)) return null;
-  return createApiKeysRepository(db).findOwnerByHash(hashApiKey(key));
+  const hash = hashApiKey(key);
+  const cached = cache?.get(hash);
+  if (cached !== undefined) return cached;
+  const owner = await createApiKeysRepository(db).findOwnerByHash(hash);
+  if (owner !== null) cache?.set(hash, owner);
+  return owner;
+}
+
+/**
+ * Revokes a key, named by its id (key_...) or by the key itself; false when no unrevoked
+ * key matches. Replicas stop accepting it at once (NOTIFY), at worst after API_KEY_CACHE_MS.
+ */
+export async function revokeApiKey(db: Database, idOrKey: string): Promise<boolean> {
+  const keys = createApiKeysRepository(db);
+  return idOrKey.startsWith(API_KEY_PREFIX) ? keys.revokeByHash(hashApiKey(idOrKey)) : keys.revokeById(idOrKey);
 }
 
 /** On a database with no tenant at all, creates the default tenant and a key for it; null otherwise. */

@@ -1,4 +1,4 @@
-// npm run create-api-key and npm run migrate against a real Postgres database.
+// npm run create-api-key, revoke-api-key and migrate against a real Postgres database.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { test } from 'node:test';
@@ -49,4 +49,34 @@ test('migrate applies everything to an empty database, then reports nothing to d
   assert.match(first.stdout, /applied migrations 1(, \d+)*; database at version \d+/);
   const second = await npmRun('migrate', [], env);
   assert.match(second.stdout, /nothing to apply/);
+});
+
+test('revoke-api-key by id or by the key: the key is refused; nothing left to revoke is exit 1; no --key is exit 2', async (t) => {
+  const ctx = await withTestApp(t);
+  const env = { DATABASE_URL: ctx.config.databaseUrl!, LOG_LEVEL: 'silent' };
+  const issued = await npmRun('create-api-key', ['--tenant', 'revoke-cli'], env);
+  const key = issued.stdout.trim();
+  const keyId = /API key (key_\w+)/.exec(issued.stderr)![1]!;
+  const auth = { authorization: `Bearer ${key}` };
+  assert.equal((await ctx.app.inject({ method: 'GET', url: '/v1/datasets', headers: auth })).statusCode, 200);
+
+  const revoked = await npmRun('revoke-api-key', ['--key', keyId], env);
+  assert.match(revoked.stderr, new RegExp(`revoked ${keyId}`));
+  // The app caches keys; the revoke's NOTIFY empties its cache.
+  let status = 200;
+  for (let i = 0; i < 100 && status === 200; i++) {
+    status = (await ctx.app.inject({ method: 'GET', url: '/v1/datasets', headers: auth })).statusCode;
+    if (status === 200) await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.equal(status, 401);
+
+  await assert.rejects(npmRun('revoke-api-key', ['--key', key], env), (error: { code: number; stderr: string }) => {
+    assert.equal(error.code, 1, 'already revoked');
+    assert.match(error.stderr, /no unrevoked API key matches sdxl_/);
+    assert.ok(!error.stderr.includes(key), 'the key is never echoed whole');
+    return true;
+  });
+  const other = (await npmRun('create-api-key', ['--tenant', 'revoke-cli'], env)).stdout.trim();
+  assert.match((await npmRun('revoke-api-key', ['--key', other], env)).stderr, /revoked sdxl_/, 'by the key itself');
+  await assert.rejects(npmRun('revoke-api-key', [], env), (error: { code: number; stderr: string }) => error.code === 2 && /--key is required/.test(error.stderr));
 });

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { TestApp } from '../helper.js';
 import { withCaptioningApp } from '../support/captioning.js';
+import { sample } from '../support/metrics.js';
 import { ManualClock, startReceiver, verified } from '../support/webhook-receiver.js';
 
 const ENV = { WEBHOOK_ALLOW_HTTP: 'true', WEBHOOK_ALLOWED_HOSTS: '127.0.0.1', WEBHOOK_TIMEOUT_MS: '500' };
@@ -84,6 +85,11 @@ test('an hour-long outage (503): every message arrives after recovery, each webh
   assert.deepEqual(scheduled, [5 * SECOND, 5 * MINUTE, 30 * MINUTE, 2 * HOUR], 'the Standard Webhooks schedule (jitter pinned to 0 here)');
   const endpointAfter = (await ctx.app.inject({ method: 'GET', url: `/v1/webhook-endpoints/${endpoint.id}`, headers: ctx.auth })).json();
   assert.equal(endpointAfter.failing_since, null, 'a success ends the failure streak');
+  const metrics = (await ctx.app.inject({ method: 'GET', url: '/metrics' })).body;
+  assert.equal(sample(metrics, 'sdxl_webhook_attempts_total{result="retrying"}'), 20, '/metrics: four failed attempts of each');
+  assert.equal(sample(metrics, 'sdxl_webhook_attempts_total{result="delivered"}'), 5);
+  assert.equal(sample(metrics, 'sdxl_webhook_delivery_lag_seconds_count'), 5);
+  assert.ok(sample(metrics, 'sdxl_webhook_delivery_lag_seconds_sum')! >= 5 * 2.5 * 3600, 'each delivered about 2 h 35 min after its event');
 });
 
 test('a receiver that hangs past WEBHOOK_TIMEOUT_MS, one that sends Retry-After, and one that answers 410', async (t) => {

@@ -13,6 +13,7 @@
 //   Model#checkLora(path)                 -> Promise<LoraCheck>
 //   Model#loraCacheStats()                -> LoraCacheStats
 //   Model#dispose()
+//   memoryStats(device)                   -> { inUseBytes, peakBytes } (CUDA allocator on cuda[:N], resident set on cpu)
 // Typed in src/engine/types.ts; arguments are validated in src/engine/index.ts first.
 #include <napi.h> // node-addon-api
 
@@ -21,6 +22,7 @@
 #include "addon/long_job.h"   // start_long_job
 #include "addon/model_wrap.h" // ModelWrap, AddonData
 #include "addon/workers.h"    // LoadModelWorker, InspectSafetensorsWorker, RandomWeightsWorker
+#include "engine/memory_stats.h" // memory_stats
 #include "sdxl/engine.h"      // build_info, verify, train_lora
 
 namespace sdxl::addon {
@@ -28,6 +30,17 @@ namespace {
 
 Napi::Value build_info_js(const Napi::CallbackInfo& info) {
   return guard(info, [&] { return build_info_to_js(info.Env(), build_info()); });
+}
+
+// Cheap (the allocator's counters, or /proc/self/status): read on every metrics scrape.
+Napi::Value memory_stats_js(const Napi::CallbackInfo& info) {
+  return guard(info, [&] {
+    const MemoryStats stats = memory_stats(torch::Device(string_argument(info, 0, "device")));
+    Napi::Object result = Napi::Object::New(info.Env());
+    result.Set("inUseBytes", static_cast<double>(stats.in_use_bytes));
+    result.Set("peakBytes", static_cast<double>(stats.peak_bytes));
+    return result;
+  });
 }
 
 Napi::Value load_model_js(const Napi::CallbackInfo& info) {
@@ -75,6 +88,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("writeRandomWeights", Napi::Function::New(env, write_random_weights_js, "writeRandomWeights"));
   exports.Set("verify", Napi::Function::New(env, verify_js, "verify"));
   exports.Set("train", Napi::Function::New(env, train_js, "train"));
+  exports.Set("memoryStats", Napi::Function::New(env, memory_stats_js, "memoryStats"));
   exports.Set("Model", model_class);
   return exports;
 }

@@ -8,6 +8,7 @@ import { DATABASE_MODES, withTestApp, type TestApp } from '../../helper.js';
 import { generate, pixels } from '../../support/generations-api.js';
 import { createDataset, upload } from '../../support/images-api.js';
 import { png } from '../../support/images.js';
+import { sample } from '../../support/metrics.js';
 import { filesBody } from '../../support/multipart.js';
 import { startReceiver } from '../../support/webhook-receiver.js';
 import { PARAMETERS_KEYWORD, readPngText } from '../../../src/services/png-parameters.js';
@@ -46,6 +47,10 @@ for (const mode of DATABASE_MODES) {
       });
       assert.deepEqual(generation.output, [{ index: 0, seed: 11, width: 64, height: 64, content_url: `/v1/generations/${generation.id}/images/0` }]);
       for (const key of ['queue_seconds', 'load_seconds', 'generate_seconds', 'encode_seconds']) assert.equal(typeof generation.metrics[key], 'number', key);
+      const metrics = (await ctx.app.inject({ method: 'GET', url: '/metrics' })).body;
+      assert.equal(sample(metrics, 'sdxl_generations_total{status="succeeded"}'), 1, '/metrics');
+      assert.equal(sample(metrics, 'sdxl_generation_duration_seconds_count{phase="total"}'), 1);
+      assert.equal(sample(metrics, 'sdxl_model_cache_misses_total'), 1, 'the model was loaded once');
 
       const image = await ctx.app.inject({ method: 'GET', url: generation.output[0].content_url, headers: ctx.auth });
       assert.equal(image.statusCode, 200);
