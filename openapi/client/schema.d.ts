@@ -128,8 +128,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Download the stored image bytes
-         * @description The bytes exactly as uploaded, with their media type. The ETag is the quoted SHA-256; If-None-Match answers 304.
+         * Download the stored image bytes, or a thumbnail of them
+         * @description variant=original (the default): the bytes exactly as uploaded, with their media type; the ETag is the quoted SHA-256. variant=thumbnail: an image/webp of the image as displayed (EXIF orientation applied, so its shape is what width and height describe) scaled to fit inside 256x256, never enlarged, at quality 80; the ETag is "<sha256>-thumbnail-256". A thumbnail is made on its first request and kept. Both are immutable (Cache-Control: private, max-age=31536000, immutable); If-None-Match answers 304.
          */
         get: operations["getImageContent"];
         put?: never;
@@ -2412,7 +2412,10 @@ export interface operations {
     };
     getImageContent: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description original: the bytes exactly as uploaded. thumbnail: a WebP of the image as displayed (EXIF orientation applied, as width and height describe it) scaled to fit inside 256x256, never enlarged */
+                variant?: "original" | "thumbnail";
+            };
             header?: never;
             path: {
                 /** @description Image id */
@@ -2422,7 +2425,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The image bytes */
+            /** @description The image bytes (image/webp for variant=thumbnail) */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2439,6 +2442,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description The request is malformed or a field is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
             };
             /** @description The API key is missing or not valid */
             401: {

@@ -1,14 +1,24 @@
 // Conditional and partial downloads (RFC 9110 §13 and §14) for content addressed by
-// its SHA-256: the ETag is the quoted hash, so it never changes for the same URL.
+// its SHA-256: the ETag is the quoted hash (or the hash and the name of a derived
+// representation), so it never changes for the same URL.
 import type { ByteRange } from '../storage/run-file-store.js';
 
-/** §13.1.2 If-None-Match: weak comparison, a list of tags, or "*". */
-export function ifNoneMatch(header: string | undefined, sha256: string): boolean {
+/**
+ * §13.1.2 If-None-Match against the ETag `etag` (quoted, as sent: `"abc"` or `W/"abc"`):
+ * weak comparison, a list of tags, or "*".
+ */
+export function ifNoneMatchTag(header: string | undefined, etag: string): boolean {
   if (header === undefined) return false;
+  const opaque = etag.replace(/^W\//, '');
   return header.split(',').some((tag) => {
     const trimmed = tag.trim();
-    return trimmed === '*' || trimmed.replace(/^W\//, '') === `"${sha256}"`;
+    return trimmed === '*' || trimmed.replace(/^W\//, '') === opaque;
   });
+}
+
+/** If-None-Match against the ETag of content addressed by its SHA-256 (the quoted hash). */
+export function ifNoneMatch(header: string | undefined, sha256: string): boolean {
+  return ifNoneMatchTag(header, `"${sha256}"`);
 }
 
 /**

@@ -81,4 +81,19 @@ export const DatasetImagesParams = Type.Object(
 
 export const ListImagesQuery = PaginationQuery;
 
+export const IMAGE_CONTENT_VARIANTS = ['original', 'thumbnail'] as const;
+export type ImageContentVariant = (typeof IMAGE_CONTENT_VARIANTS)[number];
+
+export const ImageContentQuery = Type.Object(
+  {
+    variant: Type.Enum([...IMAGE_CONTENT_VARIANTS], {
+      default: 'original',
+      description:
+        'original: the bytes exactly as uploaded. thumbnail: a WebP of the image as displayed (EXIF orientation ' +
+        'applied, as width and height describe it) scaled to fit inside 256x256, never enlarged',
+    }),
+  },
+  { additionalProperties: false },
+);
+
 export const ImagePage = Page(ImageSchema, 'A page of images, newest first');

@@ -12,6 +12,9 @@
 //    row that references it.
 // Orphan blobs (written, then the request failed or the process died before COMMIT) are
 // harmless and are removed by sweepOrphanBlobs().
+// Thumbnails are a cache derived from a blob: once a blob is released (no row references
+// it), its thumbnail is deleted too, best effort; a left-over one is harmless.
+import type { FastifyBaseLogger } from 'fastify';
 import type { Database } from '../db/database.js';
 import { createImagesRepository, type ImageRow } from '../repositories/images.js';
 import type { Image } from '../schemas/images.js';
@@ -19,6 +22,7 @@ import type { BlobStore } from '../storage/blob-store.js';
 import { IMAGE_MEDIA_TYPES } from './file-sniffing.js';
 import { ImageUploadError } from './image-upload-error.js';
 import { prepareUpload, type PreparedImage, type UploadedFile, type UploadLimits } from './image-upload.js';
+import type { ThumbnailCache } from './thumbnails.js';
 
 export interface StoredImage {
   row: ImageRow;
@@ -41,15 +45,26 @@ export interface BlobCollection {
 const RELEASE_BATCH = 100;
 export const CAPTION_SOURCE_UPLOAD = 'upload';
 
+export interface ImagesServiceOptions {
+  /** Serves thumbnail() and loses a blob's thumbnail when the blob is released. */
+  thumbnails?: ThumbnailCache;
+  /** Hears of thumbnails that could not be deleted. */
+  log?: Pick<FastifyBaseLogger, 'warn'>;
+}
+
 export class ImagesService {
   readonly limits: UploadLimits;
   private readonly db: Database;
   private readonly blobs: BlobStore;
+  private readonly thumbnails: ThumbnailCache | undefined;
+  private readonly log: Pick<FastifyBaseLogger, 'warn'> | undefined;
 
-  constructor(db: Database, blobs: BlobStore, limits: UploadLimits) {
+  constructor(db: Database, blobs: BlobStore, limits: UploadLimits, options: ImagesServiceOptions = {}) {
     this.db = db;
     this.blobs = blobs;
     this.limits = limits;
+    this.thumbnails = options.thumbnails;
+    this.log = options.log;
   }
 
   async datasetExists(tenantId: string, datasetId: string): Promise<boolean> {
@@ -132,6 +147,15 @@ export class ImagesService {
   }
 
   /**
+   * The WebP thumbnail of an image row (see ThumbnailCache), made from its blob on the
+   * first request; null if the blob is missing.
+   */
+  async thumbnail(row: ImageRow): Promise<Buffer | null> {
+    if (this.thumbnails === undefined) throw new Error('ImagesService was built without a thumbnail cache');
+    return this.thumbnails.get(row.sha256, () => this.blobs.get(row.sha256));
+  }
+
+  /**
    * Deletes the image row (its blob is queued for release in the same transaction), then
    * gives the blob back if nothing else references it. The deletion stands even when
    * that last step fails: the release stays queued for the next collection.
@@ -176,14 +200,28 @@ export class ImagesService {
   }
 
   private async releaseBlob(sha256: string, queued: boolean): Promise<boolean> {
-    return this.db.transaction(async (tx) => {
+    const released = await this.db.transaction(async (tx) => {
       const images = createImagesRepository(tx);
       await images.lockBlob(sha256);
       if (queued) await images.forgetRelease(sha256);
-      if (await images.isBlobReferenced(sha256)) return false;
+      if (await images.isBlobReferenced(sha256)) return null;
       // Unlinked under the lock: no upload can be between "blob written" and "row committed" now.
-      return this.blobs.delete(sha256);
+      return { unlinked: await this.blobs.delete(sha256) };
     });
+    if (released === null) return false;
+    // Also when the blob was already gone: a crash may have come between the two unlinks.
+    await this.deleteThumbnail(sha256);
+    return released.unlinked;
+  }
+
+  /** Best effort: a thumbnail left behind is only a stray cache file. */
+  private async deleteThumbnail(sha256: string): Promise<void> {
+    if (this.thumbnails === undefined) return;
+    try {
+      await this.thumbnails.delete(sha256);
+    } catch (error) {
+      this.log?.warn({ err: error, sha256 }, 'could not delete a released blob\'s thumbnail');
+    }
   }
 }
 

@@ -9,6 +9,7 @@ import { fieldError, notFound, ProblemError } from '../../../errors.js';
 import {
   DatasetImagesParams,
   IMAGE_ID_PREFIX,
+  ImageContentQuery,
   ImageParams,
   ImagePage,
   ImageSchema,
@@ -17,12 +18,13 @@ import {
   UploadResult,
   UPLOAD_FIELD,
 } from '../../../schemas/images.js';
-import { ifNoneMatch } from '../../http-conditional.js';
+import { ifNoneMatchTag } from '../../http-conditional.js';
 import { problemResponses } from '../../../schemas/problem.js';
 import { ImageUploadError } from '../../../services/image-upload-error.js';
 import { uploadLimits } from '../../../services/image-limits.js';
 import { DatasetNotFoundError, ImagesService, toImage, type BlobCollection } from '../../../services/images.js';
 import { decodeCursor, toPage } from '../../../services/pagination.js';
+import { THUMBNAIL_MEDIA_TYPE, THUMBNAIL_QUALITY, THUMBNAIL_SIZE, ThumbnailCache } from '../../../services/thumbnails.js';
 import { FsBlobStore } from '../../../storage/fs-blob-store.js';
 import { readUploadParts } from './read-upload-parts.js';
 
@@ -30,6 +32,8 @@ const TAGS = ['images'];
 const IMAGE_ID = new RegExp(idPattern(IMAGE_ID_PREFIX));
 /** Where blobs live inside DATA_DIR. */
 export const BLOBS_SUBDIR = 'blobs';
+/** Where cached thumbnails live inside DATA_DIR. */
+export const THUMBNAILS_SUBDIR = 'thumbnails';
 /** Content is addressed by hash, so a client may keep it as long as it likes. */
 const CONTENT_CACHE_CONTROL = 'private, max-age=31536000, immutable';
 /** Text fields are refused by name, so a few are parsed to report them; more is abuse. */
@@ -51,7 +55,8 @@ const imageRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const config = fastify.config;
   const limits = uploadLimits(config);
   const blobs = new FsBlobStore(path.join(config.dataDir, BLOBS_SUBDIR));
-  const images = new ImagesService(fastify.db, blobs, limits);
+  const thumbnails = new ThumbnailCache(path.join(config.dataDir, THUMBNAILS_SUBDIR), { log: fastify.log });
+  const images = new ImagesService(fastify.db, blobs, limits, { thumbnails, log: fastify.log });
 
   // Only this plugin parses multipart; other routes keep answering 415 to it.
   await fastify.register(multipart, {
@@ -195,12 +200,19 @@ const imageRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       schema: {
         operationId: 'getImageContent',
         tags: TAGS,
-        summary: 'Download the stored image bytes',
-        description: 'The bytes exactly as uploaded, with their media type. The ETag is the quoted SHA-256; If-None-Match answers 304.',
+        summary: 'Download the stored image bytes, or a thumbnail of them',
+        description:
+          'variant=original (the default): the bytes exactly as uploaded, with their media type; the ETag is the ' +
+          'quoted SHA-256. variant=thumbnail: an image/webp of the image as displayed (EXIF orientation applied, so ' +
+          `its shape is what width and height describe) scaled to fit inside ${THUMBNAIL_SIZE}x${THUMBNAIL_SIZE}, never ` +
+          `enlarged, at quality ${THUMBNAIL_QUALITY}; the ETag is "<sha256>-thumbnail-${THUMBNAIL_SIZE}". A thumbnail is made ` +
+          'on its first request and kept. Both are immutable (Cache-Control: private, max-age=31536000, immutable); ' +
+          'If-None-Match answers 304.',
         params: ImageParams,
+        querystring: ImageContentQuery,
         response: {
           200: {
-            description: 'The image bytes',
+            description: 'The image bytes (image/webp for variant=thumbnail)',
             content: {
               'image/jpeg': { schema: { type: 'string', contentMediaType: 'image/jpeg' } },
               'image/png': { schema: { type: 'string', contentMediaType: 'image/png' } },
@@ -208,16 +220,26 @@ const imageRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
             },
           },
           304: { description: 'Not modified (If-None-Match matched the ETag)', type: 'null' },
-          ...problemResponses(401, 404, 500),
+          ...problemResponses(400, 401, 404, 500),
         },
       },
     },
     async (request, reply) => {
       const row = await images.get(request.tenant.id, request.params.id);
       if (row === null) throw notFound('image', request.params.id);
-      const etag = `"${row.sha256}"`;
+      const thumbnail = request.query.variant === 'thumbnail';
+      const etag = thumbnail ? `"${row.sha256}-thumbnail-${THUMBNAIL_SIZE}"` : `"${row.sha256}"`;
       reply.header('etag', etag).header('cache-control', CONTENT_CACHE_CONTROL);
-      if (ifNoneMatch(request.headers['if-none-match'], row.sha256)) return reply.status(304).send(null);
+      if (ifNoneMatchTag(request.headers['if-none-match'], etag)) return reply.status(304).send(null);
+      if (thumbnail) {
+        const bytes = await images.thumbnail(row);
+        if (bytes === null) throw new Error(`blob ${row.sha256} of image ${row.id} is missing`);
+        return reply
+          .type(THUMBNAIL_MEDIA_TYPE)
+          .header('content-length', bytes.length)
+          .header('x-content-type-options', 'nosniff')
+          .send(bytes as unknown as string);
+      }
       const stream = await images.content(row);
       if (stream === null) throw new Error(`blob ${row.sha256} of image ${row.id} is missing`);
       return reply
