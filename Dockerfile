@@ -116,8 +116,12 @@ COPY scripts/ scripts/
 COPY native/ native/
 RUN node scripts/build-native.mjs --addon-only
 COPY tsconfig.json tsconfig.build.json ./
+# The web console is built against the typed client of the OpenAPI document.
+COPY openapi/openapi.json openapi/openapi.json
+COPY openapi/client/ openapi/client/
 COPY src/ src/
-# tsc writes dist/src/…; then devDependencies go, so node_modules is what production needs.
+# tsc writes dist/src/…, esbuild the console's dist/console/…; then devDependencies go,
+# so node_modules is what production needs.
 RUN npm run build \
  && npm prune --omit=dev
 

@@ -21,6 +21,7 @@ import metricsPlugin from './plugins/metrics.js';
 import readinessPlugin from './plugins/readiness.js';
 import trainingPlugin from './plugins/training.js';
 import webhooksPlugin, { type WebhooksPluginOptions } from './plugins/webhooks.js';
+import consoleRoutes, { type ConsoleRoutesOptions } from './routes/console.js';
 import healthRoutes from './routes/health.js';
 import v1Routes from './routes/v1/index.js';
 
@@ -47,6 +48,8 @@ export interface BuildOptions {
   captioners?: CaptionerRegistry;
   /** The webhook dispatcher's clock, jitter and name resolution (tests). */
   webhooks?: WebhooksPluginOptions;
+  /** Where the built web console is (tests). */
+  console?: ConsoleRoutesOptions;
 }
 
 /** A caller-supplied x-request-id is kept when it is short and plain, so ids can follow a request across services. */
@@ -99,5 +102,6 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(readinessPlugin);
   await app.register(healthRoutes);
   if (servesApi) await app.register(v1Routes, { prefix: '/v1' });
+  if (servesApi) await app.register(consoleRoutes, options.console ?? {});
   return app;
 }

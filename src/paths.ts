@@ -18,3 +18,5 @@ function findProjectRoot(): string {
 export const projectRoot = findProjectRoot();
 export const migrationsDir = path.join(projectRoot, 'migrations');
 export const openapiFile = path.join(projectRoot, 'openapi', 'openapi.json');
+/** The built web console (npm run build:console): index.html and hashed assets/. */
+export const consoleDir = path.join(projectRoot, 'dist', 'console');

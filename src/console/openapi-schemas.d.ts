@@ -1,0 +1,28 @@
+// Schemas the console reads from openapi/openapi.json at build time (scripts/build-console.ts
+// resolves `openapi:` imports), so forms are built from what the API validates with.
+
+declare module 'openapi:training-params' {
+  /** The part of JSON Schema the API's params use (TypeBox's output, as the OpenAPI document has it). */
+  export interface ParamSchema {
+    type?: 'integer' | 'number' | 'boolean' | 'string' | 'object' | 'array' | 'null';
+    description?: string;
+    default?: unknown;
+    enum?: ReadonlyArray<string | number>;
+    minimum?: number;
+    maximum?: number;
+    exclusiveMinimum?: number;
+    exclusiveMaximum?: number;
+    multipleOf?: number;
+    minLength?: number;
+    maxLength?: number;
+    maxItems?: number;
+    items?: ParamSchema;
+    properties?: Record<string, ParamSchema>;
+    additionalProperties?: boolean;
+    anyOf?: ParamSchema[];
+  }
+
+  /** The `params` object of POST /v1/training-runs. */
+  const schema: ParamSchema & { properties: Record<string, ParamSchema> };
+  export default schema;
+}

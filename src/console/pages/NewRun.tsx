@@ -1,0 +1,470 @@
+// A new training run: a dataset, a base model, a preset, and the run's params, every one
+// of them drawn from the API's own schema (openapi:training-params), so a param added to
+// the API shows up here under "Advanced settings" without a change to this page.
+import { useEffect, useRef, useState } from 'preact/hooks';
+import paramsSchema, { type ParamSchema } from 'openapi:training-params';
+import { ApiError, unwrap, type ApiClient, type BaseModel, type Dataset } from '../api.js';
+import { ErrorNotice } from '../components/ErrorNotice.js';
+import { fromFieldValue, ParamField, toFieldValue, type FieldValue } from '../components/ParamField.js';
+import { useLoad } from '../hooks.js';
+import { Link, navigate } from '../router.js';
+import { useSession } from '../session.js';
+import { presetById, subjectPrompt, TRAINING_PRESETS, type PresetId, type Subject, type TrainingParamsInput } from '../training-presets.js';
+
+/** One control of the form: a param, or a field of an object param ("validation.every"). */
+interface FieldSpec {
+  key: string;
+  path: [string] | [string, string];
+  schema: ParamSchema;
+  /** The checkbox that turns a nullable object param on (prior_preservation). */
+  toggle?: boolean;
+  /** The toggle this field needs on. */
+  under?: string;
+  /** The object param this field belongs to (its fieldset among the advanced settings). */
+  group?: string;
+}
+
+/** The params' fields in the schema's order; an object param's fields follow it. */
+function fieldsOf(schema: typeof paramsSchema): FieldSpec[] {
+  const fields: FieldSpec[] = [];
+  for (const [name, param] of Object.entries(schema.properties)) {
+    const nullableObject = param.anyOf?.some((member) => member.type === 'null') ? param.anyOf.find((member) => member.properties !== undefined) : undefined;
+    if (param.properties !== undefined) {
+      for (const [sub, field] of Object.entries(param.properties)) fields.push({ key: `${name}.${sub}`, path: [name, sub], schema: field, group: name });
+    } else if (nullableObject?.properties !== undefined) {
+      fields.push({ key: name, path: [name], schema: { type: 'boolean', default: false, description: param.description }, toggle: true, group: name });
+      for (const [sub, field] of Object.entries(nullableObject.properties)) {
+        fields.push({ key: `${name}.${sub}`, path: [name, sub], schema: field, under: name, group: name });
+      }
+    } else {
+      fields.push({ key: name, path: [name], schema: param });
+    }
+  }
+  return fields;
+}
+
+const FIELDS = fieldsOf(paramsSchema);
+const FIELD_BY_KEY = new Map(FIELDS.map((field) => [field.key, field]));
+/** Shown outside "Advanced settings", in this order. */
+const TRAINING_KEYS = ['max_steps', 'rank', 'learning_rate', 'resolution'];
+const VALIDATION_KEYS = ['validation.prompts', 'validation.every'];
+const MAIN_KEYS = new Set([...TRAINING_KEYS, ...VALIDATION_KEYS]);
+
+/** Labels of the params this console knows; a param it does not know is named from its key. */
+const LABELS: Record<string, string> = {
+  max_steps: 'Steps',
+  rank: 'Rank',
+  alpha: 'Alpha',
+  learning_rate: 'Learning rate',
+  resolution: 'Resolution',
+  text_encoder_lr: 'Text-encoder learning rate',
+  train_text_encoder: 'Train the text encoders',
+  optimizer: 'Optimizer',
+  mixed_precision: 'Mixed precision',
+  gradient_checkpointing: 'Gradient checkpointing',
+  batch_size: 'Batch size',
+  gradient_accumulation: 'Gradient accumulation',
+  lr_scheduler: 'Learning-rate schedule',
+  warmup_steps: 'Warm-up steps',
+  min_snr_gamma: 'Min-SNR gamma',
+  noise_offset: 'Noise offset',
+  caption_dropout: 'Caption dropout',
+  random_flip: 'Random flip',
+  repeats: 'Repeats',
+  seed: 'Seed',
+  checkpoint_every: 'Checkpoint every (steps)',
+  validation: 'More validation settings',
+  'validation.prompts': 'Validation prompts',
+  'validation.every': 'Validate every (steps)',
+  'validation.steps': 'Validation sampling steps',
+  'validation.guidance_scale': 'Validation guidance scale',
+  'validation.seed': 'Validation seed',
+  prior_preservation: 'Prior preservation',
+  'prior_preservation:toggle': 'Use prior preservation',
+  'prior_preservation.class_prompt': 'Class prompt',
+  'prior_preservation.num_class_images': 'Class images',
+  'prior_preservation.loss_weight': 'Prior loss weight',
+  save_dtype: 'LoRA file precision',
+  save_peft: 'Also save the peft/diffusers layout',
+};
+
+function labelOf(key: string): string {
+  const known = LABELS[key];
+  if (known !== undefined) return known;
+  const words = (key.split('.').pop() ?? key).replace(/_/g, ' ');
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+/** The checkbox that turns a nullable object param on; its fieldset's legend is the param's label. */
+function toggleLabelOf(key: string): string {
+  return LABELS[`${key}:toggle`] ?? `Use ${labelOf(key).toLowerCase()}`;
+}
+
+const idOf = (key: string) => `run-${key.replace(/\./g, '-')}`;
+
+type Values = Record<string, FieldValue>;
+
+/** Every control at its schema default; the validation prompt names the dataset's subject. */
+function defaultValues(subject: Subject): Values {
+  const values: Values = {};
+  for (const field of FIELDS) values[field.key] = toFieldValue(field.schema, field.schema.default);
+  if (FIELD_BY_KEY.has('validation.prompts')) values['validation.prompts'] = subjectPrompt(subject);
+  return values;
+}
+
+/** A preset's params as control values, by key ("validation.every"). */
+function presetValues(id: PresetId, subject: Subject): Values {
+  const preset = presetById(id);
+  const values: Values = {};
+  for (const [name, value] of Object.entries(preset.params)) {
+    const entries: Array<[string, unknown]> =
+      typeof value === 'object' && value !== null && !Array.isArray(value)
+        ? Object.entries(value).map(([sub, subValue]) => [`${name}.${sub}`, subValue])
+        : [[name, value]];
+    for (const [key, entry] of entries) {
+      const field = FIELD_BY_KEY.get(key);
+      if (field !== undefined) values[key] = toFieldValue(field.schema, entry);
+    }
+  }
+  if (preset.prompts !== undefined) values['validation.prompts'] = preset.prompts(subject).join('\n');
+  return values;
+}
+
+/**
+ * The request's params: a control is sent when it differs from its schema default or a
+ * preset set it; a blank one is left out (the API's default, or the model's resolution).
+ */
+function paramsOf(values: Values, presetKeys: ReadonlySet<string>): TrainingParamsInput {
+  const params: Record<string, unknown> = {};
+  for (const field of FIELDS) {
+    const [name, sub] = field.path;
+    if (field.toggle) {
+      if (values[field.key] === true) params[name] = {};
+      continue;
+    }
+    if (field.under !== undefined && values[field.under] !== true) continue;
+    const value = fromFieldValue(field.schema, values[field.key] ?? '');
+    if (value === undefined) continue;
+    if (!presetKeys.has(field.key) && JSON.stringify(value) === JSON.stringify(field.schema.default)) continue;
+    if (sub === undefined) params[name] = value;
+    else params[name] = { ...(params[name] as object | undefined), [sub]: value };
+  }
+  return params as TrainingParamsInput;
+}
+
+/** A server's message about the field at `path` (e.g. "params.max_steps") or inside it ("params.validation.prompts.0"). */
+function messageFor(error: unknown, path: string): string | undefined {
+  if (!(error instanceof ApiError)) return undefined;
+  return error.fieldMessage(path) ?? error.problem?.errors?.find((field) => field.field.startsWith(`${path}.`))?.message;
+}
+
+async function allDatasets(api: ApiClient): Promise<Dataset[]> {
+  const datasets: Dataset[] = [];
+  let cursor: string | undefined;
+  // Ten pages of 100: more datasets than a select is any use for.
+  for (let page = 0; page < 10; page++) {
+    const body = await unwrap(api.GET('/v1/datasets', { params: { query: { limit: 100, ...(cursor === undefined ? {} : { cursor }) } } }));
+    datasets.push(...body.data);
+    if (body.next_cursor === null) break;
+    cursor = body.next_cursor;
+  }
+  return datasets;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export function NewRunPage({ datasetId }: { datasetId: string | undefined }) {
+  const { api } = useSession();
+  const choices = useLoad(async () => {
+    const [datasets, models] = await Promise.all([allDatasets(api), unwrap(api.GET('/v1/models')).then((body) => body.data)]);
+    return { datasets, models };
+  }, [api]);
+  const data = choices.data;
+  return (
+    <>
+      <h1>New training run</h1>
+      <ErrorNotice error={choices.error} prefix="Could not load datasets and models" />
+      {data === undefined ? (
+        choices.error === undefined ? <p class="muted">Loading…</p> : null
+      ) : data.datasets.length === 0 ? (
+        <p>There is no dataset to train on yet. <Link to="/">Create a dataset</Link> and upload a few photos first.</p>
+      ) : data.models.length === 0 ? (
+        <p>The service has no base model. Put one under MODELS_DIR and restart it.</p>
+      ) : (
+        <NewRunForm datasets={data.datasets} models={data.models} initialDatasetId={datasetId} />
+      )}
+    </>
+  );
+}
+
+interface FormProps {
+  datasets: Dataset[];
+  models: BaseModel[];
+  initialDatasetId: string | undefined;
+}
+
+function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
+  const { api } = useSession();
+  const [datasetId, setDatasetId] = useState(() => (datasets.find((dataset) => dataset.id === initialDatasetId) ?? datasets[0]!).id);
+  const [modelId, setModelId] = useState(models[0]!.id);
+  const [name, setName] = useState('');
+  // The demo model starts on the quick test: it makes noise, so a long run teaches nothing.
+  const [presetId, setPresetId] = useState<PresetId>(models[0]!.demo ? 'quick' : 'likeness');
+  const dataset = datasets.find((candidate) => candidate.id === datasetId) ?? datasets[0]!;
+  const model = models.find((candidate) => candidate.id === modelId) ?? models[0]!;
+  const [values, setValues] = useState<Values>(() => ({ ...defaultValues(dataset), ...presetValues(presetId, dataset) }));
+  const [presetKeys, setPresetKeys] = useState<ReadonlySet<string>>(() => new Set(Object.keys(presetValues(presetId, dataset))));
+  // Which preset wrote the validation prompts (they follow the dataset), or null once edited by hand.
+  const [promptsFrom, setPromptsFrom] = useState<PresetId | null>(presetId);
+  // One key per form: a double submit, or a retry after a lost answer, makes one run.
+  const [idempotencyKey] = useState(() => crypto.randomUUID());
+  const [error, setError] = useState<unknown>(undefined);
+  // Fields edited since the error: their message no longer applies.
+  const [edited, setEdited] = useState<ReadonlySet<string>>(new Set());
+  const [busy, setBusy] = useState(false);
+  const sending = useRef(false);
+  const form = useRef<HTMLFormElement>(null);
+  const notice = useRef<HTMLDivElement>(null);
+
+  const fieldError = (path: string, key = path) => (edited.has(key) ? undefined : messageFor(error, path));
+  const paramError = (key: string) => fieldError(`params.${key}`, key);
+
+  const markEdited = (key: string) => setEdited((current) => (current.has(key) ? current : new Set(current).add(key)));
+
+  const choosePreset = (id: PresetId) => {
+    setPresetId(id);
+    if (id === 'custom') return; // keeps every value as it is
+    const preset = presetValues(id, dataset);
+    setValues({ ...defaultValues(dataset), ...preset });
+    setPresetKeys(new Set(Object.keys(preset)));
+    setPromptsFrom(id);
+  };
+
+  const chooseDataset = (id: string) => {
+    setDatasetId(id);
+    markEdited('dataset_id');
+    const next = datasets.find((candidate) => candidate.id === id);
+    if (next === undefined || promptsFrom === null) return;
+    const prompts = presetById(promptsFrom).prompts ?? ((subject: Subject) => [subjectPrompt(subject)]);
+    setValues((current) => ({ ...current, 'validation.prompts': prompts(next).join('\n') }));
+  };
+
+  const setParam = (key: string, value: FieldValue) => {
+    setValues((current) => ({ ...current, [key]: value }));
+    setPresetId('custom'); // the form is no longer the preset
+    if (key === 'validation.prompts') setPromptsFrom(null);
+    markEdited(key);
+  };
+
+  // After a refusal: the first field it names gets the keyboard (inside Advanced settings too),
+  // else the notice is brought into view.
+  useEffect(() => {
+    if (error === undefined) return;
+    const invalid = form.current?.querySelector<HTMLElement>('[aria-invalid="true"]');
+    if (invalid) {
+      const details = invalid.closest('details');
+      if (details) details.open = true;
+      invalid.focus();
+    } else {
+      notice.current?.scrollIntoView({ block: 'nearest' });
+    }
+  }, [error]);
+
+  const submit = async (event: Event) => {
+    event.preventDefault();
+    if (sending.current) return; // a second click while the first is on its way
+    sending.current = true;
+    setBusy(true);
+    setError(undefined);
+    setEdited(new Set());
+    const body = {
+      dataset_id: datasetId,
+      model: modelId,
+      ...(name.trim() === '' ? {} : { name: name.trim() }),
+      params: paramsOf(values, presetKeys),
+    };
+    try {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const run = await unwrap(api.POST('/v1/training-runs', { body, params: { header: { 'idempotency-key': idempotencyKey } } }));
+          navigate(`/runs/${run.id}`);
+          return;
+        } catch (caught) {
+          // The same key still in flight (a submit from another tab of this form): its answer comes on retry.
+          const inFlight = caught instanceof ApiError && caught.status === 409 && (caught.problem?.type ?? '').endsWith('idempotency-key-in-flight');
+          if (!inFlight || attempt >= 10) throw caught;
+          await sleep(1000);
+        }
+      }
+    } catch (caught) {
+      setError(caught);
+      sending.current = false;
+      setBusy(false);
+    }
+  };
+
+  // The browser's own checks (min, max, step) cannot show on a control inside a closed <details>.
+  const openInvalid = (event: Event) => {
+    const details = (event.target as Element | null)?.closest('details');
+    if (details && !details.open) details.open = true;
+  };
+
+  const paramField = (key: string, extra: { hint?: string; placeholder?: string; emptyLabel?: string; rows?: number } = {}) => {
+    const field = FIELD_BY_KEY.get(key);
+    if (field === undefined) return null; // a param the API no longer has
+    return (
+      <ParamField
+        key={key}
+        id={idOf(key)}
+        label={field.toggle ? toggleLabelOf(key) : labelOf(key)}
+        schema={field.schema}
+        value={values[key] ?? ''}
+        onChange={(value) => setParam(key, value)}
+        error={paramError(key)}
+        disabled={field.under !== undefined && values[field.under] !== true}
+        {...extra}
+      />
+    );
+  };
+
+  const resolution = model.default_resolution;
+  const advancedFields = FIELDS.filter((field) => !MAIN_KEYS.has(field.key));
+  const loose = advancedFields.filter((field) => field.group === undefined);
+  const groups = [...new Set(advancedFields.flatMap((field) => (field.group === undefined ? [] : [field.group])))];
+  const preset = presetById(presetId);
+
+  return (
+    <form ref={form} class="card" onSubmit={submit} onInvalidCapture={openInvalid} aria-describedby="new-run-help">
+      <p id="new-run-help" class="hint">
+        The run trains on the dataset's photos and captions as they are now. Settings left at their defaults are not sent:
+        the API fills them in.
+      </p>
+      <div ref={notice}>
+        <ErrorNotice error={error} prefix="The run was not started" />
+      </div>
+
+      <div class="form-grid">
+        <div class="field">
+          <label for="run-dataset">Dataset</label>
+          <select
+            id="run-dataset"
+            value={datasetId}
+            onChange={(event) => chooseDataset(event.currentTarget.value)}
+            aria-describedby="run-dataset-hint"
+            aria-invalid={fieldError('dataset_id') === undefined ? undefined : 'true'}
+          >
+            {datasets.map((option) => (
+              <option key={option.id} value={option.id}>
+                {option.name} ({option.image_count} {option.image_count === 1 ? 'image' : 'images'})
+              </option>
+            ))}
+          </select>
+          <p id="run-dataset-hint" class="hint">
+            Trigger token <code>{dataset.trigger_token}</code>, class <code>{dataset.class_word}</code>.{' '}
+            <Link to={`/datasets/${dataset.id}`}>Open the dataset</Link>
+          </p>
+          {fieldError('dataset_id') === undefined ? null : <p class="field-error">{fieldError('dataset_id')}</p>}
+        </div>
+        <div class="field">
+          <label for="run-model">Base model</label>
+          <select
+            id="run-model"
+            value={modelId}
+            onChange={(event) => {
+              setModelId(event.currentTarget.value);
+              markEdited('model');
+            }}
+            aria-describedby="run-model-hint"
+            aria-invalid={fieldError('model') === undefined ? undefined : 'true'}
+          >
+            {models.map((option) => (
+              <option key={option.id} value={option.id}>{option.demo ? `${option.id} (demo)` : option.id}</option>
+            ))}
+          </select>
+          <p id="run-model-hint" class="hint">{model.description} Made for {resolution} px images.</p>
+          {fieldError('model') === undefined ? null : <p class="field-error">{fieldError('model')}</p>}
+        </div>
+        <div class="field">
+          <label for="run-name">Name</label>
+          <input
+            id="run-name"
+            type="text"
+            maxLength={100}
+            value={name}
+            onInput={(event) => {
+              setName(event.currentTarget.value);
+              markEdited('name');
+            }}
+            aria-describedby="run-name-hint"
+            aria-invalid={fieldError('name') === undefined ? undefined : 'true'}
+          />
+          <p id="run-name-hint" class="hint">Optional; the run's id stands in for it.</p>
+          {fieldError('name') === undefined ? null : <p class="field-error">{fieldError('name')}</p>}
+        </div>
+      </div>
+
+      <fieldset>
+        <legend>Preset</legend>
+        {TRAINING_PRESETS.map((option) => (
+          <div class="field" key={option.id}>
+            <div class="check">
+              <input
+                type="radio"
+                id={`run-preset-${option.id}`}
+                name="run-preset"
+                value={option.id}
+                checked={presetId === option.id}
+                onChange={() => choosePreset(option.id)}
+                aria-describedby={`run-preset-${option.id}-hint`}
+              />
+              <label for={`run-preset-${option.id}`}>{option.label}</label>
+            </div>
+            <p id={`run-preset-${option.id}-hint`} class="hint">{option.description}</p>
+          </div>
+        ))}
+      </fieldset>
+
+      <fieldset>
+        <legend>Training</legend>
+        <div class="form-grid">
+          {paramField('max_steps')}
+          {paramField('rank')}
+          {paramField('learning_rate')}
+          {paramField('resolution', {
+            placeholder: String(resolution),
+            hint: `Side of the training images in pixels, a multiple of 64, at most ${resolution}. Blank: ${resolution}, the model's own.`,
+          })}
+        </div>
+      </fieldset>
+
+      <fieldset>
+        <legend>Validation</legend>
+        {paramField('validation.prompts', {
+          rows: 3,
+          hint: `One prompt per line (at most ${FIELD_BY_KEY.get('validation.prompts')?.schema.maxItems ?? 8}); each makes an image at every validation. None: the validation loss only.`,
+        })}
+        <div class="form-grid">{paramField('validation.every')}</div>
+      </fieldset>
+
+      <details class="advanced">
+        <summary>Advanced settings</summary>
+        <div class="form-grid">{loose.map((field) => paramField(field.key, field.key === 'mixed_precision' ? { emptyLabel: "Server default" } : {}))}</div>
+        {groups.map((group) => {
+          const members = advancedFields.filter((field) => field.group === group);
+          return (
+            <fieldset key={group}>
+              <legend>{labelOf(group)}</legend>
+              {members.filter((field) => field.toggle).map((field) => paramField(field.key))}
+              <div class="form-grid">{members.filter((field) => !field.toggle).map((field) => paramField(field.key))}</div>
+            </fieldset>
+          );
+        })}
+      </details>
+
+      <div class="toolbar">
+        <button type="submit" disabled={busy}>{busy ? 'Starting…' : 'Start training'}</button>
+        <span class="muted">{preset.id === 'custom' ? 'Custom settings' : `Preset: ${preset.label}`}</span>
+      </div>
+    </form>
+  );
+}

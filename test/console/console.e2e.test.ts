@@ -1,0 +1,216 @@
+// The web console in a real Chromium against the real service (Postgres, the native
+// engine, the demo model): a newcomer's whole path from an API key to an image made with
+// their own LoRA, and the refusals a person must see. Screenshots of the main pages go to
+// test-results/console/.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import { test } from 'node:test';
+import sharp from 'sharp';
+import { withTestApp, type TestApp } from '../helper.js';
+import {
+  ensureConsoleBuilt,
+  openConsole,
+  overflowsHorizontally,
+  PHONE_VIEWPORT,
+  screenshot,
+  signIn,
+  unlabelledControls,
+  until,
+} from '../support/browser.js';
+
+await ensureConsoleBuilt();
+
+const DEMO_MODEL = 'sdxl-tiny-demo';
+
+/** A made-up photo: sky, ground and a subject, in colours that differ by `i` (distinct bytes). */
+function scenePhoto(i: number, size = 512): Promise<Buffer> {
+  const hue = (i * 67) % 360;
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${size}" height="${size}">
+    <defs><linearGradient id="sky" x1="0" y1="0" x2="0" y2="1">
+      <stop offset="0" stop-color="hsl(${hue},70%,75%)"/><stop offset="1" stop-color="hsl(${(hue + 40) % 360},60%,90%)"/>
+    </linearGradient></defs>
+    <rect width="100%" height="100%" fill="url(#sky)"/>
+    <rect y="${size * 0.68}" width="100%" height="${size * 0.32}" fill="hsl(${(hue + 120) % 360},35%,40%)"/>
+    <ellipse cx="${size * (0.4 + 0.1 * i)}" cy="${size * 0.62}" rx="${size * 0.2}" ry="${size * 0.13}" fill="hsl(30,45%,${35 + i * 8}%)"/>
+    <circle cx="${size * (0.58 + 0.1 * i)}" cy="${size * 0.47}" r="${size * 0.09}" fill="hsl(30,45%,${30 + i * 8}%)"/>
+    <circle cx="${size * 0.82}" cy="${size * 0.18}" r="${size * 0.07}" fill="hsl(50,95%,70%)"/>
+  </svg>`;
+  return sharp(Buffer.from(svg)).jpeg({ quality: 90 }).toBuffer();
+}
+
+async function listen(ctx: TestApp): Promise<string> {
+  return ctx.app.listen({ port: 0, host: '127.0.0.1' });
+}
+
+async function apiGet(base: string, ctx: TestApp, url: string): Promise<any> {
+  const response = await fetch(`${base}${url}`, { headers: ctx.auth });
+  assert.equal(response.status, 200, `${url}: ${await response.clone().text()}`);
+  return response.json();
+}
+
+test('a wrong API key is refused on the sign-in form and is not kept', async (t) => {
+  const ctx = await withTestApp(t);
+  const base = await listen(ctx);
+  const { page, problems, requests } = await openConsole(t, base);
+  await page.goto('/console/');
+  const wrong = 'sdxl_this-key-does-not-exist-0000000000000000000';
+  await page.getByLabel('API key').fill(wrong);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('alert').filter({ hasText: 'This API key was not accepted' }).waitFor();
+  await screenshot(page, 'sign-in-refused', { fullPage: false });
+  assert.equal(await page.getByRole('heading', { name: 'Datasets', exact: true }).count(), 0);
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'a refused key is not stored');
+  assert.ok(requests.every((url) => !url.includes(wrong)), 'the key never goes into a URL');
+
+  // The right key signs in, survives a reload (sessionStorage), and signing out forgets it.
+  await page.getByLabel('API key').fill(ctx.apiKey);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Datasets', exact: true }).waitFor();
+  await page.reload();
+  await page.getByRole('heading', { name: 'Datasets', exact: true }).waitFor();
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByLabel('API key').waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+  assert.ok(requests.every((url) => !url.includes(ctx.apiKey)), 'the key never goes into a URL');
+  assert.deepEqual(problems, []);
+});
+
+test('refusals are shown with the file they name, and the files that are fine are stored', async (t) => {
+  const ctx = await withTestApp(t);
+  const base = await listen(ctx);
+  const { page, problems } = await openConsole(t, base);
+  await signIn(page, ctx.apiKey);
+  await page.getByLabel('Name').fill('Refusals');
+  await page.getByLabel('Class word').fill('dog');
+  await page.getByRole('button', { name: 'Create dataset' }).click();
+  await page.getByRole('heading', { name: 'Add photos' }).waitFor();
+
+  await page.getByLabel('Choose files…').setInputFiles([
+    { name: 'notes.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.4\n1 0 obj <<>> endobj\n') },
+    { name: 'tiny.png', mimeType: 'image/png', buffer: await sharp({ create: { width: 40, height: 40, channels: 3, background: '#888' } }).png().toBuffer() },
+    { name: 'good.jpg', mimeType: 'image/jpeg', buffer: await scenePhoto(1) },
+  ]);
+  const pdf = page.getByRole('alert').filter({ hasText: 'notes.pdf' });
+  await pdf.waitFor();
+  assert.match(await pdf.innerText(), /PDF/);
+  assert.match(await page.getByRole('alert').filter({ hasText: 'tiny.png' }).innerText(), /40x40/);
+  await page.getByText('1 of 3 uploaded, 2 refused').waitFor();
+  await screenshot(page, 'upload-refusals');
+
+  // What the page says is what the API holds: the good photo only.
+  const datasetId = new URL(page.url()).pathname.split('/').pop()!;
+  const images = await apiGet(base, ctx, `/v1/datasets/${datasetId}/images`);
+  assert.deepEqual(images.data.map((image: { original_filename: string }) => image.original_filename), ['good.jpg']);
+  await page.getByRole('textbox', { name: 'Caption of good.jpg' }).waitFor();
+  assert.deepEqual(problems, []);
+});
+
+test('a newcomer signs in, builds a dataset, trains a LoRA while watching it, downloads it and generates with it', { timeout: 300_000 }, async (t) => {
+  const ctx = await withTestApp(t);
+  const base = await listen(ctx);
+  const { page, problems, requests } = await openConsole(t, base);
+  await signIn(page, ctx.apiKey);
+
+  // The keyboard starts at the skip link, then the sections.
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Skip to content');
+
+  // ---- a dataset with three photos
+  await page.getByLabel('Name').fill('Rex the dog');
+  await page.getByLabel('Class word').fill('dog');
+  await page.getByRole('button', { name: 'Create dataset' }).click();
+  await page.getByRole('heading', { name: 'Rex the dog' }).waitFor();
+  const datasetId = new URL(page.url()).pathname.split('/').pop()!;
+  await page.getByLabel('Choose files…').setInputFiles(
+    await Promise.all([0, 1, 2].map(async (i) => ({ name: `rex-${i}.jpg`, mimeType: 'image/jpeg', buffer: await scenePhoto(i) }))),
+  );
+  await page.getByText('3 of 3 uploaded').waitFor();
+  await until('three thumbnails shown', async () => (await page.locator('img.thumb[data-loaded="true"]').count()) === 3);
+  assert.equal(requests.filter((url) => url.includes('/content?variant=thumbnail')).length, 3, 'the grid asks for thumbnails');
+
+  // ---- captions: the template captioner, then one edited by hand
+  await page.getByLabel('Captioner').selectOption('template');
+  await page.getByRole('button', { name: 'Caption all photos' }).click();
+  const caption = page.getByRole('textbox', { name: 'Caption of rex-1.jpg' });
+  await until('template captions in the grid', async () => (await caption.inputValue()) === 'a photo of ohwx dog');
+  await page.getByRole('progressbar', { name: 'Captioning progress' }).waitFor();
+  await caption.fill('a photo of ohwx dog on the grass');
+  await page.getByRole('button', { name: 'Save caption of rex-1.jpg' }).click();
+  await page.getByText('caption by manual').waitFor();
+  await page.getByRole('button', { name: 'Caption history of rex-1.jpg' }).click();
+  await page.getByRole('list', { name: 'Earlier captions of rex-1.jpg' }).getByText('a photo of ohwx dog on the grass').waitFor();
+  const images = await apiGet(base, ctx, `/v1/datasets/${datasetId}/images`);
+  const edited = images.data.find((image: { original_filename: string }) => image.original_filename === 'rex-1.jpg');
+  const stored = await apiGet(base, ctx, `/v1/images/${edited.id}/caption`);
+  assert.equal(stored.current.caption, 'a photo of ohwx dog on the grass');
+  assert.equal(stored.current.source, 'manual');
+  assert.deepEqual(await unlabelledControls(page), []);
+  await screenshot(page, 'dataset');
+  await page.setViewportSize(PHONE_VIEWPORT);
+  assert.equal(await overflowsHorizontally(page), false, 'the dataset page fits a phone');
+  await screenshot(page, 'dataset-phone', { fullPage: false });
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  // ---- a short run, watched live
+  await page.getByRole('link', { name: 'Train a LoRA on this dataset' }).click();
+  await page.getByRole('heading', { name: 'New training run' }).waitFor();
+  assert.equal(await page.getByLabel('Dataset', { exact: true }).inputValue(), datasetId);
+  await page.getByRole('radio', { name: 'Quick test' }).check();
+  assert.equal(await page.getByLabel('Steps', { exact: true }).inputValue(), '20');
+  assert.deepEqual(await unlabelledControls(page), []);
+  await screenshot(page, 'new-run');
+  await page.getByRole('button', { name: 'Start training' }).click();
+  await page.waitForURL(/\/console\/runs\/tr_/);
+  const runId = new URL(page.url()).pathname.split('/').pop()!;
+  const chart = page.locator('figure.chart-figure');
+  const points = await until('loss points on the chart', async () => {
+    const count = Number(await chart.getAttribute('data-points'));
+    return count >= 2 ? count : undefined;
+  });
+  assert.ok(points >= 2);
+  await until('a validation image shown', async () => (await page.locator('img[alt^="Validation image"][data-loaded="true"]').count()) > 0);
+  await page.locator('.status[data-status="succeeded"]').first().waitFor({ timeout: 120_000 });
+  // One point per training report with a loss (about one a second), rebuilt from the replay.
+  const reports = await apiGet(base, ctx, `/v1/training-runs/${runId}/events?type=progress&limit=1000`);
+  const losses = reports.data.filter((event: { data: { phase: string; loss: number | null } }) =>
+    event.data.phase === 'training' && typeof event.data.loss === 'number');
+  assert.equal(Number(await chart.getAttribute('data-points')), losses.length);
+  await page.getByRole('button', { name: 'Download LoRA' }).waitFor();
+  await until('every validation image shown', async () => {
+    const shown = page.locator('img[alt^="Validation image"]');
+    return (await shown.count()) === 3 && (await page.locator('img[alt^="Validation image"][data-loaded="true"]').count()) === 3;
+  });
+  await screenshot(page, 'run');
+
+  // ---- the LoRA, downloaded: the bytes the API lists
+  const artifacts = await apiGet(base, ctx, `/v1/training-runs/${runId}/artifacts`);
+  const lora = artifacts.data.find((artifact: { kind: string }) => artifact.kind === 'lora');
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download LoRA' }).click()]);
+  assert.match(download.suggestedFilename(), /\.safetensors$/);
+  const bytes = fs.readFileSync((await download.path())!);
+  assert.equal(createHash('sha256').update(bytes).digest('hex'), lora.sha256);
+
+  // ---- an image made with it
+  await page.getByRole('link', { name: 'Generate with this LoRA' }).click();
+  await page.getByRole('heading', { name: 'Generate', exact: true }).waitFor();
+  await page.getByRole('slider', { name: /^Scale of / }).waitFor();
+  await page.getByLabel('Prompt', { exact: true }).fill('a photo of ohwx dog on the grass');
+  await page.getByLabel('Steps', { exact: true }).fill('4');
+  await page.getByLabel('Seed', { exact: true }).fill('7');
+  assert.deepEqual(await unlabelledControls(page), []);
+  await page.getByRole('button', { name: 'Generate', exact: true }).click();
+  const made = page.locator('img[alt="a photo of ohwx dog on the grass (seed 7)"][data-loaded="true"]');
+  await made.first().waitFor({ timeout: 120_000 });
+  const generations = await apiGet(base, ctx, '/v1/generations');
+  const generation = generations.data[0];
+  assert.equal(generation.status, 'succeeded');
+  assert.equal(generation.params.seed, 7);
+  assert.deepEqual(generation.loras.map((used: { sha256: string; scale: number }) => [used.sha256, used.scale]), [[lora.sha256, 1]]);
+  await screenshot(page, 'generate');
+  await page.setViewportSize(PHONE_VIEWPORT);
+  assert.equal(await overflowsHorizontally(page), false, 'the generate page fits a phone');
+
+  assert.deepEqual(problems, [], 'no Content-Security-Policy violation and no uncaught error');
+  assert.ok(requests.every((url) => !url.includes(ctx.apiKey)), 'the key never goes into a URL');
+});
