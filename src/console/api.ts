@@ -131,6 +131,16 @@ export interface UploadedImages {
   data: Array<{ id: string; original_filename: string | null; duplicate: boolean }>;
 }
 
+/** A v4 UUID. crypto.randomUUID exists only in secure contexts, and the console may be served over plain http on a LAN. */
+export function newIdempotencyKey(): string {
+  if (typeof crypto.randomUUID === 'function') return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6]! & 0x0f) | 0x40;
+  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (byte) => byte.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
 /** A message for any error a page catches. */
 export function errorMessage(error: unknown): string {
   if (error instanceof ApiError) {

@@ -8,10 +8,12 @@ import fs from 'node:fs';
 import { test } from 'node:test';
 import sharp from 'sharp';
 import { withTestApp, type TestApp } from '../helper.js';
+import type { Page } from 'playwright-core';
 import {
+  DESKTOP_VIEWPORT,
   ensureConsoleBuilt,
   openConsole,
-  overflowsHorizontally,
+  horizontalOverflow,
   PHONE_VIEWPORT,
   screenshot,
   signIn,
@@ -37,6 +39,17 @@ function scenePhoto(i: number, size = 512): Promise<Buffer> {
     <circle cx="${size * 0.82}" cy="${size * 0.18}" r="${size * 0.07}" fill="hsl(50,95%,70%)"/>
   </svg>`;
   return sharp(Buffer.from(svg)).jpeg({ quality: 90 }).toBuffer();
+}
+
+/** At a phone's width the page scrolls only down (then back to the desktop size). */
+async function fitsPhone(page: Page, what: string, screenshotName?: string): Promise<void> {
+  await page.setViewportSize(PHONE_VIEWPORT);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  // Two frames: what sizes itself on a ResizeObserver (the loss chart) has done so by then.
+  await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
+  assert.deepEqual(await horizontalOverflow(page), [], `${what} fits a phone`);
+  if (screenshotName !== undefined) await screenshot(page, screenshotName, { fullPage: false });
+  await page.setViewportSize(DESKTOP_VIEWPORT);
 }
 
 async function listen(ctx: TestApp): Promise<string> {
@@ -76,7 +89,7 @@ test('a wrong API key is refused on the sign-in form and is not kept', async (t)
   assert.deepEqual(problems, []);
 });
 
-test('refusals are shown with the file they name, and the files that are fine are stored', async (t) => {
+test('refusals (picked or dropped files) are shown with the file they name, and the files that are fine are stored', async (t) => {
   const ctx = await withTestApp(t);
   const base = await listen(ctx);
   const { page, problems } = await openConsole(t, base);
@@ -96,13 +109,27 @@ test('refusals are shown with the file they name, and the files that are fine ar
   assert.match(await pdf.innerText(), /PDF/);
   assert.match(await page.getByRole('alert').filter({ hasText: 'tiny.png' }).innerText(), /40x40/);
   await page.getByText('1 of 3 uploaded, 2 refused').waitFor();
+
+  // Dropped files take the same way: a GIF refused by name, a photo stored.
+  const photo = (await scenePhoto(2)).toString('base64');
+  const dropped = await page.evaluateHandle((base64) => {
+    const transfer = new DataTransfer();
+    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    transfer.items.add(new File([bytes], 'dropped.jpg', { type: 'image/jpeg' }));
+    transfer.items.add(new File([new TextEncoder().encode('GIF89a\x01\x00\x01\x00')], 'animation.gif', { type: 'image/gif' }));
+    return transfer;
+  }, photo);
+  await page.locator('.dropzone').dispatchEvent('drop', { dataTransfer: dropped });
+  await page.getByRole('alert').filter({ hasText: 'animation.gif' }).waitFor();
+  await page.getByText('2 of 5 uploaded, 3 refused').waitFor();
   await screenshot(page, 'upload-refusals');
 
   // What the page says is what the API holds: the good photo only.
   const datasetId = new URL(page.url()).pathname.split('/').pop()!;
   const images = await apiGet(base, ctx, `/v1/datasets/${datasetId}/images`);
-  assert.deepEqual(images.data.map((image: { original_filename: string }) => image.original_filename), ['good.jpg']);
+  assert.deepEqual(images.data.map((image: { original_filename: string }) => image.original_filename).sort(), ['dropped.jpg', 'good.jpg']);
   await page.getByRole('textbox', { name: 'Caption of good.jpg' }).waitFor();
+  await page.getByRole('textbox', { name: 'Caption of dropped.jpg' }).waitFor();
   assert.deepEqual(problems, []);
 });
 
@@ -147,10 +174,7 @@ test('a newcomer signs in, builds a dataset, trains a LoRA while watching it, do
   assert.equal(stored.current.source, 'manual');
   assert.deepEqual(await unlabelledControls(page), []);
   await screenshot(page, 'dataset');
-  await page.setViewportSize(PHONE_VIEWPORT);
-  assert.equal(await overflowsHorizontally(page), false, 'the dataset page fits a phone');
-  await screenshot(page, 'dataset-phone', { fullPage: false });
-  await page.setViewportSize({ width: 1280, height: 900 });
+  await fitsPhone(page, 'the dataset page', 'dataset-phone');
 
   // ---- a short run, watched live
   await page.getByRole('link', { name: 'Train a LoRA on this dataset' }).click();
@@ -160,6 +184,7 @@ test('a newcomer signs in, builds a dataset, trains a LoRA while watching it, do
   assert.equal(await page.getByLabel('Steps', { exact: true }).inputValue(), '20');
   assert.deepEqual(await unlabelledControls(page), []);
   await screenshot(page, 'new-run');
+  await fitsPhone(page, 'the new-run form');
   await page.getByRole('button', { name: 'Start training' }).click();
   await page.waitForURL(/\/console\/runs\/tr_/);
   const runId = new URL(page.url()).pathname.split('/').pop()!;
@@ -182,6 +207,7 @@ test('a newcomer signs in, builds a dataset, trains a LoRA while watching it, do
     return (await shown.count()) === 3 && (await page.locator('img[alt^="Validation image"][data-loaded="true"]').count()) === 3;
   });
   await screenshot(page, 'run');
+  await fitsPhone(page, 'the run page', 'run-phone');
 
   // ---- the LoRA, downloaded: the bytes the API lists
   const artifacts = await apiGet(base, ctx, `/v1/training-runs/${runId}/artifacts`);
@@ -208,8 +234,7 @@ test('a newcomer signs in, builds a dataset, trains a LoRA while watching it, do
   assert.equal(generation.params.seed, 7);
   assert.deepEqual(generation.loras.map((used: { sha256: string; scale: number }) => [used.sha256, used.scale]), [[lora.sha256, 1]]);
   await screenshot(page, 'generate');
-  await page.setViewportSize(PHONE_VIEWPORT);
-  assert.equal(await overflowsHorizontally(page), false, 'the generate page fits a phone');
+  await fitsPhone(page, 'the generate page', 'generate-phone');
 
   assert.deepEqual(problems, [], 'no Content-Security-Policy violation and no uncaught error');
   assert.ok(requests.every((url) => !url.includes(ctx.apiKey)), 'the key never goes into a URL');

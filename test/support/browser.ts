@@ -91,9 +91,19 @@ export function unlabelledControls(page: Page): Promise<string[]> {
   );
 }
 
-/** True when the page is wider than the window (a phone would scroll sideways). */
-export function overflowsHorizontally(page: Page): Promise<boolean> {
-  return page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+/**
+ * What makes the page wider than the window (a phone would scroll sideways): the elements
+ * reaching past its right edge, innermost first; none when it fits.
+ */
+export function horizontalOverflow(page: Page): Promise<string[]> {
+  return page.evaluate(() => {
+    if (document.documentElement.scrollWidth <= window.innerWidth + 1) return [];
+    return [...document.querySelectorAll('body *')]
+      .filter((element) => element.getBoundingClientRect().right > window.innerWidth + 1)
+      .reverse()
+      .slice(0, 5)
+      .map((element) => `${element.outerHTML.slice(0, 160)} (right edge ${Math.round(element.getBoundingClientRect().right)})`);
+  });
 }
 
 /** Waits until `check` returns a value other than undefined/false, polling; fails with `what` after `timeoutMs`. */

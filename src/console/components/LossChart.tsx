@@ -14,6 +14,7 @@ export interface LossSeries {
 }
 
 const HEIGHT = 240;
+const STEP_TICKS = [1, 2, 5].flatMap((base) => [1, 10, 100, 1000, 10_000, 100_000].map((scale) => base * scale)).sort((a, b) => a - b);
 const DARK = '(prefers-color-scheme: dark)';
 
 function cssVariable(element: Element, name: string, fallback: string): string {
@@ -44,7 +45,8 @@ function makePlot(container: HTMLElement, series: LossSeries): uPlot {
         { label: 'loss', stroke: text, width: 1, value, spanGaps: true },
         { label: 'loss (avg of 50)', stroke: cssVariable(container, '--accent', '#5a73e0'), width: 2, value, spanGaps: true },
       ],
-      axes: [axis('step'), axis('loss')],
+      // Steps are whole numbers: ticks at 1, 2, 5, 10, ... never at 12.5.
+      axes: [{ ...axis('step'), incrs: STEP_TICKS }, axis('loss')],
     },
     dataOf(series),
     container,

@@ -2,11 +2,11 @@
 import { useState } from 'preact/hooks';
 import { ApiError, unwrap, type Dataset } from '../api.js';
 import { ErrorNotice } from '../components/ErrorNotice.js';
+import { TableHead } from '../components/TableHead.js';
 import { formatTime } from '../format.js';
 import { useLoad } from '../hooks.js';
 import { Link, navigate } from '../router.js';
 import { useSession } from '../session.js';
-import { TableHead } from '../components/TableHead.js';
 
 export function DatasetsPage() {
   const { api } = useSession();

@@ -2,7 +2,7 @@
 // its progress while it runs, and the gallery of the tenant's recent generations.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import type { operations } from '../../../openapi/client/index.js';
-import { ApiError, unwrap, type BaseModel, type Generation } from '../api.js';
+import { ApiError, newIdempotencyKey, unwrap, type BaseModel, type Generation } from '../api.js';
 import { ErrorNotice } from '../components/ErrorNotice.js';
 import { GenerationCard, isActive, progressText, SAMPLER_NAMES, type Sampler } from '../components/GenerationCard.js';
 import { loraUse, LoraPicker, runLora, type ChosenLora } from '../components/LoraPicker.js';
@@ -75,16 +75,6 @@ function valuesOf(generation: Generation): FormValues {
     seed: String(params.seed),
     num_images: String(params.num_images),
   };
-}
-
-/** A v4 UUID. crypto.randomUUID exists only in secure contexts, and the console may be served over plain http on a LAN. */
-function newIdempotencyKey(): string {
-  if (typeof crypto.randomUUID === 'function') return crypto.randomUUID();
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  bytes[6] = (bytes[6]! & 0x0f) | 0x40;
-  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
-  const hex = Array.from(bytes, (byte) => byte.toString(16).padStart(2, '0')).join('');
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 function isProblemType(error: unknown, type: string): boolean {

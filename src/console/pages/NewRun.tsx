@@ -3,7 +3,7 @@
 // the API shows up here under "Advanced settings" without a change to this page.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import paramsSchema, { type ParamSchema } from 'openapi:training-params';
-import { ApiError, unwrap, type ApiClient, type BaseModel, type Dataset } from '../api.js';
+import { ApiError, newIdempotencyKey, unwrap, type ApiClient, type BaseModel, type Dataset } from '../api.js';
 import { ErrorNotice } from '../components/ErrorNotice.js';
 import { fromFieldValue, ParamField, toFieldValue, type FieldValue } from '../components/ParamField.js';
 import { useLoad } from '../hooks.js';
@@ -217,7 +217,7 @@ function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
   // Which preset wrote the validation prompts (they follow the dataset), or null once edited by hand.
   const [promptsFrom, setPromptsFrom] = useState<PresetId | null>(presetId);
   // One key per form: a double submit, or a retry after a lost answer, makes one run.
-  const [idempotencyKey] = useState(() => crypto.randomUUID());
+  const [idempotencyKey] = useState(newIdempotencyKey);
   const [error, setError] = useState<unknown>(undefined);
   // Fields edited since the error: their message no longer applies.
   const [edited, setEdited] = useState<ReadonlySet<string>>(new Set());

@@ -8,12 +8,12 @@ import { AuthImage } from '../components/AuthImage.js';
 import { ErrorNotice } from '../components/ErrorNotice.js';
 import { LossChart, type LossSeries } from '../components/LossChart.js';
 import { Progress } from '../components/Progress.js';
+import { TableHead } from '../components/TableHead.js';
 import { formatBytes, formatDuration, formatNumber, formatTime } from '../format.js';
 import { useInterval, useLoad } from '../hooks.js';
 import { Link } from '../router.js';
 import { useSession } from '../session.js';
 import { ACTIVE_STATUSES } from './Runs.js';
-import { TableHead } from '../components/TableHead.js';
 
 type RunProgress = NonNullable<TrainingRun['progress']>;
 

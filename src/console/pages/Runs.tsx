@@ -2,11 +2,11 @@
 import { useState } from 'preact/hooks';
 import { unwrap, type ApiClient, type Dataset, type TrainingRun } from '../api.js';
 import { ErrorNotice } from '../components/ErrorNotice.js';
+import { TableHead } from '../components/TableHead.js';
 import { formatTime } from '../format.js';
 import { useInterval, useLoad } from '../hooks.js';
 import { Link } from '../router.js';
 import { useSession } from '../session.js';
-import { TableHead } from '../components/TableHead.js';
 
 const PAGE_SIZE = 50;
 const REFRESH_MS = 3000;
