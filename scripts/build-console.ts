@@ -16,9 +16,10 @@ const sourceDir = path.join(projectRoot, 'src', 'console');
 export const ASSETS_URL_PATH = '/console/assets/';
 
 /**
- * `import schema from 'openapi:training-params'`: the JSON Schema of a training run's
- * params, read from the OpenAPI document at build time, so the console's form is built
- * from the same schema the API validates with.
+ * `import schema from 'openapi:training-params'` (a training run's params) and
+ * 'openapi:generation-request' (the body of POST /v1/generations): JSON Schemas read from
+ * the OpenAPI document at build time, so the console's forms and their limits are the
+ * ones the API validates with.
  */
 const openapiSchemas: esbuild.Plugin = {
   name: 'openapi-schemas',
@@ -26,9 +27,14 @@ const openapiSchemas: esbuild.Plugin = {
     build.onResolve({ filter: /^openapi:/ }, (args) => ({ path: args.path, namespace: 'openapi' }));
     build.onLoad({ filter: /.*/, namespace: 'openapi' }, async (args) => {
       const document = JSON.parse(await fs.readFile(openapiFile, 'utf8'));
-      if (args.path !== 'openapi:training-params') return { errors: [{ text: `unknown schema ${args.path}` }] };
-      const body = document.paths['/v1/training-runs'].post.requestBody.content['application/json'].schema;
-      return { contents: JSON.stringify(body.properties.params), loader: 'json', watchFiles: [openapiFile] };
+      const requestBody = (path: string) => document.paths[path].post.requestBody.content['application/json'].schema;
+      const schemas: Record<string, () => unknown> = {
+        'openapi:training-params': () => requestBody('/v1/training-runs').properties.params,
+        'openapi:generation-request': () => requestBody('/v1/generations'),
+      };
+      const schema = schemas[args.path];
+      if (schema === undefined) return { errors: [{ text: `unknown schema ${args.path}` }] };
+      return { contents: JSON.stringify(schema()), loader: 'json', watchFiles: [openapiFile] };
     });
   },
 };

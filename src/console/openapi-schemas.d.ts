@@ -26,3 +26,11 @@ declare module 'openapi:training-params' {
   const schema: ParamSchema & { properties: Record<string, ParamSchema> };
   export default schema;
 }
+
+declare module 'openapi:generation-request' {
+  import type { ParamSchema } from 'openapi:training-params';
+
+  /** The body of POST /v1/generations: its fields' limits bound the generate form. */
+  const schema: ParamSchema & { properties: Record<string, ParamSchema> };
+  export default schema;
+}

@@ -45,7 +45,8 @@ export default fp(
     fastify.decorateRequest('tenant', null as unknown as Tenant);
     fastify.decorateRequest('apiKeyId', '');
     const cache = new ApiKeyCache({ ttlMs: fastify.config.apiKeyCacheMs });
-    if (fastify.config.apiKeyCacheMs > 0) {
+    // A worker authenticates no request: it needs no cache to empty, nor the connection LISTEN holds.
+    if (fastify.config.apiKeyCacheMs > 0 && fastify.config.role !== 'worker') {
       let unlisten: (() => Promise<void>) | undefined;
       try {
         unlisten = await fastify.db.listen('api_keys', () => cache.clear());

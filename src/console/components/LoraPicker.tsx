@@ -3,14 +3,13 @@
 // uploaded LoRAs (by LoRA id), those of the chosen base model only.
 import { useState } from 'preact/hooks';
 import { ApiError, unwrap, type Lora, type TrainingRun } from '../api.js';
+import { GENERATION_LIMITS } from '../generation-limits.js';
 import { useLoad } from '../hooks.js';
 import { Link } from '../router.js';
 import { useSession } from '../session.js';
 import { ErrorNotice } from './ErrorNotice.js';
 
-/** GENERATION_LIMITS.maxLoras and maxLoraScale in src/schemas/generations.ts (the API refuses more, naming the field). */
-export const MAX_LORAS = 8;
-const MAX_SCALE = 4;
+const { maxLoras: MAX_LORAS, maxLoraScale: MAX_SCALE } = GENERATION_LIMITS;
 
 export interface ChosenLora {
   /** "run:<training run id>" or "lora:<LoRA id>": how rows and options are matched. */

@@ -7,13 +7,12 @@ import { ErrorNotice } from '../components/ErrorNotice.js';
 import { GenerationCard, isActive, progressText, SAMPLER_NAMES, type Sampler } from '../components/GenerationCard.js';
 import { loraUse, LoraPicker, runLora, type ChosenLora } from '../components/LoraPicker.js';
 import { Progress } from '../components/Progress.js';
+import { GENERATION_LIMITS as LIMITS } from '../generation-limits.js';
 import { useInterval, useLoad } from '../hooks.js';
 import { useSession } from '../session.js';
 
 type CreateBody = operations['createGeneration']['requestBody']['content']['application/json'];
 
-/** GENERATION_LIMITS in src/schemas/generations.ts: the browser checks them first, the API names any it refuses. */
-const LIMITS = { minSide: 64, maxSide: 2048, sideMultiple: 8, maxSteps: 150, maxGuidance: 30, maxImages: 4, maxSeed: 4_294_967_295 };
 const POLL_MS = 500;
 /** How often the gallery refreshes while a generation other than this page's own is unfinished. */
 const GALLERY_POLL_MS = 3000;
