@@ -1,8 +1,10 @@
-// Times one LoRA training step of the SDXL UNet as the trainer runs it: UNet
-// forward on noised latents + DDPM MSE loss + backward + AdamW(8bit) step on the
-// LoRA tensors only. Latents, text embeddings and time ids are random tensors of
+// Times one LoRA training step of a UNet (SDXL, SD 1.x or 2.x) as the trainer runs
+// it: UNet forward on noised latents + DDPM MSE loss (to the noise or, for a
+// v-prediction model, the velocity) + backward + AdamW(8bit) step on the LoRA
+// tensors only. Latents, text embeddings and (SDXL) time ids are random tensors of
 // the right shapes (the text encoders and the VAE are not needed), so the figure
-// is the UNet's share of a training step.
+// is the UNet's share of a training step. Full-size SD 1.5:
+// --config ../shared/fixtures/sd15-base-keys/unet_config.json --resolution 512.
 //
 //   bench_train [--model <diffusers folder> | --config <unet config.json or its folder>]
 //               [--resolution 1024] [--rank 16] [--batch 1] [--dtype float32|bfloat16|float16]
@@ -156,9 +158,12 @@ train::DdpmLossInputs random_batch(const models::UNetConfig& config, const Bench
   inputs.latents = torch::randn({b, config.in_channels, latent, latent}, tensor);                 // [B, 4, h, w]
   inputs.noise = torch::randn({b, config.in_channels, latent, latent}, tensor);                   // [B, 4, h, w]
   inputs.timesteps = torch::randint(0, scheduler.num_train_timesteps, {b}, tensor.dtype(torch::kInt64)); // [B]
-  inputs.encoder_hidden_states = torch::randn({b, kTextTokens, config.cross_attention_dim}, tensor); // [B, 77, cross]
-  inputs.text_embeds = torch::randn({b, pooled_dim}, tensor);                                        // [B, pooled]
-  inputs.time_ids = torch::tensor(time_ids, torch::kFloat).to(tensor).unsqueeze(0).repeat({b, 1});  // [B, 6]
+  inputs.conditioning.context = torch::randn({b, kTextTokens, config.cross_attention_dim}, tensor); // [B, 77, cross]
+  if (config.has_added_embedding()) { // SDXL: pooled text and size ids
+    inputs.conditioning.text_embeds = torch::randn({b, pooled_dim}, tensor);                          // [B, pooled]
+    inputs.conditioning.time_ids = torch::tensor(time_ids, torch::kFloat).to(tensor).unsqueeze(0).repeat({b, 1}); // [B, 6]
+  }
+  inputs.prediction_type = scheduler.prediction_type;
   return inputs;
 }
 

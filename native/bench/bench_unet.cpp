@@ -96,6 +96,7 @@ UNetInputs random_inputs(const UNetConfig& config, const BenchOptions& options, 
   inputs.sample = torch::randn({batch, config.in_channels, options.latent, options.latent}, tensor); // [B, in, L, L]
   inputs.timestep = torch::rand({batch}, tensor.dtype(torch::kFloat)) * kTrainTimesteps;            // [B]
   inputs.encoder_hidden_states = torch::randn({batch, kTextTokens, config.cross_attention_dim}, tensor); // [B, 77, cross]
+  if (!config.has_added_embedding()) return inputs; // SD 1.x/2.x: the context alone
   inputs.text_embeds = torch::randn({batch, pooled_dim}, tensor);                                   // [B, pooled]
   // (H, W) original, (0, 0) crop, (H, W) target: what a plain generation passes.
   const std::vector<double> time_ids = {pixels, pixels, 0.0, 0.0, pixels, pixels};

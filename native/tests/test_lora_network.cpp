@@ -210,7 +210,7 @@ TEST_CASE(bad_options_are_refused_and_change_nothing) {
   CHECK_THROWS_WITH(network.attach(*unet, nullptr, nullptr, options, generator), "dropout must be in [0, 1)");
   options = LoraNetworkOptions{};
   options.text_encoders = true;
-  CHECK_THROWS_WITH(network.attach(*unet, te1.get(), nullptr, options, generator), "needs both text encoders");
+  CHECK_THROWS_WITH(network.attach(*unet, nullptr, nullptr, options, generator), "needs the model's text encoder");
   options.text_encoder_targets = {"q_proj", "fc3"};
   CHECK_THROWS_WITH(network.attach(*unet, te1.get(), te1.get(), options, generator),
                     "\"fc3\" matches no Linear module of the text_encoder");

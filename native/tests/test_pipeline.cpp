@@ -15,7 +15,7 @@
 #include "lora/lora_file.h"         // lora::load_lora_file
 #include "sample/euler.h"           // sample::EulerDiscreteScheduler
 #include "sample/pipeline.h"        // sample::text_to_image
-#include "sample/prompt_encoding.h" // sample::encode_prompts, add_time_ids
+#include "sample/conditioning.h"   // sample::TextConditioner, add_time_ids
 #include "sdxl/engine.h"            // verify, generate, tokenize
 #include "train/ddpm_loss.h"        // train::ddpm_loss
 
@@ -108,40 +108,41 @@ TEST_CASE(prompt_encoding_matches_text_encoder_references) {
   torch::NoGradGuard no_grad;
   Model& model = tiny_model();
   const std::string prompt = golden_settings().at("pipeline").at("prompt").get<std::string>();
-  const sample::PromptEncoding encoding =
-      sample::encode_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder, model.text_encoder_2, {prompt});
-  CHECK_TENSOR(encoding.prompt_embeds, "te.out.sdxl_prompt_embeds", kTableTolerance);
-  CHECK_TENSOR(encoding.pooled_prompt_embeds, "te2.out.text_embeds", kTableTolerance);
-  CHECK_TENSOR(encoding.text_encoder.last_hidden_state, "te1.out.last_hidden_state", kTableTolerance);
-  CHECK_TENSOR(encoding.text_encoder.pooled_output, "te1.out.pooler_output", kTableTolerance);
-  CHECK_TENSOR(encoding.text_encoder_2.last_hidden_state, "te2.out.last_hidden_state", kTableTolerance);
+  const auto conditioner = text_conditioner(model);
+  const std::vector<torch::Tensor> ids = conditioner->token_ids({prompt});
+  CHECK(ids.size() == 2);
+  const models::UNetConditioning encoding = conditioner->encode_ids(ids);
+  CHECK_TENSOR(encoding.context, "te.out.sdxl_prompt_embeds", kTableTolerance);
+  CHECK_TENSOR(encoding.text_embeds, "te2.out.text_embeds", kTableTolerance);
+  CHECK(!encoding.time_ids.defined()); // size ids belong to the images, not the prompt
+  CHECK_TENSOR(model.text_encoder->forward(ids[0]).last_hidden_state, "te1.out.last_hidden_state", kTableTolerance);
+  CHECK_TENSOR(model.text_encoder_2->forward(ids[1]).last_hidden_state, "te2.out.last_hidden_state", kTableTolerance);
 
-  const TokenIds ids = tokenize(model, prompt);
-  CHECK(torch::tensor(ids.tokenizer).reshape({1, 77}).equal(golden().tensor("te1.in.input_ids")));
-  CHECK(torch::tensor(ids.tokenizer_2).reshape({1, 77}).equal(golden().tensor("te2.in.input_ids")));
+  const TokenIds host_ids = tokenize(model, prompt);
+  CHECK(torch::tensor(host_ids.tokenizer).reshape({1, 77}).equal(golden().tensor("te1.in.input_ids")));
+  CHECK(torch::tensor(host_ids.tokenizer_2).reshape({1, 77}).equal(golden().tensor("te2.in.input_ids")));
 
   const PromptEmbeddings host = encode_prompt(model, prompt);
   CHECK(host.prompt_embeds.shape == (std::vector<int64_t>{1, 77, 64}));
   CHECK(host.pooled_prompt_embeds.shape == (std::vector<int64_t>{1, 32}));
+  // SDXL conditions on the penultimate layers already: no clip skip.
+  CHECK_THROWS_WITH(encode_prompt(model, prompt, 2), "clip_skip applies to SD 1.x and 2.x models");
 }
 
 TEST_CASE(empty_negative_prompt_is_zeros_only_when_the_model_says_so) {
   torch::NoGradGuard no_grad;
   Model& model = tiny_model();
-  const sample::PromptEncoding positive = sample::encode_prompts(
-      model.tokenizer, model.tokenizer_2, model.text_encoder, model.text_encoder_2, {"a horse"});
-  const auto zeros = sample::encode_negative_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder,
-                                                     model.text_encoder_2, {""}, positive, true);
-  CHECK_TENSOR(zeros.prompt_embeds, "pipe.negative_prompt_embeds", 0.0);
-  CHECK(zeros.pooled_prompt_embeds.abs().max().item<double>() == 0);
-  const auto encoded_empty = sample::encode_negative_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder,
-                                                             model.text_encoder_2, {""}, positive, false);
-  CHECK(encoded_empty.prompt_embeds.abs().max().item<double>() > 0);
-  const auto blurry = sample::encode_negative_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder,
-                                                      model.text_encoder_2, {"blurry"}, positive, true);
-  const auto direct = sample::encode_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder,
-                                             model.text_encoder_2, {"blurry"});
-  CHECK(blurry.prompt_embeds.equal(direct.prompt_embeds));
+  const auto conditioner = text_conditioner(model);
+  const models::UNetConditioning positive = conditioner->encode({"a horse"});
+  const models::UNetConditioning zeros = conditioner->unconditional({""}, positive);
+  CHECK_TENSOR(zeros.context, "pipe.negative_prompt_embeds", 0.0);
+  CHECK(zeros.text_embeds.abs().max().item<double>() == 0);
+  sample::TextComponents text = text_components(model);
+  text.force_zeros_for_empty_prompt = false;
+  const models::UNetConditioning encoded_empty = sample::make_text_conditioner(text)->unconditional({""}, positive);
+  CHECK(encoded_empty.context.abs().max().item<double>() > 0);
+  const models::UNetConditioning blurry = conditioner->unconditional({"blurry"}, positive);
+  CHECK(blurry.context.equal(conditioner->encode({"blurry"}).context));
 }
 
 TEST_CASE(add_time_ids_are_the_pipelines) {
@@ -159,19 +160,12 @@ TEST_CASE(four_step_pipeline_matches_diffusers) {
   torch::NoGradGuard no_grad;
   Model& model = tiny_model();
   const nlohmann::json& settings = golden_settings().at("pipeline");
-  const sample::PromptEncoding positive = sample::encode_prompts(
-      model.tokenizer, model.tokenizer_2, model.text_encoder, model.text_encoder_2,
-      {settings.at("prompt").get<std::string>()});
-  const auto negative = sample::encode_negative_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder,
-                                                        model.text_encoder_2, {""}, positive,
-                                                        model.force_zeros_for_empty_prompt);
+  const auto conditioner = text_conditioner(model);
   sample::Text2ImageInputs inputs;
-  inputs.prompt_embeds = positive.prompt_embeds;
-  inputs.pooled_prompt_embeds = positive.pooled_prompt_embeds;
-  inputs.negative_prompt_embeds = negative.prompt_embeds;
-  inputs.negative_pooled_prompt_embeds = negative.pooled_prompt_embeds;
-  inputs.time_ids = sample::add_time_ids(sample::SizeConditioning::for_output(128, 128), 1, torch::kFloat32,
-                                         torch::kCPU);
+  inputs.positive = conditioner->encode({settings.at("prompt").get<std::string>()});
+  inputs.negative = conditioner->unconditional({""}, inputs.positive);
+  inputs.positive.time_ids = conditioner->size_ids(sample::SizeConditioning::for_output(128, 128), 1, torch::kFloat32,
+                                                   torch::kCPU);
   inputs.latents = golden().tensor("pipe.in.latents");
   inputs.steps = settings.at("num_inference_steps").get<int64_t>();
   inputs.guidance_scale = settings.at("guidance_scale").get<double>();
@@ -244,9 +238,9 @@ TEST_CASE(ddpm_loss_and_lora_gradients_match_diffusers) {
   inputs.latents = golden().tensor("train.in.latents");
   inputs.noise = golden().tensor("train.in.noise");
   inputs.timesteps = golden().tensor("train.in.timestep");
-  inputs.encoder_hidden_states = golden().tensor("train.in.encoder_hidden_states");
-  inputs.text_embeds = golden().tensor("train.in.text_embeds");
-  inputs.time_ids = golden().tensor("train.in.time_ids");
+  inputs.conditioning.context = golden().tensor("train.in.encoder_hidden_states");
+  inputs.conditioning.text_embeds = golden().tensor("train.in.text_embeds");
+  inputs.conditioning.time_ids = golden().tensor("train.in.time_ids");
   const torch::Tensor alphas_cumprod = sample::train_alphas_cumprod(model.scheduler);
 
   const train::DdpmLossOutput base = train::ddpm_loss(model.unet, alphas_cumprod, inputs);

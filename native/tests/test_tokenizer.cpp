@@ -80,7 +80,7 @@ TEST_CASE(real_vocab_sdxl_framing_truncates_to_75_and_pads) {
     expected.insert(expected.end(), ids.begin(), ids.end());
     expected.push_back(kRealEos);
     expected.resize(77, kRealEos); // clip-tokenizer/ pads with <|endoftext|> (no tokenizer_config.json)
-    check_ids(text, tokenizer.frame_sdxl(text), expected);
+    check_ids(text, tokenizer.frame(text), expected);
   }
 }
 
@@ -123,8 +123,8 @@ TEST_CASE(tiny_tokenizers_match_golden_input_ids) {
                                         : ClipTokenizer::from_vocab_and_merges(tiny_dir("tokenizer"));
     const ClipTokenizer te2 = json_path ? ClipTokenizer::from_tokenizer_json(tiny_dir("tokenizer_2"))
                                         : ClipTokenizer::from_vocab_and_merges(tiny_dir("tokenizer_2"));
-    check_ids(prompt, te1.frame_sdxl(prompt), expected_te1);
-    check_ids(prompt, te2.frame_sdxl(prompt), expected_te2);
+    check_ids(prompt, te1.frame(prompt), expected_te1);
+    check_ids(prompt, te2.frame(prompt), expected_te2);
     std::vector<int64_t> framed{te1.bos_id()};
     const std::vector<int64_t> raw = te1.encode(prompt);
     framed.insert(framed.end(), raw.begin(), raw.end());
@@ -150,7 +150,7 @@ TEST_CASE(tiny_tokenizers_match_golden_check_prompt_lengths) {
           sdxl::test::report_failure(__FILE__, __LINE__, std::string(name) + " \"" + prompts[i] + "\": " +
                                                               std::to_string(got) + " tokens, expected " +
                                                               std::to_string(counts[i]));
-        const std::vector<int64_t> framed = tokenizer.frame_sdxl(prompts[i]);
+        const std::vector<int64_t> framed = tokenizer.frame(prompts[i]);
         CHECK(framed.size() == 77);
         CHECK(framed.front() == tokenizer.bos_id());
       }

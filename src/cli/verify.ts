@@ -11,8 +11,8 @@ import { verify, type Progress, type VerifyReport } from '../engine/index.js';
 const USAGE = `Usage: npm run verify -- --model <dir|file> [--config <dir>] --golden <dir>
                          [--device cpu|cuda|cuda:N] [--dtype float32|bfloat16|float16] [--out <file.safetensors>]
 
-  --model   a diffusers folder (model_index.json) or one SGM single-file .safetensors
-  --config  for a single file: a diffusers folder whose configs to use
+  --model   a diffusers folder (model_index.json) or one single-file .safetensors (SGM for SDXL, LDM for SD 1.x)
+  --config  for a single file: a diffusers folder of the same family whose configs to use
   --golden  folder with golden.json + golden.safetensors (+ lora/)
   --out     write the computed tensors to this .safetensors file`;
 

@@ -27,6 +27,7 @@ import type {
   LoadOptions,
   MemoryStats,
   ModelInfo,
+  ModelSummary,
   NativeAddon,
   NativeModel,
   ProgressCallback,
@@ -46,6 +47,8 @@ export { SAMPLER_NAMES } from './types.js';
 const MAX_IMAGES_PER_CALL = 4;
 /** Largest size a micro-conditioning field may name. */
 const MAX_CONDITIONING_SIDE = 16384;
+/** Largest clip skip the argument check lets through (the engine checks the model's own layer count). */
+const MAX_CLIP_SKIP = 64;
 export { EngineLoadError, addonCandidates, loadNativeAddon } from './native.js';
 export { EngineArgumentError, isCancelled, isInvalidArgument } from './checks.js';
 export type { EngineJob } from './jobs.js';
@@ -91,6 +94,7 @@ export function validateGenerateOptions(value: unknown): GenerateOptions {
   for (const field of ['originalWidth', 'originalHeight', 'cropTop', 'cropLeft', 'targetWidth', 'targetHeight'] as const) {
     if (options[field] !== undefined) result[field] = checkInteger(`options.${field}`, options[field], 0, MAX_CONDITIONING_SIDE);
   }
+  if (options.clipSkip !== undefined) result.clipSkip = checkInteger('options.clipSkip', options.clipSkip, 0, MAX_CLIP_SKIP);
   if (options.loras !== undefined) {
     if (!Array.isArray(options.loras)) expected('an array', 'options.loras', options.loras);
     result.loras = options.loras.map((entry: unknown, index) => {
@@ -196,6 +200,20 @@ export async function loadModel(options: LoadOptions): Promise<Model> {
 export async function inspectSafetensors(file: string): Promise<SafetensorsHeader> {
   const caller = new Error();
   return withCallerStack(addon().inspectSafetensors(checkPath('path', file, 'file')), caller);
+}
+
+/**
+ * What a model is, from its configs and weight headers alone (no weights loaded): its
+ * family, prediction type, default resolution and parameter counts. Rejects (an
+ * invalid-argument error naming what was found) a folder with a missing component, a
+ * scheduler config the engine does not implement, or a single file of no known family.
+ */
+export async function inspectModel(options: { modelPath: string; configDir?: string }): Promise<ModelSummary> {
+  const caller = new Error();
+  const checked = checkObject('options', options);
+  const modelPath = checkPath('options.modelPath', checked.modelPath, 'file or directory');
+  const configDir = checked.configDir === undefined ? undefined : checkPath('options.configDir', checked.configDir, 'directory');
+  return withCallerStack(addon().inspectModel({ modelPath, ...(configDir === undefined ? {} : { configDir }) }), caller);
 }
 
 /**

@@ -73,7 +73,7 @@ export type TrainImageSource = Static<typeof TrainImageSource>;
 /** Options of one training run; see engine.h TrainOptions for what each does. */
 export const TrainConfig = Type.Object({
   // Model and files
-  modelPath: Type.String({ minLength: 1, description: 'A diffusers folder or one SGM .safetensors file' }),
+  modelPath: Type.String({ minLength: 1, description: 'A diffusers folder or one single-file checkpoint (SGM for SDXL, LDM for SD 1.x)' }),
   configDir: Type.Optional(Type.String({ minLength: 1, description: 'For a single file: a diffusers folder with its configs' })),
   device: Type.String({ default: 'cpu', description: '"cpu", "cuda" or "cuda:N"' }),
   dtype: Type.Enum(['float32', 'bfloat16', 'float16'], { default: 'float32', description: 'Frozen weights' }),
@@ -101,8 +101,9 @@ export const TrainConfig = Type.Object({
   alpha: number({ exclusiveMinimum: 0, maximum: 65_536 }, 16, 'Scale = alpha / rank'),
   dropout: number({ minimum: 0, exclusiveMaximum: 1 }, 0, 'Dropout on the LoRA path'),
   unetTargets: names(['to_q', 'to_k', 'to_v', 'to_out.0'], 'UNet module-name suffixes that get a LoRA', 1),
-  trainTextEncoder: flag(false, 'Also train LoRAs on both text encoders'),
+  trainTextEncoder: flag(false, 'Also train LoRAs on the text encoder(s): one for SD 1.x/2.x, both for SDXL'),
   textEncoderTargets: names(['q_proj', 'k_proj', 'v_proj', 'out_proj'], 'Text-encoder module-name suffixes'),
+  clipSkip: integer(0, 64, 0, "SD 1.x/2.x: condition on final_layer_norm(hidden_states[-clipSkip]) (AUTOMATIC1111's Clip skip); 0 or 1 = the last layer; SDXL takes 0 only"),
   // Loop
   maxSteps: integer(1, MAX_STEPS, 1000, 'Optimizer steps'),
   batchSize: integer(1, MAX_BATCH, 1, 'Images per forward'),
@@ -112,6 +113,7 @@ export const TrainConfig = Type.Object({
   lrWarmupSteps: integer(0, MAX_STEPS, 0, 'Steps of linear warmup, at most maxSteps'),
   unetLr: number({ exclusiveMinimum: 0, maximum: 1 }, 1e-4, 'UNet LoRA learning rate'),
   textEncoderLr: number({ minimum: 0, maximum: 1 }, 5e-5, 'Text-encoder LoRA learning rate (> 0 when trainTextEncoder)'),
+  textEncoder2Lr: number({ minimum: 0, maximum: 1 }, 0, "SDXL: the second text encoder's LoRA learning rate; 0 = textEncoderLr"),
   minSnrGamma: number({ minimum: 0, maximum: 1000 }, 0, 'Min-SNR loss weighting; 0 = off, 5 is usual'),
   noiseOffset: number({ minimum: 0, maximum: 1 }, 0, 'Offset noise strength'),
   seed: seed('Seed of the whole run'),

@@ -11,7 +11,7 @@ export interface RuntimeOptions {
 }
 
 export interface LoadOptions extends RuntimeOptions {
-  modelPath: string; // a diffusers folder (model_index.json) or one SGM .safetensors file
+  modelPath: string; // a diffusers folder (model_index.json) or one .safetensors checkpoint (SGM for SDXL, LDM for SD 1.x)
   configDir?: string; // for a single file: a diffusers folder whose configs to use
   loraCacheBytes?: number; // parsed LoRAs generate() keeps, least recently used leave first (default 1 GiB)
 }
@@ -49,13 +49,33 @@ export interface GenerateOptions {
   targetWidth?: number;
   targetHeight?: number;
   loras?: LoraSpec[]; // applied for this call only, unmerged
+  // SD 1.x / 2.x only (AUTOMATIC1111's "Clip skip"): condition on final_layer_norm(hidden_states[-clipSkip]);
+  // 1 (the default) is the last layer, 2 the penultimate. An SDXL model refuses any value but 0/absent.
+  clipSkip?: number;
 }
 
+/** What conditions the UNet: sd1 (one CLIP ViT-L), sd2 (one OpenCLIP-H), sdxl (two encoders and size ids). */
+export type ModelFamily = 'sd1' | 'sd2' | 'sdxl';
+export type PredictionType = 'epsilon' | 'v_prediction';
+export type SourceLayout = 'diffusers' | 'sgm-single-file' | 'ldm-single-file';
+
+/** A model read from its configs and weight headers only (inspectModel): no weights are loaded. */
+export interface ModelSummary {
+  family: ModelFamily;
+  predictionType: PredictionType;
+  sourceLayout: SourceLayout;
+  defaultResolution: number; // the UNet's sample_size times the VAE's scale: 512, 768, 1024
+  textEncoderLayers: number; // layers of the (first) text encoder: the largest clipSkip
+  unetParameters: number;
+  vaeParameters: number;
+  textEncoderParameters: number;
+  textEncoder2Parameters: number; // 0 without a second text encoder (sd1, sd2)
+}
 /** A LoRA file checked against a model (Model#checkLora). */
 export interface LoraCheck {
   layout: 'kohya-sgm' | 'kohya-diffusers' | 'peft';
   modules: number;
-  components: string[]; // of unet, text_encoder, text_encoder_2
+  components: string[]; // of unet, text_encoder, text_encoder_2 (SD 1.x/2.x files have no text_encoder_2)
   ranks: number[]; // distinct, ascending
   alphas: number[]; // distinct, ascending
   problems: string[]; // keys naming no module, modules whose shapes do not fit; [] = usable
@@ -95,18 +115,20 @@ export interface BuildInfo {
 }
 
 export interface ModelInfo {
-  sourceLayout: 'diffusers' | 'sgm-single-file';
+  family: ModelFamily;
+  predictionType: PredictionType;
+  sourceLayout: SourceLayout;
   unetParameters: number;
   vaeParameters: number;
   textEncoderParameters: number;
-  textEncoder2Parameters: number;
+  textEncoder2Parameters: number; // 0 for sd1 and sd2
   device: string;
   dtype: string;
 }
 
 export interface TokenIds {
   tokenizer: number[]; // 77 ids
-  tokenizer2: number[]; // 77 ids
+  tokenizer2: number[]; // 77 ids; [] for sd1 and sd2 (one tokenizer)
 }
 
 export interface HostTensor {
@@ -115,8 +137,8 @@ export interface HostTensor {
 }
 
 export interface PromptEmbeddings {
-  promptEmbeds: HostTensor; // [1, 77, te1_hidden + te2_hidden]
-  pooledPromptEmbeds: HostTensor; // [1, projection_dim]
+  promptEmbeds: HostTensor; // [1, 77, cross_attention_dim]: SDXL both penultimate states, SD 1.x/2.x the last one
+  pooledPromptEmbeds: HostTensor; // [1, projection_dim] for SDXL; shape [0] and no data for sd1 and sd2
 }
 
 export interface RgbImage {
@@ -171,6 +193,8 @@ export interface NativeTrainOptions extends RuntimeOptions {
   unetTargets?: string[];
   trainTextEncoder?: boolean;
   textEncoderTargets?: string[];
+  clipSkip?: number; // SD 1.x/2.x only; 0 or 1 = last layer
+  textEncoder2Lr?: number; // SDXL only; 0 = textEncoderLr
   maxSteps?: number;
   batchSize?: number;
   gradientAccumulation?: number;
@@ -263,6 +287,7 @@ export interface NativeAddon {
   memoryStats(device: string): MemoryStats;
   loadModel(options: LoadOptions): Promise<NativeModel>;
   inspectSafetensors(path: string): Promise<SafetensorsHeader>;
+  inspectModel(options: { modelPath: string; configDir?: string }): Promise<ModelSummary>;
   writeRandomWeights(options: RandomWeightsOptions): Promise<void>;
   verify(options: VerifyOptions, onProgress?: ProgressCallback): NativeJob<VerifyReport>;
   train(options: NativeTrainOptions, onProgress?: ProgressCallback): NativeJob<TrainResult>;

@@ -1,5 +1,5 @@
-// Public API of the SDXL engine: what the Node-API layer (native/src/addon/)
-// and the command-line tools call. Everything here is plain C++ data, so the
+// Public API of the engine (Stable Diffusion 1.x, 2.x and SDXL): what the Node-API
+// layer (native/src/addon/) and the command-line tools call. Everything here is plain C++ data, so the
 // binding copies JavaScript values into these structs on the main thread and
 // the worker threads never touch Napi objects.
 //
@@ -73,37 +73,53 @@ BuildInfo build_info();
 // Models
 
 struct LoadOptions {
-  std::string model_path; // a diffusers folder (model_index.json) or one SGM .safetensors file
-  std::string config_dir; // for a single file: a diffusers folder whose configs and tokenizers to use;
-                          // empty = SDXL-base configs and tokenizer/, tokenizer_2/ beside the file
+  std::string model_path; // a diffusers folder (model_index.json) or one .safetensors checkpoint:
+                          // SGM (SDXL, sd_xl_base_1.0.safetensors) or LDM (SD 1.x, v1-5-pruned-emaonly.safetensors)
+  std::string config_dir; // for a single file: a diffusers folder of the same family whose configs and tokenizers
+                          // to use; empty = the published SDXL-base or SD 1.5 configs and tokenizer/ (and, for
+                          // SDXL, tokenizer_2/) beside the file
   RuntimeOptions runtime;
   int64_t lora_cache_bytes = int64_t{1} << 30; // parsed LoRAs generate() keeps (least recently used leave)
 };
 
-// A loaded SDXL pipeline: tokenizers, both text encoders, UNet, VAE, scheduler config.
+// A loaded pipeline: tokenizer(s), text encoder(s), UNet, VAE, scheduler config.
 // Frozen weights are never modified, so one Model is shared by concurrent calls.
 class Model;
 
 std::shared_ptr<Model> load_model(const LoadOptions& options, const CancelFlag& cancel);
 
+// What a model is. family: what conditions its UNet:
+//   "sd1"  Stable Diffusion 1.x: one CLIP ViT-L text encoder (its last hidden state)
+//   "sd2"  Stable Diffusion 2.x: one OpenCLIP-H text encoder (its last hidden state)
+//   "sdxl" SDXL: two text encoders (both penultimate states), pooled text and size ids
 struct ModelInfo {
-  std::string source_layout;    // "diffusers" or "sgm-single-file"
+  std::string family;           // "sd1", "sd2" or "sdxl"
+  std::string prediction_type;  // "epsilon" or "v_prediction", from the scheduler config
+  std::string source_layout;    // "diffusers", "sgm-single-file" or "ldm-single-file"
+  int64_t default_resolution = 0;  // the UNet's sample_size times the VAE's scale: 512, 768, 1024
+  int64_t text_encoder_layers = 0; // of the (first) text encoder: the largest clip_skip
   int64_t unet_parameters = 0;
   int64_t vae_parameters = 0;
   int64_t text_encoder_parameters = 0;
-  int64_t text_encoder_2_parameters = 0;
+  int64_t text_encoder_2_parameters = 0; // 0 without a second text encoder
   RuntimeOptions runtime;
 };
 ModelInfo describe(const Model& model);
+
+// The same from the model's configs and weight headers alone, without loading weights
+// (LoadOptions::runtime is ignored). Throws std::invalid_argument naming what was
+// found for a folder with a missing component, a config the engine does not implement
+// (an unknown prediction_type, ...), or a single file of no known family.
+ModelInfo inspect_model(const LoadOptions& options);
 
 // Fills a diffusers folder that holds only configs (model_index.json, the four
 // components' config.json, tokenizers, scheduler) with float32 weights drawn from
 // `seed`: the service's built-in demo model, and test models of any size. Layers are
 // uniform in +-1/sqrt(fan_in), norm scales 1, biases 0, from the engine's own generator,
 // so one seed gives the same bytes with any libtorch on any machine. Writes
-// text_encoder/model.safetensors, text_encoder_2/model.safetensors and
+// text_encoder/model.safetensors, text_encoder_2/model.safetensors (SDXL) and
 // {unet,vae}/diffusion_pytorch_model.safetensors; needs about twice the model's float32
-// size in memory.
+// size in memory. Any family's folder (StableDiffusionPipeline or StableDiffusionXLPipeline).
 struct RandomWeightsOptions {
   std::string model_dir;
   uint64_t seed = 0;
@@ -115,7 +131,7 @@ void write_random_weights(const RandomWeightsOptions& options, const CancelFlag&
 
 struct TokenIds {
   std::vector<int64_t> tokenizer;   // 77 ids framed by tokenizer/
-  std::vector<int64_t> tokenizer_2; // 77 ids framed by tokenizer_2/
+  std::vector<int64_t> tokenizer_2; // 77 ids framed by tokenizer_2/ (SDXL); empty for SD 1.x/2.x
 };
 TokenIds tokenize(const Model& model, const std::string& prompt);
 
@@ -126,23 +142,25 @@ struct HostTensor {
 };
 
 struct PromptEmbeddings {
-  HostTensor prompt_embeds;        // [1, 77, te1_hidden + te2_hidden]
-  HostTensor pooled_prompt_embeds; // [1, projection_dim]
+  HostTensor prompt_embeds;        // [1, 77, cross_attention_dim]
+  HostTensor pooled_prompt_embeds; // [1, projection_dim] (SDXL); shape [0] for SD 1.x/2.x
 };
-PromptEmbeddings encode_prompt(const Model& model, const std::string& prompt);
+// clip_skip as in GenerateOptions.
+PromptEmbeddings encode_prompt(const Model& model, const std::string& prompt, int64_t clip_skip = 0);
 
 // ----------------------------------------------------------------------------
 // Generation (text-to-image, classifier-free guidance, LoRAs unmerged per call)
 
 struct LoraSpec {
-  std::string path;   // kohya (SGM or diffusers names) or peft .safetensors
+  std::string path;   // kohya (SGM or diffusers names; SD 1.x: lora_te_*) or peft .safetensors
   double scale = 1.0;
   std::string sha256; // the file's hash, its key in the model's LoRA cache; empty = path, size and mtime
 };
 
 struct GenerateOptions {
   std::string prompt;
-  std::string negative_prompt; // empty = zeros when the model says force_zeros_for_empty_prompt
+  std::string negative_prompt; // empty = zeros when the model says force_zeros_for_empty_prompt (SDXL-base),
+                               // else the encoded empty prompt (SD 1.x/2.x)
   int64_t width = 1024;
   int64_t height = 1024;
   int64_t steps = 30;
@@ -150,6 +168,9 @@ struct GenerateOptions {
   std::string sampler = "euler"; // "euler", "euler_a" (Euler ancestral) or "dpmpp_2m_karras"
   uint64_t seed = 0;             // image i starts from (and, for euler_a, steps with) seed + i
   int64_t num_images = 1;        // 1 to 4, denoised as one batch
+  // AUTOMATIC1111's "Clip skip", SD 1.x/2.x only: condition on final_layer_norm(hidden_states[-clip_skip]);
+  // 0 or 1 = the last layer (the family's default), 2 = the penultimate. SDXL refuses any value but 0.
+  int64_t clip_skip = 0;
   // SDXL micro-conditioning; 0 = diffusers' defaults (original and target = the output size, no crop).
   int64_t original_width = 0;
   int64_t original_height = 0;
@@ -184,7 +205,7 @@ LoraCacheInfo lora_cache_info(const Model& model);
 // Throws std::invalid_argument for a file that is not safetensors, or not a LoRA at all
 // (no lora_down / lora_A keys).
 struct LoraCheck {
-  std::string layout; // "kohya-sgm", "kohya-diffusers" or "peft"
+  std::string layout; // "kohya-sgm", "kohya-diffusers" (SD 1.x's kohya layout) or "peft"
   int64_t modules = 0;
   std::vector<std::string> components; // of "unet", "text_encoder", "text_encoder_2"
   std::vector<int64_t> ranks;          // distinct, ascending
@@ -219,7 +240,7 @@ struct VerifyReport {
 VerifyReport verify(const VerifyOptions& options, const ProgressFn& progress, const CancelFlag& cancel);
 
 // ----------------------------------------------------------------------------
-// Training: DreamBooth-style LoRA fine-tuning (native/src/train/)
+// Training: DreamBooth-style LoRA fine-tuning of any family (native/src/train/)
 
 // One decoded training image (the caller decodes; sharp does it in Node).
 struct TrainImage {
@@ -259,8 +280,9 @@ struct TrainOptions {
   double alpha = 16;
   double dropout = 0.0;
   std::vector<std::string> unet_targets{"to_q", "to_k", "to_v", "to_out.0"}; // module-name suffixes
-  bool train_text_encoder = false;
+  bool train_text_encoder = false; // the model's text encoder(s): one for SD 1.x/2.x, both for SDXL
   std::vector<std::string> text_encoder_targets{"q_proj", "k_proj", "v_proj", "out_proj"};
+  int64_t clip_skip = 0; // SD 1.x/2.x only, as GenerateOptions::clip_skip (kohya's --clip_skip)
 
   // Loop
   int64_t max_steps = 1000;             // optimizer steps
@@ -271,7 +293,8 @@ struct TrainOptions {
   int64_t lr_warmup_steps = 0;
   double unet_lr = 1e-4;
   double text_encoder_lr = 5e-5;
-  double min_snr_gamma = 0.0; // 0 = off; 5 is the usual value
+  double text_encoder_2_lr = 0; // SDXL only: text_encoder_2's LoRA learning rate; 0 = text_encoder_lr
+  double min_snr_gamma = 0.0; // 0 = off; 5 is the usual value (weight min(snr, g)/snr; v-prediction: /(snr + 1))
   double noise_offset = 0.0;
   uint64_t seed = 0;
 

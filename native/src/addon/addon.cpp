@@ -3,6 +3,7 @@
 //   buildInfo()                           -> { torchVersion, cudaAvailable, cudaDeviceCount }
 //   loadModel(options)                    -> Promise<Model>
 //   inspectSafetensors(path)              -> Promise<{ tensors, metadata }>
+//   inspectModel({ modelPath, configDir }) -> Promise<ModelSummary> (configs and headers only)
 //   writeRandomWeights(options)           -> Promise<void>  (a folder of configs gets seeded random weights)
 //   verify(options, onProgress?)          -> { promise, cancel() }
 //   train(options, onProgress?)           -> { promise, cancel() }  (resolves { status: "cancelled" } when cancelled mid-run)
@@ -52,6 +53,11 @@ Napi::Value inspect_safetensors_js(const Napi::CallbackInfo& info) {
   return queue_worker<InspectSafetensorsWorker>(info.Env(), string_argument(info, 0, "path"));
 }
 
+Napi::Value inspect_model_js(const Napi::CallbackInfo& info) {
+  LoadOptions options = load_options_from_js(info[0]);
+  return queue_worker<InspectModelWorker>(info.Env(), std::move(options));
+}
+
 Napi::Value write_random_weights_js(const Napi::CallbackInfo& info) {
   RandomWeightsOptions options = random_weights_options_from_js(info[0]);
   return queue_worker<RandomWeightsWorker>(info.Env(), std::move(options));
@@ -85,6 +91,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("buildInfo", Napi::Function::New(env, build_info_js, "buildInfo"));
   exports.Set("loadModel", Napi::Function::New(env, load_model_js, "loadModel"));
   exports.Set("inspectSafetensors", Napi::Function::New(env, inspect_safetensors_js, "inspectSafetensors"));
+  exports.Set("inspectModel", Napi::Function::New(env, inspect_model_js, "inspectModel"));
   exports.Set("writeRandomWeights", Napi::Function::New(env, write_random_weights_js, "writeRandomWeights"));
   exports.Set("verify", Napi::Function::New(env, verify_js, "verify"));
   exports.Set("train", Napi::Function::New(env, train_js, "train"));

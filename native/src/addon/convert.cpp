@@ -220,6 +220,7 @@ GenerateOptions generate_options_from_js(const Napi::Value& value) {
   options.sampler = reader.string("sampler", options.sampler);
   options.seed = reader.unsigned_integer("seed", options.seed);
   options.num_images = reader.integer("numImages", options.num_images);
+  options.clip_skip = reader.integer("clipSkip", 0);
   options.original_width = reader.integer("originalWidth", 0);
   options.original_height = reader.integer("originalHeight", 0);
   options.crop_top = reader.integer("cropTop", 0);
@@ -311,6 +312,7 @@ TrainOptions train_options_from_js(const Napi::Value& value) {
   options.dropout = reader.number("dropout", options.dropout);
   options.unet_targets = reader.string_list("unetTargets", options.unet_targets);
   options.train_text_encoder = reader.boolean("trainTextEncoder", options.train_text_encoder);
+  options.clip_skip = reader.integer("clipSkip", options.clip_skip);
   options.text_encoder_targets = reader.string_list("textEncoderTargets", options.text_encoder_targets);
   // Loop
   options.max_steps = reader.integer("maxSteps", options.max_steps);
@@ -321,6 +323,7 @@ TrainOptions train_options_from_js(const Napi::Value& value) {
   options.lr_warmup_steps = reader.integer("lrWarmupSteps", options.lr_warmup_steps);
   options.unet_lr = reader.number("unetLr", options.unet_lr);
   options.text_encoder_lr = reader.number("textEncoderLr", options.text_encoder_lr);
+  options.text_encoder_2_lr = reader.number("textEncoder2Lr", options.text_encoder_2_lr);
   options.min_snr_gamma = reader.number("minSnrGamma", options.min_snr_gamma);
   options.noise_offset = reader.number("noiseOffset", options.noise_offset);
   options.seed = reader.unsigned_integer("seed", options.seed);
@@ -369,7 +372,11 @@ Napi::Object build_info_to_js(Napi::Env env, const BuildInfo& info) {
 
 Napi::Object model_info_to_js(Napi::Env env, const ModelInfo& info) {
   Napi::Object result = Napi::Object::New(env);
+  result.Set("family", info.family);
+  result.Set("predictionType", info.prediction_type);
   result.Set("sourceLayout", info.source_layout);
+  result.Set("defaultResolution", static_cast<double>(info.default_resolution));
+  result.Set("textEncoderLayers", static_cast<double>(info.text_encoder_layers));
   result.Set("unetParameters", static_cast<double>(info.unet_parameters));
   result.Set("vaeParameters", static_cast<double>(info.vae_parameters));
   result.Set("textEncoderParameters", static_cast<double>(info.text_encoder_parameters));

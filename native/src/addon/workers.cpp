@@ -82,6 +82,19 @@ void InspectSafetensorsWorker::compute() {
 
 Napi::Value InspectSafetensorsWorker::on_success(Napi::Env env) { return safetensors_header_to_js(env, header_); }
 
+InspectModelWorker::InspectModelWorker(Napi::Env env, LoadOptions options) :
+    PromiseWorker(env, "sdxl.inspectModel"), options_(std::move(options)) {}
+
+void InspectModelWorker::compute() { info_ = inspect_model(options_); }
+
+// Only what the files say: no device or dtype, which a loaded model has.
+Napi::Value InspectModelWorker::on_success(Napi::Env env) {
+  Napi::Object summary = model_info_to_js(env, info_);
+  summary.Delete("device");
+  summary.Delete("dtype");
+  return summary;
+}
+
 RandomWeightsWorker::RandomWeightsWorker(Napi::Env env, RandomWeightsOptions options) :
     PromiseWorker(env, "sdxl.writeRandomWeights"), options_(std::move(options)) {}
 

@@ -99,6 +99,16 @@ class InspectSafetensorsWorker : public PromiseWorker {
   SafetensorsHeader header_;
 };
 
+class InspectModelWorker : public PromiseWorker {
+ public:
+  InspectModelWorker(Napi::Env env, LoadOptions options);
+ private:
+  void compute() override;
+  Napi::Value on_success(Napi::Env env) override;
+  LoadOptions options_;
+  ModelInfo info_;
+};
+
 class RandomWeightsWorker : public PromiseWorker {
  public:
   RandomWeightsWorker(Napi::Env env, RandomWeightsOptions options);

@@ -16,7 +16,7 @@
 #include "lora/lora_file.h"        // lora::load_lora_file
 #include "models/state_dict.h"     // models::count_parameters
 #include "sample/pipeline.h"       // sample::text_to_image, image_to_rgb8
-#include "sample/prompt_encoding.h" // sample::encode_prompts, add_time_ids
+#include "sample/conditioning.h"   // sample::TextConditioner, SizeConditioning
 #include "sample/sampler.h"         // sample::sampler_names
 
 namespace sdxl {
@@ -61,6 +61,12 @@ void validate(const Model& model, const GenerateOptions& options) {
   for (const auto& spec : options.loras) {
     if (!std::isfinite(spec.scale)) throw std::invalid_argument("Expected a finite scale for LoRA " + spec.path);
   }
+  sample::check_clip_skip(model.family, options.clip_skip, model.text_encoder->config().num_hidden_layers);
+  const bool size_conditioned = options.original_width || options.original_height || options.crop_top ||
+                                options.crop_left || options.target_width || options.target_height;
+  if (size_conditioned && model.family != models::ModelFamily::Sdxl)
+    throw std::invalid_argument("size conditioning (original, crop and target sizes) is SDXL's; an " +
+                                std::string(models::family_name(model.family)) + " model has none");
 }
 
 // The size conditioning diffusers builds from the options (0 = its default).
@@ -91,9 +97,9 @@ std::vector<models::ActiveAdapter> prepare_call_loras(Model& model, const std::v
   for (const LoraSpec& spec : specs) {
     const auto set = model.lora_cache->get(lora_cache_key(spec), [&] {
       const lora::LoraTargets targets =
-          lora::lora_targets(model.unet.get(), model.text_encoder.get(), model.text_encoder_2.get());
+          lora::lora_targets(model.unet.get(), module_or_null(model.text_encoder), module_or_null(model.text_encoder_2));
       const lora::LoraFile file = lora::load_lora_file(spec.path, targets);
-      return lora::prepare_adapters(model.unet.get(), model.text_encoder.get(), model.text_encoder_2.get(), file);
+      return lora::prepare_adapters(model.unet.get(), module_or_null(model.text_encoder), module_or_null(model.text_encoder_2), file);
     });
     adapters.push_back({set, spec.scale});
   }
@@ -106,11 +112,9 @@ std::vector<Image> generate_images(Model& model, const GenerateOptions& options,
   torch::NoGradGuard no_grad;
   const int64_t batch = options.num_images;
   // Encoded once and repeated: every image of the call has the same conditioning.
-  const sample::PromptEncoding positive = sample::encode_prompts(
-      model.tokenizer, model.tokenizer_2, model.text_encoder, model.text_encoder_2, {options.prompt});
-  const sample::NegativeEmbeddings negative = sample::encode_negative_prompts(
-      model.tokenizer, model.tokenizer_2, model.text_encoder, model.text_encoder_2, {options.negative_prompt}, positive,
-      model.force_zeros_for_empty_prompt);
+  const std::unique_ptr<sample::TextConditioner> conditioner = text_conditioner(model, options.clip_skip);
+  const models::UNetConditioning positive = conditioner->encode({options.prompt});
+  const models::UNetConditioning negative = conditioner->unconditional({options.negative_prompt}, positive);
   throw_if_cancelled(cancel);
 
   const int64_t factor = vae_scale_factor(model);
@@ -127,11 +131,9 @@ std::vector<Image> generate_images(Model& model, const GenerateOptions& options,
   }
 
   sample::Text2ImageInputs inputs;
-  inputs.prompt_embeds = positive.prompt_embeds.repeat({batch, 1, 1});                   // [B, 77, cross]
-  inputs.pooled_prompt_embeds = positive.pooled_prompt_embeds.repeat({batch, 1});         // [B, proj]
-  inputs.negative_prompt_embeds = negative.prompt_embeds.repeat({batch, 1, 1});          // [B, 77, cross]
-  inputs.negative_pooled_prompt_embeds = negative.pooled_prompt_embeds.repeat({batch, 1}); // [B, proj]
-  inputs.time_ids = sample::add_time_ids(size_conditioning(options), batch, model.dtype, model.device); // [B, 6]
+  inputs.positive = positive.repeat(batch); // batch B
+  inputs.positive.time_ids = conditioner->size_ids(size_conditioning(options), batch, model.dtype, model.device); // [B, 6] (SDXL)
+  inputs.negative = negative.repeat(batch);
   inputs.latents = torch::cat(noise, 0).to(model.device, model.dtype); // [B, 4, h, w]
   inputs.steps = options.steps;
   inputs.guidance_scale = options.guidance_scale;
@@ -170,11 +172,15 @@ std::shared_ptr<Model> load_model(const LoadOptions& options, const CancelFlag& 
 
 ModelInfo describe(const Model& model) {
   ModelInfo info;
+  info.family = models::family_name(model.family);
+  info.prediction_type = model.scheduler.prediction_type;
   info.source_layout = model.source_layout;
+  info.default_resolution = model.unet->config().sample_size * vae_scale_factor(model);
+  info.text_encoder_layers = model.text_encoder->config().num_hidden_layers;
   info.unet_parameters = models::count_parameters(*model.unet);
   info.vae_parameters = models::count_parameters(*model.vae);
   info.text_encoder_parameters = models::count_parameters(*model.text_encoder);
-  info.text_encoder_2_parameters = models::count_parameters(*model.text_encoder_2);
+  if (!model.text_encoder_2.is_empty()) info.text_encoder_2_parameters = models::count_parameters(*model.text_encoder_2);
   info.runtime = model.runtime;
   return info;
 }
@@ -183,17 +189,15 @@ ModelInfo describe(const Model& model) {
 // Prompts
 
 TokenIds tokenize(const Model& model, const std::string& prompt) {
-  return TokenIds{model.tokenizer.frame_sdxl(prompt), model.tokenizer_2.frame_sdxl(prompt)};
+  return TokenIds{model.tokenizer.frame(prompt), model.tokenizer_2 ? model.tokenizer_2->frame(prompt) : std::vector<int64_t>{}};
 }
 
-PromptEmbeddings encode_prompt(const Model& model, const std::string& prompt) {
+PromptEmbeddings encode_prompt(const Model& model, const std::string& prompt, int64_t clip_skip) {
   torch::NoGradGuard no_grad;
-  // Forward passes do not change the modules; the holders are copied only to call them.
-  models::ClipTextModel text_encoder = model.text_encoder;
-  models::ClipTextModel text_encoder_2 = model.text_encoder_2;
-  const sample::PromptEncoding encoding =
-      sample::encode_prompts(model.tokenizer, model.tokenizer_2, text_encoder, text_encoder_2, {prompt});
-  return PromptEmbeddings{to_host(encoding.prompt_embeds), to_host(encoding.pooled_prompt_embeds)};
+  // Forward passes do not change the modules.
+  const models::UNetConditioning encoded = text_conditioner(model, clip_skip)->encode({prompt});
+  return PromptEmbeddings{to_host(encoded.context),
+                          encoded.text_embeds.defined() ? to_host(encoded.text_embeds) : HostTensor{{0}, {}}};
 }
 
 // ---------------------------------------------------------------------------
@@ -220,7 +224,7 @@ LoraCacheInfo lora_cache_info(const Model& model) {
 
 LoraCheck check_lora(const Model& model, const std::string& path) {
   const lora::LoraTargets targets =
-      lora::lora_targets(model.unet.get(), model.text_encoder.get(), model.text_encoder_2.get());
+      lora::lora_targets(model.unet.get(), module_or_null(model.text_encoder), module_or_null(model.text_encoder_2));
   std::vector<std::string> problems; // keys naming no module, modules missing half a pair
   const lora::LoraFile file = lora::load_lora_file(path, targets, &problems);
   LoraCheck check;
@@ -238,7 +242,7 @@ LoraCheck check_lora(const Model& model, const std::string& path) {
   check.ranks.assign(ranks.begin(), ranks.end());
   check.alphas.assign(alphas.begin(), alphas.end());
   check.problems = std::move(problems);
-  for (auto& problem : lora::fit_problems(model.unet.get(), model.text_encoder.get(), model.text_encoder_2.get(), file))
+  for (auto& problem : lora::fit_problems(model.unet.get(), module_or_null(model.text_encoder), module_or_null(model.text_encoder_2), file))
     check.problems.push_back(std::move(problem));
   if (check.modules == 0 && check.problems.empty())
     throw std::invalid_argument("LoRA file " + path + " holds no LoRA modules");

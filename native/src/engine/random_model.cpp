@@ -80,8 +80,9 @@ void write_random_weights(const RandomWeightsOptions& options, const CancelFlag&
   torch::NoGradGuard no_grad;
   write_component(*models::ClipTextModel(configs.text_encoder, cpu), dir / "text_encoder" / "model.safetensors",
                   options.seed, "text_encoder", cancel);
-  write_component(*models::ClipTextModel(configs.text_encoder_2, cpu), dir / "text_encoder_2" / "model.safetensors",
-                  options.seed, "text_encoder_2", cancel);
+  if (configs.has_text_encoder_2())
+    write_component(*models::ClipTextModel(configs.text_encoder_2, cpu), dir / "text_encoder_2" / "model.safetensors",
+                    options.seed, "text_encoder_2", cancel);
   write_component(*models::UNet2DConditionModel(configs.unet, cpu), dir / "unet" / "diffusion_pytorch_model.safetensors",
                   options.seed, "unet", cancel);
   write_component(*models::AutoencoderKL(configs.vae, cpu), dir / "vae" / "diffusion_pytorch_model.safetensors",

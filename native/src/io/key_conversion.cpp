@@ -82,14 +82,16 @@ std::vector<UNetBlock> unet_blocks(const UNetLayout& layout) {
       {"conv_in", "input_blocks.0.0", false},
       {"time_embedding.linear_1", "time_embed.0", false},
       {"time_embedding.linear_2", "time_embed.2", false},
-      {"add_embedding.linear_1", "label_emb.0.0", false},
-      {"add_embedding.linear_2", "label_emb.0.2", false},
       {"conv_norm_out", "out.0", false},
       {"conv_out", "out.2", false},
       {"mid_block.resnets.0", "middle_block.0", true},
       {"mid_block.attentions.0", "middle_block.1", false},
       {"mid_block.resnets.1", "middle_block.2", true},
   };
+  if (layout.added_embedding) {
+    blocks.push_back({"add_embedding.linear_1", "label_emb.0.0", false});
+    blocks.push_back({"add_embedding.linear_2", "label_emb.0.2", false});
+  }
   int input_index = 1;
   for (int level = 0; level < levels; ++level) {
     const std::string down = "down_blocks." + std::to_string(level);
@@ -270,17 +272,17 @@ bool convert_open_clip_key(const std::string& key, const torch::Tensor& tensor, 
 }
 
 // Checks that layer indices are 0..n-1 and n equals the expectation (-1: any).
-void check_layers(const std::set<int>& layers, int expected, const char* component) {
+void check_layers(const std::set<int>& layers, int expected, const std::string& what, const char* component) {
   const int count = static_cast<int>(layers.size());
   if (count > 0 && *layers.rbegin() != count - 1) {
     std::ostringstream message;
-    message << "SGM checkpoint: " << component << " layer indices are not contiguous (" << count
+    message << what << ": " << component << " layer indices are not contiguous (" << count
             << " layers, highest index " << *layers.rbegin() << ")";
     throw std::invalid_argument(message.str());
   }
   if (expected >= 0 && count != expected) {
     std::ostringstream message;
-    message << "SGM checkpoint: " << component << " has " << count << " layers, the config expects " << expected;
+    message << what << ": " << component << " has " << count << " layers, the config expects " << expected;
     throw std::invalid_argument(message.str());
   }
 }
@@ -300,6 +302,7 @@ UNetLayout UNetLayout::from_config(const models::UNetConfig& config) {
     layout.down_has_attention.push_back(type.find("CrossAttn") != std::string::npos);
   for (const auto& type : config.up_block_types)
     layout.up_has_attention.push_back(type.find("CrossAttn") != std::string::npos);
+  layout.added_embedding = config.has_added_embedding();
   return layout;
 }
 
@@ -308,7 +311,9 @@ UNetLayout UNetLayout::from_diffusers_keys(const std::vector<std::string>& keys)
   std::map<int, int> down_resnets;
   std::set<int> down_attention, up_attention;
   int levels = 0;
+  bool added_embedding = false;
   for (const auto& key : keys) {
+    if (has_path_prefix(key, "add_embedding")) added_embedding = true;
     const std::vector<std::string> parts = split_dots(key);
     if (parts.size() < 4) continue;
     const int level = parse_index(parts[1]);
@@ -333,6 +338,7 @@ UNetLayout UNetLayout::from_diffusers_keys(const std::vector<std::string>& keys)
     layout.down_has_attention[level] = down_attention.count(level) > 0;
     layout.up_has_attention[level] = up_attention.count(level) > 0;
   }
+  layout.added_embedding = added_embedding;
   return layout;
 }
 
@@ -356,10 +362,12 @@ std::string unet_sgm_to_diffusers(const std::string& sgm_path, const UNetLayout&
 // ----------------------------------------------------------------------------
 // Whole checkpoints
 
-SgmExpectations SgmExpectations::from_configs(const models::UNetConfig& unet, const models::VaeConfig& vae,
-                                              const models::ClipTextConfig& text_encoder,
-                                              const models::ClipTextConfig& text_encoder_2) {
-  SgmExpectations expect;
+SingleFileExpectations SingleFileExpectations::from_configs(models::ModelFamily family, const models::UNetConfig& unet,
+                                                           const models::VaeConfig& vae,
+                                                           const models::ClipTextConfig& text_encoder,
+                                                           const models::ClipTextConfig& text_encoder_2) {
+  SingleFileExpectations expect;
+  expect.family = family;
   expect.unet = UNetLayout::from_config(unet);
   expect.vae_levels = static_cast<int>(vae.block_out_channels.size());
   expect.text_encoder_layers = static_cast<int>(text_encoder.num_hidden_layers);
@@ -367,17 +375,83 @@ SgmExpectations SgmExpectations::from_configs(const models::UNetConfig& unet, co
   return expect;
 }
 
-bool is_sgm_checkpoint(const std::vector<std::string>& keys) {
-  return std::any_of(keys.begin(), keys.end(), [](const std::string& key) { return starts_with(key, kSgmUNetPrefix); });
+namespace {
+
+// Top-level keys of an LDM file that hold no weight: LatentDiffusion's DDPM schedule
+// buffers (and its logvar), which the scheduler config carries instead.
+bool is_ldm_schedule_buffer(const std::string& key) {
+  static const std::set<std::string> buffers = {
+      "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
+      "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
+      "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2", "logvar"};
+  return buffers.count(key) > 0;
 }
 
-SplitCheckpoint split_sgm_checkpoint(const TensorMap& sgm, const SgmExpectations& expect) {
+constexpr const char* kEmaPrefix = "model_ema."; // a non-pruned file's EMA copy: A1111 loads the live weights too
+constexpr const char* kVPredictionMarker = "v_pred";
+constexpr const char* kZeroTerminalSnrMarker = "ztsnr";
+
+// The distinct key prefixes of a file (first two segments, or the start of a long
+// flattened name such as kohya's lora_unet_...), for an error naming what it holds.
+std::string key_prefixes(const std::vector<std::string>& keys) {
+  constexpr size_t kLongSegment = 24;
+  std::set<std::string> prefixes;
+  for (const auto& key : keys) {
+    const std::vector<std::string> parts = split_dots(key);
+    const std::string& head = parts[0];
+    if (head.size() > kLongSegment) {
+      const size_t first = head.find('_');
+      const size_t second = first == std::string::npos ? first : head.find('_', first + 1);
+      prefixes.insert(head.substr(0, second == std::string::npos ? kLongSegment : second + 1) + "*");
+    } else {
+      prefixes.insert(parts.size() > 2 ? head + "." + parts[1] + ".*" : key);
+    }
+    if (prefixes.size() > 12) break;
+  }
+  return list_keys(std::vector<std::string>(prefixes.begin(), prefixes.end()));
+}
+
+} // namespace
+
+SingleFileKind single_file_kind(const std::vector<std::string>& keys, const std::string& file_name) {
+  const auto any = [&](const std::string& prefix) {
+    return std::any_of(keys.begin(), keys.end(), [&](const std::string& key) { return starts_with(key, prefix); });
+  };
+  const auto has = [&](const std::string& key) { return std::find(keys.begin(), keys.end(), key) != keys.end(); };
+  SingleFileKind kind;
+  kind.v_prediction_marker = has(kVPredictionMarker);
+  kind.zero_terminal_snr_marker = has(kZeroTerminalSnrMarker);
+  const bool unet = any(kSgmUNetPrefix);
+  if (unet && any("conditioner.embedders.")) {
+    kind.family = models::ModelFamily::Sdxl;
+    kind.layout = "sgm-single-file";
+    return kind;
+  }
+  if (unet && any(kLdmTextEncoderPrefix)) {
+    kind.family = models::ModelFamily::Sd1;
+    kind.layout = "ldm-single-file";
+    return kind;
+  }
+  if (unet && any(kLdmOpenClipPrefix))
+    throw std::invalid_argument(file_name + " is an SD 2.x single file (cond_stage_model.model.*, OpenCLIP): not supported; "
+                                "load the model as a diffusers folder (stabilityai/stable-diffusion-2-1 layout)");
+  throw std::invalid_argument(file_name + " is not a Stable Diffusion checkpoint of a known family: SDXL files hold "
+                              "model.diffusion_model.* and conditioner.embedders.*, SD 1.x files model.diffusion_model.* "
+                              "and cond_stage_model.transformer.*; found " + (keys.empty() ? "no tensors" : key_prefixes(keys)));
+}
+
+SplitCheckpoint split_single_file(const TensorMap& tensors, const SingleFileExpectations& expect) {
+  const bool sdxl = expect.family == models::ModelFamily::Sdxl;
   const std::string unet_prefix = kSgmUNetPrefix, vae_prefix = kSgmVaePrefix;
-  const std::string te1_prefix = std::string(kSgmTextEncoderPrefix) + "text_model.";
+  const std::string te1_root = sdxl ? kSgmTextEncoderPrefix : kLdmTextEncoderPrefix;
+  const std::string te1_prefix = te1_root + "text_model.";
   const std::string te2_prefix = kSgmTextEncoder2Prefix;
+  const std::string te1_name = sdxl ? "text encoder (conditioner.embedders.0)" : "text encoder (cond_stage_model)";
+  const std::string what = sdxl ? "SGM checkpoint" : "LDM checkpoint";
   // Entries without weights a model needs.
-  const std::set<std::string> ignored = {std::string(kSgmTextEncoderPrefix) + "text_model.embeddings.position_ids",
-                                         te2_prefix + "logit_scale"};
+  std::set<std::string> ignored = {te1_prefix + "embeddings.position_ids", te1_root + "embeddings.position_ids",
+                                   kVPredictionMarker, kZeroTerminalSnrMarker};
+  if (sdxl) ignored.insert(te2_prefix + "logit_scale");
 
   const std::vector<UNetBlock> blocks = unet_blocks(expect.unet);
   std::set<std::string> used_blocks;
@@ -385,8 +459,8 @@ SplitCheckpoint split_sgm_checkpoint(const TensorMap& sgm, const SgmExpectations
   std::set<int> te1_layers, te2_layers, vae_encoder_levels;
   SplitCheckpoint split;
 
-  for (const auto& [key, tensor] : sgm) {
-    if (ignored.count(key)) continue;
+  for (const auto& [key, tensor] : tensors) {
+    if (ignored.count(key) || starts_with(key, kEmaPrefix) || (!sdxl && is_ldm_schedule_buffer(key))) continue;
     if (starts_with(key, unet_prefix)) {
       const std::string path = key.substr(unet_prefix.size());
       bool matched = false;
@@ -409,13 +483,15 @@ SplitCheckpoint split_sgm_checkpoint(const TensorMap& sgm, const SgmExpectations
       // The mid-block attention's q/k/v/proj_out are 1x1 convs in ldm, Linear in diffusers.
       const bool conv_as_linear = converted.find(".mid_block.attentions.") != std::string::npos && tensor.dim() == 4;
       split.vae[converted] = conv_as_linear ? tensor.reshape({tensor.size(0), tensor.size(1)}) : tensor; // [C, C]
-    } else if (starts_with(key, te1_prefix)) {
-      // transformers 5 layout: no "text_model." prefix (the loader accepts both).
-      const std::string converted = key.substr(te1_prefix.size());
+    } else if (starts_with(key, te1_root)) {
+      // Out in the transformers 5 layout, without "text_model." (the loader accepts both); a
+      // file written from a transformers 5 model has none to remove.
+      std::string converted = key.substr(te1_root.size());
+      if (starts_with(converted, "text_model.")) converted = converted.substr(std::string("text_model.").size());
       split.text_encoder[converted] = tensor;
       const std::string layers = "encoder.layers.";
       if (starts_with(converted, layers)) te1_layers.insert(parse_index(split_dots(converted)[2]));
-    } else if (starts_with(key, te2_prefix)) {
+    } else if (sdxl && starts_with(key, te2_prefix)) {
       if (!convert_open_clip_key(key.substr(te2_prefix.size()), tensor, split.text_encoder_2, te2_layers))
         unknown.push_back(key);
     } else {
@@ -423,8 +499,7 @@ SplitCheckpoint split_sgm_checkpoint(const TensorMap& sgm, const SgmExpectations
     }
   }
   if (!unknown.empty())
-    throw std::invalid_argument("SGM checkpoint: " + std::to_string(unknown.size()) +
-                                " keys not recognised: " + list_keys(unknown));
+    throw std::invalid_argument(what + ": " + std::to_string(unknown.size()) + " keys not recognised: " + list_keys(unknown));
 
   // Every block the layout expects must be in the file, and the file must not
   // have more levels or layers than the layout (those keys were unknown above).
@@ -432,18 +507,18 @@ SplitCheckpoint split_sgm_checkpoint(const TensorMap& sgm, const SgmExpectations
   for (const auto& block : blocks)
     if (!used_blocks.count(block.sgm)) missing.push_back(unet_prefix + block.sgm);
   if (!missing.empty())
-    throw std::invalid_argument("SGM checkpoint: the UNet config expects blocks the file does not have: " +
-                                list_keys(missing));
+    throw std::invalid_argument(what + ": the UNet config expects blocks the file does not have: " + list_keys(missing));
   if (static_cast<int>(vae_encoder_levels.size()) != expect.vae_levels)
-    throw std::invalid_argument("SGM checkpoint: VAE encoder has " + std::to_string(vae_encoder_levels.size()) +
+    throw std::invalid_argument(what + ": VAE encoder has " + std::to_string(vae_encoder_levels.size()) +
                                 " levels, the config expects " + std::to_string(expect.vae_levels));
-  check_layers(te1_layers, expect.text_encoder_layers, "text encoder (conditioner.embedders.0)");
-  check_layers(te2_layers, expect.text_encoder_2_layers, "text encoder 2 (conditioner.embedders.1)");
-  if (split.unet.empty() || split.vae.empty() || split.text_encoder.empty() || split.text_encoder_2.empty())
-    throw std::invalid_argument("SGM checkpoint: a component is missing (unet " + std::to_string(split.unet.size()) +
+  check_layers(te1_layers, expect.text_encoder_layers, what, te1_name.c_str());
+  if (sdxl) check_layers(te2_layers, expect.text_encoder_2_layers, what, "text encoder 2 (conditioner.embedders.1)");
+  if (split.unet.empty() || split.vae.empty() || split.text_encoder.empty() || (sdxl && split.text_encoder_2.empty()))
+    throw std::invalid_argument(what + ": a component is missing (unet " + std::to_string(split.unet.size()) +
                                 ", vae " + std::to_string(split.vae.size()) + ", text_encoder " +
-                                std::to_string(split.text_encoder.size()) + ", text_encoder_2 " +
-                                std::to_string(split.text_encoder_2.size()) + " tensors)");
+                                std::to_string(split.text_encoder.size()) +
+                                (sdxl ? ", text_encoder_2 " + std::to_string(split.text_encoder_2.size()) : std::string()) +
+                                " tensors)");
   return split;
 }
 

@@ -1,15 +1,21 @@
 // The one place that converts between state-dict key layouts:
-//   SGM single file (sd_xl_base_1.0.safetensors: model.diffusion_model.*,
-//   first_stage_model.*, conditioner.embedders.{0,1}.*)  <->  diffusers folders.
+//   single files -> diffusers folders:
+//     SGM (SDXL, sd_xl_base_1.0.safetensors: model.diffusion_model.*,
+//       first_stage_model.*, conditioner.embedders.{0,1}.*),
+//     LDM (SD 1.x, v1-5-pruned-emaonly.safetensors: model.diffusion_model.*,
+//       first_stage_model.*, cond_stage_model.transformer.*);
+//   UNet module paths, diffusers <-> SGM/LDM block names (the same numbering in both).
 // Kohya LoRA files name UNet modules either way, so the UNet module-path
 // mapping is public too (lora/lora_file.cpp uses it).
 //
 // Where each mapping is defined:
 //   UNet, VAE, text encoders: diffusers
-//     scripts/convert_diffusers_to_original_sdxl.py (unet_conversion_map*,
+//     scripts/convert_diffusers_to_original_sdxl.py and
+//     scripts/convert_diffusers_to_original_stable_diffusion.py (unet_conversion_map*,
 //     vae_conversion_map*, textenc_conversion_lst) and
 //     src/diffusers/loaders/single_file_utils.py (convert_ldm_unet_checkpoint,
-//     convert_ldm_vae_checkpoint, convert_open_clip_checkpoint);
+//     convert_ldm_vae_checkpoint, convert_ldm_clip_checkpoint, convert_open_clip_checkpoint,
+//     infer_diffusers_model_type);
 //   the same UNet table in kohya-ss/sd-scripts library/sdxl_model_util.py
 //     (make_unet_conversion_map);
 //   OpenCLIP names: mlfoundations/open_clip src/open_clip/transformer.py.
@@ -32,6 +38,7 @@ struct UNetLayout {
                                                            // layers_per_block[levels-1-i] + 1
   std::vector<bool> down_has_attention{false, true, true}; // per down level (CrossAttnDownBlock2D)
   std::vector<bool> up_has_attention{true, true, false};   // per up level, in up order (CrossAttnUpBlock2D)
+  bool added_embedding = true;                             // SDXL's add_embedding (SGM label_emb)
   int levels() const { return static_cast<int>(layers_per_block.size()); }
 
   static UNetLayout sdxl_base() { return UNetLayout{}; }
@@ -50,13 +57,28 @@ std::string unet_diffusers_to_sgm(const std::string& diffusers_path, const UNetL
 std::string unet_sgm_to_diffusers(const std::string& sgm_path, const UNetLayout& layout);
 
 // ----------------------------------------------------------------------------
-// SGM single file -> diffusers components
+// Single files (SGM, LDM) -> diffusers components
 
-// The SGM prefixes of each component.
+// The prefixes of each component: the UNet and VAE are named alike in both layouts.
 inline constexpr const char* kSgmUNetPrefix = "model.diffusion_model.";
 inline constexpr const char* kSgmVaePrefix = "first_stage_model.";
 inline constexpr const char* kSgmTextEncoderPrefix = "conditioner.embedders.0.transformer.";
 inline constexpr const char* kSgmTextEncoder2Prefix = "conditioner.embedders.1.model.";
+inline constexpr const char* kLdmTextEncoderPrefix = "cond_stage_model.transformer.";   // SD 1.x: CLIP ViT-L
+inline constexpr const char* kLdmOpenClipPrefix = "cond_stage_model.model.";           // SD 2.x: OpenCLIP-H
+
+// What a single file's keys say it is: its family and layout, and the markers some
+// SDXL v-prediction fine-tunes carry (empty "v_pred" and "ztsnr" tensors, read by ComfyUI).
+struct SingleFileKind {
+  models::ModelFamily family = models::ModelFamily::Sdxl;
+  std::string layout;                // "sgm-single-file" (SDXL) or "ldm-single-file" (SD 1.x)
+  bool v_prediction_marker = false;  // a "v_pred" key
+  bool zero_terminal_snr_marker = false; // a "ztsnr" key
+};
+
+// Throws std::invalid_argument naming the key prefixes found when the keys are of no
+// family this engine loads (an SD 2.x LDM file, a LoRA, a VAE alone, ...).
+SingleFileKind single_file_kind(const std::vector<std::string>& keys, const std::string& file_name);
 
 // Keys come out as diffusers writes them today: unet/vae as in their
 // diffusion_pytorch_model.safetensors; text_encoder without the "text_model."
@@ -64,27 +86,28 @@ inline constexpr const char* kSgmTextEncoder2Prefix = "conditioner.embedders.1.m
 // with it ("text_model.*", "text_projection.weight"). Tensors keep their dtype;
 // VAE attention 1x1 conv weights are reshaped to Linear [C, C], OpenCLIP's fused
 // in_proj is split into q/k/v and text_projection is transposed to [proj, hidden].
+// SD 1.x's 1x1-conv proj_in / proj_out stay [C, C, 1, 1], as diffusers keeps them.
 struct SplitCheckpoint {
-  TensorMap unet, vae, text_encoder, text_encoder_2;
+  TensorMap unet, vae, text_encoder, text_encoder_2; // text_encoder_2 empty for SD 1.x
 };
 
-struct SgmExpectations {
+struct SingleFileExpectations {
+  models::ModelFamily family = models::ModelFamily::Sdxl;
   UNetLayout unet = UNetLayout::sdxl_base();
   int vae_levels = 4;             // len(vae block_out_channels)
   int text_encoder_layers = 12;   // CLIP ViT-L; -1: take what the file has
-  int text_encoder_2_layers = 32; // OpenCLIP bigG; -1: take what the file has
+  int text_encoder_2_layers = 32; // OpenCLIP bigG (SDXL only); -1: take what the file has
 
-  static SgmExpectations from_configs(const models::UNetConfig& unet, const models::VaeConfig& vae,
-                                      const models::ClipTextConfig& text_encoder,
-                                      const models::ClipTextConfig& text_encoder_2);
+  // text_encoder_2 is ignored for SD 1.x.
+  static SingleFileExpectations from_configs(models::ModelFamily family, const models::UNetConfig& unet,
+                                             const models::VaeConfig& vae, const models::ClipTextConfig& text_encoder,
+                                             const models::ClipTextConfig& text_encoder_2);
 };
 
 // Throws std::invalid_argument listing every key it does not recognise, and
 // when the file's block or layer counts disagree with the expectations.
-// Entries without weights (logit_scale, position_ids) are dropped.
-SplitCheckpoint split_sgm_checkpoint(const TensorMap& sgm, const SgmExpectations& expect);
-
-// True when the keys look like an SGM single file (any model.diffusion_model.* key).
-bool is_sgm_checkpoint(const std::vector<std::string>& keys);
+// Entries without weights (logit_scale, position_ids, LDM's DDPM schedule buffers,
+// the EMA copy of a non-pruned file, SDXL's v_pred / ztsnr markers) are dropped.
+SplitCheckpoint split_single_file(const TensorMap& tensors, const SingleFileExpectations& expect);
 
 } // namespace sdxl::io

@@ -20,7 +20,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr int64_t kSdxlContentTokens = ClipTokenizer::kSdxlMaxLength - 2; // 75 between bos and eos
+constexpr int64_t kContentTokens = ClipTokenizer::kMaxLength - 2; // 75 between bos and eos
 constexpr const char* kEndOfWord = "</w>";
 constexpr uint32_t kReplacementChar = 0xFFFD;
 
@@ -671,15 +671,15 @@ std::vector<int64_t> ClipTokenizer::encode(const std::string& text) const {
   return ids;
 }
 
-std::vector<int64_t> ClipTokenizer::frame_sdxl(const std::string& prompt) const {
+std::vector<int64_t> ClipTokenizer::frame(const std::string& prompt) const {
   const std::vector<int64_t> ids = encode(prompt);
   std::vector<int64_t> framed;
-  framed.reserve(kSdxlMaxLength);
+  framed.reserve(kMaxLength);
   framed.push_back(bos_id_);
-  const auto kept = std::min<int64_t>(static_cast<int64_t>(ids.size()), kSdxlContentTokens);
+  const auto kept = std::min<int64_t>(static_cast<int64_t>(ids.size()), kContentTokens);
   framed.insert(framed.end(), ids.begin(), ids.begin() + kept);
   framed.push_back(eos_id_);
-  framed.resize(kSdxlMaxLength, pad_id_);
+  framed.resize(kMaxLength, pad_id_);
   return framed;
 }
 

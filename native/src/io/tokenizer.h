@@ -1,9 +1,10 @@
-// CLIP's byte-level BPE tokenizer, as SDXL's `tokenizer/` and `tokenizer_2/`
-// folders describe it (vocab.json + merges.txt, or tokenizer.json), equal to
-// OpenAI's reference SimpleTokenizer on ordinary text and to Hugging Face's
-// CLIPTokenizer on the special-token quirk SDXL depends on:
-//   tokenizer_2 pads with "!" (id 0), so Hugging Face treats "!" as a special
-//   token and turns every "!" of a prompt into id 0 before BPE ("!!!" -> 0 0 0).
+// CLIP's byte-level BPE tokenizer, as the pipelines' `tokenizer/` (and SDXL's
+// `tokenizer_2/`) folders describe it (vocab.json + merges.txt, or tokenizer.json),
+// equal to OpenAI's reference SimpleTokenizer on ordinary text and to Hugging Face's
+// CLIPTokenizer on the special-token quirk SDXL and SD 2.x depend on:
+//   SDXL's tokenizer_2 and SD 2.x's tokenizer pad with "!" (id 0), so Hugging Face
+//   treats "!" as a special token and turns every "!" of a prompt into id 0 before
+//   BPE ("!!!" -> 0 0 0).
 // Any special token (bos, eos, pad, unk, and added tokens marked special) is
 // cut out of the text first and maps straight to its id.
 //
@@ -25,8 +26,8 @@ namespace sdxl::io {
 
 class ClipTokenizer {
  public:
-  // SDXL frames every prompt to this many ids: [bos] + ids[:75] + [eos] + pads.
-  static constexpr int64_t kSdxlMaxLength = 77;
+  // Stable Diffusion frames every prompt to this many ids: [bos] + ids[:75] + [eos] + pads.
+  static constexpr int64_t kMaxLength = 77;
 
   // Loads a tokenizer folder: vocab.json + merges.txt when present, else
   // tokenizer.json; special tokens from tokenizer_config.json,
@@ -38,8 +39,8 @@ class ClipTokenizer {
 
   // Raw BPE ids of a text, without bos/eos framing or truncation.
   std::vector<int64_t> encode(const std::string& text) const;
-  // SDXL framing: [bos] + encode(prompt)[:75] + [eos], padded to 77 with pad_id().
-  std::vector<int64_t> frame_sdxl(const std::string& prompt) const;
+  // The pipelines' framing: [bos] + encode(prompt)[:75] + [eos], padded to 77 with pad_id().
+  std::vector<int64_t> frame(const std::string& prompt) const;
 
   int64_t bos_id() const { return bos_id_; }
   int64_t eos_id() const { return eos_id_; }

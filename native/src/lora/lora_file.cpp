@@ -100,6 +100,14 @@ struct Pending {
   double alpha = 0;
 };
 
+// A 1x1 convolution's weight [o, i, 1, 1] as the matrix [o, i] it applies (SD 1.x's
+// proj_in / proj_out adapters); other tensors unchanged.
+torch::Tensor as_matrix(const torch::Tensor& tensor) {
+  if (tensor.defined() && tensor.dim() == 4 && tensor.size(2) == 1 && tensor.size(3) == 1)
+    return tensor.reshape({tensor.size(0), tensor.size(1)});
+  return tensor;
+}
+
 // What is wrong with a module's parts on their own (empty: nothing), naming a key of it.
 std::string malformed(const std::string& component, const std::string& module_path, const Pending& parts) {
   if (!parts.down.defined() || !parts.up.defined()) {
@@ -107,10 +115,11 @@ std::string malformed(const std::string& component, const std::string& module_pa
     return key + ": " + component + " module " + module_path + " lacks its " + (parts.down.defined() ? "up" : "down") +
            " matrix";
   }
-  if (parts.down.dim() != 2 || parts.up.dim() != 2 || parts.down.size(0) != parts.up.size(1)) {
+  const torch::Tensor down = as_matrix(parts.down), up = as_matrix(parts.up);
+  if (down.dim() != 2 || up.dim() != 2 || down.size(0) != up.size(1)) {
     std::ostringstream problem;
     problem << parts.down_key << " " << parts.down.sizes() << " / " << parts.up_key << " " << parts.up.sizes() << ": "
-            << component << " module " << module_path << " needs down [r, in] and up [out, r]";
+            << component << " module " << module_path << " needs down [r, in] and up [out, r] (or their 1x1 convolutions)";
     return problem.str();
   }
   return {};
@@ -129,9 +138,10 @@ void finish_module(const std::string& component, const std::string& module_path,
   LoraModule module;
   module.component = component;
   module.module_path = module_path;
-  module.down = parts.down;
-  module.up = parts.up;
-  module.rank = parts.down.size(0);
+  module.down = as_matrix(parts.down);
+  module.up = as_matrix(parts.up);
+  module.pointwise_conv = parts.down.dim() == 4;
+  module.rank = module.down.size(0);
   module.alpha = parts.has_alpha ? parts.alpha : static_cast<double>(module.rank); // no alpha: scale 1
   module.down_key = parts.down_key;
   module.up_key = parts.up_key;
@@ -350,12 +360,22 @@ std::string with_text_model_prefix(const std::string& path) {
   return kTextModelPrefix + path;
 }
 
-std::string kohya_name(const LoraModule& module, LoraLayout layout, const io::UNetLayout& unet_layout) {
+std::string kohya_name(const LoraModule& module, LoraLayout layout, const io::UNetLayout& unet_layout,
+                       bool single_text_encoder) {
   if (module.component == kComponentUNet)
     return "lora_unet_" + flatten(layout == LoraLayout::KohyaSgm ? io::unet_diffusers_to_sgm(module.module_path, unet_layout)
                                                                  : module.module_path);
-  const char* prefix = module.component == kComponentTextEncoder ? "lora_te1_" : "lora_te2_";
+  // sd-scripts names an SD 1.x/2.x text encoder lora_te_, SDXL's two lora_te1_ and lora_te2_.
+  const char* prefix = single_text_encoder ? "lora_te_" : module.component == kComponentTextEncoder ? "lora_te1_" : "lora_te2_";
   return prefix + flatten(with_text_model_prefix(module.module_path));
+}
+
+// A module's tensors as files hold them: 1x1-convolution shapes for a pointwise-conv target.
+torch::Tensor stored_down(const LoraModule& module) {
+  return module.pointwise_conv ? module.down.reshape({module.down.size(0), module.down.size(1), 1, 1}) : module.down;
+}
+torch::Tensor stored_up(const LoraModule& module) {
+  return module.pointwise_conv ? module.up.reshape({module.up.size(0), module.up.size(1), 1, 1}) : module.up;
 }
 
 // A single value when every module of the set has it, for the summary metadata.
@@ -422,7 +442,8 @@ LoraFile load_lora_file(const std::string& path, const LoraTargets& targets, std
 namespace sdxl::lora {
 
 void save_lora_file(const std::string& path, const std::vector<LoraModule>& modules, LoraLayout layout,
-                    const io::UNetLayout& unet_layout, const std::map<std::string, std::string>& metadata) {
+                    const io::UNetLayout& unet_layout, const std::map<std::string, std::string>& metadata,
+                    bool single_text_encoder) {
   io::TensorMap tensors;
   std::map<std::string, std::string> header;
   std::map<std::string, std::vector<const LoraModule*>> by_component;
@@ -433,8 +454,8 @@ void save_lora_file(const std::string& path, const std::vector<LoraModule>& modu
       for (const auto* module : members) {
         const std::string path_in_file =
             component == kComponentUNet ? module->module_path : with_text_model_prefix(module->module_path);
-        tensors[component + "." + path_in_file + kPeftDown] = module->down;
-        tensors[component + "." + path_in_file + kPeftUp] = module->up;
+        tensors[component + "." + path_in_file + kPeftDown] = stored_down(*module);
+        tensors[component + "." + path_in_file + kPeftUp] = stored_up(*module);
       }
       int64_t rank = 0;
       double alpha = 0;
@@ -456,9 +477,9 @@ void save_lora_file(const std::string& path, const std::vector<LoraModule>& modu
   } else {
     std::vector<const LoraModule*> all;
     for (const auto& module : modules) {
-      const std::string name = kohya_name(module, layout, unet_layout);
-      tensors[name + kKohyaDown] = module.down;
-      tensors[name + kKohyaUp] = module.up;
+      const std::string name = kohya_name(module, layout, unet_layout, single_text_encoder);
+      tensors[name + kKohyaDown] = stored_down(module);
+      tensors[name + kKohyaUp] = stored_up(module);
       // 0-dim, in the weights' dtype as sd-scripts saves it (alphas such as 16 or 8 are exact in float16)
       tensors[name + kKohyaAlpha] = torch::tensor(static_cast<float>(module.alpha)).to(module.down.scalar_type());
       all.push_back(&module);

@@ -1,11 +1,14 @@
 // LoRA adapter files in the three layouts users exchange, read into one
 // normalized list of (component, diffusers module path, down, up, alpha):
 //   kohya, SGM block names:      lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight
-//                                (+ .lora_up.weight, .alpha) — what ComfyUI / AUTOMATIC1111 use;
-//   kohya, diffusers names:      lora_unet_down_blocks_1_attentions_0_..._attn1_to_q.lora_down.weight;
+//                                (+ .lora_up.weight, .alpha) — what ComfyUI / AUTOMATIC1111 use for SDXL;
+//   kohya, diffusers names:      lora_unet_down_blocks_1_attentions_0_..._attn1_to_q.lora_down.weight
+//                                (sd-scripts' SD 1.x/2.x layout);
 //   peft / diffusers:            unet.down_blocks.1...attn1.to_q.lora_A.weight / .lora_B.weight,
 //                                alpha in __metadata__["lora_adapter_metadata"] ("unet.lora_alpha").
-// Text encoders: kohya lora_te1_* / lora_te2_*, peft text_encoder.* / text_encoder_2.*.
+// Text encoders: kohya lora_te1_* / lora_te2_* (SDXL) or lora_te_* (SD 1.x/2.x), peft
+// text_encoder.* / text_encoder_2.*. Adapters of SD 1.x's 1x1-conv proj_in / proj_out
+// are stored as 1x1 convolutions ([r, in, 1, 1] / [out, r, 1, 1]) and read as matrices.
 //
 // Kohya names replace every '.' by '_', which is ambiguous (to_out_0, ff_net_0_proj,
 // transformer_blocks); names are resolved against the module paths the target
@@ -41,6 +44,7 @@ struct LoraModule {
   int64_t rank = 0;
   std::string down_key;    // the file's keys of down and up, for messages; empty when built in memory
   std::string up_key;
+  bool pointwise_conv = false; // the target is a 1x1 Conv2d: files hold down and up as 1x1 convolutions
 };
 
 struct LoraFile {
@@ -58,14 +62,16 @@ struct LoraFile {
 LoraFile load_lora_file(const std::string& path, const LoraTargets& targets,
                         std::vector<std::string>* problems = nullptr);
 
-// Writes modules in one of the layouts (what the trainer saves; KohyaSgm is what
-// ComfyUI / AUTOMATIC1111 read). `unet_layout` names UNet blocks for KohyaSgm.
-// Text-encoder paths are written with transformers' "text_model." prefix, as
-// kohya (lora_te1_text_model_...) and diffusers do. Tensors are saved as given
+// Writes modules in one of the layouts (what the trainer saves: KohyaSgm for SDXL,
+// KohyaDiffusers for SD 1.x/2.x, as sd-scripts writes them). `unet_layout` names UNet
+// blocks for KohyaSgm; `single_text_encoder` names kohya text-encoder modules lora_te_
+// (SD 1.x/2.x) instead of lora_te1_ / lora_te2_. Text-encoder paths are written with
+// transformers' "text_model." prefix, as kohya (lora_te1_text_model_...) and diffusers do. Tensors are saved as given
 // (contiguous CPU copies); kohya alphas as 0-dim float32. `metadata` is merged
 // into the header after the layout's own entries (ss_network_dim/alpha or
 // lora_adapter_metadata).
 void save_lora_file(const std::string& path, const std::vector<LoraModule>& modules, LoraLayout layout,
-                    const io::UNetLayout& unet_layout, const std::map<std::string, std::string>& metadata = {});
+                    const io::UNetLayout& unet_layout, const std::map<std::string, std::string>& metadata = {},
+                    bool single_text_encoder = false);
 
 } // namespace sdxl::lora

@@ -100,20 +100,22 @@ torch::Tensor BasicTransformerBlockImpl::forward_plain(const torch::Tensor& x, c
 
 Transformer2DModelImpl::Transformer2DModelImpl(int64_t channels, int64_t heads, int64_t num_layers,
                                                int64_t context_dim, int64_t groups, bool upcast_attention,
-                                               torch::TensorOptions options) {
+                                               bool linear_projection, torch::TensorOptions options) {
   const int64_t head_dim = channels / heads;
+  const bool pointwise_conv = !linear_projection;
   norm = register_module("norm", GroupNorm(groups, channels, kTransformerNormEps, options));
-  proj_in = register_module("proj_in", Linear(channels, channels, true, options));
+  proj_in = register_module("proj_in", Linear(channels, channels, true, options, pointwise_conv));
   auto list = register_module("transformer_blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < num_layers; ++i) {
     blocks.push_back(BasicTransformerBlock(channels, heads, head_dim, context_dim, upcast_attention, options));
     list->push_back(blocks.back());
   }
-  proj_out = register_module("proj_out", Linear(channels, channels, true, options));
+  proj_out = register_module("proj_out", Linear(channels, channels, true, options, pointwise_conv));
 }
 
 torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
   const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
+  // A 1x1 convolution before the reshape (SD 1.x) is this linear map after it.
   torch::Tensor h = norm(x).permute({0, 2, 3, 1}).reshape({batch, height * width, channels}); // [B, HW, C]
   h = proj_in(h);
   for (auto& block : blocks) h = block(h, context);                                           // [B, HW, C]

@@ -1,5 +1,5 @@
-// diffusers' attention stack as SDXL's UNet uses it: Attention, the GEGLU
-// FeedForward, BasicTransformerBlock and Transformer2DModel (linear
+// diffusers' attention stack as the Stable Diffusion UNets use it: Attention, the
+// GEGLU FeedForward, BasicTransformerBlock and Transformer2DModel (linear or 1x1-conv
 // projections). Module names are the diffusers state-dict keys
 // (attn1.to_q, attn2.to_out.0, ff.net.0.proj, ff.net.2, ...).
 #pragma once
@@ -74,8 +74,11 @@ TORCH_MODULE(BasicTransformerBlock);
 
 class Transformer2DModelImpl : public torch::nn::Module {
  public:
+  // linear_projection false: proj_in / proj_out are 1x1 convolutions (SD 1.x), applied as
+  // the same linear map on channels-last activations.
   Transformer2DModelImpl(int64_t channels, int64_t heads, int64_t num_layers, int64_t context_dim,
-                         int64_t groups, bool upcast_attention, torch::TensorOptions options);
+                         int64_t groups, bool upcast_attention, bool linear_projection,
+                         torch::TensorOptions options);
   // x [B, C, H, W], context [B, M, context_dim] -> [B, C, H, W]
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context);
 

@@ -48,6 +48,21 @@ bool is_null_or_missing(const json& config, const char* key) {
 
 } // namespace
 
+const char* family_name(ModelFamily family) {
+  switch (family) {
+    case ModelFamily::Sd1: return "sd1";
+    case ModelFamily::Sd2: return "sd2";
+    case ModelFamily::Sdxl: return "sdxl";
+  }
+  return "unknown";
+}
+
+ModelFamily parse_family(const std::string& name) {
+  for (const ModelFamily family : {ModelFamily::Sd1, ModelFamily::Sd2, ModelFamily::Sdxl})
+    if (name == family_name(family)) return family;
+  throw std::invalid_argument("unknown model family \"" + name + "\" (expected sd1, sd2 or sdxl)");
+}
+
 json read_json_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot open " + path);
@@ -66,27 +81,31 @@ UNetConfig UNetConfig::from_json(const json& config) {
   c.in_channels = value_or(config, "in_channels", c.in_channels);
   c.out_channels = value_or(config, "out_channels", c.out_channels);
   c.sample_size = value_or(config, "sample_size", c.sample_size);
-  c.block_out_channels = value_or(config, "block_out_channels", c.block_out_channels);
+  // Fallbacks for keys a file leaves out are diffusers' own defaults (SD 1.x's), not SDXL's.
+  const UNetConfig defaults = sd15_base();
+  c.block_out_channels = value_or(config, "block_out_channels", defaults.block_out_channels);
   const size_t levels = c.block_out_channels.size();
-  c.down_block_types = value_or(config, "down_block_types", c.down_block_types);
-  c.up_block_types = value_or(config, "up_block_types", c.up_block_types);
+  c.down_block_types = value_or(config, "down_block_types", defaults.down_block_types);
+  c.up_block_types = value_or(config, "up_block_types", defaults.up_block_types);
   c.mid_block_type = value_or(config, "mid_block_type", c.mid_block_type);
   // diffusers' defaults when absent: 2 resnets and 1 transformer layer per level.
   c.layers_per_block = per_level(config, "layers_per_block", levels, std::vector<int64_t>(levels, 2));
   c.transformer_layers_per_block =
       per_level(config, "transformer_layers_per_block", levels, std::vector<int64_t>(levels, 1));
   // diffusers' legacy naming: attention_head_dim holds the head count when num_attention_heads is null.
+  const std::vector<int64_t> default_heads(levels, defaults.num_attention_heads.front());
   c.num_attention_heads = is_null_or_missing(config, "num_attention_heads")
-                              ? per_level(config, "attention_head_dim", levels, c.num_attention_heads)
-                              : per_level(config, "num_attention_heads", levels, c.num_attention_heads);
-  c.cross_attention_dim = value_or(config, "cross_attention_dim", c.cross_attention_dim);
+                              ? per_level(config, "attention_head_dim", levels, default_heads)
+                              : per_level(config, "num_attention_heads", levels, default_heads);
+  c.cross_attention_dim = value_or(config, "cross_attention_dim", int64_t{1280});
   c.norm_num_groups = value_or(config, "norm_num_groups", c.norm_num_groups);
   c.norm_eps = value_or(config, "norm_eps", c.norm_eps);
-  c.use_linear_projection = value_or(config, "use_linear_projection", c.use_linear_projection);
+  c.use_linear_projection = value_or(config, "use_linear_projection", false); // diffusers' default: conv
   c.upcast_attention = value_or(config, "upcast_attention", c.upcast_attention);
   c.flip_sin_to_cos = value_or(config, "flip_sin_to_cos", c.flip_sin_to_cos);
   c.freq_shift = value_or(config, "freq_shift", c.freq_shift);
-  c.addition_embed_type = value_or(config, "addition_embed_type", c.addition_embed_type);
+  // A missing or null addition_embed_type means none (SD 1.x/2.x), whatever our SDXL default.
+  c.addition_embed_type = value_or(config, "addition_embed_type", std::string());
   c.addition_time_embed_dim = value_or(config, "addition_time_embed_dim", c.addition_time_embed_dim);
   c.projection_class_embeddings_input_dim = value_or(
       config, "projection_class_embeddings_input_dim", c.projection_class_embeddings_input_dim);
@@ -103,8 +122,8 @@ UNetConfig UNetConfig::from_json(const json& config) {
   for (const auto& t : c.up_block_types)
     require(t == "UpBlock2D" || t == "CrossAttnUpBlock2D", unet, "up block type " + t);
   require(c.mid_block_type == "UNetMidBlock2DCrossAttn", unet, "mid_block_type " + c.mid_block_type);
-  require(c.addition_embed_type == "text_time", unet, "addition_embed_type " + c.addition_embed_type);
-  require(c.use_linear_projection, unet, "use_linear_projection false (conv projections)");
+  require(c.addition_embed_type.empty() || c.addition_embed_type == "text_time", unet,
+          "addition_embed_type " + c.addition_embed_type);
   require(value_or<std::string>(config, "act_fn", "silu") == "silu", unet, "act_fn");
   require(value_or<std::string>(config, "time_embedding_type", "positional") == "positional", unet,
           "time_embedding_type");
@@ -137,6 +156,23 @@ UNetConfig UNetConfig::from_file(const std::string& path) { return from_json(rea
 
 UNetConfig UNetConfig::sdxl_base() { return UNetConfig{}; } // the defaults are SDXL-base 1.0
 
+UNetConfig UNetConfig::sd15_base() {
+  UNetConfig c;
+  c.sample_size = 64;
+  c.block_out_channels = {320, 640, 1280, 1280};
+  c.down_block_types = {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"};
+  c.up_block_types = {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"};
+  c.layers_per_block = {2, 2, 2, 2};
+  c.transformer_layers_per_block = {1, 1, 1, 1};
+  c.num_attention_heads = {8, 8, 8, 8}; // attention_head_dim 8 in diffusers' legacy naming
+  c.cross_attention_dim = 768;
+  c.use_linear_projection = false;
+  c.addition_embed_type = "";
+  c.addition_time_embed_dim = 0;
+  c.projection_class_embeddings_input_dim = 0;
+  return c;
+}
+
 // ----------------------------------------------------------------------------
 // CLIP text
 
@@ -167,6 +203,8 @@ ClipTextConfig ClipTextConfig::from_file(const std::string& path) {
 
 ClipTextConfig ClipTextConfig::sdxl_base_text_encoder() { return ClipTextConfig{}; }
 
+ClipTextConfig ClipTextConfig::sd15_base_text_encoder() { return ClipTextConfig{}; } // CLIP ViT-L/14, as SDXL's first
+
 ClipTextConfig ClipTextConfig::sdxl_base_text_encoder_2() {
   ClipTextConfig c;
   c.hidden_size = 1280;
@@ -193,7 +231,7 @@ VaeConfig VaeConfig::from_json(const json& config) {
   c.up_block_types = value_or(config, "up_block_types", c.up_block_types);
   c.layers_per_block = value_or(config, "layers_per_block", c.layers_per_block);
   c.norm_num_groups = value_or(config, "norm_num_groups", c.norm_num_groups);
-  c.scaling_factor = value_or(config, "scaling_factor", c.scaling_factor);
+  c.scaling_factor = value_or(config, "scaling_factor", sd15_base().scaling_factor); // diffusers' default
   c.shift_factor = value_or(config, "shift_factor", c.shift_factor);
   c.force_upcast = value_or(config, "force_upcast", c.force_upcast);
   c.use_quant_conv = value_or(config, "use_quant_conv", c.use_quant_conv);
@@ -212,5 +250,12 @@ VaeConfig VaeConfig::from_json(const json& config) {
 VaeConfig VaeConfig::from_file(const std::string& path) { return from_json(read_json_file(path)); }
 
 VaeConfig VaeConfig::sdxl_base() { return VaeConfig{}; }
+
+VaeConfig VaeConfig::sd15_base() {
+  VaeConfig c;
+  c.sample_size = 512;
+  c.scaling_factor = 0.18215;
+  return c;
+}
 
 } // namespace sdxl::models

@@ -1,7 +1,7 @@
-// Configuration of each SDXL component, read from its diffusers / transformers
-// config.json. Defaults are SDXL-base 1.0's values; sdxl_base() factories give
-// the whole SDXL-base configs for single-file checkpoints that carry no config.
-// Options the models do not implement are rejected with a clear error instead
+// Configuration of each pipeline component, read from its diffusers / transformers
+// config.json. Defaults are SDXL-base 1.0's values; the sdxl_base() and sd15_base()
+// factories give the whole published configs for single-file checkpoints that carry
+// none. Options the models do not implement are rejected with a clear error instead
 // of being silently ignored.
 #pragma once
 
@@ -12,6 +12,17 @@
 #include <vector>
 
 namespace sdxl::models {
+
+// ----------------------------------------------------------------------------
+// Model family: what conditions the UNet
+//   Sd1   Stable Diffusion 1.x: one CLIP ViT-L text encoder, 1x1-conv projections, 512 px
+//   Sd2   Stable Diffusion 2.x: one OpenCLIP-H text encoder, linear projections, 768 px
+//   Sdxl  SDXL: two text encoders, pooled text and size ids as an added embedding, 1024 px
+
+enum class ModelFamily { Sd1, Sd2, Sdxl };
+
+const char* family_name(ModelFamily family); // "sd1", "sd2", "sdxl"
+ModelFamily parse_family(const std::string& name); // throws std::invalid_argument for another name
 
 // ----------------------------------------------------------------------------
 // UNet2DConditionModel
@@ -34,11 +45,11 @@ struct UNetConfig {
   int64_t cross_attention_dim = 2048;   // te1 hidden + te2 hidden
   int64_t norm_num_groups = 32;
   double norm_eps = 1e-5;               // resnets and final norm
-  bool use_linear_projection = true;    // Transformer2DModel proj_in / proj_out are Linear
+  bool use_linear_projection = true;    // Transformer2DModel proj_in / proj_out: Linear, else 1x1 Conv2d (SD 1.x)
   bool upcast_attention = false;        // attention scores in float32 for half dtypes
   bool flip_sin_to_cos = true;          // timestep features are [cos, sin]
   double freq_shift = 0;                // downscale_freq_shift of the sinusoidal features
-  std::string addition_embed_type = "text_time";
+  std::string addition_embed_type = "text_time"; // "" (SD 1.x/2.x: none) or "text_time" (SDXL)
   int64_t addition_time_embed_dim = 256;                 // sinusoidal features per time id
   int64_t projection_class_embeddings_input_dim = 2816;  // pooled text (1280) + 6 * 256
   int64_t downsample_padding = 1;
@@ -47,11 +58,14 @@ struct UNetConfig {
   int64_t conv_out_kernel = 3;
 
   int64_t time_embed_dim() const { return block_out_channels.front() * 4; }
+  // SDXL's added embedding of pooled text and size ids ("text_time").
+  bool has_added_embedding() const { return addition_embed_type == "text_time"; }
 
   // Throws std::invalid_argument for options the UNet does not implement.
   static UNetConfig from_json(const nlohmann::json& config);
   static UNetConfig from_file(const std::string& path);
   static UNetConfig sdxl_base();
+  static UNetConfig sd15_base(); // stable-diffusion-v1-5's unet/config.json
 };
 
 // ----------------------------------------------------------------------------
@@ -74,8 +88,9 @@ struct ClipTextConfig {
 
   static ClipTextConfig from_json(const nlohmann::json& config);
   static ClipTextConfig from_file(const std::string& path);
-  static ClipTextConfig sdxl_base_text_encoder();   // CLIP ViT-L/14 text model
+  static ClipTextConfig sdxl_base_text_encoder();   // CLIP ViT-L/14 text model (SD 1.x's too)
   static ClipTextConfig sdxl_base_text_encoder_2(); // OpenCLIP ViT-bigG/14 text model + projection
+  static ClipTextConfig sd15_base_text_encoder();   // stable-diffusion-v1-5's text_encoder/config.json
 };
 
 // ----------------------------------------------------------------------------
@@ -91,7 +106,7 @@ struct VaeConfig {
   std::vector<std::string> up_block_types = std::vector<std::string>(4, "UpDecoderBlock2D");
   int64_t layers_per_block = 2; // encoder resnets per level (decoder: +1)
   int64_t norm_num_groups = 32;
-  double scaling_factor = 0.13025; // latents * scaling_factor feed the UNet
+  double scaling_factor = 0.13025; // latents * scaling_factor feed the UNet (SD 1.x/2.x: 0.18215)
   double shift_factor = 0.0;       // null in SDXL
   bool force_upcast = true;        // SDXL's VAE overflows in float16
   bool use_quant_conv = true;
@@ -101,6 +116,7 @@ struct VaeConfig {
   static VaeConfig from_json(const nlohmann::json& config);
   static VaeConfig from_file(const std::string& path);
   static VaeConfig sdxl_base();
+  static VaeConfig sd15_base(); // stable-diffusion-v1-5's vae/config.json
 };
 
 // Reads a JSON file; throws std::runtime_error naming the path on failure.

@@ -21,10 +21,11 @@ torch::Tensor new_parameter(torch::IntArrayRef shape, const torch::TensorOptions
 // Linear
 
 LinearImpl::LinearImpl(int64_t in_features_, int64_t out_features_, bool with_bias,
-                       torch::TensorOptions options)
-    : in_features(in_features_), out_features(out_features_) {
-  weight = register_parameter("weight", new_parameter({out_features, in_features}, options),
-                              kBaseWeightsRequireGrad);
+                       torch::TensorOptions options, bool pointwise_conv_)
+    : in_features(in_features_), out_features(out_features_), pointwise_conv(pointwise_conv_) {
+  const std::vector<int64_t> shape = pointwise_conv ? std::vector<int64_t>{out_features, in_features, 1, 1}
+                                                    : std::vector<int64_t>{out_features, in_features};
+  weight = register_parameter("weight", new_parameter(shape, options), kBaseWeightsRequireGrad);
   if (with_bias) {
     bias = register_parameter("bias", new_parameter({out_features}, options), kBaseWeightsRequireGrad);
   }
@@ -53,7 +54,7 @@ ActiveAdaptersScope::ActiveAdaptersScope(const std::vector<ActiveAdapter>* adapt
 ActiveAdaptersScope::~ActiveAdaptersScope() { active_adapters = previous_; }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = torch::linear(x, weight, bias); // [..., out]
+  torch::Tensor y = torch::linear(x, pointwise_conv ? weight.flatten(1) : weight, bias); // [..., out]
   const auto add = [&](const LoraSlot& lora, double scale) {
     torch::Tensor lora_in = x.to(lora.down.scalar_type()); // [..., in]
     if (lora.dropout != 0.0 && is_training()) lora_in = lora_dropout(lora_in, lora);

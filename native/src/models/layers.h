@@ -61,7 +61,10 @@ class ActiveAdaptersScope {
 
 class LinearImpl : public torch::nn::Module {
  public:
-  LinearImpl(int64_t in_features, int64_t out_features, bool with_bias, torch::TensorOptions options);
+  // pointwise_conv: the weight is stored as a 1x1 Conv2d's, [out, in, 1, 1] (SD 1.x's
+  // proj_in / proj_out), and applied to channels-last input as the same linear map.
+  LinearImpl(int64_t in_features, int64_t out_features, bool with_bias, torch::TensorOptions options,
+             bool pointwise_conv = false);
 
   // y = x W^T + b + sum_i scale_i * (dropout_i(x) down_i^T) up_i^T over its own slots and
   // this thread's overlay (ActiveAdaptersScope); the base weight is never modified.
@@ -69,7 +72,8 @@ class LinearImpl : public torch::nn::Module {
 
   int64_t in_features;
   int64_t out_features;
-  torch::Tensor weight; // [out, in]
+  bool pointwise_conv;  // weight is [out, in, 1, 1]; LoRA files hold its down / up as 1x1 convs too
+  torch::Tensor weight; // [out, in] (or [out, in, 1, 1])
   torch::Tensor bias;   // [out] or undefined
   std::vector<LoraSlot> loras;
 };

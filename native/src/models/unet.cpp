@@ -52,7 +52,8 @@ UNetDownBlockImpl::UNetDownBlockImpl(const UNetConfig& c, int64_t level, torch::
     if (cross_attention) {
       attentions.push_back(Transformer2DModel(out_channels, c.num_attention_heads[level],
                                               c.transformer_layers_per_block[level], c.cross_attention_dim,
-                                              c.norm_num_groups, c.upcast_attention, options));
+                                              c.norm_num_groups, c.upcast_attention,
+                                              c.use_linear_projection, options));
     }
   }
   register_list(*this, "resnets", resnets);
@@ -88,7 +89,8 @@ UNetMidBlockImpl::UNetMidBlockImpl(const UNetConfig& c, torch::TensorOptions opt
   for (int64_t i = 0; i < mid_layers; ++i) {
     attentions.push_back(Transformer2DModel(channels, c.num_attention_heads.back(),
                                             c.transformer_layers_per_block.back(), c.cross_attention_dim,
-                                            c.norm_num_groups, c.upcast_attention, options));
+                                            c.norm_num_groups, c.upcast_attention,
+                                              c.use_linear_projection, options));
     resnets.push_back(ResnetBlock2D(channels, channels, c.time_embed_dim(), c.norm_num_groups, c.norm_eps, options));
   }
   register_list(*this, "attentions", attentions);
@@ -125,7 +127,8 @@ UNetUpBlockImpl::UNetUpBlockImpl(const UNetConfig& c, int64_t up_index, torch::T
     if (cross_attention) {
       attentions.push_back(Transformer2DModel(out_channels, c.num_attention_heads[level],
                                               c.transformer_layers_per_block[level], c.cross_attention_dim,
-                                              c.norm_num_groups, c.upcast_attention, options));
+                                              c.norm_num_groups, c.upcast_attention,
+                                              c.use_linear_projection, options));
     }
   }
   register_list(*this, "attentions", attentions);
@@ -156,6 +159,28 @@ torch::Tensor UNetUpBlockImpl::forward(const torch::Tensor& x, const torch::Tens
 // ----------------------------------------------------------------------------
 // UNet2DConditionModel
 
+UNetConditioning UNetConditioning::to(const torch::Device& device, torch::Dtype dtype) const {
+  const auto convert = [&](const torch::Tensor& tensor) { return tensor.defined() ? tensor.to(device, dtype) : tensor; };
+  return {convert(context), convert(text_embeds), convert(time_ids)};
+}
+
+UNetConditioning UNetConditioning::cat(const UNetConditioning& other) const {
+  const auto join = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return a.defined() ? torch::cat({a, b}, 0) : a;
+  };
+  return {join(context, other.context), join(text_embeds, other.text_embeds), join(time_ids, other.time_ids)};
+}
+
+UNetConditioning UNetConditioning::repeat(int64_t times) const {
+  const auto repeated = [&](const torch::Tensor& tensor) {
+    if (!tensor.defined()) return tensor;
+    std::vector<int64_t> counts(tensor.dim(), 1);
+    counts[0] = times;
+    return tensor.repeat(counts);
+  };
+  return {repeated(context), repeated(text_embeds), repeated(time_ids)};
+}
+
 UNet2DConditionModelImpl::UNet2DConditionModelImpl(const UNetConfig& c, torch::TensorOptions options)
     : config_(c) {
   const int64_t levels = static_cast<int64_t>(c.block_out_channels.size());
@@ -163,8 +188,10 @@ UNet2DConditionModelImpl::UNet2DConditionModelImpl(const UNetConfig& c, torch::T
   conv_in = register_module("conv_in", Conv2d(c.in_channels, first, c.conv_in_kernel,
                                               1, (c.conv_in_kernel - 1) / 2, options));
   time_embedding = register_module("time_embedding", TimestepEmbedding(first, c.time_embed_dim(), options));
-  add_embedding = register_module(
-      "add_embedding", TimestepEmbedding(c.projection_class_embeddings_input_dim, c.time_embed_dim(), options));
+  if (c.has_added_embedding()) {
+    add_embedding = register_module(
+        "add_embedding", TimestepEmbedding(c.projection_class_embeddings_input_dim, c.time_embed_dim(), options));
+  }
   for (int64_t level = 0; level < levels; ++level) down_blocks.push_back(UNetDownBlock(c, level, options));
   register_list(*this, "down_blocks", down_blocks);
   mid_block = register_module("mid_block", UNetMidBlock(c, options));
@@ -181,28 +208,35 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, con
                                                 const TraceFn* trace) {
   const int64_t batch = sample.size(0);
   const auto dtype = sample.scalar_type();
-  if (time_ids.size(-1) != kTimeIdsPerSample) {
-    throw std::invalid_argument("UNet: time_ids must hold 6 values per sample");
+  if (add_embedding) {
+    if (!text_embeds.defined() || !time_ids.defined())
+      throw std::invalid_argument("UNet: an SDXL UNet needs text_embeds and time_ids");
+    if (time_ids.size(-1) != kTimeIdsPerSample) throw std::invalid_argument("UNet: time_ids must hold 6 values per sample");
+  } else if (text_embeds.defined() || time_ids.defined()) {
+    throw std::invalid_argument("UNet: this UNet has no added embedding (SD 1.x/2.x); text_embeds and time_ids must be undefined");
   }
   auto emit = [&](const std::string& name, const torch::Tensor& value) {
     emit_trace(trace, kTracePrefix + name, value);
   };
 
-  // time embedding + text_time added embedding
+  // time embedding (+ SDXL's text_time added embedding)
   torch::Tensor t = timestep.reshape({-1}).expand({batch});                  // [B]
   torch::Tensor t_features = timestep_features(t, config_.block_out_channels.front(),
                                                config_.flip_sin_to_cos, config_.freq_shift); // [B, C0]
   emit("time_proj", t_features);
   torch::Tensor emb = time_embedding(t_features.to(dtype));                   // [B, 4*C0]
   emit("time_embedding", emb);
-  torch::Tensor id_features = timestep_features(time_ids.reshape({-1}), config_.addition_time_embed_dim,
-                                                config_.flip_sin_to_cos, config_.freq_shift); // [B*6, D]
-  emit("add_time_proj", id_features);
-  torch::Tensor add_input = torch::cat({text_embeds, id_features.reshape({batch, -1}).to(text_embeds.scalar_type())},
-                                       -1).to(emb.scalar_type());             // [B, pooled + 6*D]
-  torch::Tensor aug_emb = add_embedding(add_input);                           // [B, 4*C0]
-  emit("add_embedding", aug_emb);
-  emb = emb + aug_emb;
+  if (add_embedding) {
+    torch::Tensor id_features = timestep_features(time_ids.reshape({-1}), config_.addition_time_embed_dim,
+                                                  config_.flip_sin_to_cos, config_.freq_shift); // [B*6, D]
+    emit("add_time_proj", id_features);
+    torch::Tensor add_input =
+        torch::cat({text_embeds, id_features.reshape({batch, -1}).to(text_embeds.scalar_type())}, -1)
+            .to(emb.scalar_type());                                             // [B, pooled + 6*D]
+    torch::Tensor aug_emb = add_embedding(add_input);                           // [B, 4*C0]
+    emit("add_embedding", aug_emb);
+    emb = emb + aug_emb;
+  }
 
   // down, mid, up
   torch::Tensor h = conv_in(sample); // [B, C0, h, w]

@@ -1,8 +1,9 @@
-// diffusers' UNet2DConditionModel as SDXL configures it: sinusoidal time
-// embedding plus the "text_time" added embedding (pooled text + 6 size/crop
-// ids), down blocks (DownBlock2D / CrossAttnDownBlock2D), the
-// UNetMidBlock2DCrossAttn, up blocks with skip connections, and the output
-// head. named_parameters() are exactly the diffusers state-dict keys.
+// diffusers' UNet2DConditionModel as Stable Diffusion 1.x, 2.x and SDXL configure
+// it: sinusoidal time embedding (plus, for SDXL, the "text_time" added embedding
+// of pooled text and 6 size/crop ids), down blocks (DownBlock2D /
+// CrossAttnDownBlock2D), the UNetMidBlock2DCrossAttn, up blocks with skip
+// connections, and the output head. named_parameters() are exactly the diffusers
+// state-dict keys.
 #pragma once
 
 #include "models/attention.h" // Transformer2DModel
@@ -84,22 +85,42 @@ TORCH_MODULE(UNetUpBlock);
 // ----------------------------------------------------------------------------
 // UNet2DConditionModel
 
+// What conditions the UNet besides the noisy latents and the timestep; a model
+// family's text side makes it (sample/conditioning.h).
+struct UNetConditioning {
+  torch::Tensor context;     // [B, 77, cross_attention_dim]: encoder_hidden_states
+  torch::Tensor text_embeds; // [B, P]: SDXL's pooled text; undefined for SD 1.x/2.x
+  torch::Tensor time_ids;    // [B, 6]: SDXL's size ids; undefined for SD 1.x/2.x
+
+  // Each defined tensor converted (the batch dimension kept).
+  UNetConditioning to(const torch::Device& device, torch::Dtype dtype) const;
+  // [this; other] along the batch (classifier-free guidance's [unconditional, conditional]).
+  UNetConditioning cat(const UNetConditioning& other) const;
+  // The batch repeated `times` over (one prompt for several images).
+  UNetConditioning repeat(int64_t times) const;
+};
+
 class UNet2DConditionModelImpl : public torch::nn::Module {
  public:
   UNet2DConditionModelImpl(const UNetConfig& config, torch::TensorOptions options);
 
   // sample [B, in, h, w]; timestep [B] or [1] (float); encoder_hidden_states [B, 77, cross];
-  // text_embeds [B, pooled]; time_ids [B, 6] -> noise prediction [B, out, h, w].
+  // text_embeds [B, pooled] and time_ids [B, 6] with the added embedding (SDXL), undefined
+  // without (SD 1.x/2.x) -> prediction [B, out, h, w] (noise or v, as the model was trained).
   // trace receives "unet.dbg.*"-named intermediates with `trace_prefix` = "unet.dbg.".
   torch::Tensor forward(const torch::Tensor& sample, const torch::Tensor& timestep,
                         const torch::Tensor& encoder_hidden_states, const torch::Tensor& text_embeds,
                         const torch::Tensor& time_ids, const TraceFn* trace = nullptr);
+  torch::Tensor forward(const torch::Tensor& sample, const torch::Tensor& timestep,
+                        const UNetConditioning& conditioning, const TraceFn* trace = nullptr) {
+    return forward(sample, timestep, conditioning.context, conditioning.text_embeds, conditioning.time_ids, trace);
+  }
 
   const UNetConfig& config() const { return config_; }
 
   Conv2d conv_in{nullptr};
   TimestepEmbedding time_embedding{nullptr};
-  TimestepEmbedding add_embedding{nullptr};
+  TimestepEmbedding add_embedding{nullptr}; // SDXL only
   std::vector<UNetDownBlock> down_blocks;
   UNetMidBlock mid_block{nullptr};
   std::vector<UNetUpBlock> up_blocks;

@@ -46,7 +46,7 @@ DpmSolverMultistepScheduler::DpmSolverMultistepScheduler(const SchedulerConfig& 
   config_.validate();
   check_inference_steps(config_, num_inference_steps);
   // ---- training sigmas in float32, and their logs, as numpy holds them
-  const torch::Tensor alphas_cumprod = train_alphas_cumprod(config_);                  // [T]
+  const torch::Tensor alphas_cumprod = sampler_alphas_cumprod(config_);                  // [T]
   const torch::Tensor train_sigmas = ((1 - alphas_cumprod) / alphas_cumprod).pow(0.5); // [T], ascending
   const torch::Tensor log_table = train_sigmas.log().contiguous();                     // [T]
   const std::vector<float> log_sigmas(log_table.data_ptr<float>(), log_table.data_ptr<float>() + log_table.numel());

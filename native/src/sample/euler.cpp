@@ -26,11 +26,12 @@ std::vector<double> inference_timesteps(const SchedulerConfig& config, int64_t s
     for (double t = static_cast<double>(train_steps); t > 0 && static_cast<int64_t>(timesteps.size()) < steps;
          t -= step_ratio)
       timesteps.push_back(std::nearbyint(t) - 1.0);
-  } else { // linspace: linspace(0, T - 1, n) in float32, reversed
-    const auto values = torch::linspace(0.0, static_cast<double>(train_steps - 1), steps,
-                                        torch::TensorOptions().dtype(torch::kFloat32));
-    const auto accessor = values.accessor<float, 1>();
-    for (int64_t i = steps - 1; i >= 0; --i) timesteps.push_back(static_cast<double>(accessor[i]));
+  } else { // linspace: np.linspace(0, T - 1, n, dtype=float32), computed in float64 and rounded, reversed
+    const double last = static_cast<double>(train_steps - 1);
+    for (int64_t i = steps - 1; i >= 0; --i) {
+      const double value = steps == 1 ? 0.0 : last * static_cast<double>(i) / static_cast<double>(steps - 1);
+      timesteps.push_back(static_cast<double>(static_cast<float>(value)));
+    }
   }
   return timesteps;
 }
@@ -53,7 +54,7 @@ EulerDiscreteScheduler::EulerDiscreteScheduler(const SchedulerConfig& config, in
   config_.validate();
   check_inference_steps(config_, num_inference_steps);
   // ---- training sigmas, float32 like diffusers: sqrt((1 - a) / a)
-  const torch::Tensor alphas_cumprod = train_alphas_cumprod(config_);                 // [T]
+  const torch::Tensor alphas_cumprod = sampler_alphas_cumprod(config_);                 // [T]
   const torch::Tensor train_sigmas = ((1 - alphas_cumprod) / alphas_cumprod).pow(0.5); // [T]
   const int64_t train_steps = train_sigmas.size(0);
   const auto table = train_sigmas.accessor<float, 1>();

@@ -31,17 +31,10 @@ torch::Tensor denoise(models::UNet2DConditionModel& unet, Sampler& scheduler, co
   const torch::Device device = inputs.latents.device();
 
   // Conditioning, unconditional half first as diffusers concatenates it.
-  torch::Tensor context = inputs.prompt_embeds;      // [B, 77, cross]
-  torch::Tensor text_embeds = inputs.pooled_prompt_embeds; // [B, proj]
-  torch::Tensor time_ids = inputs.time_ids;          // [B, 6]
-  if (guided) {
-    context = torch::cat({inputs.negative_prompt_embeds, inputs.prompt_embeds}, 0);            // [2B, 77, cross]
-    text_embeds = torch::cat({inputs.negative_pooled_prompt_embeds, inputs.pooled_prompt_embeds}, 0); // [2B, proj]
-    time_ids = torch::cat({inputs.time_ids, inputs.time_ids}, 0);                                // [2B, 6]
-  }
-  context = context.to(device, dtype);
-  text_embeds = text_embeds.to(device, dtype);
-  time_ids = time_ids.to(device, dtype);
+  models::UNetConditioning negative = inputs.negative;
+  if (!negative.time_ids.defined()) negative.time_ids = inputs.positive.time_ids; // SDXL: the same size ids
+  const models::UNetConditioning conditioning =
+      (guided ? negative.cat(inputs.positive) : inputs.positive).to(device, dtype); // batch [2B] or [B]
 
   const int64_t total = scheduler.num_inference_steps();
   const int64_t batch = inputs.latents.size(0);
@@ -53,7 +46,7 @@ torch::Tensor denoise(models::UNet2DConditionModel& unet, Sampler& scheduler, co
     torch::Tensor model_input = guided ? torch::cat({latents, latents}, 0) : latents; // [2B, 4, h, w]
     model_input = scheduler.scale_model_input(model_input, i).to(dtype);
     const torch::Tensor timestep = scheduler.timesteps()[i].reshape({1}).to(device); // [1]
-    torch::Tensor noise_pred = unet->forward(model_input, timestep, context, text_embeds, time_ids); // [2B, 4, h, w]
+    torch::Tensor noise_pred = unet->forward(model_input, timestep, conditioning); // [2B, 4, h, w]
     if (guided) {
       const auto halves = noise_pred.chunk(2, 0);
       noise_pred = halves[0] + inputs.guidance_scale * (halves[1] - halves[0]); // [B, 4, h, w]
@@ -77,7 +70,7 @@ torch::Tensor denoise(models::UNet2DConditionModel& unet, Sampler& scheduler, co
 
 torch::Tensor decode_latents(models::AutoencoderKL& vae, const torch::Tensor& latents) {
   torch::NoGradGuard no_grad;
-  // SDXL's pipeline divides by scaling_factor only (its VAE has no shift or latents mean/std).
+  // The pipelines divide by scaling_factor only (these VAEs have no shift or latents mean/std).
   const torch::Tensor scaled = latents / vae->config().scaling_factor;     // [B, 4, h, w]
   return vae->decode(scaled.to(module_dtype(*vae))).to(torch::kFloat32); // [B, 3, 8h, 8w]
 }

@@ -1,8 +1,10 @@
 // Text-to-image with classifier-free guidance, the loop of diffusers'
-// StableDiffusionXLPipeline.__call__ for already encoded prompts: scale the
-// starting latents by the sampler's init_noise_sigma, run the UNet on the
-// [unconditional, conditional] batch each step, guide, step (sampler.h), then
-// decode latents / scaling_factor with the VAE.
+// StableDiffusionPipeline / StableDiffusionXLPipeline.__call__ for already encoded
+// prompts (a family's conditioning, sample/conditioning.h): scale the starting
+// latents by the sampler's init_noise_sigma, run the UNet on the [unconditional,
+// conditional] batch each step, guide, step (sampler.h), then decode
+// latents / scaling_factor with the VAE. The samplers read the model's prediction
+// type (epsilon or v) from the scheduler config.
 #pragma once
 
 #include <cstdint>    // int64_t, uint8_t
@@ -20,12 +22,10 @@
 namespace sdxl::sample {
 
 struct Text2ImageInputs {
-  torch::Tensor prompt_embeds;                 // [B, 77, cross_attention_dim]
-  torch::Tensor pooled_prompt_embeds;          // [B, projection_dim]
-  torch::Tensor negative_prompt_embeds;        // [B, 77, cross_attention_dim]
-  torch::Tensor negative_pooled_prompt_embeds; // [B, projection_dim]
-  torch::Tensor time_ids;                      // [B, 6]; the unconditional branch uses the same
-  torch::Tensor latents;                       // [B, 4, H/8, W/8] ~ N(0, 1), before init_noise_sigma
+  models::UNetConditioning positive; // batch B; SDXL's time_ids are the same in both branches
+  models::UNetConditioning negative; // batch B, classifier-free guidance's unconditional branch
+                                     // (time_ids left undefined: the positive branch's)
+  torch::Tensor latents;             // [B, 4, H/8, W/8] ~ N(0, 1), before init_noise_sigma
   int64_t steps = 30;
   double guidance_scale = 5.0; // <= 1 disables classifier-free guidance, as in diffusers
   std::string sampler = "euler"; // sampler.h's names

@@ -23,16 +23,46 @@ torch::Tensor add_noise(const torch::Tensor& alphas_cumprod, const torch::Tensor
   return sqrt_alpha * latents + sqrt_one_minus_alpha * noise;                       // [B, 4, h, w]
 }
 
+namespace {
+// a_t per sample, broadcast over [B, C, h, w].
+torch::Tensor alpha_at(const torch::Tensor& alphas_cumprod, const torch::Tensor& like, const torch::Tensor& timesteps) {
+  const torch::Tensor table = alphas_cumprod.to(like.device(), like.scalar_type()); // [T]
+  std::vector<int64_t> broadcast(like.dim(), 1);
+  broadcast[0] = like.size(0);
+  return table.index_select(0, timesteps.to(like.device()).to(torch::kInt64)).reshape(broadcast); // [B, 1, 1, 1]
+}
+} // namespace
+
+torch::Tensor training_target(const torch::Tensor& alphas_cumprod, const torch::Tensor& latents,
+                              const torch::Tensor& noise, const torch::Tensor& timesteps,
+                              const std::string& prediction_type) {
+  if (prediction_type == "epsilon") return noise;
+  if (prediction_type != "v_prediction")
+    throw std::invalid_argument("training target: unknown prediction_type \"" + prediction_type + "\"");
+  // DDPMScheduler.get_velocity, in the latents' dtype as diffusers computes it.
+  const torch::Tensor alpha = alpha_at(alphas_cumprod, latents, timesteps);
+  return alpha.pow(0.5) * noise - (1 - alpha).pow(0.5) * latents; // [B, 4, h, w]
+}
+
+torch::Tensor min_snr_weights(const torch::Tensor& alphas_cumprod, const torch::Tensor& timesteps, double gamma,
+                              const std::string& prediction_type) {
+  const torch::Tensor alpha = alphas_cumprod.to(torch::kFloat32).index_select(0, timesteps.to(alphas_cumprod.device()));
+  const torch::Tensor snr = alpha / (1 - alpha); // [B]
+  const torch::Tensor clipped = torch::clamp_max(snr, gamma);
+  return prediction_type == "v_prediction" ? clipped / (snr + 1) : clipped / snr;
+}
+
 DdpmLossOutput ddpm_loss(models::UNet2DConditionModel& unet, const torch::Tensor& alphas_cumprod,
                          const DdpmLossInputs& inputs) {
   if (inputs.timesteps.dim() != 1 || inputs.timesteps.size(0) != inputs.latents.size(0))
     throw std::invalid_argument("ddpm_loss: timesteps must be [B] with one entry per latent");
   DdpmLossOutput output;
   output.noisy_latents = add_noise(alphas_cumprod, inputs.latents, inputs.noise, inputs.timesteps); // [B, 4, h, w]
+  output.target = training_target(alphas_cumprod, inputs.latents, inputs.noise, inputs.timesteps, inputs.prediction_type);
   output.prediction = unet->forward(output.noisy_latents, inputs.timesteps.to(torch::kFloat32),
-                                    inputs.encoder_hidden_states, inputs.text_embeds, inputs.time_ids); // [B, 4, h, w]
+                                    inputs.conditioning); // [B, 4, h, w]
   // The loss is taken in float32 whatever the model's dtype, as the diffusers scripts do.
-  output.loss = torch::mse_loss(output.prediction.to(torch::kFloat32), inputs.noise.to(torch::kFloat32)); // []
+  output.loss = torch::mse_loss(output.prediction.to(torch::kFloat32), output.target.to(torch::kFloat32)); // []
   return output;
 }
 

@@ -2,9 +2,13 @@
 // kohya-ss/sd-scripts train_network.py (the metadata dict, then
 // {k: str(v)}; ss_training_finished_at / ss_steps set when saving),
 // library/sdxl_model_util.py (MODEL_VERSION_SDXL_BASE_V1_0 = "sdxl_base_v1-0"),
-// library/sai_model_spec.py (architecture "stable-diffusion-xl-v1-base/lora",
-// implementation "https://github.com/Stability-AI/generative-models" for an
-// SDXL LoRA, resolution "WxH", prediction_type "epsilon"). SHA-256: FIPS 180-4.
+// library/model_util.py get_model_version_str_for_sd1_sd2 ("sd_v1", "sd_v2", plus
+// "_v" for v-parameterization), library/sai_model_spec.py (architecture
+// "stable-diffusion-v1/lora", "stable-diffusion-v2-512/lora",
+// "stable-diffusion-v2-768-v/lora" or "stable-diffusion-xl-v1-base/lora";
+// implementation "https://github.com/Stability-AI/generative-models" for an SDXL
+// LoRA, "diffusers" for SD 1.x/2.x; resolution "WxH"; prediction_type "epsilon" or
+// "v"; encoder_layer = clip skip). SHA-256: FIPS 180-4.
 #include "train/lora_metadata.h"
 
 #include <algorithm> // std::min
@@ -18,14 +22,26 @@ namespace sdxl::train {
 namespace {
 
 // ----------------------------------------------------------------------------
-// Values kohya and ModelSpec write for an SDXL LoRA
+// Values kohya and ModelSpec write for a LoRA of each family
 
 constexpr const char* kNetworkModule = "networks.lora";
-constexpr const char* kBaseModelVersion = "sdxl_base_v1-0";
-constexpr const char* kModelSpecVersion = "1.0.0"; // what the SDXL LoRAs in circulation carry
-constexpr const char* kModelSpecArchitecture = "stable-diffusion-xl-v1-base/lora";
-constexpr const char* kModelSpecImplementation = "https://github.com/Stability-AI/generative-models";
-constexpr const char* kPredictionType = "epsilon";
+constexpr const char* kModelSpecVersion = "1.0.0"; // what the LoRAs in circulation carry
+
+std::string base_model_version(const BaseModelTraits& base) {
+  if (base.family == models::ModelFamily::Sdxl) return "sdxl_base_v1-0";
+  return std::string(base.family == models::ModelFamily::Sd2 ? "sd_v2" : "sd_v1") + (base.v_prediction ? "_v" : "");
+}
+
+std::string modelspec_architecture(const BaseModelTraits& base) {
+  if (base.family == models::ModelFamily::Sdxl) return "stable-diffusion-xl-v1-base/lora";
+  if (base.family == models::ModelFamily::Sd2)
+    return base.v_prediction ? "stable-diffusion-v2-768-v/lora" : "stable-diffusion-v2-512/lora";
+  return "stable-diffusion-v1/lora";
+}
+
+std::string modelspec_implementation(const BaseModelTraits& base) {
+  return base.family == models::ModelFamily::Sdxl ? "https://github.com/Stability-AI/generative-models" : "diffusers";
+}
 
 const char* python_bool(bool value) { return value ? "True" : "False"; }
 
@@ -223,7 +239,8 @@ std::string dataset_hash(const std::vector<TrainImage>& images) {
 }
 
 std::map<std::string, std::string> lora_metadata(const TrainOptions& options, const std::string& dataset_hash,
-                                                 int64_t steps_done, const TrainingTimes& times) {
+                                                 int64_t steps_done, const TrainingTimes& times,
+                                                 const BaseModelTraits& base) {
   const std::string resolution = std::to_string(options.resolution);
   const int64_t train_images = static_cast<int64_t>(options.images.size()) * options.repeats; // with repeats
   std::map<std::string, std::string> metadata = {
@@ -232,8 +249,11 @@ std::map<std::string, std::string> lora_metadata(const TrainOptions& options, co
       {"ss_training_finished_at", python_float(times.finished_at)},
       {"ss_output_name", options.output_name},
       {"ss_sd_model_name", base_name(options.model.model_path)},
-      {"ss_base_model_version", kBaseModelVersion},
-      {"ss_v2", python_bool(false)},
+      {"ss_base_model_version", base_model_version(base)},
+      {"ss_v2", python_bool(base.family == models::ModelFamily::Sd2)},
+      {"ss_v_parameterization", python_bool(base.v_prediction)},
+      {"ss_zero_terminal_snr", python_bool(base.zero_terminal_snr)},
+      {"ss_clip_skip", options.clip_skip > 0 ? std::to_string(options.clip_skip) : "None"},
       {"ss_network_module", kNetworkModule},
       {"ss_network_dim", std::to_string(options.rank)},
       {"ss_network_alpha", python_float(options.alpha)},
@@ -267,13 +287,14 @@ std::map<std::string, std::string> lora_metadata(const TrainOptions& options, co
       {"ss_flip_aug", python_bool(options.random_flip)},
       // Stability AI ModelSpec
       {"modelspec.sai_model_spec", kModelSpecVersion},
-      {"modelspec.architecture", kModelSpecArchitecture},
-      {"modelspec.implementation", kModelSpecImplementation},
+      {"modelspec.architecture", modelspec_architecture(base)},
+      {"modelspec.implementation", modelspec_implementation(base)},
       {"modelspec.title", options.output_name},
       {"modelspec.resolution", resolution + "x" + resolution},
       {"modelspec.date", iso8601_utc(times.finished_at)},
-      {"modelspec.prediction_type", kPredictionType},
+      {"modelspec.prediction_type", base.v_prediction ? "v" : "epsilon"},
   };
+  if (options.clip_skip > 0) metadata["modelspec.encoder_layer"] = std::to_string(options.clip_skip);
   if (!options.trigger_phrase.empty()) metadata["modelspec.trigger_phrase"] = options.trigger_phrase;
   if (!dataset_hash.empty()) metadata[kDatasetHashKey] = dataset_hash;
   for (const auto& [key, value] : options.metadata) metadata[key] = value;

@@ -4,7 +4,7 @@
 // Python's str() of the argument, so floats read "0.0001", "16.0", "5e-05",
 // booleans "True"/"False" and unset options "None") and the Stability AI
 // ModelSpec keys (modelspec.*, as kohya's library/sai_model_spec.py writes
-// them for an SDXL LoRA).
+// them for a LoRA of the base model's family).
 //
 // Plus the dataset's SHA-256 under our own key, kDatasetHashKey: kohya has no
 // such key, and a key of our own keeps kohya's ss_* namespace theirs.
@@ -16,7 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "sdxl/engine.h" // TrainOptions, TrainImage
+#include "models/configs.h" // models::ModelFamily
+#include "sdxl/engine.h"    // TrainOptions, TrainImage
 
 namespace sdxl::train {
 
@@ -29,12 +30,21 @@ struct TrainingTimes {
   double finished_at = 0;
 };
 
-// Every ss_* and modelspec.* key for a LoRA trained with `options` after
+// What the metadata says of the base model (kohya's --v2, --v_parameterization,
+// --zero_terminal_snr; SDXL's own scripts).
+struct BaseModelTraits {
+  models::ModelFamily family = models::ModelFamily::Sdxl;
+  bool v_prediction = false;
+  bool zero_terminal_snr = false;
+};
+
+// Every ss_* and modelspec.* key for a LoRA of `base` trained with `options` after
 // `steps_done` optimizer steps; options.metadata is merged last, so a caller's
 // entry wins. lora::save_lora_file's own ss_network_dim / ss_network_alpha
 // are overwritten by these (same meaning, kohya's formatting).
 std::map<std::string, std::string> lora_metadata(const TrainOptions& options, const std::string& dataset_hash,
-                                                 int64_t steps_done, const TrainingTimes& times);
+                                                 int64_t steps_done, const TrainingTimes& times,
+                                                 const BaseModelTraits& base = {});
 
 // Lowercase hex SHA-256 over the images in order. Each image contributes, as
 // little-endian 64-bit lengths and numbers: len(name), name, width, height,

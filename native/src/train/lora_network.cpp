@@ -78,8 +78,8 @@ void LoraNetwork::attach(torch::nn::Module& unet, torch::nn::Module* text_encode
     message << "LoRA dropout must be in [0, 1), got " << options.dropout;
     throw std::invalid_argument(message.str());
   }
-  if (options.text_encoders && (text_encoder == nullptr || text_encoder_2 == nullptr))
-    throw std::invalid_argument("LoRA on the text encoders needs both text encoders");
+  if (options.text_encoders && text_encoder == nullptr)
+    throw std::invalid_argument("LoRA on the text encoders needs the model's text encoder");
   if (!generator.device().is_cpu())
     throw std::invalid_argument("LoraNetwork::attach: the init generator must be a CPU generator");
 
@@ -90,8 +90,9 @@ void LoraNetwork::attach(torch::nn::Module& unet, torch::nn::Module* text_encode
   if (options.text_encoders) {
     for (auto& linear : targeted_linears(*text_encoder, kComponentTextEncoder, options.text_encoder_targets))
       planned.emplace_back(kComponentTextEncoder, std::move(linear));
-    for (auto& linear : targeted_linears(*text_encoder_2, kComponentTextEncoder2, options.text_encoder_targets))
-      planned.emplace_back(kComponentTextEncoder2, std::move(linear));
+    if (text_encoder_2 != nullptr) // SDXL's second encoder; SD 1.x/2.x have one
+      for (auto& linear : targeted_linears(*text_encoder_2, kComponentTextEncoder2, options.text_encoder_targets))
+        planned.emplace_back(kComponentTextEncoder2, std::move(linear));
   }
   if (planned.empty()) throw std::invalid_argument("LoRA network has no target modules");
 
@@ -113,6 +114,7 @@ void LoraNetwork::attach(torch::nn::Module& unet, torch::nn::Module* text_encode
       entry.component = component;
       entry.module_path = path;
       entry.linear = linear;
+      entry.pointwise_conv = linear->pointwise_conv;
       entry.down = down.to(device);                                           // [r, in]
       entry.up = torch::zeros({out, options.rank}, cpu_float.device(device)); // [out, r]
       entries.push_back(std::move(entry));
@@ -153,23 +155,21 @@ void LoraNetwork::set_dropout_generator(const at::Generator& generator) {
   }
 }
 
-std::vector<torch::Tensor> LoraNetwork::unet_parameters() const {
+std::vector<torch::Tensor> LoraNetwork::parameters_of(const std::string& component) const {
   std::vector<torch::Tensor> parameters;
   for (const auto& entry : entries_)
-    if (entry.component == kComponentUNet) {
+    if (entry.component == component) {
       parameters.push_back(entry.down);
       parameters.push_back(entry.up);
     }
   return parameters;
 }
 
+std::vector<torch::Tensor> LoraNetwork::unet_parameters() const { return parameters_of(kComponentUNet); }
+
 std::vector<torch::Tensor> LoraNetwork::text_encoder_parameters() const {
-  std::vector<torch::Tensor> parameters;
-  for (const auto& entry : entries_)
-    if (entry.component != kComponentUNet) {
-      parameters.push_back(entry.down);
-      parameters.push_back(entry.up);
-    }
+  std::vector<torch::Tensor> parameters = parameters_of(kComponentTextEncoder);
+  for (auto& tensor : parameters_of(kComponentTextEncoder2)) parameters.push_back(std::move(tensor));
   return parameters;
 }
 
@@ -191,6 +191,7 @@ std::vector<lora::LoraModule> LoraNetwork::modules(torch::Dtype save_dtype) cons
     module.up = entry.up.detach().to(torch::kCPU, save_dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
     module.alpha = options_.alpha;
     module.rank = options_.rank;
+    module.pointwise_conv = entry.linear ? entry.linear->pointwise_conv : entry.pointwise_conv;
     modules.push_back(std::move(module));
   }
   return modules;
@@ -235,10 +236,10 @@ void LoraNetwork::load_state(const std::map<std::string, torch::Tensor>& state) 
 
 void save_trained_lora(const std::string& path, const LoraNetwork& network, lora::LoraLayout layout,
                        const io::UNetLayout& unet_layout, torch::Dtype save_dtype,
-                       const std::map<std::string, std::string>& metadata) {
+                       const std::map<std::string, std::string>& metadata, bool single_text_encoder) {
   if (network.module_count() == 0) throw std::logic_error("save_trained_lora: the LoRA network has no modules");
   // save_lora_file -> io::save_safetensors writes a temporary file and renames it.
-  lora::save_lora_file(path, network.modules(save_dtype), layout, unet_layout, metadata);
+  lora::save_lora_file(path, network.modules(save_dtype), layout, unet_layout, metadata, single_text_encoder);
 }
 
 } // namespace sdxl::train

@@ -1,5 +1,5 @@
 // The trainable LoRA network: one float32 LoraSlot per targeted Linear of the
-// UNet (and optionally both text encoders), initialised as peft does
+// UNet (and optionally the text encoders: one for SD 1.x/2.x, two for SDXL), initialised as peft does
 // (LoraLayer.reset_lora_parameters: A = kaiming_uniform_(a=sqrt(5)), i.e.
 // U(-1/sqrt(in), 1/sqrt(in)); B = 0; scale = alpha / rank), so the models'
 // output is unchanged until B moves. The slots hold the master weights in
@@ -30,7 +30,7 @@ struct LoraNetworkOptions {
   double dropout = 0; // on the low-rank input, training only; [0, 1)
   // Module-path suffixes at a '.' boundary: "to_q" matches "...attn1.to_q".
   std::vector<std::string> unet_targets{"to_q", "to_k", "to_v", "to_out.0"};
-  bool text_encoders = false; // also adapt text_encoder and text_encoder_2
+  bool text_encoders = false; // also adapt text_encoder (and SDXL's text_encoder_2)
   std::vector<std::string> text_encoder_targets{"q_proj", "k_proj", "v_proj", "out_proj"};
 };
 
@@ -40,10 +40,10 @@ class LoraNetwork {
   // unet, text_encoder, text_encoder_2 and modules in named_modules() order, A
   // drawn from `generator` (a CPU generator: the same seed gives the same
   // network on every device) and then moved to the module's device.
-  // Throws std::invalid_argument (changing nothing) for rank <= 0, alpha <= 0,
-  // dropout outside [0, 1), a target that matches no Linear (named, with its
-  // component), or text_encoders without both text encoders; std::logic_error
-  // when already attached.
+  // text_encoder_2 may be null (SD 1.x/2.x). Throws std::invalid_argument (changing
+  // nothing) for rank <= 0, alpha <= 0, dropout outside [0, 1), a target that matches
+  // no Linear (named, with its component), or text_encoders without a text encoder;
+  // std::logic_error when already attached.
   void attach(torch::nn::Module& unet, torch::nn::Module* text_encoder, torch::nn::Module* text_encoder_2,
               const LoraNetworkOptions& options, at::Generator& generator);
 
@@ -64,7 +64,8 @@ class LoraNetwork {
 
   // The trainable tensors (down, up per module, in attach order).
   std::vector<torch::Tensor> unet_parameters() const;
-  std::vector<torch::Tensor> text_encoder_parameters() const; // both encoders
+  std::vector<torch::Tensor> text_encoder_parameters() const; // every text encoder's
+  std::vector<torch::Tensor> parameters_of(const std::string& component) const; // "unet", "text_encoder", ...
   int64_t trainable_parameter_count() const;
 
   // CPU copies in `save_dtype`, for lora::save_lora_file.
@@ -82,6 +83,7 @@ class LoraNetwork {
     std::string component;   // "unet", "text_encoder" or "text_encoder_2"
     std::string module_path; // the Linear's path inside its model
     std::shared_ptr<models::LinearImpl> linear; // null after detach()
+    bool pointwise_conv = false;                // the Linear is a 1x1 conv (SD 1.x proj_in / proj_out)
     torch::Tensor down; // [r, in] float32, requires_grad
     torch::Tensor up;   // [out, r] float32, requires_grad
   };
@@ -92,11 +94,11 @@ class LoraNetwork {
 
 // Writes the network as a LoRA file (kohya with SGM or diffusers names, or
 // peft), tensors in `save_dtype`, `metadata` merged into the header after the
-// layout's own entries. lora::save_lora_file writes through
+// layout's own entries; `single_text_encoder` as lora::save_lora_file. lora::save_lora_file writes through
 // io::save_safetensors, which writes a temporary file and renames it, so a
 // crash never leaves a half-written adapter at `path`.
 void save_trained_lora(const std::string& path, const LoraNetwork& network, lora::LoraLayout layout,
                        const io::UNetLayout& unet_layout, torch::Dtype save_dtype,
-                       const std::map<std::string, std::string>& metadata);
+                       const std::map<std::string, std::string>& metadata, bool single_text_encoder = false);
 
 } // namespace sdxl::train

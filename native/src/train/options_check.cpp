@@ -1,6 +1,8 @@
 // Rules for TrainOptions; see options_check.h.
 #include "train/options_check.h"
 
+#include "sample/conditioning.h" // sample::check_clip_skip
+
 #include <cmath>     // std::isfinite
 #include <stdexcept> // std::invalid_argument
 #include <string>
@@ -92,6 +94,8 @@ void check_train_options(const TrainOptions& o) {
   if (!std::isfinite(o.unet_lr) || o.unet_lr <= 0) refuse("unet_lr", "must be > 0");
   if (o.train_text_encoder && (!std::isfinite(o.text_encoder_lr) || o.text_encoder_lr <= 0))
     refuse("text_encoder_lr", "must be > 0");
+  require_non_negative("text_encoder_2_lr", o.text_encoder_2_lr);
+  if (o.clip_skip < 0) refuse("clip_skip", "must be >= 0");
   require_non_negative("min_snr_gamma", o.min_snr_gamma);
   require_non_negative("noise_offset", o.noise_offset);
 
@@ -107,6 +111,17 @@ void check_train_options(const TrainOptions& o) {
   if (o.validation_every < 0) refuse("validation_every", "must be >= 0");
   require_positive("validation_steps", o.validation_steps);
   if (o.validation_loss_samples < 0) refuse("validation_loss_samples", "must be >= 0");
+}
+
+void check_family_options(const TrainOptions& o, models::ModelFamily family, int64_t text_encoder_layers) {
+  try {
+    sample::check_clip_skip(family, o.clip_skip, text_encoder_layers);
+  } catch (const std::invalid_argument& error) {
+    refuse("clip_skip", error.what());
+  }
+  if (o.text_encoder_2_lr > 0 && family != models::ModelFamily::Sdxl)
+    refuse("text_encoder_2_lr", std::string("is SDXL's (its second text encoder); an ") + models::family_name(family) +
+                                    " model has one text encoder");
 }
 
 } // namespace sdxl::train

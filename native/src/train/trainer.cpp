@@ -1,10 +1,11 @@
-// sdxl::train_lora: DreamBooth-style LoRA fine-tuning of SDXL (engine.h).
-// The loop of kohya's sd-scripts sdxl_train_network.py and diffusers'
-// train_dreambooth_lora_sdxl.py: cached latents and prompt embeddings,
-// DDPM noising, epsilon-prediction MSE (optionally min-SNR weighted), gradient
-// accumulation and clipping, AdamW / AdamW8bit on float32 LoRA master weights
-// over frozen bfloat16 / float16 / float32 base weights, dynamic loss scaling
-// for float16, checkpoints that resume bit for bit on the CPU.
+// sdxl::train_lora: DreamBooth-style LoRA fine-tuning of SD 1.x, 2.x and SDXL
+// (engine.h). The loop of kohya's sd-scripts train_network.py / sdxl_train_network.py
+// and diffusers' train_dreambooth_lora(_sdxl).py: cached latents and prompt
+// conditioning (the model family's, sample/conditioning.h), DDPM noising, the MSE
+// to the noise or (v-prediction models) the velocity, optionally min-SNR
+// weighted, gradient accumulation and clipping, AdamW / AdamW8bit on float32 LoRA
+// master weights over frozen bfloat16 / float16 / float32 base weights, dynamic
+// loss scaling for float16, checkpoints that resume bit for bit on the CPU.
 //
 // Every random draw (latent sampling, LoRA init, caption dropout, noise,
 // timesteps) comes from one CPU generator seeded by options.seed; LoRA dropout
@@ -34,7 +35,7 @@
 #include "train/lora_network.h"    // LoraNetwork
 #include "train/loss_scaler.h"     // DynamicLossScaler
 #include "train/lr_schedule.h"     // lr_multiplier
-#include "train/options_check.h"   // check_train_options
+#include "train/options_check.h"   // check_train_options, check_family_options
 #include "train/progress_meter.h"  // ProgressMeter
 #include "train/training_set.h"    // build_training_set
 #include "train/validation.h"      // validation_loss, write_validation_images
@@ -88,17 +89,32 @@ std::map<std::string, std::string> trajectory_options(const TrainOptions& o, con
   };
 }
 
-// Prior preservation decides the trajectory too (named only when on, so older checkpoints still resume).
+// Prior preservation, clip skip and SDXL's second text-encoder learning rate decide the
+// trajectory too (named only when on, so older checkpoints still resume).
 std::map<std::string, std::string> trajectory_options_with_priors(const TrainOptions& o, const std::string& dataset_hash) {
   std::map<std::string, std::string> options = trajectory_options(o, dataset_hash);
+  const auto num = [](double value) {
+    std::ostringstream text;
+    text.precision(17);
+    text << value;
+    return text.str();
+  };
   if (!o.class_images.empty()) {
-    std::ostringstream weight;
-    weight.precision(17);
-    weight << o.prior_loss_weight;
     options["class_images"] = train::dataset_hash(o.class_images);
-    options["prior_loss_weight"] = weight.str();
+    options["prior_loss_weight"] = num(o.prior_loss_weight);
   }
+  if (o.clip_skip > 1) options["clip_skip"] = std::to_string(o.clip_skip);
+  if (o.text_encoder_2_lr > 0) options["text_encoder_2_lr"] = num(o.text_encoder_2_lr);
   return options;
+}
+
+// What a LoRA file's metadata says of the model it was trained on.
+train::BaseModelTraits base_model_traits(const Model& model) {
+  train::BaseModelTraits traits;
+  traits.family = model.family;
+  traits.v_prediction = model.scheduler.prediction_type == "v_prediction";
+  traits.zero_terminal_snr = model.scheduler.rescale_betas_zero_snr;
+  return traits;
 }
 
 // Tensors of `all` whose names start with `prefix`, with the prefix removed.
@@ -111,10 +127,10 @@ std::map<std::string, torch::Tensor> with_prefix_removed(const std::map<std::str
   return out;
 }
 
-// One micro-batch: the min-SNR-weighted epsilon MSE, float32 scalar in the autograd graph.
+// One micro-batch's images and prompts; SDXL's size ids with them.
 struct MicroBatch {
   torch::Tensor latents;   // [B, 4, h, w] float32
-  torch::Tensor time_ids;  // [B, 6] float32
+  torch::Tensor time_ids;  // [B, 6] float32 (used by SDXL only)
   std::vector<int64_t> prompts;
   // Prior preservation: as many class images (undefined latents when off).
   torch::Tensor class_latents;  // [B, 4, h', w'] float32
@@ -143,6 +159,8 @@ class Trainer {
   torch::Tensor micro_batch_loss(const MicroBatch& batch);
   MicroBatch next_micro_batch(int64_t micro_batch_index);
   std::vector<torch::Tensor> trainable() const;
+  std::vector<double> learning_rates(double multiplier) const;
+  bool separate_text_encoder_2_lr() const;
   at::Generator make_dropout_generator() const;
   std::string save_checkpoint(int64_t steps_done);
   void validate(int64_t steps_done);
@@ -158,6 +176,8 @@ class Trainer {
   train::ProgressMeter meter_;
 
   std::shared_ptr<Model> model_;
+  // The trained text encoders' conditioner (null when they are frozen: every prompt is cached).
+  std::unique_ptr<sample::TextConditioner> conditioner_;
   std::string dataset_hash_;
   train::TrainingSet set_;
   train::ValidationSet validation_;
@@ -188,13 +208,16 @@ void Trainer::prepare() {
   dataset_hash_ = train::dataset_hash(options_.images);
   const int64_t image_count = static_cast<int64_t>(options_.images.size());
   meter_.report("caching", 0, image_count, "latents and prompt embeddings");
+  conditioner_ = text_conditioner(*model_, options_.clip_skip);
   set_ = train::build_training_set(
-      *model_, options_, !encoders_trained_, generator_,
+      *model_, *conditioner_, options_, !encoders_trained_, generator_,
       [&](int64_t done, int64_t total) { meter_.report("caching", done, total, "latents and prompt embeddings"); },
       cancel_);
-  validation_ = train::make_validation_set(*model_, options_, set_, encoders_trained_);
+  validation_ = train::make_validation_set(*model_, options_, set_, encoders_trained_ ? nullptr : conditioner_.get());
   if (!encoders_trained_) {
-    // Every prompt is cached: the encoders' memory goes back before the loop.
+    // Every prompt is cached: the encoders' memory goes back before the loop (the
+    // conditioner holds them too).
+    conditioner_.reset();
     model_->text_encoder = models::ClipTextModel{nullptr};
     model_->text_encoder_2 = models::ClipTextModel{nullptr};
   }
@@ -208,7 +231,7 @@ void Trainer::prepare() {
   network_options.text_encoders = encoders_trained_;
   network_options.text_encoder_targets = options_.text_encoder_targets;
   network_.attach(*model_->unet, encoders_trained_ ? model_->text_encoder.ptr().get() : nullptr,
-                  encoders_trained_ ? model_->text_encoder_2.ptr().get() : nullptr, network_options, generator_);
+                  encoders_trained_ ? module_or_null(model_->text_encoder_2) : nullptr, network_options, generator_);
 
   dropout_generator_ = make_dropout_generator();
   network_.set_dropout_generator(dropout_generator_);
@@ -217,13 +240,19 @@ void Trainer::prepare() {
   models::set_gradient_checkpointing(*model_->unet, options_.gradient_checkpointing);
   if (encoders_trained_) {
     model_->text_encoder->train();
-    model_->text_encoder_2->train();
+    if (!model_->text_encoder_2.is_empty()) model_->text_encoder_2->train();
     models::set_gradient_checkpointing(*model_->text_encoder, options_.gradient_checkpointing);
-    models::set_gradient_checkpointing(*model_->text_encoder_2, options_.gradient_checkpointing);
+    if (!model_->text_encoder_2.is_empty())
+      models::set_gradient_checkpointing(*model_->text_encoder_2, options_.gradient_checkpointing);
   }
 
   std::vector<std::vector<torch::Tensor>> groups{network_.unet_parameters()};
-  if (encoders_trained_) groups.push_back(network_.text_encoder_parameters());
+  if (encoders_trained_ && separate_text_encoder_2_lr()) {
+    groups.push_back(network_.parameters_of("text_encoder"));
+    groups.push_back(network_.parameters_of("text_encoder_2"));
+  } else if (encoders_trained_) {
+    groups.push_back(network_.text_encoder_parameters());
+  }
   train::AdamWHyper hyper;
   hyper.beta1 = options_.adam_beta1;
   hyper.beta2 = options_.adam_beta2;
@@ -301,6 +330,19 @@ std::string Trainer::save_checkpoint(int64_t steps_done) {
   return path;
 }
 
+// SDXL's second encoder gets its own learning rate only when asked (one group otherwise,
+// as checkpoints of earlier versions hold it).
+bool Trainer::separate_text_encoder_2_lr() const {
+  return options_.text_encoder_2_lr > 0 && model_->family == models::ModelFamily::Sdxl;
+}
+
+std::vector<double> Trainer::learning_rates(double multiplier) const {
+  std::vector<double> lrs{options_.unet_lr * multiplier};
+  if (encoders_trained_) lrs.push_back(options_.text_encoder_lr * multiplier);
+  if (encoders_trained_ && separate_text_encoder_2_lr()) lrs.push_back(options_.text_encoder_2_lr * multiplier);
+  return lrs;
+}
+
 MicroBatch Trainer::next_micro_batch(int64_t micro_batch_index) {
   MicroBatch batch;
   std::vector<torch::Tensor> latents, time_ids;
@@ -335,7 +377,9 @@ MicroBatch Trainer::next_micro_batch(int64_t micro_batch_index) {
 }
 
 torch::Tensor Trainer::micro_batch_loss(const MicroBatch& batch) {
-  // The min-SNR-weighted epsilon MSE of one set of latents (noise and timesteps drawn here).
+  const std::string& prediction_type = model_->scheduler.prediction_type;
+  const bool size_conditioned = model_->unet->config().has_added_embedding();
+  // The min-SNR-weighted MSE to the target (noise or v) of one set of latents (noise and timesteps drawn here).
   const auto loss_of = [&](const torch::Tensor& clean, const torch::Tensor& time_ids, const std::vector<int64_t>& prompts) {
     const auto sizes = clean.sizes();
     const int64_t b = sizes[0];
@@ -347,18 +391,17 @@ torch::Tensor Trainer::micro_batch_loss(const MicroBatch& batch) {
     noise = noise.to(device_);
     const torch::Tensor t = timesteps.to(device_);
 
-    const train::BatchConditioning conditioning = train::condition_batch(*model_, set_.prompts, prompts, encoders_trained_);
-    const torch::Tensor noisy = train::add_noise(alphas_cumprod_, clean.to(device_), noise, t); // float32
+    models::UNetConditioning conditioning =
+        train::condition_batch(conditioner_.get(), set_.prompts, prompts).to(device_, dtype_);
+    if (size_conditioned) conditioning.time_ids = time_ids.to(device_, dtype_); // SDXL: each image's size ids
+    const torch::Tensor latents = clean.to(device_);
+    const torch::Tensor noisy = train::add_noise(alphas_cumprod_, latents, noise, t); // float32
+    const torch::Tensor target = train::training_target(alphas_cumprod_, latents, noise, t, prediction_type); // float32
     const torch::Tensor prediction =
-        model_->unet->forward(noisy.to(dtype_), t.to(torch::kFloat32), conditioning.prompt_embeds.to(dtype_),
-                              conditioning.pooled.to(dtype_), time_ids.to(device_, dtype_)); // [B, 4, h, w]
-    torch::Tensor per_sample = (prediction.to(torch::kFloat32) - noise).pow(2).mean({1, 2, 3}); // [B]
-    if (options_.min_snr_gamma > 0) {
-      // Min-SNR-gamma (Hang et al. 2023) for epsilon prediction: weight min(SNR, gamma) / SNR.
-      const torch::Tensor alpha = alphas_cumprod_.index_select(0, t);
-      const torch::Tensor snr = alpha / (1 - alpha);
-      per_sample = per_sample * torch::clamp_max(snr, options_.min_snr_gamma) / snr;
-    }
+        model_->unet->forward(noisy.to(dtype_), t.to(torch::kFloat32), conditioning); // [B, 4, h, w]
+    torch::Tensor per_sample = (prediction.to(torch::kFloat32) - target).pow(2).mean({1, 2, 3}); // [B]
+    if (options_.min_snr_gamma > 0)
+      per_sample = per_sample * train::min_snr_weights(alphas_cumprod_, t, options_.min_snr_gamma, prediction_type);
     return per_sample.mean();
   };
   const torch::Tensor instance = loss_of(batch.latents, batch.time_ids, batch.prompts);
@@ -403,9 +446,7 @@ double Trainer::train_step(int64_t step) {
         if (p.grad().defined()) p.mutable_grad().mul_(factor);
       }
     }
-    std::vector<double> lrs{options_.unet_lr * multiplier};
-    if (encoders_trained_) lrs.push_back(options_.text_encoder_lr * multiplier);
-    optimizer_->step(lrs);
+    optimizer_->step(learning_rates(multiplier));
   }
   if (scaler_.enabled()) scaler_.update(found_inf);
   optimizer_->zero_grad();
@@ -427,14 +468,14 @@ void Trainer::validate(int64_t steps_done) {
   meter_.report("validating", steps_done, options_.max_steps, "");
   std::map<std::string, double> results;
   if (!validation_.triples.empty()) {
-    const double loss = train::validation_loss(*model_, set_, validation_, alphas_cumprod_, encoders_trained_);
+    const double loss = train::validation_loss(*model_, set_, validation_, alphas_cumprod_, conditioner_.get());
     results["validation_loss"] = loss;
     if (!metrics_.count("validation_loss_first")) metrics_["validation_loss_first"] = loss;
     metrics_["validation_loss_last"] = loss;
   }
   std::vector<std::string> files;
   if (!validation_.prompts.empty()) {
-    files = train::write_validation_images(*model_, options_, validation_, encoders_trained_, steps_done, cancel_);
+    files = train::write_validation_images(*model_, options_, validation_, conditioner_.get(), steps_done, cancel_);
     sample_paths_.insert(sample_paths_.end(), files.begin(), files.end());
   }
   meter_.report("validating", steps_done, options_.max_steps, "", results, files);
@@ -445,7 +486,7 @@ void Trainer::save_outputs(TrainResult& result, int64_t steps_done) {
   std::filesystem::create_directories(options_.output_dir);
   const io::UNetLayout layout = io::UNetLayout::from_config(model_->unet->config());
   const std::map<std::string, std::string> metadata = [&] {
-    auto m = train::lora_metadata(options_, dataset_hash_, steps_done, train::TrainingTimes{});
+    auto m = train::lora_metadata(options_, dataset_hash_, steps_done, train::TrainingTimes{}, base_model_traits(*model_));
     // No wall-clock times: the same options and data give the same file, byte for byte,
     // whether or not the run was interrupted. A caller wanting dates passes them in options.metadata.
     for (const char* key : {"ss_training_started_at", "ss_training_finished_at", "modelspec.date"}) m.erase(key);
@@ -455,8 +496,11 @@ void Trainer::save_outputs(TrainResult& result, int64_t steps_done) {
   // float32 reproduces the in-memory adapter exactly; float16 (kohya's usual) halves the file.
   const torch::Dtype save_dtype = parse_dtype(options_.save_dtype);
   const auto dir = std::filesystem::path(options_.output_dir);
+  // sd-scripts' layouts: SGM block names for SDXL, diffusers names and lora_te_ for SD 1.x/2.x.
+  const bool sdxl = model_->family == models::ModelFamily::Sdxl;
+  const lora::LoraLayout kohya = sdxl ? lora::LoraLayout::KohyaSgm : lora::LoraLayout::KohyaDiffusers;
   result.lora_path = (dir / (options_.output_name + ".safetensors")).string();
-  train::save_trained_lora(result.lora_path, network_, lora::LoraLayout::KohyaSgm, layout, save_dtype, metadata);
+  train::save_trained_lora(result.lora_path, network_, kohya, layout, save_dtype, metadata, /*single_text_encoder=*/!sdxl);
   if (options_.save_peft) {
     result.peft_path = (dir / (options_.output_name + "_peft.safetensors")).string();
     train::save_trained_lora(result.peft_path, network_, lora::LoraLayout::Peft, layout, save_dtype, metadata);
@@ -537,6 +581,9 @@ TrainResult Trainer::run() {
 TrainResult train_lora(const TrainOptions& options, const ProgressFn& progress, const CancelFlag& cancel) {
   train::check_train_options(options);
   check_runtime(options.model.runtime);
+  // The family's options, from the configs alone: refused before any weight is loaded.
+  const ModelInfo model = inspect_model(options.model);
+  train::check_family_options(options, models::parse_family(model.family), model.text_encoder_layers);
   Trainer trainer(options, progress, cancel);
   return trainer.run();
 }

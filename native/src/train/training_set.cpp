@@ -3,8 +3,7 @@
 
 #include <map> // caption -> index
 
-#include "sample/prompt_encoding.h" // encode_prompts, encode_token_ids
-#include "train/image_prep.h"       // prepare_image
+#include "train/image_prep.h" // prepare_image
 
 namespace sdxl::train {
 
@@ -36,9 +35,9 @@ torch::Tensor time_ids_of(const PreparedImage& prepared) {
 
 } // namespace
 
-TrainingSet build_training_set(Model& model, const TrainOptions& options, bool encode_prompts,
-                               at::Generator& generator, const std::function<void(int64_t, int64_t)>& on_image,
-                               const CancelFlag& cancel) {
+TrainingSet build_training_set(Model& model, const sample::TextConditioner& conditioner, const TrainOptions& options,
+                               bool encode_prompts, at::Generator& generator,
+                               const std::function<void(int64_t, int64_t)>& on_image, const CancelFlag& cancel) {
   torch::NoGradGuard no_grad;
   TrainingSet set;
   set.buckets = make_buckets(options.resolution, options.bucket_step, options.min_bucket_side, options.max_bucket_side);
@@ -48,13 +47,9 @@ TrainingSet build_training_set(Model& model, const TrainOptions& options, bool e
   for (const std::string& text : set.prompts.texts) {
     throw_if_cancelled(cancel);
     if (encode_prompts) {
-      const sample::PromptEncoding encoded = sample::encode_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder,
-                                                                    model.text_encoder_2, {text});
-      set.prompts.prompt_embeds.push_back(encoded.prompt_embeds[0]); // [77, C]
-      set.prompts.pooled.push_back(encoded.pooled_prompt_embeds[0]); // [P]
+      set.prompts.encoded.push_back(conditioner.encode({text})); // context [1, 77, C] (+ text_embeds [1, P])
     } else {
-      set.prompts.ids.push_back(torch::tensor(model.tokenizer.frame_sdxl(text), torch::kInt64));
-      set.prompts.ids_2.push_back(torch::tensor(model.tokenizer_2.frame_sdxl(text), torch::kInt64));
+      set.prompts.ids.push_back(conditioner.token_ids({text})); // [1, 77] per tokenizer
     }
   }
 
@@ -86,29 +81,21 @@ TrainingSet build_training_set(Model& model, const TrainOptions& options, bool e
   return set;
 }
 
-BatchConditioning condition_batch(Model& model, const PromptSet& prompts, const std::vector<int64_t>& prompt_indices,
-                                  bool encoders_trained) {
-  BatchConditioning conditioning;
-  if (!encoders_trained) {
-    std::vector<torch::Tensor> embeds, pooled;
-    for (int64_t index : prompt_indices) {
-      embeds.push_back(prompts.prompt_embeds[index]);
-      pooled.push_back(prompts.pooled[index]);
-    }
-    conditioning.prompt_embeds = torch::stack(embeds); // [B, 77, C]
-    conditioning.pooled = torch::stack(pooled);        // [B, P]
-    return conditioning;
+models::UNetConditioning condition_batch(const sample::TextConditioner* conditioner, const PromptSet& prompts,
+                                         const std::vector<int64_t>& prompt_indices) {
+  if (conditioner == nullptr) {
+    models::UNetConditioning batch = prompts.encoded.at(prompt_indices.at(0));
+    for (size_t i = 1; i < prompt_indices.size(); ++i) batch = batch.cat(prompts.encoded.at(prompt_indices[i]));
+    return batch; // context [B, 77, C] (+ text_embeds [B, P])
   }
-  std::vector<torch::Tensor> ids, ids_2;
-  for (int64_t index : prompt_indices) {
-    ids.push_back(prompts.ids[index]);
-    ids_2.push_back(prompts.ids_2[index]);
+  std::vector<torch::Tensor> ids;
+  const size_t tokenizers = prompts.ids.at(prompt_indices.at(0)).size();
+  for (size_t k = 0; k < tokenizers; ++k) {
+    std::vector<torch::Tensor> rows;
+    for (int64_t index : prompt_indices) rows.push_back(prompts.ids.at(index).at(k));
+    ids.push_back(torch::cat(rows, 0)); // [B, 77]
   }
-  const sample::PromptEncoding encoded = sample::encode_token_ids(
-      model.text_encoder, model.text_encoder_2, torch::stack(ids).to(model.device), torch::stack(ids_2).to(model.device));
-  conditioning.prompt_embeds = encoded.prompt_embeds;
-  conditioning.pooled = encoded.pooled_prompt_embeds;
-  return conditioning;
+  return conditioner->encode_ids(ids);
 }
 
 } // namespace sdxl::train

@@ -4,9 +4,8 @@
 #include <cstdio>     // std::snprintf
 #include <filesystem> // create_directories
 
-#include "sample/pipeline.h"        // text_to_image, image_to_rgb8
-#include "sample/prompt_encoding.h" // encode_prompts, encode_negative_prompts, add_time_ids
-#include "train/ddpm_loss.h"        // ddpm_loss
+#include "sample/pipeline.h"  // text_to_image, image_to_rgb8
+#include "train/ddpm_loss.h"  // ddpm_loss
 #include "train/png_writer.h"       // write_png
 
 namespace sdxl::train {
@@ -35,7 +34,7 @@ class EvalModeGuard {
 } // namespace
 
 ValidationSet make_validation_set(Model& model, const TrainOptions& options, const TrainingSet& set,
-                                  bool encoders_trained) {
+                                  const sample::TextConditioner* frozen_conditioner) {
   torch::NoGradGuard no_grad;
   ValidationSet validation;
   auto generator = at::detail::createCPUGenerator(options.seed ^ kValidationSeedSalt);
@@ -51,41 +50,39 @@ ValidationSet make_validation_set(Model& model, const TrainOptions& options, con
     validation.triples.push_back(std::move(triple));
   }
   validation.prompts = options.validation_prompts;
-  if (!encoders_trained) {
-    for (const std::string& prompt : validation.prompts) {
-      const auto encoded = sample::encode_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder,
-                                                  model.text_encoder_2, {prompt});
-      validation.prompt_embeds.push_back(encoded.prompt_embeds);
-      validation.pooled.push_back(encoded.pooled_prompt_embeds);
-    }
+  if (frozen_conditioner != nullptr) {
+    for (const std::string& prompt : validation.prompts) validation.positive.push_back(frozen_conditioner->encode({prompt}));
+    if (!validation.positive.empty())
+      validation.negative = frozen_conditioner->unconditional({""}, validation.positive.front());
   }
   return validation;
 }
 
 double validation_loss(Model& model, const TrainingSet& set, const ValidationSet& validation,
-                       const torch::Tensor& alphas_cumprod, bool encoders_trained) {
+                       const torch::Tensor& alphas_cumprod, const sample::TextConditioner* conditioner) {
   if (validation.triples.empty()) return 0;
   torch::NoGradGuard no_grad;
   EvalModeGuard eval(model);
   double sum = 0;
   for (const ValidationTriple& triple : validation.triples) {
     const CachedImage& image = set.images[triple.image];
-    const BatchConditioning conditioning = condition_batch(model, set.prompts, {image.caption}, encoders_trained);
     DdpmLossInputs inputs;
     inputs.latents = image.latents[0].unsqueeze(0).to(model.dtype);
     inputs.noise = triple.noise.to(model.device, model.dtype);
     inputs.timesteps = triple.timestep.to(model.device);
-    inputs.encoder_hidden_states = conditioning.prompt_embeds.to(model.dtype);
-    inputs.text_embeds = conditioning.pooled.to(model.dtype);
-    inputs.time_ids = image.time_ids[0].unsqueeze(0).to(model.device, model.dtype);
+    inputs.conditioning = condition_batch(conditioner, set.prompts, {image.caption}).to(model.device, model.dtype);
+    if (model.unet->config().has_added_embedding()) // SDXL: the image's own size ids
+      inputs.conditioning.time_ids = image.time_ids[0].unsqueeze(0).to(model.device, model.dtype);
+    inputs.prediction_type = model.scheduler.prediction_type;
     sum += ddpm_loss(model.unet, alphas_cumprod, inputs).loss.item<double>();
   }
   return sum / static_cast<double>(validation.triples.size());
 }
 
 std::vector<std::string> write_validation_images(Model& model, const TrainOptions& options,
-                                                 const ValidationSet& validation, bool encoders_trained,
-                                                 int64_t step, const CancelFlag& cancel) {
+                                                 const ValidationSet& validation,
+                                                 const sample::TextConditioner* conditioner, int64_t step,
+                                                 const CancelFlag& cancel) {
   std::vector<std::string> paths;
   if (validation.prompts.empty()) return paths;
   torch::NoGradGuard no_grad;
@@ -97,19 +94,16 @@ std::vector<std::string> write_validation_images(Model& model, const TrainOption
   for (size_t i = 0; i < validation.prompts.size(); ++i) {
     throw_if_cancelled(cancel);
     sample::Text2ImageInputs inputs;
-    if (encoders_trained) {
-      const auto encoded = sample::encode_prompts(model.tokenizer, model.tokenizer_2, model.text_encoder,
-                                                  model.text_encoder_2, {validation.prompts[i]});
-      inputs.prompt_embeds = encoded.prompt_embeds;
-      inputs.pooled_prompt_embeds = encoded.pooled_prompt_embeds;
+    if (conditioner != nullptr) { // trained encoders: encode with their current LoRAs
+      inputs.positive = conditioner->encode({validation.prompts[i]});
+      inputs.negative = conditioner->unconditional({""}, inputs.positive);
     } else {
-      inputs.prompt_embeds = validation.prompt_embeds[i];
-      inputs.pooled_prompt_embeds = validation.pooled[i];
+      inputs.positive = validation.positive[i];
+      inputs.negative = validation.negative;
     }
-    // An empty negative prompt is zeros (SDXL-base's force_zeros_for_empty_prompt), so no encoder is needed.
-    inputs.negative_prompt_embeds = torch::zeros_like(inputs.prompt_embeds);
-    inputs.negative_pooled_prompt_embeds = torch::zeros_like(inputs.pooled_prompt_embeds);
-    inputs.time_ids = sample::add_time_ids(sample::SizeConditioning::for_output(size, size), 1, model.dtype, model.device);
+    if (model.unet->config().has_added_embedding())
+      inputs.positive.time_ids =
+          sample::add_time_ids(sample::SizeConditioning::for_output(size, size), 1, model.dtype, model.device); // [1, 6]
     // One seed per prompt, fixed across the run, so samples at different steps compare.
     auto generator = at::detail::createCPUGenerator(options.validation_seed + i);
     inputs.latents = torch::randn({1, model.unet->config().in_channels, size / factor, size / factor}, generator,
