@@ -60,6 +60,11 @@ export function invalidInput(detail: string, errors: FieldError[]): ProblemError
   return new ProblemError({ status: 400, type: 'validation-error', title: 'Invalid request', detail, errors });
 }
 
+/** A well-formed request that the base model it names cannot take (a param of another model family, a size beyond the model's): 422. */
+export function unsupportedByModel(detail: string, errors: FieldError[]): ProblemError {
+  return new ProblemError({ status: 422, type: 'unsupported-by-model', title: 'Not supported by the base model', detail, errors });
+}
+
 export function fieldError(where: string, field: string, message: string): FieldError {
   const pointer = field === '' ? '' : '/' + field.split('.').map((p) => p.replace(/~/g, '~0').replace(/\//g, '~1')).join('/');
   return { in: where, pointer, field, message };

@@ -3,12 +3,15 @@
 // nothing is coerced there ({"name": 42} is an error, not "42"). Both keep unknown fields
 // as errors that name them (Ajv's removeAdditional is off) and report every invalid field.
 import AjvCompiler from '@fastify/ajv-compiler';
+import { FAMILIES_KEYWORD } from './schemas/model-families.js';
 
 const COMMON_OPTIONS = {
   removeAdditional: false,
   useDefaults: true,
   // Bodies are bounded by BODY_LIMIT_BYTES, so listing all errors stays cheap.
   allErrors: true,
+  // Annotations the document carries for clients (the console reads them), not checks.
+  keywords: [FAMILIES_KEYWORD],
 } as const;
 
 interface RouteDefinition {

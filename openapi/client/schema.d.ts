@@ -289,7 +289,7 @@ export interface paths {
         };
         /**
          * List base models
-         * @description The built-in demo model sdxl-tiny-demo (written on first use), then every diffusers folder and SGM single-file checkpoint under MODELS_DIR.
+         * @description The built-in demo models sdxl-tiny-demo and sd15-tiny-demo (written on first use), then every diffusers folder and single-file checkpoint (SGM for SDXL, LDM for SD 1.x) under MODELS_DIR that the engine can read: its family (sd1, sd2, sdxl), prediction type, default resolution, components and their parameter counts. An entry the engine refuses (a component missing, an unknown prediction type, keys of no known family) is left out and logged.
          */
         get: operations["listModels"];
         put?: never;
@@ -307,7 +307,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get a base model */
+        /**
+         * Get a base model
+         * @description 404 for an id that names no model; 422 (model-invalid, naming `id`, with the engine's reason) for a MODELS_DIR entry the engine refuses.
+         */
         get: operations["getModel"];
         put?: never;
         post?: never;
@@ -329,7 +332,7 @@ export interface paths {
         put?: never;
         /**
          * Train a LoRA on a dataset
-         * @description Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. The run trains on the dataset's images and current captions as they are now (an image without a caption uses "a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. Refusals: 404 unknown dataset, 400 an unknown or invalid param (named), 409 empty dataset, 422 unknown model, 429 the tenant has TENANT_MAX_QUEUED_RUNS runs queued or running.
+         * @description Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. The run trains on the dataset's images and current captions as they are now (an image without a caption uses "a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. Params follow the model's family: clip_skip is for SD 1.x/2.x models, text_encoder_2_lr for SDXL; the one a family does not have is null in the run. Refusals: 404 unknown dataset, 400 an unknown or invalid param (named), 409 empty dataset, 422 unknown or unusable model, or a param the model cannot take (named: a resolution above its default_resolution, a param of another family, clip_skip above its clip_skip_max), 429 the tenant has TENANT_MAX_QUEUED_RUNS runs queued or running.
          */
         post: operations["createTrainingRun"];
         delete?: never;
@@ -468,7 +471,7 @@ export interface paths {
         put?: never;
         /**
          * Upload a LoRA made elsewhere
-         * @description multipart/form-data: `file` (a .safetensors LoRA: kohya with SGM or diffusers names, peft or diffusers), `model` (the base model it is for), optional `name` and `trigger_phrase`. The engine matches every key against the base model: a file whose keys name no module of it, or whose shapes do not fit, is refused (422) with the keys named.
+         * @description multipart/form-data: `file` (a .safetensors LoRA: kohya with SGM or diffusers names, peft or diffusers), `model` (the base model it is for), optional `name` and `trigger_phrase`. The engine matches every key against the base model: a file whose keys name no module of it, or whose shapes do not fit (a LoRA of another model family among them: an SD 1.x LoRA for an SDXL model, or the reverse), is refused (422) with the keys named.
          */
         post: operations["uploadLora"];
         delete?: never;
@@ -530,7 +533,7 @@ export interface paths {
         put?: never;
         /**
          * Generate images from a base model and LoRAs
-         * @description Answers at once with the queued generation (202, Location: /v1/generations/{id}). With `Prefer: wait=N` (RFC 7240, N up to 60 seconds; a bare `wait` means 60) the answer waits until the generation has finished, as Replicate's sync mode: 201 with the finished generation, or 202 as it is when N runs out; both say `Preference-Applied: wait=N`. Refusals: 400 an invalid field (named), 404 a LoRA or training run you do not have, 422 unknown model or a LoRA of another base model, 429 the tenant has TENANT_MAX_QUEUED_GENERATIONS generations queued or running.
+         * @description Answers at once with the queued generation (202, Location: /v1/generations/{id}). With `Prefer: wait=N` (RFC 7240, N up to 60 seconds; a bare `wait` means 60) the answer waits until the generation has finished, as Replicate's sync mode: 201 with the finished generation, or 202 as it is when N runs out; both say `Preference-Applied: wait=N`. Refusals: 400 an invalid field (named), 404 a LoRA or training run you do not have, 422 unknown or unusable model, a LoRA of another base model (lora-model-mismatch) or model family (lora-family-mismatch), or a field the model cannot take (clip_skip on SDXL or above its clip_skip_max, size_conditioning on SD 1.x/2.x), 429 the tenant has TENANT_MAX_QUEUED_GENERATIONS generations queued or running.
          */
         post: operations["createGeneration"];
         delete?: never;
@@ -585,7 +588,7 @@ export interface paths {
         };
         /**
          * Download a generated image
-         * @description PNG by default, with a `parameters` text chunk in AUTOMATIC1111's format (prompt, Negative prompt, Steps, Sampler, CFG scale, Seed, Size, Model, Lora hashes), so PNG Info tools can reproduce it; `Accept: image/webp` (lossless) or `image/jpeg` converts it (without the chunk). 406 when Accept allows none of the three.
+         * @description PNG by default, with a `parameters` text chunk in AUTOMATIC1111's format (prompt, Negative prompt, Steps, Sampler, CFG scale, Seed, Size, Model, Clip skip, Lora hashes), so PNG Info tools can reproduce it; `Accept: image/webp` (lossless) or `image/jpeg` converts it (without the chunk). 406 when Accept allows none of the three.
          */
         get: operations["getGenerationImage"];
         put?: never;
@@ -861,33 +864,50 @@ export interface components {
         };
         BaseModel: {
             /**
-             * @description The folder or file name under MODELS_DIR, or sdxl-tiny-demo
+             * @description The folder or file name under MODELS_DIR, or a built-in demo model (sdxl-tiny-demo, sd15-tiny-demo)
              * @example sdxl-tiny-demo
              * @example stable-diffusion-xl-base-1.0
              * @example sd_xl_base_1.0.safetensors
+             * @example v1-5-pruned-emaonly.safetensors
              */
             id: string;
-            /** @enum {string} */
-            architecture: "sdxl";
-            /** @description diffusers: a folder with model_index.json; single_file: one SGM checkpoint (.safetensors) */
+            /**
+             * @description sd1: Stable Diffusion 1.x (one CLIP ViT-L text encoder); sd2: 2.x (one OpenCLIP-H); sdxl: SDXL (two text encoders and size conditioning)
+             * @enum {unknown}
+             */
+            family: "sd1" | "sd2" | "sdxl";
+            /**
+             * @description What the UNet predicts: the noise (epsilon), or v (SD 2.x 768 models); from the scheduler config
+             * @enum {unknown}
+             */
+            prediction_type: "epsilon" | "v_prediction";
+            /**
+             * @description diffusers: a folder with model_index.json; single_file: one checkpoint (.safetensors, SGM for SDXL, LDM for SD 1.x)
+             * @enum {unknown}
+             */
             source_layout: "diffusers" | "single_file";
             description: string;
-            /** @description The built-in demo model: random weights, tiny, makes noise */
+            /** @description A built-in demo model: random weights, tiny, makes noise */
             demo: boolean;
-            /** @description Side, in pixels, of the images the model was made for */
+            /** @description Side, in pixels, of the images the model was made for: 512 (SD 1.x), 768 (SD 2.x v-prediction), 1024 (SDXL), 128 (the demos) */
             default_resolution: number;
+            /** @description The components it has: unet, vae, text_encoder, and text_encoder_2 for SDXL */
+            components: ("unet" | "vae" | "text_encoder" | "text_encoder_2")[];
+            /** @description Parameters of each component it has, and their total */
             parameters: {
                 /** @description Parameters of the UNet */
                 unet: number;
-                /** @description Parameters of the first CLIP text encoder */
-                text_encoder: number;
-                /** @description Parameters of the second (projected) CLIP text encoder */
-                text_encoder_2: number;
                 /** @description Parameters of the VAE */
                 vae: number;
-                /** @description Parameters of all four */
+                /** @description Parameters of the (first) CLIP text encoder */
+                text_encoder: number;
+                /** @description Parameters of SDXL's second (projected) CLIP text encoder */
+                text_encoder_2?: number;
+                /** @description Parameters of every component */
                 total: number;
             };
+            /** @description SD 1.x/2.x: the text encoder's layer count, the largest clip_skip a run or generation may ask for; null for SDXL */
+            clip_skip_max: number | null;
         };
         /** @description A URL that receives this tenant's events, signed with its own secret */
         WebhookEndpoint: {
@@ -1134,6 +1154,17 @@ export interface components {
                 sampler: "euler" | "euler_a" | "dpmpp_2m_karras";
                 seed: number;
                 num_images: number;
+                /** @description When the request gave one (SD 1.x/2.x) */
+                clip_skip?: number;
+                /** @description When the request gave it (SDXL), every field resolved */
+                size_conditioning?: {
+                    original_width: number;
+                    original_height: number;
+                    crop_top: number;
+                    crop_left: number;
+                    target_width: number;
+                    target_height: number;
+                };
             };
             loras: {
                 lora_id: string;
@@ -1203,7 +1234,7 @@ export interface components {
             autov3: string;
             byte_size: number;
             /**
-             * @description kohya-sgm (ComfyUI/AUTOMATIC1111 names), kohya-diffusers or peft
+             * @description kohya-sgm (SDXL's kohya names, as ComfyUI and AUTOMATIC1111 users exchange them), kohya-diffusers (SD 1.x/2.x kohya files, or SDXL with diffusers block names) or peft
              * @enum {unknown}
              */
             layout: "kohya-sgm" | "kohya-diffusers" | "peft";
@@ -1212,7 +1243,7 @@ export interface components {
             alpha: number;
             /** @description Adapted Linear modules */
             modules: number;
-            /** @description unet, text_encoder, text_encoder_2: what it adapts */
+            /** @description unet, text_encoder, text_encoder_2 (SDXL): what it adapts */
             components: string[];
             /** @description Where the .safetensors file downloads from */
             content_url: string;
@@ -1243,7 +1274,7 @@ export interface components {
             status: "queued" | "starting" | "running" | "succeeded" | "failed" | "canceled";
             /** @description Every training parameter, as resolved when the run was created */
             params: {
-                /** @description Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (SDXL's 1024) */
+                /** @description Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (512 for SD 1.x, 768 for SD 2.x v-prediction, 1024 for SDXL) */
                 resolution: number;
                 /**
                  * @description Optimizer steps: about 100 passes over 10 photos
@@ -1251,7 +1282,7 @@ export interface components {
                  */
                 max_steps: number;
                 /**
-                 * @description LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL, half that as float16)
+                 * @description LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL, 13 MB on SD 1.5; half that as float16)
                  * @default 16
                  */
                 rank: number;
@@ -1266,12 +1297,16 @@ export interface components {
                  */
                 learning_rate: number;
                 /**
-                 * @description Text-encoder LoRA learning rate
+                 * @description Text-encoder LoRA learning rate (the first text encoder's, on SDXL)
                  * @default 0.00005
                  */
                 text_encoder_lr: number;
+                /** @description SDXL only: the second text encoder's LoRA learning rate; default: text_encoder_lr. Null on SD 1.x/2.x runs */
+                text_encoder_2_lr: number | null;
+                /** @description SD 1.x/2.x only (AUTOMATIC1111's Clip skip): train on the text encoder's hidden states this many layers from the end; 1 = the last layer, 2 = the penultimate (usual for anime models); at most the model's clip_skip_max. Default: 1. Null on SDXL runs */
+                clip_skip: number | null;
                 /**
-                 * @description Also train LoRAs on both text encoders
+                 * @description Also train LoRAs on the text encoder (both of them on SDXL)
                  * @default false
                  */
                 train_text_encoder: boolean;
@@ -1282,12 +1317,12 @@ export interface components {
                  */
                 optimizer: "adamw8bit" | "adamw";
                 /**
-                 * @description Precision of the frozen weights; default: the server's (bf16 on CUDA, no on the CPU)
+                 * @description Precision of the frozen weights; default: on a CUDA server bf16 for SDXL and SD 2.x, fp16 for SD 1.x; no (float32) on the CPU
                  * @enum {unknown}
                  */
                 mixed_precision: "bf16" | "fp16" | "no";
                 /**
-                 * @description Recompute activations in backward: much less memory (SDXL at 1024 on one GPU), for more time
+                 * @description Recompute activations in backward: much less memory (what lets SDXL at 1024 fit one GPU), for more time
                  * @default true
                  */
                 gradient_checkpointing: boolean;
@@ -3251,7 +3286,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
-                        /** @description The demo model first, then MODELS_DIR by id */
+                        /** @description The demo models first (sdxl-tiny-demo, sd15-tiny-demo), then MODELS_DIR by id */
                         data: components["schemas"]["BaseModel"][];
                     };
                 };
@@ -3317,6 +3352,15 @@ export interface operations {
             };
             /** @description No such resource for this tenant */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request is well-formed but cannot be processed */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3437,7 +3481,7 @@ export interface operations {
                     name?: string;
                     /** @description Training parameters; each one left out takes its default */
                     params?: {
-                        /** @description Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (SDXL's 1024) */
+                        /** @description Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (512 for SD 1.x, 768 for SD 2.x v-prediction, 1024 for SDXL) */
                         resolution?: number;
                         /**
                          * @description Optimizer steps: about 100 passes over 10 photos
@@ -3445,7 +3489,7 @@ export interface operations {
                          */
                         max_steps?: number;
                         /**
-                         * @description LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL, half that as float16)
+                         * @description LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL, 13 MB on SD 1.5; half that as float16)
                          * @default 16
                          */
                         rank?: number;
@@ -3460,12 +3504,16 @@ export interface operations {
                          */
                         learning_rate?: number;
                         /**
-                         * @description Text-encoder LoRA learning rate
+                         * @description Text-encoder LoRA learning rate (the first text encoder's, on SDXL)
                          * @default 0.00005
                          */
                         text_encoder_lr?: number;
+                        /** @description SDXL only: the second text encoder's LoRA learning rate; default: text_encoder_lr. Null on SD 1.x/2.x runs */
+                        text_encoder_2_lr?: number;
+                        /** @description SD 1.x/2.x only (AUTOMATIC1111's Clip skip): train on the text encoder's hidden states this many layers from the end; 1 = the last layer, 2 = the penultimate (usual for anime models); at most the model's clip_skip_max. Default: 1. Null on SDXL runs */
+                        clip_skip?: number;
                         /**
-                         * @description Also train LoRAs on both text encoders
+                         * @description Also train LoRAs on the text encoder (both of them on SDXL)
                          * @default false
                          */
                         train_text_encoder?: boolean;
@@ -3476,12 +3524,12 @@ export interface operations {
                          */
                         optimizer?: "adamw8bit" | "adamw";
                         /**
-                         * @description Precision of the frozen weights; default: the server's (bf16 on CUDA, no on the CPU)
+                         * @description Precision of the frozen weights; default: on a CUDA server bf16 for SDXL and SD 2.x, fp16 for SD 1.x; no (float32) on the CPU
                          * @enum {unknown}
                          */
                         mixed_precision?: "bf16" | "fp16" | "no";
                         /**
-                         * @description Recompute activations in backward: much less memory (SDXL at 1024 on one GPU), for more time
+                         * @description Recompute activations in backward: much less memory (what lets SDXL at 1024 fit one GPU), for more time
                          * @default true
                          */
                         gradient_checkpointing?: boolean;
@@ -4536,7 +4584,7 @@ export interface operations {
                     model: string;
                     prompt: string;
                     /**
-                     * @description Empty: zeros, as SDXL-base is run in diffusers
+                     * @description Empty: zeros for SDXL (diffusers' force_zeros_for_empty_prompt), the encoded empty prompt for SD 1.x/2.x (as their pipelines do)
                      * @default
                      */
                     negative_prompt?: string;
@@ -4552,7 +4600,7 @@ export interface operations {
                      */
                     guidance_scale?: number;
                     /**
-                     * @description euler (diffusers SDXL default), euler_a (Euler ancestral) or dpmpp_2m_karras (DPM++ 2M Karras)
+                     * @description euler (Euler, as diffusers samples SDXL), euler_a (Euler ancestral) or dpmpp_2m_karras (DPM++ 2M Karras)
                      * @default euler
                      * @enum {unknown}
                      */
@@ -4561,8 +4609,25 @@ export interface operations {
                     seed?: number;
                     /** @default 1 */
                     num_images?: number;
+                    /** @description SD 1.x/2.x only (AUTOMATIC1111's Clip skip): condition on the text encoder's hidden states this many layers from the end; 1 = the last layer (the default), 2 = the penultimate; at most the model's clip_skip_max */
+                    clip_skip?: number;
+                    /** @description SDXL only: the size conditioning (diffusers' original_size, crops_coords_top_left, target_size); a small original size gives blurrier, upscaled-looking images, a crop off-centre subjects */
+                    size_conditioning?: {
+                        /** @description Width the image "originally" had; default: the output width */
+                        original_width?: number;
+                        /** @description Height the image "originally" had; default: the output height */
+                        original_height?: number;
+                        /** @description Top of the crop it "was cut" from; default 0 */
+                        crop_top?: number;
+                        /** @description Left of the crop; default 0 */
+                        crop_left?: number;
+                        /** @description Width asked for; default: the output width */
+                        target_width?: number;
+                        /** @description Height asked for; default: the output height */
+                        target_height?: number;
+                    };
                     /**
-                     * @description Applied unmerged, each with its own scale
+                     * @description Applied unmerged, each with its own scale; LoRAs of the same base model
                      * @default []
                      */
                     loras?: {

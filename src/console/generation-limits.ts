@@ -4,7 +4,8 @@
 import request from 'openapi:generation-request';
 import type { ParamSchema } from 'openapi:training-params';
 
-function field(name: string): ParamSchema {
+/** A field of the request body's schema (its limits, its x-model-families). */
+export function generationField(name: string): ParamSchema {
   const schema = request.properties[name];
   if (schema === undefined) throw new Error(`POST /v1/generations has no field ${name}`);
   return schema;
@@ -15,18 +16,18 @@ function bound(value: number | undefined, what: string): number {
   return value;
 }
 
-const width = field('width');
-const loras = field('loras');
+const width = generationField('width');
+const loras = generationField('loras');
 const scale = loras.items?.properties?.scale;
 
 export const GENERATION_LIMITS = {
   minSide: bound(width.minimum, 'width.minimum'),
   maxSide: bound(width.maximum, 'width.maximum'),
   sideMultiple: bound(width.multipleOf, 'width.multipleOf'),
-  maxSteps: bound(field('steps').maximum, 'steps.maximum'),
-  maxGuidance: bound(field('guidance_scale').maximum, 'guidance_scale.maximum'),
-  maxImages: bound(field('num_images').maximum, 'num_images.maximum'),
-  maxSeed: bound(field('seed').maximum, 'seed.maximum'),
+  maxSteps: bound(generationField('steps').maximum, 'steps.maximum'),
+  maxGuidance: bound(generationField('guidance_scale').maximum, 'guidance_scale.maximum'),
+  maxImages: bound(generationField('num_images').maximum, 'num_images.maximum'),
+  maxSeed: bound(generationField('seed').maximum, 'seed.maximum'),
   maxLoras: bound(loras.maxItems, 'loras.maxItems'),
   maxLoraScale: bound(scale?.maximum, 'loras.items.scale.maximum'),
 } as const;

@@ -20,6 +20,8 @@ declare module 'openapi:training-params' {
     properties?: Record<string, ParamSchema>;
     additionalProperties?: boolean;
     anyOf?: ParamSchema[];
+    /** The model families the field is for (sd1, sd2, sdxl); absent: every family. */
+    'x-model-families'?: ReadonlyArray<'sd1' | 'sd2' | 'sdxl'>;
   }
 
   /** The `params` object of POST /v1/training-runs. */

@@ -15,7 +15,7 @@ import type { ServiceMetrics } from '../metrics/service-metrics.js';
 import { createImagesRepository } from '../repositories/images.js';
 import type { NewLora } from '../repositories/loras.js';
 import { createTrainingRunsRepository, type TrainingRunRow } from '../repositories/training-runs.js';
-import { trainConfigFields, type PriorPreservationParams, type ResolvedTrainingParams } from '../schemas/training-params.js';
+import { storedTrainingParams, trainConfigFields, type PriorPreservationParams, type ResolvedTrainingParams } from '../schemas/training-params.js';
 import type { ClassImagesService } from '../services/class-images.js';
 import { LorasService, loraFileFacts } from '../services/loras.js';
 import type { ModelsService } from '../services/models.js';
@@ -77,15 +77,20 @@ async function removeUnfinishedWrites(workDir: string): Promise<void> {
   }
 }
 
-/** The LoRA resource a succeeded run registers: its kohya file (what A1111 and ComfyUI read). */
+/**
+ * The LoRA resource a succeeded run registers: its kohya file (what A1111 and ComfyUI read).
+ * SDXL files name UNet modules by SGM blocks (input_blocks_4_1_...) and the text encoders
+ * lora_te1_/lora_te2_; SD 1.x/2.x files use diffusers' block names and lora_te_.
+ */
 function describeTrainedLora(bytes: Buffer, run: TrainingRunRow, params: ResolvedTrainingParams): Omit<NewLora, 'source'> {
   const facts = loraFileFacts(bytes);
   const keys = facts.tensorNames.filter((key) => key.endsWith('.lora_down.weight'));
   const components = [
     ...(keys.some((key) => key.startsWith('lora_unet_')) ? ['unet'] : []),
-    ...(keys.some((key) => key.startsWith('lora_te1_')) ? ['text_encoder'] : []),
+    ...(keys.some((key) => key.startsWith('lora_te1_') || key.startsWith('lora_te_')) ? ['text_encoder'] : []),
     ...(keys.some((key) => key.startsWith('lora_te2_')) ? ['text_encoder_2'] : []),
   ];
+  const sgmNames = keys.some((key) => /^lora_unet_(input_blocks|middle_block|output_blocks)_/.test(key));
   return {
     name: run.name ?? `${run.trigger_token}-${run.id}`,
     training_run_id: run.id,
@@ -94,7 +99,7 @@ function describeTrainedLora(bytes: Buffer, run: TrainingRunRow, params: Resolve
     sha256: facts.sha256,
     autov3: facts.autov3,
     byte_size: facts.byteSize,
-    layout: 'kohya-sgm',
+    layout: sgmNames ? 'kohya-sgm' : 'kohya-diffusers',
     rank: params.rank,
     alpha: params.alpha,
     modules: keys.length,
@@ -143,7 +148,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
     const runs = createTrainingRunsRepository(db);
     const log = logger.child({ run: run.id, tenant: run.tenant_id });
     const owner = this.owner;
-    const params = run.params as unknown as ResolvedTrainingParams;
+    const params = storedTrainingParams(run.params);
     const workDir = await files.workDir(run.id);
     const reporter = new TrainingRunReporter({
       db, files, bus, logger: log, runId: run.id, owner, workDir, totalSteps: params.max_steps,

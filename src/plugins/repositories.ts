@@ -35,8 +35,8 @@ export default fp(
     fastify.decorate('repositories', repositories);
     fastify.decorate('services', {
       datasets: createDatasetsService(repositories.datasets),
-      // The demo model is always written under DATA_DIR, even when MODELS_DIR is a read-only volume.
-      models: new ModelsService(fastify.config.modelsDir, path.join(fastify.config.dataDir, 'models')),
+      // The demo models are always written under DATA_DIR, even when MODELS_DIR is a read-only volume.
+      models: new ModelsService(fastify.config.modelsDir, path.join(fastify.config.dataDir, 'models'), fastify.log.child({ component: 'models' })),
     });
   },
   { name: 'repositories', dependencies: ['database'] },

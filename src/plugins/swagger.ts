@@ -21,7 +21,7 @@ export default fp(
           title: 'sdxl-lora-service',
           version,
           description:
-            'Trains SDXL LoRA adapters from a few photos and serves images from them. ' +
+            'Trains Stable Diffusion LoRA adapters (SDXL, SD 1.x and SD 2.x) from a few photos and serves images from them. ' +
             'Every /v1 call needs `Authorization: Bearer <API key>`; every error is RFC 9457 application/problem+json.',
           license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
         },

@@ -8,6 +8,7 @@ import { DEFAULT_HEARTBEAT_MS, DEFAULT_POLL_MS } from '../jobs/job-runner.js';
 import { TrainingWorker } from '../jobs/training-worker.js';
 import { BLOBS_SUBDIR } from '../routes/v1/images/index.js';
 import { TrainingRunArtifactSchema } from '../schemas/training-run-artifacts.js';
+import { CPU_PRECISION, CUDA_PRECISION } from '../schemas/training-params.js';
 import { TrainingRunEventSchema } from '../schemas/training-run-events.js';
 import { TrainingRunSchema } from '../schemas/training-runs.js';
 import { ClassImagesService } from '../services/class-images.js';
@@ -61,7 +62,7 @@ export default fp(
         metrics: fastify.metrics,
       });
     const runs = new TrainingRunsService(fastify.db, fastify.services.models, {
-      serverPrecision: device.startsWith('cuda') ? 'bf16' : 'no',
+      serverPrecision: device.startsWith('cuda') ? CUDA_PRECISION : CPU_PRECISION,
       tenantMaxQueuedRuns: config.training.tenantMaxQueuedRuns,
       webhookPolicy: fastify.webhooks.policy,
       files,

@@ -3,6 +3,7 @@
 import { Type, type Static } from 'typebox';
 import { Page, PaginationQuery, ResourceId, Timestamp } from './common.js';
 import { LoraId } from './loras.js';
+import { MAX_CLIP_SKIP, onlyFor } from './model-families.js';
 import { TrainingRunId } from './training-runs.js';
 import { WebhookSubscription, WebhookSubscriptionView } from './webhooks.js';
 
@@ -24,6 +25,8 @@ export const GENERATION_LIMITS = {
   maxPromptLength: 4000,
   /** Seeds are 32-bit, as AUTOMATIC1111 and ComfyUI write them; image i uses seed + i. */
   maxSeed: 4_294_967_295,
+  /** Largest size or crop offset SDXL's size conditioning may name. */
+  maxConditioningSide: 16_384,
 } as const;
 
 export const GenerationId = ResourceId(GENERATION_ID_PREFIX, 'Generation id');
@@ -36,6 +39,35 @@ const Side = (which: string) =>
     multipleOf: GENERATION_LIMITS.sideMultiple,
     description: `Image ${which} in pixels, a multiple of 8; defaults to the model's default_resolution`,
   });
+
+const ConditioningSide = (description: string, minimum = 1) =>
+  Type.Integer({ minimum, maximum: GENERATION_LIMITS.maxConditioningSide, description });
+
+/** SDXL's micro-conditioning as diffusers' pipeline takes it (original_size, crops_coords_top_left, target_size). */
+const SizeConditioning = Type.Object(
+  {
+    original_width: Type.Optional(ConditioningSide('Width the image "originally" had; default: the output width')),
+    original_height: Type.Optional(ConditioningSide('Height the image "originally" had; default: the output height')),
+    crop_top: Type.Optional(ConditioningSide('Top of the crop it "was cut" from; default 0', 0)),
+    crop_left: Type.Optional(ConditioningSide('Left of the crop; default 0', 0)),
+    target_width: Type.Optional(ConditioningSide('Width asked for; default: the output width')),
+    target_height: Type.Optional(ConditioningSide('Height asked for; default: the output height')),
+  },
+  {
+    additionalProperties: false,
+    ...onlyFor('sdxl'),
+    description: "SDXL only: the size conditioning (diffusers' original_size, crops_coords_top_left, target_size); " +
+      'a small original size gives blurrier, upscaled-looking images, a crop off-centre subjects',
+  },
+);
+
+const ClipSkip = Type.Integer({
+  minimum: 1,
+  maximum: MAX_CLIP_SKIP,
+  ...onlyFor('sd1', 'sd2'),
+  description: "SD 1.x/2.x only (AUTOMATIC1111's Clip skip): condition on the text encoder's hidden states this many layers from " +
+    "the end; 1 = the last layer (the default), 2 = the penultimate; at most the model's clip_skip_max",
+});
 
 const LoraUse = Type.Object(
   {
@@ -50,20 +82,39 @@ export const CreateGenerationBody = Type.Object(
   {
     model: Type.String({ minLength: 1, maxLength: 255, description: 'A base model id from GET /v1/models', examples: ['sdxl-tiny-demo'] }),
     prompt: Type.String({ minLength: 1, maxLength: GENERATION_LIMITS.maxPromptLength }),
-    negative_prompt: Type.String({ maxLength: GENERATION_LIMITS.maxPromptLength, default: '', description: 'Empty: zeros, as SDXL-base is run in diffusers' }),
+    negative_prompt: Type.String({
+      maxLength: GENERATION_LIMITS.maxPromptLength,
+      default: '',
+      description: "Empty: zeros for SDXL (diffusers' force_zeros_for_empty_prompt), the encoded empty prompt for SD 1.x/2.x (as their pipelines do)",
+    }),
     width: Type.Optional(Side('width')),
     height: Type.Optional(Side('height')),
     steps: Type.Integer({ minimum: 1, maximum: GENERATION_LIMITS.maxSteps, default: 30 }),
     guidance_scale: Type.Number({ minimum: 0, maximum: GENERATION_LIMITS.maxGuidance, default: 5, description: 'Classifier-free guidance; 1 or less turns it off' }),
-    sampler: Type.Enum([...SAMPLERS], { default: 'euler', description: 'euler (diffusers SDXL default), euler_a (Euler ancestral) or dpmpp_2m_karras (DPM++ 2M Karras)' }),
+    sampler: Type.Enum([...SAMPLERS], { default: 'euler', description: 'euler (Euler, as diffusers samples SDXL), euler_a (Euler ancestral) or dpmpp_2m_karras (DPM++ 2M Karras)' }),
     seed: Type.Optional(Type.Integer({ minimum: 0, maximum: GENERATION_LIMITS.maxSeed, description: 'Image i uses seed + i; random when left out (the generation shows it)' })),
     num_images: Type.Integer({ minimum: 1, maximum: GENERATION_LIMITS.maxImages, default: 1 }),
-    loras: Type.Array(LoraUse, { maxItems: GENERATION_LIMITS.maxLoras, default: [], description: 'Applied unmerged, each with its own scale' }),
+    clip_skip: Type.Optional(ClipSkip),
+    size_conditioning: Type.Optional(SizeConditioning),
+    loras: Type.Array(LoraUse, { maxItems: GENERATION_LIMITS.maxLoras, default: [], description: 'Applied unmerged, each with its own scale; LoRAs of the same base model' }),
     webhook: Type.Optional(WebhookSubscription('generation')),
   },
   { additionalProperties: false },
 );
 export type CreateGenerationBody = Static<typeof CreateGenerationBody>;
+
+const ResolvedSizeConditioning = Type.Object(
+  {
+    original_width: Type.Integer(),
+    original_height: Type.Integer(),
+    crop_top: Type.Integer(),
+    crop_left: Type.Integer(),
+    target_width: Type.Integer(),
+    target_height: Type.Integer(),
+  },
+  { additionalProperties: false, description: 'When the request gave it (SDXL), every field resolved' },
+);
+export type SizeConditioning = Static<typeof ResolvedSizeConditioning>;
 
 /** The inputs as resolved when the generation was queued. */
 export const GenerationParams = Type.Object(
@@ -77,6 +128,8 @@ export const GenerationParams = Type.Object(
     sampler: Type.Enum([...SAMPLERS]),
     seed: Type.Integer(),
     num_images: Type.Integer(),
+    clip_skip: Type.Optional(Type.Integer({ description: 'When the request gave one (SD 1.x/2.x)' })),
+    size_conditioning: Type.Optional(ResolvedSizeConditioning),
   },
   { additionalProperties: false },
 );

@@ -23,11 +23,14 @@ export const LoraSchema = Type.Object(
     sha256: Type.String({ description: 'SHA-256 of the file (its download ETag)' }),
     autov3: Type.String({ description: "AUTOMATIC1111's AutoV3 hash (first 12 hex digits shown in PNG parameters' Lora hashes)" }),
     byte_size: Type.Integer({ minimum: 0 }),
-    layout: Type.Enum([...LORA_LAYOUTS], { description: 'kohya-sgm (ComfyUI/AUTOMATIC1111 names), kohya-diffusers or peft' }),
+    layout: Type.Enum([...LORA_LAYOUTS], {
+      description: "kohya-sgm (SDXL's kohya names, as ComfyUI and AUTOMATIC1111 users exchange them), kohya-diffusers (SD 1.x/2.x kohya files, " +
+        'or SDXL with diffusers block names) or peft',
+    }),
     rank: Type.Integer({ minimum: 1, description: 'Largest rank of its modules' }),
     alpha: Type.Number(),
     modules: Type.Integer({ minimum: 1, description: 'Adapted Linear modules' }),
-    components: Type.Array(Type.String(), { description: 'unet, text_encoder, text_encoder_2: what it adapts' }),
+    components: Type.Array(Type.String(), { description: 'unet, text_encoder, text_encoder_2 (SDXL): what it adapts' }),
     content_url: Type.String({ description: 'Where the .safetensors file downloads from' }),
     created_at: Timestamp,
   },

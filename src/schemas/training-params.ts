@@ -1,13 +1,15 @@
 // `params` of a training run: the public, snake_case face of the engine's TrainConfig
 // (src/engine/train.ts). One table says, for each param, its schema (limits and the
-// default for 5 to 20 photos on SDXL) and the TrainConfig field it sets; the request
-// schema (validation and OpenAPI), the resolved params a run stores and the mapping to
-// TrainConfig all come from it.
+// default for 5 to 20 photos of one subject), the model families it applies to, and the
+// TrainConfig field it sets; the request schema (validation and OpenAPI), the resolved
+// params a run stores and the mapping to TrainConfig all come from it. A param of some
+// families only (clip_skip, text_encoder_2_lr) is stored as null for the others.
 //
 // The device and the frozen weights' precision are the server's (TRAIN_DEVICE);
 // mixed_precision, when given, overrides the precision.
 import { Type, type Static, type TSchema } from 'typebox';
 import type { TrainConfig } from '../engine/train.js';
+import { familiesOf, MAX_CLIP_SKIP, NO_CLIP_SKIP_ON_SDXL, onlyFor, type ModelFamily } from './model-families.js';
 
 const MAX_STEPS = 100_000;
 const MAX_VALIDATION_PROMPTS = 8;
@@ -54,7 +56,16 @@ export type PriorPreservationParams = Required<Omit<Static<typeof PriorPreservat
 type TrainFields = Partial<TrainConfig>;
 
 interface ParamSpec {
+  /** Marked onlyFor(...) when only some model families have the param. */
   schema: TSchema;
+  /** Why a model of another family does not take it ("SD 1.x and 2.x models have one text encoder"). */
+  otherFamilies?: string;
+  /**
+   * Its default when the schema cannot carry it: a param of some families only (Ajv would
+   * fill a schema default into every request), or another param's resolved value (the table
+   * lists that one first).
+   */
+  fallback?: (resolved: Record<string, unknown>) => unknown;
   /** Defaults of an object param's fields that its schema cannot carry (inside a nullable union). */
   fieldDefaults?: Record<string, unknown>;
   /** The TrainConfig fields this param sets. */
@@ -71,29 +82,65 @@ const direct = <K extends keyof TrainConfig, S extends TSchema>(field: K, schema
 });
 
 const PRECISION = { bf16: 'bfloat16', fp16: 'float16', no: 'float32' } as const;
+export type Precision = keyof typeof PRECISION;
+
+/**
+ * The frozen weights' precision of a run that names none, by family: on CUDA bf16 for SDXL
+ * and SD 2.x (diffusers' SDXL scripts; SD 2.1's attention overflows in fp16, hence its
+ * upcast_attention), fp16 for SD 1.x (the precision of diffusers' LoRA guide and
+ * ColossalAI's SD 1.4 DreamBooth); float32 on the CPU.
+ */
+export const CUDA_PRECISION: Record<ModelFamily, Precision> = { sd1: 'fp16', sd2: 'bf16', sdxl: 'bf16' };
+export const CPU_PRECISION: Record<ModelFamily, Precision> = { sd1: 'no', sd2: 'no', sdxl: 'no' };
+/** The last layer, as every SD 1.x/2.x pipeline conditions by default. */
+const DEFAULT_CLIP_SKIP = 1;
 
 /** Every param, in the order the document lists them. */
 export const TRAINING_PARAMS = {
   resolution: {
     // No schema default: left out, it is the base model's own (resolveTrainingParams' context).
-    schema: Type.Integer({ minimum: 64, maximum: 2048, multipleOf: 64, description: "Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (SDXL's 1024)" }),
+    schema: Type.Integer({ minimum: 64, maximum: 2048, multipleOf: 64, description: "Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (512 for SD 1.x, 768 for SD 2.x v-prediction, 1024 for SDXL)" }),
     // kohya's smallest bucket side is 256; a smaller resolution (the demo model's 128) lowers it.
     train: (value: number) => ({ resolution: value, minBucketSide: Math.min(256, value) }),
     fields: { resolution: '', minBucketSide: '' },
   },
   max_steps: direct('maxSteps', integer(1, MAX_STEPS, 1000, 'Optimizer steps: about 100 passes over 10 photos')),
-  rank: direct('rank', integer(1, 256, 16, 'LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL, half that as float16)')),
+  rank: direct('rank', integer(1, 256, 16, 'LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL, 13 MB on SD 1.5; half that as float16)')),
   alpha: direct('alpha', Type.Number({ exclusiveMinimum: 0, maximum: 1024, default: 16, description: 'LoRA alpha; the scale is alpha / rank' })),
   learning_rate: direct('unetLr', Type.Number({ exclusiveMinimum: 0, maximum: 0.01, default: 1e-4, description: 'UNet LoRA learning rate' })),
-  text_encoder_lr: direct('textEncoderLr', Type.Number({ exclusiveMinimum: 0, maximum: 0.01, default: 5e-5, description: 'Text-encoder LoRA learning rate' })),
-  train_text_encoder: direct('trainTextEncoder', flag(false, 'Also train LoRAs on both text encoders')),
+  text_encoder_lr: direct('textEncoderLr', Type.Number({ exclusiveMinimum: 0, maximum: 0.01, default: 5e-5, description: 'Text-encoder LoRA learning rate (the first text encoder\'s, on SDXL)' })),
+  text_encoder_2_lr: {
+    schema: Type.Number({
+      exclusiveMinimum: 0, maximum: 0.01, ...onlyFor('sdxl'),
+      description: "SDXL only: the second text encoder's LoRA learning rate; default: text_encoder_lr. Null on SD 1.x/2.x runs",
+    }),
+    otherFamilies: 'SD 1.x and 2.x models have one text encoder: text_encoder_lr sets its rate',
+    fallback: (resolved) => resolved.text_encoder_lr,
+    train: (value: number | null) => (value === null ? {} : { textEncoder2Lr: value }),
+    fields: { textEncoder2Lr: '' },
+  },
+  clip_skip: {
+    schema: Type.Integer({
+      minimum: 1, maximum: MAX_CLIP_SKIP, ...onlyFor('sd1', 'sd2'),
+      description: "SD 1.x/2.x only (AUTOMATIC1111's Clip skip): train on the text encoder's hidden states this many layers " +
+        "from the end; 1 = the last layer, 2 = the penultimate (usual for anime models); at most the model's clip_skip_max. " +
+        'Default: 1. Null on SDXL runs',
+    }),
+    otherFamilies: NO_CLIP_SKIP_ON_SDXL,
+    fallback: () => DEFAULT_CLIP_SKIP,
+    train: (value: number | null) => (value === null ? {} : { clipSkip: value }),
+    fields: { clipSkip: '' },
+  },
+  train_text_encoder: direct('trainTextEncoder', flag(false, 'Also train LoRAs on the text encoder (both of them on SDXL)')),
   optimizer: direct('optimizer', Type.Enum(['adamw8bit', 'adamw'], { default: 'adamw8bit', description: 'adamw8bit: both AdamW moments in 8 bits, a quarter of the memory' })),
   mixed_precision: {
-    schema: Type.Enum(['bf16', 'fp16', 'no'], { description: "Precision of the frozen weights; default: the server's (bf16 on CUDA, no on the CPU)" }),
+    schema: Type.Enum(['bf16', 'fp16', 'no'], {
+      description: 'Precision of the frozen weights; default: on a CUDA server bf16 for SDXL and SD 2.x, fp16 for SD 1.x; no (float32) on the CPU',
+    }),
     train: (value: keyof typeof PRECISION) => ({ dtype: PRECISION[value] }),
     fields: { dtype: '' },
   },
-  gradient_checkpointing: direct('gradientCheckpointing', flag(true, 'Recompute activations in backward: much less memory (SDXL at 1024 on one GPU), for more time')),
+  gradient_checkpointing: direct('gradientCheckpointing', flag(true, 'Recompute activations in backward: much less memory (what lets SDXL at 1024 fit one GPU), for more time')),
   batch_size: direct('batchSize', integer(1, 16, 1, 'Images per forward')),
   gradient_accumulation: direct('gradientAccumulation', integer(1, 64, 1, 'Forwards per optimizer step')),
   lr_scheduler: direct('lrScheduler', Type.Enum(['constant', 'constant_with_warmup', 'linear', 'cosine'], { default: 'constant' })),
@@ -154,8 +201,18 @@ export type TrainingParamsInput = Omit<Static<typeof TrainingParams>, 'validatio
   prior_preservation?: Partial<PriorPreservationParams> | null;
 };
 
+/** The params only some model families have: stored as null for the others. */
+type FamilyParam = { [K in ParamName]: (typeof TRAINING_PARAMS)[K] extends { otherFamilies: string } ? K : never }[ParamName];
+
 /** What a run stores: every param resolved. */
-export type ResolvedTrainingParams = { [K in ParamName]: Static<(typeof TRAINING_PARAMS)[K]['schema']> };
+export type ResolvedTrainingParams = {
+  [K in ParamName]: Static<(typeof TRAINING_PARAMS)[K]['schema']> | (K extends FamilyParam ? null : never);
+};
+
+/** A resolved param's schema: as the request's, or null where the run's model family does not have it. */
+export function resolvedParamSchema(schema: TSchema): TSchema {
+  return familiesOf(schema) === undefined ? schema : Type.Union([schema, Type.Null()], { description: (schema as { description?: string }).description });
+}
 
 /** The defaults of a param's object form (itself, or the object member of a nullable union). */
 function objectDefaults(schema: TSchema): Record<string, unknown> {
@@ -173,25 +230,59 @@ function defaultOf(schema: TSchema): unknown {
   return undefined;
 }
 
-/** Defaults that are not the table's: the server's precision, and the base model's own resolution. */
+/** What the base model decides: its family (which params apply), the server's precision for it, its own resolution. */
 export interface ContextDefaults {
-  mixed_precision: 'bf16' | 'fp16' | 'no';
+  family: ModelFamily;
+  mixed_precision: Precision;
   resolution: number;
 }
 
-/** Fills every param the request left out: its default, or the context's for mixed_precision and resolution. */
+/**
+ * Fills every param the request left out: the context's for mixed_precision and resolution,
+ * else its default; a param the model's family does not have is null (the caller has
+ * refused a request that names one: paramsOutsideFamily).
+ */
 export function resolveTrainingParams(input: TrainingParamsInput, context: ContextDefaults): ResolvedTrainingParams {
   const resolved: Record<string, unknown> = {};
-  for (const [name, spec] of Object.entries(TRAINING_PARAMS)) {
+  for (const [name, spec] of Object.entries(TRAINING_PARAMS) as Array<[string, ParamSpec]>) {
+    if (familiesOf(spec.schema)?.includes(context.family) === false) {
+      resolved[name] = null;
+      continue;
+    }
     const given = (input as Record<string, unknown>)[name];
-    const fallback = (context as unknown as Record<string, unknown>)[name] ?? defaultOf(spec.schema);
+    const fallback = (context as unknown as Record<string, unknown>)[name] ?? spec.fallback?.(resolved) ?? defaultOf(spec.schema);
     resolved[name] =
       given !== undefined && given !== null && typeof given === 'object' && !Array.isArray(given)
         // validation, prior_preservation: the fields it names over the defaults
-        ? { ...objectDefaults(spec.schema), ...(spec as ParamSpec).fieldDefaults, ...((fallback ?? {}) as object), ...(given as object) }
+        ? { ...objectDefaults(spec.schema), ...spec.fieldDefaults, ...((fallback ?? {}) as object), ...(given as object) }
         : (given ?? fallback);
   }
   return resolved as ResolvedTrainingParams;
+}
+
+/** The params a request names that a model of `family` does not have, each with why. */
+export function paramsOutsideFamily(input: TrainingParamsInput, family: ModelFamily): Array<{ param: string; families: readonly ModelFamily[]; why: string }> {
+  const outside = [];
+  for (const [name, spec] of Object.entries(TRAINING_PARAMS) as Array<[string, ParamSpec]>) {
+    const families = familiesOf(spec.schema);
+    if (families === undefined || families.includes(family) || (input as Record<string, unknown>)[name] === undefined) continue;
+    outside.push({ param: name, families, why: spec.otherFamilies ?? '' });
+  }
+  return outside;
+}
+
+/**
+ * A run's params as stored: runs queued before a param existed lack it. They were SDXL
+ * runs, trained with no clip skip and both text encoders at text_encoder_lr.
+ */
+export function storedTrainingParams(stored: unknown): ResolvedTrainingParams {
+  const params = stored as ResolvedTrainingParams;
+  const has = (name: ParamName) => Object.hasOwn(params, name);
+  return {
+    ...params,
+    clip_skip: has('clip_skip') ? params.clip_skip : null,
+    text_encoder_2_lr: has('text_encoder_2_lr') ? params.text_encoder_2_lr : params.text_encoder_lr,
+  };
 }
 
 /** The TrainConfig fields resolved params set (the caller adds model, device, images and files). */

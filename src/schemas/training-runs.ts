@@ -2,7 +2,7 @@
 import { Type, type Static } from 'typebox';
 import { Page, PaginationQuery, ResourceId, Timestamp } from './common.js';
 import { DatasetId } from './datasets.js';
-import { TRAINING_PARAMS, TrainingParams } from './training-params.js';
+import { resolvedParamSchema, TRAINING_PARAMS, TrainingParams } from './training-params.js';
 import { WebhookSubscription, WebhookSubscriptionView } from './webhooks.js';
 
 export const TRAINING_RUN_STATUSES = ['queued', 'starting', 'running', 'succeeded', 'failed', 'canceled'] as const;
@@ -30,9 +30,9 @@ export const CreateTrainingRunBody = Type.Object(
 );
 export type CreateTrainingRunBody = Static<typeof CreateTrainingRunBody>;
 
-/** Every param as the run resolved it. */
+/** Every param as the run resolved it (null: a param the model's family does not have). */
 const ResolvedParams = Type.Object(
-  Object.fromEntries(Object.entries(TRAINING_PARAMS).map(([name, spec]) => [name, spec.schema])),
+  Object.fromEntries(Object.entries(TRAINING_PARAMS).map(([name, spec]) => [name, resolvedParamSchema(spec.schema)])),
   { additionalProperties: false, description: 'Every training parameter, as resolved when the run was created' },
 );
 

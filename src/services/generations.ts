@@ -5,9 +5,18 @@ import { randomInt } from 'node:crypto';
 import sharp from 'sharp';
 import type { Database } from '../db/database.js';
 import { idPattern } from '../db/ids.js';
-import { notFound, ProblemError } from '../errors.js';
+import { fieldError, notFound, ProblemError, unsupportedByModel, type FieldError } from '../errors.js';
 import { createGenerationsRepository, type GenerationImageRow, type GenerationRow, type GenerationStatus } from '../repositories/generations.js';
-import { GENERATION_ID_PREFIX, GENERATION_LIMITS, type CreateGenerationBody, type Generation, type GenerationParams } from '../schemas/generations.js';
+import {
+  CreateGenerationBody,
+  GENERATION_ID_PREFIX,
+  GENERATION_LIMITS,
+  type Generation,
+  type GenerationParams,
+  type SizeConditioning,
+} from '../schemas/generations.js';
+import { clipSkipBeyond, FAMILY_NAMES, familiesOf, NO_CLIP_SKIP_ON_SDXL, notForFamily } from '../schemas/model-families.js';
+import type { BaseModel } from '../schemas/models.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { AddressPolicy } from '../webhooks/address-policy.js';
 import { defaultEvents } from '../webhooks/event-types.js';
@@ -21,6 +30,37 @@ const GENERATION_ID = new RegExp(idPattern(GENERATION_ID_PREFIX));
 const FINISHED = new Set<GenerationStatus>(['succeeded', 'failed', 'canceled']);
 /** A waiting request also looks at the row this often: the generation may run on another replica. */
 const WAIT_POLL_MS = 250;
+
+/** Why a model of another family does not take a field marked for some families only. */
+const OTHER_FAMILIES: Record<string, string> = {
+  clip_skip: NO_CLIP_SKIP_ON_SDXL,
+  size_conditioning: 'SD 1.x and 2.x models have no size conditioning',
+};
+
+/** What the model cannot take of the request: a field of another family, a clip skip beyond its text encoder's layers. */
+function fieldsBeyondModel(model: BaseModel, request: CreateGenerationBody): FieldError[] {
+  const errors: FieldError[] = [];
+  for (const [name, schema] of Object.entries(CreateGenerationBody.properties)) {
+    const families = familiesOf(schema);
+    if (families === undefined || families.includes(model.family) || (request as Record<string, unknown>)[name] === undefined) continue;
+    errors.push(fieldError('body', name, notForFamily(families, model, OTHER_FAMILIES[name] ?? '')));
+  }
+  const clipSkip = clipSkipBeyond(model, request.clip_skip);
+  if (clipSkip !== undefined) errors.push(fieldError('body', 'clip_skip', clipSkip));
+  return errors;
+}
+
+/** Every size-conditioning field, as diffusers defaults those left out: the output size, no crop. */
+function resolveSizeConditioning(given: NonNullable<CreateGenerationBody['size_conditioning']>, width: number, height: number): SizeConditioning {
+  return {
+    original_width: given.original_width ?? width,
+    original_height: given.original_height ?? height,
+    crop_top: given.crop_top ?? 0,
+    crop_left: given.crop_left ?? 0,
+    target_width: given.target_width ?? width,
+    target_height: given.target_height ?? height,
+  };
+}
 
 export function generationImageUrl(id: string, index: number): string {
   return `/v1/generations/${id}/images/${index}`;
@@ -78,17 +118,25 @@ export class GenerationsService {
     const { db } = this.options;
     if (request.webhook !== undefined) checkWebhookUrl(this.options.webhookPolicy, request.webhook.url, 'webhook.url');
     const { model } = await this.options.models.getNamed(request.model);
+    const beyond = fieldsBeyondModel(model, request);
+    if (beyond.length > 0) {
+      throw unsupportedByModel(`Model ${model.id} (${FAMILY_NAMES[model.family]}) cannot take ${beyond.map((error) => error.field).join(', ')}`, beyond);
+    }
+    const width = request.width ?? model.default_resolution;
+    const height = request.height ?? model.default_resolution;
     const params: GenerationParams = {
       prompt: request.prompt,
       negative_prompt: request.negative_prompt,
-      width: request.width ?? model.default_resolution,
-      height: request.height ?? model.default_resolution,
+      width,
+      height,
       steps: request.steps,
       guidance_scale: request.guidance_scale,
       sampler: request.sampler,
       // Random like AUTOMATIC1111's -1; shown on the generation, so the image can be made again.
       seed: request.seed ?? randomInt(0, GENERATION_LIMITS.maxSeed - GENERATION_LIMITS.maxImages),
       num_images: request.num_images,
+      ...(request.clip_skip === undefined ? {} : { clip_skip: request.clip_skip }),
+      ...(request.size_conditioning === undefined ? {} : { size_conditioning: resolveSizeConditioning(request.size_conditioning, width, height) }),
     };
     const row = await db.transaction(async (tx) => {
       const generations = createGenerationsRepository(tx);
@@ -102,7 +150,7 @@ export class GenerationsService {
           headers: { 'retry-after': '5' },
         });
       }
-      const loras = await LorasService.resolveForGeneration(tx, tenantId, request.model, request.loras);
+      const loras = await LorasService.resolveForGeneration(tx, tenantId, model, request.loras, (id) => this.options.models.familyOf(id));
       return generations.insert(tenantId, {
         modelId: request.model,
         params,

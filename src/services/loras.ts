@@ -12,6 +12,8 @@ import { createImagesRepository } from '../repositories/images.js';
 import { createLorasRepository, type LoraRow, type NewLora } from '../repositories/loras.js';
 import type { GenerationLora } from '../repositories/generations.js';
 import { LORA_ID_PREFIX, type Lora } from '../schemas/loras.js';
+import { FAMILY_NAMES, type ModelFamily } from '../schemas/model-families.js';
+import type { BaseModel } from '../schemas/models.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { ModelsService } from './models.js';
 import { decodeCursor, toPage } from './pagination.js';
@@ -125,7 +127,7 @@ export class LorasService {
 
   /** Stores an outside LoRA after the engine has matched every key against the base model. */
   async upload(tenantId: string, upload: LoraUpload): Promise<LoraRow> {
-    await this.options.models.getNamed(upload.model);
+    const { model } = await this.options.models.getNamed(upload.model);
     const refuse = (error: LoraFileError) =>
       new ProblemError({
         status: 422,
@@ -154,7 +156,11 @@ export class LorasService {
       held.release();
     }
     if (check.problems.length > 0) {
-      throw refuse(new LoraFileError(`${check.problems.length} of its keys do not fit base model ${upload.model}`, check.problems));
+      // An SD 1.x LoRA for an SDXL model (or the reverse) lands here: its keys name modules the model does not have.
+      throw refuse(new LoraFileError(
+        `${check.problems.length} of its keys do not fit base model ${upload.model} (${FAMILY_NAMES[model.family]}); is it a LoRA of another model family?`,
+        check.problems,
+      ));
     }
     return this.options.db.transaction(async (tx) => {
       await createImagesRepository(tx).lockBlob(facts.sha256); // as uploads do: see services/images.ts
@@ -230,14 +236,17 @@ export class LorasService {
   /**
    * The LoRAs a generation asks for, each by its id or by the run that trained it, locked
    * against deletion until the caller's transaction ends: 404 for one the tenant does not
-   * have, 422 for one of another base model.
+   * have, 422 for one of another base model (lora-family-mismatch when that model is of
+   * another family, as far as `familyOf` still knows it).
    */
   static async resolveForGeneration(
     tx: Queryable,
     tenantId: string,
-    modelId: string,
+    model: Pick<BaseModel, 'id' | 'family'>,
     uses: Array<{ lora_id?: string; training_run_id?: string; scale: number }>,
+    familyOf: (modelId: string) => Promise<ModelFamily | undefined>,
   ): Promise<GenerationLora[]> {
+    const modelId = model.id;
     const loras = createLorasRepository(tx);
     const resolved: GenerationLora[] = [];
     for (const [index, use] of uses.entries()) {
@@ -271,13 +280,24 @@ export class LorasService {
           });
         }
       }
+      const named = use.lora_id !== undefined ? `${field}.lora_id` : `${field}.training_run_id`;
+      const loraFamily = row.model_id === modelId ? model.family : await familyOf(row.model_id);
+      if (loraFamily !== undefined && loraFamily !== model.family) {
+        throw new ProblemError({
+          status: 422,
+          type: 'lora-family-mismatch',
+          title: 'LoRA of another model family',
+          detail: `LoRA ${row.id} adapts ${row.model_id}, an ${FAMILY_NAMES[loraFamily]} model; ${modelId} is ${FAMILY_NAMES[model.family]}`,
+          errors: [fieldError('body', named, `is an ${FAMILY_NAMES[loraFamily]} LoRA (of ${row.model_id}); ${modelId} is ${FAMILY_NAMES[model.family]}`)],
+        });
+      }
       if (row.model_id !== modelId) {
         throw new ProblemError({
           status: 422,
           type: 'lora-model-mismatch',
           title: 'LoRA of another base model',
           detail: `LoRA ${row.id} adapts ${row.model_id}, not ${modelId}`,
-          errors: [fieldError('body', use.lora_id !== undefined ? `${field}.lora_id` : `${field}.training_run_id`, `adapts ${row.model_id}, not ${modelId}`)],
+          errors: [fieldError('body', named, `adapts ${row.model_id}, not ${modelId}`)],
         });
       }
       resolved.push({ lora_id: row.id, name: row.name, scale: use.scale, sha256: row.sha256, autov3: row.autov3 });

@@ -1,17 +1,22 @@
-// The base models this server trains on and samples from: the built-in demo model,
-// then every diffusers folder (model_index.json) and every SGM single-file checkpoint
-// (.safetensors) directly under MODELS_DIR. The id is the folder or file name.
+// The base models this server trains on and samples from: the built-in demo models, then
+// every diffusers folder (model_index.json) and every single-file checkpoint
+// (.safetensors) directly under MODELS_DIR. The id is the folder or file name. What a
+// model is (family, prediction type, resolution, parameter counts) is the engine's
+// inspectModel's answer, read from configs and weight headers alone; a model it refuses
+// (a component missing, an unknown prediction type, keys of no known family) is left out
+// of the list, and naming it is a 422 with the engine's reason.
 //
 // A single file has no configs or tokenizers of its own. It uses the diffusers folder
 // named in a sidecar `<file>.config` (one line: a path, relative to MODELS_DIR or
-// absolute), else SDXL-base's configs with tokenizer/ and tokenizer_2/ beside the file,
-// as the engine loads it.
+// absolute), else the engine's built-in SD 1.5 or SDXL-base configs with the tokenizer
+// folders beside the file.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { EngineLoadError, inspectSafetensors } from '../engine/index.js';
+import { EngineLoadError, inspectModel, isInvalidArgument, type ModelSummary } from '../engine/index.js';
 import { fieldError, notFound, ProblemError } from '../errors.js';
-import { DEMO_MODEL_DESCRIPTION, DEMO_MODEL_ID, ensureDemoModel } from '../models/demo-model.js';
-import type { BaseModel } from '../schemas/models.js';
+import { DEMO_MODELS, demoModel, ensureDemoModel, type DemoModel } from '../models/demo-model.js';
+import { FAMILY_NAMES, type ModelFamily } from '../schemas/model-families.js';
+import type { BaseModel, ModelComponent } from '../schemas/models.js';
 
 /** A base model and where the engine loads it from. */
 export interface ResolvedModel {
@@ -22,139 +27,97 @@ export interface ResolvedModel {
   configDir?: string;
 }
 
-type Component = keyof Omit<BaseModel['parameters'], 'total'>;
-const COMPONENTS: Array<[Component, string, string]> = [
-  // component, diffusers folder and weights stem, SGM single-file key prefix
-  ['unet', 'unet/diffusion_pytorch_model', 'model.diffusion_model.'],
-  ['text_encoder', 'text_encoder/model', 'conditioner.embedders.0.'],
-  ['text_encoder_2', 'text_encoder_2/model', 'conditioner.embedders.1.'],
-  ['vae', 'vae/diffusion_pytorch_model', 'first_stage_model.'],
-];
-const SDXL_BASE_RESOLUTION = 1024;
+/** Where refused MODELS_DIR entries are reported (the app's logger). */
+export interface ModelsLogger {
+  warn(details: object, message: string): void;
+}
+
+/** A MODELS_DIR entry the engine refused to read as a model, with its reason. */
+interface RejectedModel {
+  rejected: string;
+}
+
 const SINGLE_FILE_CONFIG_SUFFIX = '.config';
 
 const exists = (file: string) => fs.access(file).then(() => true, () => false);
 
-async function readJson(file: string): Promise<Record<string, unknown>> {
-  return JSON.parse(await fs.readFile(file, 'utf8')) as Record<string, unknown>;
-}
-
-function elements(shape: number[]): number {
-  return shape.reduce((product, size) => product * size, 1);
-}
-
-function withTotal(counts: Record<Component, number>): BaseModel['parameters'] {
-  return { ...counts, total: counts.unet + counts.text_encoder + counts.text_encoder_2 + counts.vae };
-}
-
-/** The weight files of one diffusers component: full precision, else fp16, else the shards an index names. */
-async function componentFiles(folder: string, stem: string): Promise<string[]> {
-  for (const name of [`${stem}.safetensors`, `${stem}.fp16.safetensors`]) {
-    if (await exists(path.join(folder, name))) return [path.join(folder, name)];
-  }
-  for (const name of [`${stem}.safetensors.index.json`, `${stem}.safetensors.index.fp16.json`]) {
-    const index = path.join(folder, name);
-    if (!(await exists(index))) continue;
-    const weightMap = ((await readJson(index)).weight_map ?? {}) as Record<string, string>;
-    return [...new Set(Object.values(weightMap))].map((shard) => path.join(path.dirname(index), shard));
-  }
-  return [];
-}
-
-async function countFiles(files: string[], prefix = ''): Promise<number> {
-  let count = 0;
-  for (const file of files) {
-    const header = await inspectSafetensors(file);
-    for (const [name, tensor] of Object.entries(header.tensors)) if (name.startsWith(prefix)) count += elements(tensor.shape);
-  }
-  return count;
-}
-
-/** Image side of a diffusers folder: the UNet's latent size times the VAE's downscale. */
-async function folderResolution(dir: string): Promise<number> {
-  const unet = await readJson(path.join(dir, 'unet', 'config.json')).catch(() => ({}) as Record<string, unknown>);
-  const vae = await readJson(path.join(dir, 'vae', 'config.json')).catch(() => ({}) as Record<string, unknown>);
-  const sampleSize = typeof unet.sample_size === 'number' ? unet.sample_size : SDXL_BASE_RESOLUTION / 8;
-  const levels = Array.isArray(vae.block_out_channels) ? vae.block_out_channels.length : 4;
-  return sampleSize * 2 ** (levels - 1);
-}
-
-async function describeFolder(id: string, dir: string, demo: boolean): Promise<ResolvedModel> {
-  const counts = {} as Record<Component, number>;
-  for (const [component, weights] of COMPONENTS) {
-    counts[component] = await countFiles(await componentFiles(path.join(dir, path.dirname(weights)), path.basename(weights)));
-  }
+function toBaseModel(id: string, summary: ModelSummary, described: { demo?: DemoModel; where: string; configDir?: string }): BaseModel {
+  const family = FAMILY_NAMES[summary.family];
+  const prediction = summary.predictionType === 'v_prediction' ? ', v-prediction' : '';
+  const description = described.demo?.description ?? (summary.sourceLayout === 'diffusers'
+    ? `${family} pipeline in diffusers layout${prediction} (${described.where})`
+    : `${family} checkpoint in one ${summary.sourceLayout === 'sgm-single-file' ? 'SGM' : 'LDM'} file${prediction} (${described.where})` +
+      (described.configDir === undefined ? '' : `, with the configs of ${described.configDir}`));
+  const counts: Array<[ModelComponent, number]> = [
+    ['unet', summary.unetParameters],
+    ['vae', summary.vaeParameters],
+    ['text_encoder', summary.textEncoderParameters],
+    ...(summary.textEncoder2Parameters > 0 ? [['text_encoder_2', summary.textEncoder2Parameters] as [ModelComponent, number]] : []),
+  ];
   return {
-    model: {
-      id,
-      architecture: 'sdxl',
-      source_layout: 'diffusers',
-      description: demo ? DEMO_MODEL_DESCRIPTION : `SDXL pipeline in diffusers layout (${dir})`,
-      demo,
-      default_resolution: await folderResolution(dir),
-      parameters: withTotal(counts),
-    },
-    modelPath: dir,
+    id,
+    family: summary.family,
+    prediction_type: summary.predictionType,
+    source_layout: summary.sourceLayout === 'diffusers' ? 'diffusers' : 'single_file',
+    description,
+    demo: described.demo !== undefined,
+    default_resolution: summary.defaultResolution,
+    components: counts.map(([component]) => component),
+    parameters: { ...Object.fromEntries(counts), total: counts.reduce((sum, [, count]) => sum + count, 0) } as BaseModel['parameters'],
+    clip_skip_max: summary.family === 'sdxl' ? null : summary.textEncoderLayers,
   };
 }
 
-async function describeSingleFile(id: string, file: string, modelsDir: string): Promise<ResolvedModel | undefined> {
-  const sidecar = file + SINGLE_FILE_CONFIG_SUFFIX;
-  const configDir = (await exists(sidecar))
-    ? path.resolve(modelsDir, (await fs.readFile(sidecar, 'utf8')).trim())
-    : undefined;
-  const counts = {} as Record<Component, number>;
-  for (const [component, , prefix] of COMPONENTS) counts[component] = await countFiles([file], prefix);
-  if (counts.unet === 0) return undefined; // not an SGM checkpoint (a LoRA, a VAE alone, ...)
-  return {
-    model: {
-      id,
-      architecture: 'sdxl',
-      source_layout: 'single_file',
-      description: `SDXL checkpoint in one SGM file (${file})` + (configDir ? `, with the configs of ${configDir}` : ''),
-      demo: false,
-      default_resolution: configDir ? await folderResolution(configDir) : SDXL_BASE_RESOLUTION,
-      parameters: withTotal(counts),
-    },
-    modelPath: file,
-    ...(configDir === undefined ? {} : { configDir }),
-  };
-}
-
-/** The native engine (which writes the demo model and reads weight headers) is not built or does not load. */
+/** The native engine (which writes the demo models and reads configs and headers) is not built or does not load. */
 function engineUnavailable(error: EngineLoadError): ProblemError {
   return new ProblemError({ status: 503, type: 'engine-unavailable', title: 'Engine unavailable', detail: error.message });
 }
 
+/** A model the engine cannot read: 422, naming the request's field that names it. */
+function modelInvalid(id: string, reason: string, where: string, field: string): ProblemError {
+  return new ProblemError({
+    status: 422,
+    type: 'model-invalid',
+    title: 'Unusable base model',
+    detail: `Base model ${id} cannot be used: ${reason}`,
+    errors: [fieldError(where, field, `names a model the engine cannot read: ${reason}`)],
+  });
+}
+
 export class ModelsService {
-  /** `modelsDir`: MODELS_DIR. `demoRoot`: where the demo model is written (DATA_DIR/models). */
+  /** The reason last logged for each refused MODELS_DIR entry: each is logged once, not on every listing. */
+  readonly #warned = new Map<string, string>();
+
+  /** `modelsDir`: MODELS_DIR. `demoRoot`: where the demo models are written (DATA_DIR/models). */
   constructor(
     private readonly modelsDir: string,
     private readonly demoRoot: string,
+    private readonly logger?: ModelsLogger,
   ) {}
 
-  /** The demo model, then MODELS_DIR's models sorted by id. */
+  /** The demo models, then MODELS_DIR's models sorted by id (those the engine refuses left out). */
   async list(): Promise<ResolvedModel[]> {
-    const models = [await this.demo()];
+    const models: ResolvedModel[] = [];
+    for (const demo of DEMO_MODELS) models.push(await this.demo(demo));
     for (const id of await this.candidateIds()) {
-      const model = await this.describe(id);
-      if (model !== undefined) models.push(model);
+      const found = await this.find(id);
+      if (found !== undefined && !('rejected' in found)) models.push(found);
     }
     return models;
   }
 
-  /** One model by id; a 404 problem when there is none. */
+  /** One model by id; a 404 problem when there is none, a 422 naming the path's id when the engine refuses it. */
   async get(id: string): Promise<ResolvedModel> {
-    if (id === DEMO_MODEL_ID) return this.demo();
-    const model = (await this.candidateIds()).includes(id) ? await this.describe(id) : undefined;
-    if (model === undefined) throw notFound('Model', id);
-    return model;
+    const found = await this.lookUp(id);
+    if (found === undefined) throw notFound('Model', id);
+    if ('rejected' in found) throw modelInvalid(id, found.rejected, 'params', 'id');
+    return found;
   }
 
-  /** The model a request body names; an unknown one is a 422 naming the `model` field (the request is fine, the id is not ours). */
+  /** The model a request body names; an unknown or unusable one is a 422 naming the `model` field (the request is fine, the id is not). */
   async getNamed(id: string): Promise<ResolvedModel> {
-    return this.get(id).catch((error: unknown) => {
-      if (!(error instanceof ProblemError) || error.status !== 404) throw error;
+    const found = await this.lookUp(id);
+    if (found === undefined) {
       throw new ProblemError({
         status: 422,
         type: 'model-not-found',
@@ -162,31 +125,70 @@ export class ModelsService {
         detail: `No base model ${id} on this server; GET /v1/models lists them`,
         errors: [fieldError('body', 'model', 'is not a model of this server (GET /v1/models lists them)')],
       });
-    });
+    }
+    if ('rejected' in found) throw modelInvalid(id, found.rejected, 'body', 'model');
+    return found;
   }
 
-  private async demo(): Promise<ResolvedModel> {
+  /** The family of a model, or undefined when this server has no usable model of that id (any more). */
+  async familyOf(id: string): Promise<ModelFamily | undefined> {
+    const found = await this.lookUp(id);
+    return found === undefined || 'rejected' in found ? undefined : found.model.family;
+  }
+
+  private async lookUp(id: string): Promise<ResolvedModel | RejectedModel | undefined> {
+    const demo = demoModel(id);
+    if (demo !== undefined) return this.demo(demo);
+    return (await this.candidateIds()).includes(id) ? this.find(id) : undefined;
+  }
+
+  private async demo(demo: DemoModel): Promise<ResolvedModel> {
     try {
-      return await describeFolder(DEMO_MODEL_ID, await ensureDemoModel(this.demoRoot), true);
+      const dir = await ensureDemoModel(this.demoRoot, demo);
+      return { model: toBaseModel(demo.id, await inspectModel({ modelPath: dir }), { demo, where: dir }), modelPath: dir };
     } catch (error) {
       throw error instanceof EngineLoadError ? engineUnavailable(error) : error;
     }
   }
 
-  /** Names directly under MODELS_DIR that may be models (no hidden entries, not the demo's folder). */
+  /** Names directly under MODELS_DIR that may be models (no hidden entries, not the demos' folders). */
   private async candidateIds(): Promise<string[]> {
     const entries = await fs.readdir(this.modelsDir).catch((error: NodeJS.ErrnoException) => {
       if (error.code === 'ENOENT') return [] as string[];
       throw error;
     });
-    return entries.filter((name) => !name.startsWith('.') && name !== DEMO_MODEL_ID).sort();
+    return entries.filter((name) => !name.startsWith('.') && demoModel(name) === undefined).sort();
   }
 
-  private async describe(id: string): Promise<ResolvedModel | undefined> {
+  /** A MODELS_DIR entry as a model, refused (with the engine's reason), or undefined when it is no model at all. */
+  private async find(id: string): Promise<ResolvedModel | RejectedModel | undefined> {
     const entry = path.join(this.modelsDir, id);
     const stat = await fs.stat(entry).catch(() => undefined);
-    if (stat?.isDirectory() && (await exists(path.join(entry, 'model_index.json')))) return describeFolder(id, entry, false);
-    if (stat?.isFile() && id.endsWith('.safetensors')) return describeSingleFile(id, entry, this.modelsDir);
-    return undefined;
+    let configDir: string | undefined;
+    if (stat?.isDirectory()) {
+      if (!(await exists(path.join(entry, 'model_index.json')))) return undefined;
+    } else if (stat?.isFile() && id.endsWith('.safetensors')) {
+      const sidecar = entry + SINGLE_FILE_CONFIG_SUFFIX;
+      if (await exists(sidecar)) configDir = path.resolve(this.modelsDir, (await fs.readFile(sidecar, 'utf8')).trim());
+    } else {
+      return undefined;
+    }
+    try {
+      const summary = await inspectModel({ modelPath: entry, ...(configDir === undefined ? {} : { configDir }) });
+      this.#warned.delete(id);
+      return {
+        model: toBaseModel(id, summary, { where: entry, ...(configDir === undefined ? {} : { configDir }) }),
+        modelPath: entry,
+        ...(configDir === undefined ? {} : { configDir }),
+      };
+    } catch (error) {
+      if (error instanceof EngineLoadError) throw engineUnavailable(error);
+      if (!isInvalidArgument(error)) throw error;
+      if (this.#warned.get(id) !== error.message) {
+        this.#warned.set(id, error.message);
+        this.logger?.warn({ model: id, reason: error.message }, 'MODELS_DIR entry is not a usable model; left out of the list');
+      }
+      return { rejected: error.message };
+    }
   }
 }

@@ -5,6 +5,9 @@
 //   Negative prompt: <negative prompt>
 //   Steps: 30, Sampler: DPM++ 2M Karras, CFG scale: 5, Seed: 42, Size: 1024x1024, Model: sdxl-base, Lora hashes: "name: 0123456789ab"
 //
+// with `Clip skip: N` after Model when the generation asked for one (A1111 itself writes it
+// only when it is not 1; a reader takes its absence as 1, so 1 asked for is written too).
+//
 // The chunk is tEXt when the text is ASCII, else iTXt in UTF-8 (PIL, which A1111 uses, writes
 // Latin-1 tEXt too, but readers such as libvips take tEXt bytes as UTF-8: ASCII reads the same in both).
 import { crc32 } from 'node:zlib';
@@ -49,6 +52,7 @@ export function a1111Parameters({ params, seed, model, loras }: ParametersInput)
     ['Size', `${params.width}x${params.height}`],
     ['Model', model],
   ];
+  if (params.clip_skip !== undefined) settings.push(['Clip skip', String(params.clip_skip)]);
   if (loras.length > 0) {
     settings.push(['Lora hashes', loras.map((lora) => `${loraName(lora.name)}: ${lora.autov3.slice(0, 12)}`).join(', ')]);
   }

@@ -2,12 +2,21 @@
 // stores the run queued with a snapshot of the dataset's images and current captions
 // (an image without one trains on the instance prompt "a photo of <trigger> <class>").
 import type { Database } from '../db/database.js';
-import { fieldError, invalidInput, notFound, ProblemError } from '../errors.js';
+import { fieldError, notFound, ProblemError, unsupportedByModel, type FieldError } from '../errors.js';
 import { createCaptionsRepository } from '../repositories/captions.js';
 import { createDatasetsRepository } from '../repositories/datasets.js';
 import { createTrainingRunsRepository, TRAINING_RUN_ID_PREFIX, type TrainingRunRow, type TrainingRunStatus } from '../repositories/training-runs.js';
 import { idPattern } from '../db/ids.js';
-import { resolveTrainingParams, type ResolvedTrainingParams, type TrainingParamsInput } from '../schemas/training-params.js';
+import { clipSkipBeyond, FAMILY_NAMES, notForFamily, type ModelFamily } from '../schemas/model-families.js';
+import type { BaseModel } from '../schemas/models.js';
+import {
+  paramsOutsideFamily,
+  resolveTrainingParams,
+  storedTrainingParams,
+  type Precision,
+  type ResolvedTrainingParams,
+  type TrainingParamsInput,
+} from '../schemas/training-params.js';
 import type { TrainingRun } from '../schemas/training-runs.js';
 import type { RunFileStore } from '../storage/run-file-store.js';
 import type { ModelsService } from './models.js';
@@ -31,7 +40,7 @@ export function toTrainingRun(row: TrainingRunRow): TrainingRun {
     model: row.model_id,
     name: row.name,
     status: row.status,
-    params: row.params as TrainingRun['params'],
+    params: storedTrainingParams(row.params) as TrainingRun['params'],
     metadata: row.metadata,
     trigger_token: row.trigger_token,
     class_word: row.class_word,
@@ -63,8 +72,8 @@ export interface NewTrainingRunRequest {
 }
 
 export interface TrainingRunsServiceOptions {
-  /** The frozen weights' precision when a request names none: bf16 on CUDA, no on the CPU. */
-  serverPrecision: 'bf16' | 'fp16' | 'no';
+  /** The frozen weights' precision, by model family, when a request names none (CUDA_PRECISION or CPU_PRECISION). */
+  serverPrecision: Record<ModelFamily, Precision>;
   /** Queued and running runs one tenant may have (TENANT_MAX_QUEUED_RUNS). */
   tenantMaxQueuedRuns: number;
   /** Where runs' files are, to remove a deleted run's. */
@@ -88,6 +97,18 @@ export function instancePrompt(trigger: string, classWord: string): string {
   return `a photo of ${trigger} ${classWord}`;
 }
 
+/** What the model cannot take of the request's params: a param of another family, a resolution or clip skip beyond the model's. */
+function paramsBeyondModel(model: BaseModel, params: TrainingParamsInput): FieldError[] {
+  const errors = paramsOutsideFamily(params, model.family).map(({ param, families, why }) =>
+    fieldError('body', `params.${param}`, notForFamily(families, model, why)));
+  if (params.resolution !== undefined && params.resolution > model.default_resolution) {
+    errors.push(fieldError('body', 'params.resolution', `must be at most ${model.default_resolution}, the model's default_resolution`));
+  }
+  const clipSkip = clipSkipBeyond(model, params.clip_skip);
+  if (clipSkip !== undefined) errors.push(fieldError('body', 'params.clip_skip', clipSkip));
+  return errors;
+}
+
 export class TrainingRunsService {
   readonly #deletedListeners: Array<() => Promise<void>> = [];
 
@@ -103,11 +124,12 @@ export class TrainingRunsService {
     if (dataset === null) throw notFound('Dataset', request.dataset_id);
     // One lookup, not a listing: only this model's weight headers are read.
     const { model } = await this.models.getNamed(request.model);
-    const resolution = request.params?.resolution;
-    if (resolution !== undefined && resolution > model.default_resolution) {
-      throw invalidInput(`Model ${model.id} is made for ${model.default_resolution}px images`, [
-        fieldError('body', 'params.resolution', `must be at most ${model.default_resolution}, the model's default_resolution`),
-      ]);
+    const beyond = paramsBeyondModel(model, request.params ?? {});
+    if (beyond.length > 0) {
+      throw unsupportedByModel(
+        `Model ${model.id} (${FAMILY_NAMES[model.family]}, made for ${model.default_resolution}px images) cannot take ${beyond.map((error) => error.field).join(', ')}`,
+        beyond,
+      );
     }
     const images = await createCaptionsRepository(this.db).allForDataset(tenantId, dataset.id);
     if (images.length === 0) {
@@ -133,7 +155,11 @@ export class TrainingRunsService {
         modelId: request.model,
         name: request.name ?? null,
         params: withClassPrompt(
-          resolveTrainingParams(request.params ?? {}, { mixed_precision: this.options.serverPrecision, resolution: model.default_resolution }),
+          resolveTrainingParams(request.params ?? {}, {
+            family: model.family,
+            mixed_precision: this.options.serverPrecision[model.family],
+            resolution: model.default_resolution,
+          }),
           dataset.class_word,
         ),
         metadata: request.metadata ?? {},

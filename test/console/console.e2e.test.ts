@@ -239,3 +239,49 @@ test('a newcomer signs in, builds a dataset, trains a LoRA while watching it, do
   assert.deepEqual(problems, [], 'no Content-Security-Policy violation and no uncaught error');
   assert.ok(requests.every((url) => !url.includes(ctx.apiKey)), 'the key never goes into a URL');
 });
+
+test("the run and generate forms follow the base model's family: clip skip for SD 1.x, the second text-encoder rate for SDXL", async (t) => {
+  const ctx = await withTestApp(t, { env: { TRAINING_SLOTS: '0', GENERATION_SLOTS: '0' } });
+  const base = await listen(ctx);
+  const { page, problems } = await openConsole(t, base);
+  await signIn(page, ctx.apiKey);
+  const dataset = await (await fetch(`${base}/v1/datasets`, {
+    method: 'POST', headers: { ...ctx.auth, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'Rex', class_word: 'dog' }),
+  })).json();
+  const form = new FormData();
+  form.append('files', new Blob([new Uint8Array(await scenePhoto(0))], { type: 'image/jpeg' }), 'rex.jpg');
+  assert.equal((await fetch(`${base}/v1/datasets/${dataset.id}/images`, { method: 'POST', headers: ctx.auth, body: form })).status, 201);
+
+  // ---- the new-run form: the SDXL demo first, then the SD 1.5 one
+  await page.goto(`/console/runs/new?dataset=${dataset.id}`);
+  await page.getByRole('heading', { name: 'New training run' }).waitFor();
+  const model = page.getByLabel('Base model');
+  assert.deepEqual((await model.locator('option').allInnerTexts()).slice(0, 2), ['sdxl-tiny-demo (SDXL, demo)', 'sd15-tiny-demo (SD 1.x, demo)']);
+  await page.getByText('Advanced settings').click();
+  const clipSkip = page.getByLabel('Clip skip', { exact: true });
+  const secondRate = page.getByLabel('Second text-encoder learning rate', { exact: true });
+  await secondRate.waitFor();
+  assert.equal(await clipSkip.count(), 0, 'no clip skip for SDXL');
+  await model.selectOption('sd15-tiny-demo');
+  await clipSkip.waitFor();
+  assert.equal(await secondRate.count(), 0, 'one text encoder: no second rate');
+  assert.equal(await clipSkip.getAttribute('max'), '3', "the model's clip_skip_max");
+  assert.equal(await page.getByLabel('Resolution', { exact: true }).getAttribute('max'), '128', "the model's default_resolution");
+  await clipSkip.fill('2');
+  assert.deepEqual(await unlabelledControls(page), []);
+  await page.getByRole('button', { name: 'Start training' }).click();
+  await page.waitForURL(/\/console\/runs\/tr_/);
+  const run = await apiGet(base, ctx, `/v1/training-runs/${new URL(page.url()).pathname.split('/').pop()}`);
+  assert.deepEqual([run.model, run.params.clip_skip, run.params.text_encoder_2_lr], ['sd15-tiny-demo', 2, null]);
+
+  // ---- the generate form: clip skip for the SD 1.5 demo only
+  await page.goto('/console/generate');
+  const generateModel = page.getByLabel('Base model');
+  await generateModel.selectOption('sd15-tiny-demo');
+  await clipSkip.waitFor();
+  assert.equal(await clipSkip.getAttribute('max'), '3');
+  assert.deepEqual(await unlabelledControls(page), []);
+  await generateModel.selectOption('sdxl-tiny-demo');
+  await until('the clip skip field gone', async () => (await clipSkip.count()) === 0);
+  assert.deepEqual(problems, []);
+});

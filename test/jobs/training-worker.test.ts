@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import { TrainingWorker } from '../../src/jobs/training-worker.js';
 import { createTrainingRunsRepository, type TrainingRunRow } from '../../src/repositories/training-runs.js';
 import { BLOBS_SUBDIR } from '../../src/routes/v1/images/index.js';
+import { CPU_PRECISION } from '../../src/schemas/training-params.js';
 import { TrainingRunsService } from '../../src/services/training-runs.js';
 import { RunEventsBus } from '../../src/services/run-events-bus.js';
 import { FsRunFileStore } from '../../src/storage/fs-run-file-store.js';
@@ -55,7 +56,7 @@ async function setUp(t: Parameters<typeof withTestApp>[0]) {
   };
   const worker = newWorker();
   const service = new TrainingRunsService(ctx.db, ctx.app.services.models, {
-    serverPrecision: 'no',
+    serverPrecision: CPU_PRECISION,
     webhookPolicy: new AddressPolicy({ allowHttp: false, allowedHosts: [] }), tenantMaxQueuedRuns: 10,
     files: new FsRunFileStore(runsDir),
     created: () => worker.wake(),

@@ -1,5 +1,6 @@
 // Training-run params: one table gives the request schema, the resolved params a run
 // stores and the engine's TrainConfig; the engine's own validation accepts what it maps to.
+// Params of some model families only are null for the others, and refused when named.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -8,8 +9,12 @@ import { after, test } from 'node:test';
 import { Value } from 'typebox/value';
 import { EngineArgumentError, validateTrainConfig } from '../../src/engine/index.js';
 import {
+  CPU_PRECISION,
+  CUDA_PRECISION,
   paramOfTrainField,
+  paramsOutsideFamily,
   resolveTrainingParams,
+  storedTrainingParams,
   trainConfigFields,
   TRAINING_PARAMS,
   TrainingParams,
@@ -28,10 +33,10 @@ const FILES = {
 };
 
 test('the defaults, mapped to TrainConfig, are what the engine accepts, and land where they should', () => {
-  const params = resolveTrainingParams({}, { mixed_precision: 'bf16', resolution: 1024 });
+  const params = resolveTrainingParams({}, { family: 'sdxl', mixed_precision: 'bf16', resolution: 1024 });
   assert.equal(params.mixed_precision, 'bf16', "the server's precision");
-  assert.equal(resolveTrainingParams({}, { mixed_precision: 'no', resolution: 128 }).resolution, 128, "the model's resolution");
-  assert.equal(resolveTrainingParams({ resolution: 64 }, { mixed_precision: 'no', resolution: 128 }).resolution, 64, 'the request over it');
+  assert.equal(resolveTrainingParams({}, { family: 'sdxl', mixed_precision: 'no', resolution: 128 }).resolution, 128, "the model's resolution");
+  assert.equal(resolveTrainingParams({ resolution: 64 }, { family: 'sdxl', mixed_precision: 'no', resolution: 128 }).resolution, 64, 'the request over it');
   assert.deepEqual(params.validation, { every: 0, prompts: [], steps: 25, guidance_scale: 5, seed: 0 });
   const config = validateTrainConfig({ ...FILES, ...trainConfigFields(params) });
   assert.equal(config.resolution, 1024);
@@ -51,7 +56,7 @@ test('every param sets TrainConfig fields the engine knows', () => {
   // validateTrainConfig refuses unknown fields, so a misspelt mapping fails here.
   const everything = resolveTrainingParams(
     { mixed_precision: 'no', train_text_encoder: true, validation: { every: 10, prompts: ['a photo of ohwx dog'] } },
-    { mixed_precision: 'bf16', resolution: 1024 },
+    { family: 'sdxl', mixed_precision: 'bf16', resolution: 1024 },
   );
   const config = validateTrainConfig({ ...FILES, ...trainConfigFields(everything) });
   assert.equal(config.dtype, 'float32');
@@ -94,7 +99,7 @@ test("an engine error about its own field names the param that sets it", () => {
   assert.equal(paramOfTrainField('dtype'), 'mixed_precision');
   assert.equal(paramOfTrainField('validationPrompts'), 'validation.prompts');
   assert.equal(paramOfTrainField('modelPath'), undefined, "not a param: the server's");
-  const params = resolveTrainingParams({ max_steps: 10, warmup_steps: 20 }, { mixed_precision: 'no', resolution: 1024 });
+  const params = resolveTrainingParams({ max_steps: 10, warmup_steps: 20 }, { family: 'sdxl', mixed_precision: 'no', resolution: 1024 });
   assert.throws(
     () => validateTrainConfig({ ...FILES, ...trainConfigFields(params) }),
     (error: unknown) => {
@@ -104,4 +109,60 @@ test("an engine error about its own field names the param that sets it", () => {
       return true;
     },
   );
+});
+
+test('params of some families only: SD 1.x/2.x runs resolve clip_skip 1 and no second text-encoder rate, SDXL runs the reverse', () => {
+  for (const family of ['sd1', 'sd2'] as const) {
+    const params = resolveTrainingParams({ text_encoder_lr: 2e-5 }, { family, mixed_precision: CUDA_PRECISION[family], resolution: 512 });
+    assert.equal(params.clip_skip, 1, family);
+    assert.equal(params.text_encoder_2_lr, null, family);
+    assert.equal(resolveTrainingParams({ clip_skip: 2 }, { family, mixed_precision: 'no', resolution: 512 }).clip_skip, 2);
+    const config = validateTrainConfig({ ...FILES, ...trainConfigFields(params) });
+    assert.equal(config.clipSkip, 1);
+    assert.equal(config.textEncoder2Lr, 0, "not set: the engine's default");
+  }
+  const sdxl = resolveTrainingParams({ text_encoder_lr: 2e-5 }, { family: 'sdxl', mixed_precision: 'bf16', resolution: 1024 });
+  assert.equal(sdxl.clip_skip, null);
+  assert.equal(sdxl.text_encoder_2_lr, 2e-5, 'text_encoder_lr, as given');
+  assert.equal(resolveTrainingParams({}, { family: 'sdxl', mixed_precision: 'bf16', resolution: 1024 }).text_encoder_2_lr, 5e-5, "text_encoder_lr's default");
+  const own = resolveTrainingParams({ text_encoder_2_lr: 1e-5 }, { family: 'sdxl', mixed_precision: 'bf16', resolution: 1024 });
+  const config = validateTrainConfig({ ...FILES, ...trainConfigFields(own) });
+  assert.equal(config.textEncoder2Lr, 1e-5);
+  assert.equal(config.clipSkip, 0, 'not set on SDXL');
+  assert.equal(paramOfTrainField('clipSkip'), 'clip_skip');
+  assert.equal(paramOfTrainField('textEncoder2Lr'), 'text_encoder_2_lr');
+});
+
+test('a param another family has is named with why; the request schema bounds clip_skip to 1..12 and fills in no default', () => {
+  assert.deepEqual(paramsOutsideFamily({ text_encoder_2_lr: 1e-5, rank: 8 }, 'sd1').map((outside) => [outside.param, outside.families]), [['text_encoder_2_lr', ['sdxl']]]);
+  assert.match(paramsOutsideFamily({ text_encoder_2_lr: 1e-5 }, 'sd2')[0]!.why, /one text encoder/);
+  assert.deepEqual(paramsOutsideFamily({ clip_skip: 2 }, 'sdxl').map((outside) => outside.param), ['clip_skip']);
+  assert.deepEqual(paramsOutsideFamily({ clip_skip: 2 }, 'sd1'), []);
+  assert.deepEqual(paramsOutsideFamily({ text_encoder_2_lr: 1e-5 }, 'sdxl'), []);
+  // A schema default would be filled into every request (Ajv's useDefaults), SDXL ones included.
+  const filled = withDefaults({}) as Record<string, unknown>;
+  assert.equal(filled.clip_skip, undefined);
+  assert.equal(filled.text_encoder_2_lr, undefined);
+  for (const clipSkip of [0, 13, 1.5]) {
+    assert.ok([...Value.Errors(TrainingParams, withDefaults({ clip_skip: clipSkip }))].some((error) => error.instancePath === '/clip_skip'), String(clipSkip));
+  }
+  assert.ok(Value.Check(TrainingParams, withDefaults({ clip_skip: 12, text_encoder_2_lr: 1e-4 })));
+});
+
+test("the precision a run names none of follows the family on CUDA, and is float32 on the CPU", () => {
+  assert.deepEqual(CUDA_PRECISION, { sd1: 'fp16', sd2: 'bf16', sdxl: 'bf16' });
+  assert.deepEqual(CPU_PRECISION, { sd1: 'no', sd2: 'no', sdxl: 'no' });
+  const params = resolveTrainingParams({}, { family: 'sd1', mixed_precision: CUDA_PRECISION.sd1, resolution: 512 });
+  assert.equal(validateTrainConfig({ ...FILES, ...trainConfigFields(params) }).dtype, 'float16');
+});
+
+test('runs stored before clip_skip and text_encoder_2_lr existed read as the SDXL runs they were', () => {
+  const old = resolveTrainingParams({ text_encoder_lr: 3e-5 }, { family: 'sdxl', mixed_precision: 'no', resolution: 1024 }) as Record<string, unknown>;
+  delete old.clip_skip;
+  delete old.text_encoder_2_lr;
+  const stored = storedTrainingParams(structuredClone(old));
+  assert.equal(stored.clip_skip, null);
+  assert.equal(stored.text_encoder_2_lr, 3e-5);
+  const sd1 = resolveTrainingParams({}, { family: 'sd1', mixed_precision: 'no', resolution: 512 });
+  assert.deepEqual(storedTrainingParams(structuredClone(sd1)), sd1, 'a null stays null');
 });

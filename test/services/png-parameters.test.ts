@@ -38,6 +38,18 @@ test('no negative prompt line without one, Euler a named as A1111 does, no Lora 
   assert.equal(text, 'a photo of ohwx dog, on a beach\nSteps: 30, Sampler: Euler a, CFG scale: 5.5, Seed: 7, Size: 1024x768, Model: m');
 });
 
+test("Clip skip goes after Model, as A1111 writes it, when the generation asked for one", () => {
+  const loras = [{ name: 'rex', scale: 1, autov3: 'abcdef0123456789'.repeat(4) }];
+  assert.equal(
+    a1111Parameters({ params: { ...params, negative_prompt: '', clip_skip: 2 }, seed: 7, model: 'v1-5-pruned-emaonly.safetensors', loras }),
+    'a photo of ohwx dog, on a beach <lora:rex:1>\n' +
+      'Steps: 30, Sampler: DPM++ 2M Karras, CFG scale: 5.5, Seed: 7, Size: 1024x768, Model: v1-5-pruned-emaonly.safetensors, ' +
+      'Clip skip: 2, Lora hashes: "rex: abcdef012345"',
+  );
+  assert.match(a1111Parameters({ params: { ...params, clip_skip: 1 }, seed: 7, model: 'm', loras: [] }), /, Model: m, Clip skip: 1$/);
+  assert.doesNotMatch(a1111Parameters({ params, seed: 7, model: 'm', loras: [] }), /Clip skip/, 'not asked for: not written');
+});
+
 for (const [name, text] of [
   ['ASCII (tEXt)', 'a cafe\nSteps: 4, Sampler: Euler'],
   ['Latin-1 (iTXt)', 'a café\nSteps: 4, Sampler: Euler'],

@@ -1,5 +1,6 @@
 // Generate: a form for one generation request (base model, prompts, size, sampling, LoRAs),
-// its progress while it runs, and the gallery of the tenant's recent generations.
+// its progress while it runs, and the gallery of the tenant's recent generations. A field
+// of some model families only (clip skip: SD 1.x/2.x) is shown for those models alone.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import type { operations } from '../../../openapi/client/index.js';
 import { ApiError, newIdempotencyKey, unwrap, type BaseModel, type Generation } from '../api.js';
@@ -7,13 +8,15 @@ import { ErrorNotice } from '../components/ErrorNotice.js';
 import { GenerationCard, isActive, progressText, SAMPLER_NAMES, type Sampler } from '../components/GenerationCard.js';
 import { loraUse, LoraPicker, runLora, type ChosenLora } from '../components/LoraPicker.js';
 import { Progress } from '../components/Progress.js';
-import { GENERATION_LIMITS as LIMITS } from '../generation-limits.js';
+import { GENERATION_LIMITS as LIMITS, generationField } from '../generation-limits.js';
 import { useInterval, useLoad } from '../hooks.js';
+import { appliesTo, modelLabel } from '../model-family.js';
 import { useSession } from '../session.js';
 
 type CreateBody = operations['createGeneration']['requestBody']['content']['application/json'];
 
 const POLL_MS = 500;
+const CLIP_SKIP = generationField('clip_skip');
 /** How often the gallery refreshes while a generation other than this page's own is unfinished. */
 const GALLERY_POLL_MS = 3000;
 
@@ -29,6 +32,8 @@ interface FormValues {
   sampler: Sampler;
   seed: string;
   num_images: string;
+  /** Blank: the model's default (the last layer). Sent only to a model whose family has it. */
+  clip_skip: string;
 }
 
 const EMPTY: FormValues = {
@@ -42,13 +47,14 @@ const EMPTY: FormValues = {
   sampler: 'euler',
   seed: '',
   num_images: '1',
+  clip_skip: '',
 };
 
-/** The request: only the fields that are set (a blank seed is random, a blank size the model's own). */
-function requestBody(values: FormValues, loras: ChosenLora[]): CreateBody {
-  const numbers = (['width', 'height', 'steps', 'guidance_scale', 'seed', 'num_images'] as const).flatMap((name) =>
-    values[name].trim() === '' ? [] : [[name, Number(values[name])] as const],
-  );
+/** The request: only the fields that are set and that the model has (a blank seed is random, a blank size the model's own). */
+function requestBody(values: FormValues, loras: ChosenLora[], model: BaseModel | undefined): CreateBody {
+  const numbers = (['width', 'height', 'steps', 'guidance_scale', 'seed', 'num_images', 'clip_skip'] as const)
+    .filter((name) => name !== 'clip_skip' || (model !== undefined && appliesTo(CLIP_SKIP, model.family)))
+    .flatMap((name) => (values[name].trim() === '' ? [] : [[name, Number(values[name])] as const]));
   return {
     model: values.model,
     prompt: values.prompt,
@@ -73,6 +79,7 @@ function valuesOf(generation: Generation): FormValues {
     sampler: params.sampler,
     seed: String(params.seed),
     num_images: String(params.num_images),
+    clip_skip: params.clip_skip === undefined ? '' : String(params.clip_skip),
   };
 }
 
@@ -107,6 +114,7 @@ export function GeneratePage({ runId }: { runId: string | undefined }) {
 
   const modelList = models.data?.data ?? [];
   const defaultSide = (id: string) => modelList.find((model) => model.id === id)?.default_resolution;
+  const chosenModel = modelList.find((model) => model.id === values.model);
 
   // ?run=: that run's LoRA at scale 1, on its own base model (once per run id).
   useEffect(() => {
@@ -149,7 +157,7 @@ export function GeneratePage({ runId }: { runId: string | undefined }) {
     setSentLoras(loras.map((row) => row.key));
     try {
       const generation = await unwrap(
-        api.POST('/v1/generations', { body: requestBody(values, loras), params: { header: { 'idempotency-key': idempotencyKey.current } } }),
+        api.POST('/v1/generations', { body: requestBody(values, loras, chosenModel), params: { header: { 'idempotency-key': idempotencyKey.current } } }),
       );
       idempotencyKey.current = null; // the next click is a new generation
       setCurrent(generation);
@@ -216,7 +224,7 @@ export function GeneratePage({ runId }: { runId: string | undefined }) {
         <ErrorNotice error={models.error} prefix="Could not list base models" />
         <RunNotice runId={runId} run={run.data} error={run.error} />
 
-        <Field id="gen-model" label="Base model" message={fieldMessage('model')} hint={modelList.find((model) => model.id === values.model)?.description}>
+        <Field id="gen-model" label="Base model" message={fieldMessage('model')} hint={chosenModel?.description}>
           {(described) => (
             <select id="gen-model" value={values.model} onChange={chooseModel} disabled={models.data === undefined} required {...described}>
               {models.data === undefined ? <option value="">Loading…</option> : null}
@@ -247,6 +255,13 @@ export function GeneratePage({ runId }: { runId: string | undefined }) {
           </Field>
           <NumberField id="gen-seed" name="seed" label="Seed" values={values} set={set} message={fieldMessage('seed')} min={0} max={LIMITS.maxSeed} step={1} hint="Blank: random. Image i uses seed + i." />
           <NumberField id="gen-images" name="num_images" label="Number of images" values={values} set={set} message={fieldMessage('num_images')} min={1} max={LIMITS.maxImages} step={1} />
+          {chosenModel === undefined || chosenModel.clip_skip_max === null || !appliesTo(CLIP_SKIP, chosenModel.family) ? null : (
+            <NumberField
+              id="gen-clip-skip" name="clip_skip" label="Clip skip" values={values} set={set} message={fieldMessage('clip_skip')}
+              min={CLIP_SKIP.minimum ?? 1} max={chosenModel.clip_skip_max} step={1} placeholder="1"
+              hint={`Condition on the text encoder's layer this many from the end: 1 (blank) the last, 2 the penultimate; at most ${chosenModel.clip_skip_max}.`}
+            />
+          )}
         </div>
 
         <LoraPicker model={values.model} chosen={loras} onChange={setLoras} error={error} errorKeys={sentLoras} />
@@ -276,7 +291,7 @@ export function GeneratePage({ runId }: { runId: string | undefined }) {
 
 /** The models as options; a model a used generation names but this server no longer has stays selectable (the API will say so). */
 function modelOptions(models: BaseModel[], selected: string) {
-  const options = models.map((model) => <option key={model.id} value={model.id}>{model.id}{model.demo ? ' (demo: makes noise)' : ''}</option>);
+  const options = models.map((model) => <option key={model.id} value={model.id}>{modelLabel(model, 'demo: makes noise')}</option>);
   if (selected !== '' && models.length > 0 && !models.some((model) => model.id === selected)) {
     options.push(<option key={selected} value={selected}>{selected} (not on this server)</option>);
   }
@@ -309,7 +324,7 @@ function Field({ id, label, hint, message, children }: { id: string; label: stri
   );
 }
 
-type NumberName = 'width' | 'height' | 'steps' | 'guidance_scale' | 'seed' | 'num_images';
+type NumberName = 'width' | 'height' | 'steps' | 'guidance_scale' | 'seed' | 'num_images' | 'clip_skip';
 
 interface NumberFieldProps {
   id: string;
@@ -322,13 +337,14 @@ interface NumberFieldProps {
   max: number;
   step: number;
   hint?: string;
+  placeholder?: string;
 }
 
-function NumberField({ id, name, label, values, set, message, min, max, step, hint }: NumberFieldProps) {
+function NumberField({ id, name, label, values, set, message, min, max, step, hint, placeholder }: NumberFieldProps) {
   return (
     <Field id={id} label={label} message={message} hint={hint}>
       {(described) => (
-        <input id={id} name={name} type="number" inputMode={step < 1 ? 'decimal' : 'numeric'} min={min} max={max} step={step} value={values[name]} onInput={set(name)} {...described} />
+        <input id={id} name={name} type="number" inputMode={step < 1 ? 'decimal' : 'numeric'} min={min} max={max} step={step} placeholder={placeholder} value={values[name]} onInput={set(name)} {...described} />
       )}
     </Field>
   );

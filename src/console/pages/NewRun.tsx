@@ -1,12 +1,15 @@
 // A new training run: a dataset, a base model, a preset, and the run's params, every one
 // of them drawn from the API's own schema (openapi:training-params), so a param added to
-// the API shows up here under "Advanced settings" without a change to this page.
+// the API shows up here under "Advanced settings" without a change to this page. The form
+// follows the model chosen: a param of another model family (x-model-families) is not
+// shown or sent, and the model bounds the resolution and clip skip.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import paramsSchema, { type ParamSchema } from 'openapi:training-params';
 import { ApiError, newIdempotencyKey, unwrap, type ApiClient, type BaseModel, type Dataset } from '../api.js';
 import { ErrorNotice } from '../components/ErrorNotice.js';
 import { fromFieldValue, ParamField, toFieldValue, type FieldValue } from '../components/ParamField.js';
 import { useLoad } from '../hooks.js';
+import { appliesTo, modelLabel } from '../model-family.js';
 import { Link, navigate } from '../router.js';
 import { useSession } from '../session.js';
 import { presetById, subjectPrompt, TRAINING_PRESETS, type PresetId, type Subject, type TrainingParamsInput } from '../training-presets.js';
@@ -58,6 +61,8 @@ const LABELS: Record<string, string> = {
   learning_rate: 'Learning rate',
   resolution: 'Resolution',
   text_encoder_lr: 'Text-encoder learning rate',
+  text_encoder_2_lr: 'Second text-encoder learning rate',
+  clip_skip: 'Clip skip',
   train_text_encoder: 'Train the text encoders',
   optimizer: 'Optimizer',
   mixed_precision: 'Mixed precision',
@@ -130,13 +135,18 @@ function presetValues(id: PresetId, subject: Subject): Values {
   return values;
 }
 
+/** The fields of a model's family: the params of another family are neither shown nor sent. */
+function fieldsFor(family: BaseModel['family']): FieldSpec[] {
+  return FIELDS.filter((field) => appliesTo(paramsSchema.properties[field.path[0]], family));
+}
+
 /**
  * The request's params: a control is sent when it differs from its schema default or a
- * preset set it; a blank one is left out (the API's default, or the model's resolution).
+ * preset set it; a blank one is left out (the API's default, or the model's own).
  */
-function paramsOf(values: Values, presetKeys: ReadonlySet<string>): TrainingParamsInput {
+function paramsOf(values: Values, presetKeys: ReadonlySet<string>, family: BaseModel['family']): TrainingParamsInput {
   const params: Record<string, unknown> = {};
-  for (const field of FIELDS) {
+  for (const field of fieldsFor(family)) {
     const [name, sub] = field.path;
     if (field.toggle) {
       if (values[field.key] === true) params[name] = {};
@@ -281,7 +291,7 @@ function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
       dataset_id: datasetId,
       model: modelId,
       ...(name.trim() === '' ? {} : { name: name.trim() }),
-      params: paramsOf(values, presetKeys),
+      params: paramsOf(values, presetKeys, model.family),
     };
     try {
       for (let attempt = 1; ; attempt++) {
@@ -309,26 +319,40 @@ function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
     if (details && !details.open) details.open = true;
   };
 
-  const paramField = (key: string, extra: { hint?: string; placeholder?: string; emptyLabel?: string; rows?: number } = {}) => {
+  const paramField = (key: string, extra: { hint?: string; placeholder?: string; emptyLabel?: string; rows?: number; maximum?: number } = {}) => {
     const field = FIELD_BY_KEY.get(key);
     if (field === undefined) return null; // a param the API no longer has
+    const { maximum, ...shown } = extra;
     return (
       <ParamField
         key={key}
         id={idOf(key)}
         label={field.toggle ? toggleLabelOf(key) : labelOf(key)}
-        schema={field.schema}
+        schema={maximum === undefined ? field.schema : { ...field.schema, maximum }}
         value={values[key] ?? ''}
         onChange={(value) => setParam(key, value)}
         error={paramError(key)}
         disabled={field.under !== undefined && values[field.under] !== true}
-        {...extra}
+        {...shown}
       />
     );
   };
 
   const resolution = model.default_resolution;
-  const advancedFields = FIELDS.filter((field) => !MAIN_KEYS.has(field.key));
+  const advancedFields = fieldsFor(model.family).filter((field) => !MAIN_KEYS.has(field.key));
+  /** What a param's control says about its default and limits on this model, where the model decides them. */
+  const modelExtras = (key: string) => {
+    switch (key) {
+      case 'mixed_precision':
+        return { emptyLabel: 'Server default' };
+      case 'clip_skip':
+        return model.clip_skip_max === null ? {} : { placeholder: '1', maximum: model.clip_skip_max };
+      case 'text_encoder_2_lr':
+        return { placeholder: String(values.text_encoder_lr || FIELD_BY_KEY.get('text_encoder_lr')?.schema.default || '') };
+      default:
+        return {};
+    }
+  };
   const loose = advancedFields.filter((field) => field.group === undefined);
   const groups = [...new Set(advancedFields.flatMap((field) => (field.group === undefined ? [] : [field.group])))];
   const preset = presetById(presetId);
@@ -378,7 +402,7 @@ function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
             aria-invalid={fieldError('model') === undefined ? undefined : 'true'}
           >
             {models.map((option) => (
-              <option key={option.id} value={option.id}>{option.demo ? `${option.id} (demo)` : option.id}</option>
+              <option key={option.id} value={option.id}>{modelLabel(option)}</option>
             ))}
           </select>
           <p id="run-model-hint" class="hint">{model.description} Made for {resolution} px images.</p>
@@ -432,6 +456,7 @@ function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
           {paramField('learning_rate')}
           {paramField('resolution', {
             placeholder: String(resolution),
+            maximum: resolution,
             hint: `Side of the training images in pixels, a multiple of 64, at most ${resolution}. Blank: ${resolution}, the model's own.`,
           })}
         </div>
@@ -448,7 +473,7 @@ function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
 
       <details class="advanced">
         <summary>Advanced settings</summary>
-        <div class="form-grid">{loose.map((field) => paramField(field.key, field.key === 'mixed_precision' ? { emptyLabel: "Server default" } : {}))}</div>
+        <div class="form-grid">{loose.map((field) => paramField(field.key, modelExtras(field.key)))}</div>
         {groups.map((group) => {
           const members = advancedFields.filter((field) => field.group === group);
           return (

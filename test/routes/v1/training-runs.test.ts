@@ -5,21 +5,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { DATABASE_MODES, withTestApp, type TestApp } from '../../helper.js';
-import { createDataset, upload } from '../../support/images-api.js';
-import { png } from '../../support/images.js';
-import { filesBody } from '../../support/multipart.js';
+import { createDataset, datasetToTrain } from '../../support/images-api.js';
 
 const QUICK = { resolution: 64, max_steps: 3, checkpoint_every: 0, save_peft: false };
-
-async function datasetWithPhotos(ctx: TestApp): Promise<string> {
-  const datasetId = await createDataset(ctx);
-  const response = await upload(ctx, datasetId, filesBody([
-    { name: 'a.png', data: await png({ width: 256, height: 256, seed: 3 }) },
-    { name: 'b.png', data: await png({ width: 320, height: 256, seed: 4 }) },
-  ]));
-  assert.equal(response.statusCode, 201, response.body);
-  return datasetId;
-}
 
 function create(ctx: TestApp, payload: unknown) {
   return ctx.app.inject({ method: 'POST', url: '/v1/training-runs', headers: ctx.auth, payload: payload as object });
@@ -38,7 +26,7 @@ for (const mode of DATABASE_MODES) {
   describe(`training runs on ${mode.name}`, () => {
     test('a run is queued (202, Location), trains on the demo model and succeeds; lists filter it; a finished run cannot be canceled', async (t) => {
       const ctx = await withTestApp(t, { embedded: mode.embedded });
-      const datasetId = await datasetWithPhotos(ctx);
+      const datasetId = await datasetToTrain(ctx);
       const response = await create(ctx, { dataset_id: datasetId, model: 'sdxl-tiny-demo', name: 'rex v1', params: QUICK, metadata: { ticket: '42' } });
       assert.equal(response.statusCode, 202, response.body);
       const queued = response.json();
@@ -67,7 +55,7 @@ for (const mode of DATABASE_MODES) {
 
     test('refusals are problems naming the field, and store nothing', async (t) => {
       const ctx = await withTestApp(t, { embedded: mode.embedded, env: { TRAINING_SLOTS: '0' } });
-      const datasetId = await datasetWithPhotos(ctx);
+      const datasetId = await datasetToTrain(ctx);
       const empty = await createDataset(ctx);
       const otherKey = await ctx.createTenantKey();
       const otherDataset = (await ctx.app.inject({
@@ -80,7 +68,7 @@ for (const mode of DATABASE_MODES) {
         [{ dataset_id: datasetId, model: 'sdxl-tiny-demo', params: { learning_rate: 0 } }, 400, 'params.learning_rate'],
         [{ dataset_id: datasetId, model: 'sdxl-tiny-demo', params: { max_steps: 1_000_000 } }, 400, 'params.max_steps'],
         [{ dataset_id: datasetId, model: 'sdxl-tiny-demo', params: { validation: { prompts: Array(9).fill('x') } } }, 400, 'params.validation.prompts'],
-        [{ dataset_id: datasetId, model: 'sdxl-tiny-demo', params: { resolution: 256 } }, 400, 'params.resolution'], // above the demo model's 128
+        [{ dataset_id: datasetId, model: 'sdxl-tiny-demo', params: { resolution: 256 } }, 422, 'params.resolution'], // above the demo model's 128
         [{ dataset_id: datasetId, model: 'sdxl-tiny-demo', params: { save_dtype: 'int8' } }, 400, 'params.save_dtype'],
         [{ dataset_id: datasetId, model: 'sdxl-tiny-demo', params: { optimizer: 'sgd' } }, 400, 'params.optimizer'],
         [{ dataset_id: datasetId, model: 'sdxl-tiny-demo', params: { mixed_precision: 'fp8' } }, 400, 'params.mixed_precision'],
@@ -124,7 +112,7 @@ for (const mode of DATABASE_MODES) {
 
     test('a queued run is canceled at once', async (t) => {
       const ctx = await withTestApp(t, { embedded: mode.embedded, env: { TRAINING_SLOTS: '0' } });
-      const datasetId = await datasetWithPhotos(ctx);
+      const datasetId = await datasetToTrain(ctx);
       const queued = (await create(ctx, { dataset_id: datasetId, model: 'sdxl-tiny-demo', params: QUICK })).json();
       const cancel = await ctx.app.inject({ method: 'POST', url: `/v1/training-runs/${queued.id}/cancel`, headers: ctx.auth });
       assert.equal(cancel.statusCode, 202);

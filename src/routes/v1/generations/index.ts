@@ -34,8 +34,10 @@ const generationRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           'Answers at once with the queued generation (202, Location: /v1/generations/{id}). With `Prefer: wait=N` (RFC 7240, ' +
           'N up to 60 seconds; a bare `wait` means 60) the answer waits until the generation has finished, as Replicate\'s sync mode: ' +
           '201 with the finished generation, or 202 as it is when N runs out; both say `Preference-Applied: wait=N`. ' +
-          'Refusals: 400 an invalid field (named), 404 a LoRA or training run you do not have, 422 unknown model or a LoRA of ' +
-          'another base model, 429 the tenant has TENANT_MAX_QUEUED_GENERATIONS generations queued or running.',
+          'Refusals: 400 an invalid field (named), 404 a LoRA or training run you do not have, 422 unknown or unusable model, ' +
+          'a LoRA of another base model (lora-model-mismatch) or model family (lora-family-mismatch), or a field the model ' +
+          'cannot take (clip_skip on SDXL or above its clip_skip_max, size_conditioning on SD 1.x/2.x), 429 the tenant has ' +
+          'TENANT_MAX_QUEUED_GENERATIONS generations queued or running.',
         body: CreateGenerationBody,
         headers: {
           type: 'object',
@@ -118,7 +120,7 @@ const generationRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         summary: 'Download a generated image',
         description:
           'PNG by default, with a `parameters` text chunk in AUTOMATIC1111\'s format (prompt, Negative prompt, Steps, Sampler, ' +
-          'CFG scale, Seed, Size, Model, Lora hashes), so PNG Info tools can reproduce it; `Accept: image/webp` (lossless) or ' +
+          'CFG scale, Seed, Size, Model, Clip skip, Lora hashes), so PNG Info tools can reproduce it; `Accept: image/webp` (lossless) or ' +
           '`image/jpeg` converts it (without the chunk). 406 when Accept allows none of the three.',
         params: GenerationImageParams,
         response: {

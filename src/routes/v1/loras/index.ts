@@ -81,7 +81,8 @@ const loraRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         description:
           'multipart/form-data: `file` (a .safetensors LoRA: kohya with SGM or diffusers names, peft or diffusers), `model` (the ' +
           'base model it is for), optional `name` and `trigger_phrase`. The engine matches every key against the base model: ' +
-          'a file whose keys name no module of it, or whose shapes do not fit, is refused (422) with the keys named.',
+          'a file whose keys name no module of it, or whose shapes do not fit (a LoRA of another model family among them: an ' +
+          'SD 1.x LoRA for an SDXL model, or the reverse), is refused (422) with the keys named.',
         consumes: ['multipart/form-data'],
         body: UploadLoraBody,
         response: { 201: LoraRef, ...problemResponses(400, 401, 413, 415, 422, 500) },

@@ -30,8 +30,11 @@ const trainingRunRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           "Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. " +
           "The run trains on the dataset's images and current captions as they are now (an image without a caption uses " +
           '"a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. ' +
-          'Refusals: 404 unknown dataset, 400 an unknown or invalid param (named), 409 empty dataset, 422 unknown model, ' +
-          '429 the tenant has TENANT_MAX_QUEUED_RUNS runs queued or running.',
+          'Params follow the model\'s family: clip_skip is for SD 1.x/2.x models, text_encoder_2_lr for SDXL; the one a ' +
+          'family does not have is null in the run. ' +
+          'Refusals: 404 unknown dataset, 400 an unknown or invalid param (named), 409 empty dataset, 422 unknown or unusable ' +
+          'model, or a param the model cannot take (named: a resolution above its default_resolution, a param of another ' +
+          'family, clip_skip above its clip_skip_max), 429 the tenant has TENANT_MAX_QUEUED_RUNS runs queued or running.',
         body: CreateTrainingRunBody,
         response: { 202: TrainingRunRef, ...problemResponses(400, 401, 404, 409, 413, 415, 422, 429, 500, 503) },
       },
