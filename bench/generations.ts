@@ -1,8 +1,9 @@
 // npm run bench:generations: text-to-image on the engine, as the generation worker runs it
 // (one resident model, LoRAs applied unmerged per call, cached by sha256).
 //
-// Loads the model once (the built-in demo model unless --model names a diffusers folder)
-// and measures, each over --repeats calls after a warm-up:
+// Loads the model once (a built-in demo model, --demo sdxl-tiny-demo by default or
+// sd15-tiny-demo, unless --model names a diffusers folder of any family) and measures,
+// each over --repeats calls after a warm-up:
 //   1. seconds per image: --steps steps with classifier-free guidance, no LoRA, per sampler;
 //   2. LoRA swap, on one-step calls (so it is not lost in the noise of many steps): calls
 //      with LoRA A after calls with A (no swap), calls alternating A and B (a swap each
@@ -10,29 +11,33 @@
 //   3. generations per minute with 4 LoRAs taken in turn.
 // LoRAs are rank --rank peft files with random weights on every attention projection of
 // the UNet, written from the model's own weight shapes.
-// Options: --model DIR, --device cpu|cuda, --dtype float32|bfloat16|float16, --size PX
-// (default: the model's sample size x 8), --steps N (30), --repeats N (5), --rank N (16).
+// Options: --model DIR, --demo ID, --device cpu|cuda, --dtype float32|bfloat16|float16, --size PX
+// (default: the model's sample size x 8), --steps N (30), --guidance G (5; SD 1.5's usual 7.5),
+// --repeats N (5), --rank N (16).
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { inspectSafetensors, loadModel, type Model } from '../src/engine/index.js';
-import { ensureDemoModel } from '../src/models/demo-model.js';
+import { demoModel, ensureDemoModel, SDXL_DEMO } from '../src/models/demo-model.js';
 import { writeSafetensors } from '../test/support/safetensors.js';
 
 const { values: args } = parseArgs({
   options: {
     model: { type: 'string' },
+    demo: { type: 'string', default: SDXL_DEMO.id },
     device: { type: 'string', default: 'cpu' },
     dtype: { type: 'string', default: 'float32' },
     size: { type: 'string' },
     steps: { type: 'string', default: '30' },
+    guidance: { type: 'string', default: '5' },
     repeats: { type: 'string', default: '5' },
     rank: { type: 'string', default: '16' },
   },
 });
 const STEPS = Number(args.steps);
+const GUIDANCE = Number(args.guidance);
 const REPEATS = Number(args.repeats);
 const RANK = Number(args.rank);
 const PROJECTIONS = /^(.*attn[12]\.(?:to_q|to_k|to_v|to_out\.0))\.weight$/;
@@ -75,14 +80,16 @@ async function timed(model: Model, options: Parameters<Model['generate']>[0]): P
   return (performance.now() - start) / 1000;
 }
 
-const modelDir = args.model ?? await ensureDemoModel(path.join(scratch, 'models'));
+const demo = demoModel(args.demo);
+if (args.model === undefined && demo === undefined) throw new Error(`--demo ${args.demo}: no such built-in demo model`);
+const modelDir = args.model ?? await ensureDemoModel(path.join(scratch, 'models'), demo);
 const unetConfig = JSON.parse(fs.readFileSync(path.join(modelDir, 'unet', 'config.json'), 'utf8')) as { sample_size: number };
 const size = Number(args.size ?? unetConfig.sample_size * 8);
 const loadStart = performance.now();
 const model = await loadModel({ modelPath: modelDir, device: args.device, dtype: args.dtype });
 const loadSeconds = (performance.now() - loadStart) / 1000;
-const base = { prompt: 'a photo of a dog on a beach, golden hour', negativePrompt: 'blurry', width: size, height: size, steps: STEPS, guidanceScale: 5, seed: 1 };
-console.log(`model ${path.basename(modelDir)} on ${args.device} ${args.dtype}, ${size}x${size}, ${STEPS} steps, CFG 5; load ${loadSeconds.toFixed(2)} s; ${os.cpus().length} CPUs`);
+const base = { prompt: 'a photo of a dog on a beach, golden hour', negativePrompt: 'blurry', width: size, height: size, steps: STEPS, guidanceScale: GUIDANCE, seed: 1 };
+console.log(`model ${path.basename(modelDir)} (${model.describe().family}) on ${args.device} ${args.dtype}, ${size}x${size}, ${STEPS} steps, CFG ${GUIDANCE}; load ${loadSeconds.toFixed(2)} s; ${os.cpus().length} CPUs`);
 
 await timed(model, base); // warm-up
 for (const sampler of ['euler', 'euler_a', 'dpmpp_2m_karras'] as const) {

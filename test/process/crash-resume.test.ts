@@ -1,6 +1,6 @@
 // A training run survives the death of its process. The service runs as a child process
-// (src/server.ts) on a real Postgres database and DATA_DIR; a run trains on the demo model
-// until it has written a checkpoint, then its process is
+// (src/server.ts) on a real Postgres database and DATA_DIR; a run trains on a demo model
+// (SDXL, and SD 1.5 for kill -9) until it has written a checkpoint, then its process is
 //  - killed with SIGKILL: nothing is handed back, the run stays `running` under a lease
 //    that nobody renews; a new process claims it once that lease has run out
 //    (TRAINING_LEASE_MS=2000) and resumes it from its newest checkpoint (attempt 2);
@@ -34,6 +34,8 @@ const PARAMS = { resolution: 128, max_steps: MAX_STEPS, checkpoint_every: 5, sav
 const LEASE_MS = 2000;
 const RUN_ID_KEY = 'sdxl_lora_service.run_id';
 const LORA_FILES = ['lora.safetensors', 'lora_peft.safetensors'];
+const SDXL = 'sdxl-tiny-demo';
+const SD15 = 'sd15-tiny-demo';
 
 const bed = useProcessTestBed('sdxl-crash-resume-');
 
@@ -79,29 +81,32 @@ function tenantAndDataset(service: ServiceProcess) {
   return shared;
 }
 
-let reference: Promise<string> | undefined;
+const references = new Map<string, Promise<string>>();
 
-/** The id of a run with the same dataset and params that nothing interrupted, trained once on `service`. */
-function uninterruptedRun(service: ServiceProcess): Promise<string> {
-  reference ??= (async () => {
+/** The id of a run of `model` with the same dataset and params that nothing interrupted, trained once on `service`. */
+function uninterruptedRun(service: ServiceProcess, model: string): Promise<string> {
+  let reference = references.get(model);
+  if (reference !== undefined) return reference;
+  reference = (async () => {
     const { auth, datasetId } = await tenantAndDataset(service);
-    const run = await createRun(service, auth, datasetId, PARAMS);
+    const run = await createRun(service, auth, datasetId, PARAMS, model);
     const done = await waitForFinish(service, auth, run.id);
     assert.equal(done.status, 'succeeded', `${JSON.stringify(done.error)}\n${service.tail()}`);
     assert.equal(done.attempt, 1);
     assert.equal(done.metrics?.steps, MAX_STEPS);
     return run.id;
   })();
-  reference.catch(() => (reference = undefined));
+  references.set(model, reference);
+  reference.catch(() => references.delete(model));
   return reference;
 }
 
 // ---- steps of both scenarios
 
-/** Creates a run on `service` and waits until it is training and has written a checkpoint, well before its end. */
-async function runUntilCheckpointed(t: TestContext, service: ServiceProcess): Promise<string> {
+/** Creates a run of `model` on `service` and waits until it is training and has written a checkpoint, well before its end. */
+async function runUntilCheckpointed(t: TestContext, service: ServiceProcess, model: string): Promise<string> {
   const { auth, datasetId } = await tenantAndDataset(service);
-  const run = await createRun(service, auth, datasetId, PARAMS);
+  const run = await createRun(service, auth, datasetId, PARAMS, model);
   const row = await pollUntil('the run to write a checkpoint while it trains', async () => {
     const current = await runRow(run.id);
     assert.ok(['queued', 'starting', 'running'].includes(current.status), `the run ended before it could be interrupted: ${current.status}\n${service.tail()}`);
@@ -157,9 +162,10 @@ function assertSameLora(resumedId: string, referenceId: string): void {
 
 // ---- the scenarios
 
-test('kill -9 while a run trains: another process claims it once the lease runs out, resumes it (attempt 2) and trains the same LoRA bytes', { timeout: 240_000 }, async (t) => {
+/** kill -9 mid-run, a new process resumes the run once its lease has run out, to the uninterrupted run's bytes. */
+async function killAndResume(t: TestContext, model: string): Promise<void> {
   const first = await start(t, 'first (killed)');
-  const runId = await runUntilCheckpointed(t, first);
+  const runId = await runUntilCheckpointed(t, first, model);
 
   const killed = await first.kill();
   assert.equal(killed.signal, 'SIGKILL');
@@ -185,14 +191,20 @@ test('kill -9 while a run trains: another process claims it once the lease runs 
     'never handed back: the second claim took the expired lease',
   );
 
-  assertSameLora(runId, await uninterruptedRun(second));
+  assertSameLora(runId, await uninterruptedRun(second, model));
   const stopped = await second.stop();
   assert.equal(stopped.code, 0, second.tail());
-});
+}
+
+test('kill -9 while a run trains: another process claims it once the lease runs out, resumes it (attempt 2) and trains the same LoRA bytes', { timeout: 240_000 }, (t) =>
+  killAndResume(t, SDXL));
+
+test('kill -9 while an SD 1.5 run trains: resumed by another process to the same LoRA bytes', { timeout: 240_000 }, (t) =>
+  killAndResume(t, SD15));
 
 test('SIGTERM while a run trains: the process checkpoints it, hands it back as queued and exits 0; the next process resumes it (attempt 2) to the same LoRA bytes', { timeout: 240_000 }, async (t) => {
   const first = await start(t, 'first (SIGTERM)');
-  const runId = await runUntilCheckpointed(t, first);
+  const runId = await runUntilCheckpointed(t, first, SDXL);
 
   const exit = await first.stop();
   assert.equal(exit.code, 0, `exits 0 after SIGTERM\n${first.tail()}`);
@@ -217,7 +229,7 @@ test('SIGTERM while a run trains: the process checkpoints it, hands it back as q
     ['queued', 'starting', 'running', 'queued', 'starting', 'running', 'succeeded'],
   );
 
-  assertSameLora(runId, await uninterruptedRun(second));
+  assertSameLora(runId, await uninterruptedRun(second, SDXL));
   const stopped = await second.stop();
   assert.equal(stopped.code, 0, second.tail());
 });

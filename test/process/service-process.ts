@@ -332,8 +332,9 @@ export async function createRun(
   auth: { authorization: string },
   datasetId: string,
   params: Record<string, unknown>,
+  model = 'sdxl-tiny-demo',
 ): Promise<RunView> {
-  const response = await service.request('POST', '/v1/training-runs', { headers: auth, json: { dataset_id: datasetId, model: 'sdxl-tiny-demo', params } });
+  const response = await service.request('POST', '/v1/training-runs', { headers: auth, json: { dataset_id: datasetId, model, params } });
   assert.equal(response.status, 202, response.body);
   return response.json<RunView>();
 }

@@ -104,7 +104,7 @@ std::map<std::string, std::string> trajectory_options_with_priors(const TrainOpt
     options["prior_loss_weight"] = num(o.prior_loss_weight);
   }
   if (o.clip_skip > 1) options["clip_skip"] = std::to_string(o.clip_skip);
-  if (o.text_encoder_2_lr > 0) options["text_encoder_2_lr"] = num(o.text_encoder_2_lr);
+  if (o.text_encoder_2_lr > 0 && o.text_encoder_2_lr != o.text_encoder_lr) options["text_encoder_2_lr"] = num(o.text_encoder_2_lr);
   return options;
 }
 
@@ -330,10 +330,11 @@ std::string Trainer::save_checkpoint(int64_t steps_done) {
   return path;
 }
 
-// SDXL's second encoder gets its own learning rate only when asked (one group otherwise,
-// as checkpoints of earlier versions hold it).
+// SDXL's second encoder gets a group of its own only when its rate differs (one group
+// otherwise, as checkpoints of earlier versions hold it).
 bool Trainer::separate_text_encoder_2_lr() const {
-  return options_.text_encoder_2_lr > 0 && model_->family == models::ModelFamily::Sdxl;
+  return options_.text_encoder_2_lr > 0 && options_.text_encoder_2_lr != options_.text_encoder_lr &&
+         model_->family == models::ModelFamily::Sdxl;
 }
 
 std::vector<double> Trainer::learning_rates(double multiplier) const {

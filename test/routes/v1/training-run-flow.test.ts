@@ -11,6 +11,7 @@ import { describe, test } from 'node:test';
 import { followEvents } from '../../../openapi/client/index.js';
 import { inspectSafetensors } from '../../../src/engine/index.js';
 import { DATABASE_MODES, withTestApp } from '../../helper.js';
+import { httpApi } from '../../support/http-api.js';
 import { png } from '../../support/images.js';
 
 const FINISHED = ['succeeded', 'failed', 'canceled'];
@@ -20,15 +21,7 @@ for (const mode of DATABASE_MODES) {
     test('upload, caption, train, follow SSE to succeeded, download and read the LoRA', async (t) => {
       const ctx = await withTestApp(t, { embedded: mode.embedded });
       const base = await ctx.app.listen({ port: 0, host: '127.0.0.1' });
-      const api = async (method: string, url: string, body?: unknown, headers: Record<string, string> = {}) => {
-        const init: RequestInit = { method, headers: { ...ctx.auth, ...headers } };
-        if (body instanceof FormData) init.body = body;
-        else if (body !== undefined) {
-          init.body = JSON.stringify(body);
-          (init.headers as Record<string, string>)['content-type'] = 'application/json';
-        }
-        return fetch(base + url, init);
-      };
+      const api = httpApi(base, ctx.auth);
 
       const dataset = await (await api('POST', '/v1/datasets', { name: 'rex', class_word: 'dog', trigger_token: 'ohwx' })).json() as { id: string };
       const form = new FormData();
