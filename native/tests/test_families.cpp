@@ -6,6 +6,7 @@
 #include "check.h"
 #include "test_support.h" // scratch_path, max_abs_diff
 
+#include <cmath>      // std::isfinite
 #include <filesystem> // scratch copies of fixture folders
 #include <fstream>    // byte comparison, edited configs
 #include <iterator>   // std::istreambuf_iterator
@@ -408,6 +409,43 @@ TEST_CASE(v_prediction_runs_learn_the_velocity) {
   CHECK(metadata.at("ss_base_model_version") == "sd_v2_v" && metadata.at("ss_v2") == "True");
   CHECK(metadata.at("ss_v_parameterization") == "True" && metadata.at("modelspec.prediction_type") == "v");
   CHECK(metadata.at("modelspec.architecture") == "stable-diffusion-v2-768-v/lora");
+}
+
+TEST_CASE(sdxl_v_prediction_fine_tunes_sample_and_train_as_v) {
+  // A folder whose scheduler says v_prediction with zero terminal SNR (as SDXL v-prediction fine-tunes ship).
+  const fs::path folder = copy_of(tiny_dir(), "sdxl-vpred");
+  nlohmann::json scheduler = models::read_json_file((folder / "scheduler" / "scheduler_config.json").string());
+  scheduler["prediction_type"] = "v_prediction";
+  scheduler["rescale_betas_zero_snr"] = true;
+  scheduler["timestep_spacing"] = "trailing";
+  write_json(folder / "scheduler" / "scheduler_config.json", scheduler);
+  CHECK(inspect_model(load_options(folder.string())).prediction_type == "v_prediction");
+  const std::shared_ptr<Model> model = load_model_from(load_options(folder.string()), CancelFlag{});
+  GenerateOptions generate_options;
+  generate_options.prompt = "a photo of an astronaut";
+  generate_options.width = generate_options.height = 64;
+  generate_options.steps = 3;
+  CHECK(generate(*model, generate_options, nullptr, CancelFlag{}).front().rgb.size() == 64 * 64 * 3);
+
+  TrainOptions options = sd_options(folder.string(), "sdxl-vpred-run");
+  options.clip_skip = 0;
+  options.validation_prompts.clear();
+  options.max_steps = 4;
+  const TrainResult result = train_lora(options, nullptr, CancelFlag{});
+  CHECK(result.status == "completed" && std::isfinite(result.metrics.at("final_loss")));
+  const io::SafetensorsFile file = io::SafetensorsFile::open(result.lora_path);
+  CHECK(file.metadata().at("ss_base_model_version") == "sdxl_base_v1-0");
+  CHECK(file.metadata().at("modelspec.prediction_type") == "v" && file.metadata().at("ss_zero_terminal_snr") == "True");
+  CHECK(file.contains("lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"));
+
+  // A single file marks itself with an empty v_pred tensor (what ComfyUI reads): v-prediction without a config saying so.
+  io::TensorMap tensors = io::load_safetensors(fixtures_dir() + "/tiny-sdxl-single-file/tiny_sdxl_sgm.safetensors");
+  tensors["v_pred"] = torch::empty({0});
+  const std::string marked = scratch_path("sdxl_vpred_sgm.safetensors");
+  io::save_safetensors(marked, tensors);
+  CHECK(inspect_model(load_options(marked, tiny_dir())).prediction_type == "v_prediction");
+  CHECK(inspect_model(load_options(fixtures_dir() + "/tiny-sdxl-single-file/tiny_sdxl_sgm.safetensors", tiny_dir()))
+            .prediction_type == "epsilon");
 }
 
 TEST_CASE(family_options_are_refused_before_loading) {

@@ -1,6 +1,7 @@
 // Euler sampler (k-diffusion's Algorithm 2 without churn), table for table
-// the one diffusers' EulerDiscreteScheduler builds for SDXL: inference
-// timesteps, sigmas with a final 0, init_noise_sigma, input scaling and step.
+// the one diffusers' EulerDiscreteScheduler builds from a model's scheduler config:
+// inference timesteps, sigmas with a final 0, init_noise_sigma, input scaling and
+// step, for epsilon and v-prediction models.
 // Reference: diffusers schedulers/scheduling_euler_discrete.py.
 #pragma once
 
