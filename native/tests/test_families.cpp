@@ -333,25 +333,10 @@ TEST_CASE(loras_of_the_other_family_are_refused_naming_their_keys) {
 
 namespace {
 
-std::vector<TrainImage> images(int64_t count) {
-  std::vector<TrainImage> list;
-  for (int64_t i = 0; i < count; ++i) {
-    TrainImage image;
-    image.name = "img" + std::to_string(i) + ".png";
-    image.width = 64;
-    image.height = 64;
-    image.caption = "a photo of sks toy";
-    image.rgb.resize(64 * 64 * 3);
-    for (size_t k = 0; k < image.rgb.size(); ++k) image.rgb[k] = static_cast<uint8_t>((k * (i + 3) + k / 192) % 251);
-    list.push_back(std::move(image));
-  }
-  return list;
-}
-
 TrainOptions sd_options(const std::string& model, const std::string& output) {
   TrainOptions options;
   options.model.model_path = model;
-  options.images = images(3);
+  options.images = make_images(3, 64, 64);
   options.output_dir = scratch_path(output);
   fs::remove_all(options.output_dir);
   options.resolution = 64;

@@ -1,6 +1,7 @@
 // Helpers several C++ tests share, on top of check.h: the tiny-sdxl fixture's
 // folders, its golden tensors and models loaded from it, a scratch folder for
-// files a test writes (the fixtures are read-only), and a tensor difference.
+// files a test writes (the fixtures are read-only), a tensor difference and
+// learnable training images.
 //
 //   #include "check.h"
 //   #include "test_support.h"
@@ -15,6 +16,7 @@
 #include "models/configs.h"    // UNetConfig, ClipTextConfig
 #include "models/state_dict.h" // load_state_dict
 #include "models/unet.h"       // UNet2DConditionModel
+#include "sdxl/engine.h"       // TrainImage
 
 #include <torch/torch.h>
 
@@ -22,6 +24,7 @@
 
 #include <filesystem> // the scratch folder
 #include <limits>     // infinity
+#include <random>     // training image patterns
 #include <string>
 #include <system_error> // std::error_code
 
@@ -69,6 +72,37 @@ inline torch::Tensor run_golden_unet(models::UNet2DConditionModel& unet) {
 inline double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   if (!a.defined() || !b.defined() || a.sizes() != b.sizes()) return std::numeric_limits<double>::infinity();
   return (a.detach().cpu().to(torch::kDouble) - b.detach().cpu().to(torch::kDouble)).abs().max().item<double>();
+}
+
+// ----------------------------------------------------------------------------
+// Training images
+
+// A few distinct, learnable pictures: a coloured disc on a two-tone background.
+inline std::vector<TrainImage> make_images(int64_t count, int64_t width, int64_t height) {
+  std::vector<TrainImage> images;
+  std::mt19937 random(7);
+  for (int64_t i = 0; i < count; ++i) {
+    TrainImage image;
+    image.name = "image-" + std::to_string(i) + ".png";
+    image.width = width;
+    image.height = height;
+    image.caption = "a photo of sks toy";
+    image.rgb.resize(width * height * 3);
+    const int64_t cx = width / 4 + static_cast<int64_t>(random() % (width / 2));
+    const int64_t cy = height / 4 + static_cast<int64_t>(random() % (height / 2));
+    const int64_t r = std::min(width, height) / 4;
+    for (int64_t y = 0; y < height; ++y) {
+      for (int64_t x = 0; x < width; ++x) {
+        const bool disc = (x - cx) * (x - cx) + (y - cy) * (y - cy) < r * r;
+        uint8_t* px = &image.rgb[(y * width + x) * 3];
+        px[0] = disc ? 220 : static_cast<uint8_t>(y < height / 2 ? 30 : 90);
+        px[1] = disc ? 40 : static_cast<uint8_t>(60 + i * 20);
+        px[2] = disc ? 60 : 160;
+      }
+    }
+    images.push_back(std::move(image));
+  }
+  return images;
 }
 
 // ----------------------------------------------------------------------------

@@ -8,7 +8,6 @@
 #include <filesystem> // temp dirs, file checks
 #include <fstream>    // byte comparison
 #include <iterator>   // std::istreambuf_iterator
-#include <random>     // image patterns
 
 #include <ATen/CPUGeneratorImpl.h> // at::detail::createCPUGenerator
 
@@ -32,34 +31,6 @@ fs::path fresh_dir(const std::string& name) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
-}
-
-// A few distinct, learnable pictures: a coloured disc on a two-tone background.
-std::vector<TrainImage> make_images(int64_t count, int64_t width, int64_t height) {
-  std::vector<TrainImage> images;
-  std::mt19937 random(7);
-  for (int64_t i = 0; i < count; ++i) {
-    TrainImage image;
-    image.name = "image-" + std::to_string(i) + ".png";
-    image.width = width;
-    image.height = height;
-    image.caption = "a photo of sks toy";
-    image.rgb.resize(width * height * 3);
-    const int64_t cx = width / 4 + static_cast<int64_t>(random() % (width / 2));
-    const int64_t cy = height / 4 + static_cast<int64_t>(random() % (height / 2));
-    const int64_t r = std::min(width, height) / 4;
-    for (int64_t y = 0; y < height; ++y) {
-      for (int64_t x = 0; x < width; ++x) {
-        const bool disc = (x - cx) * (x - cx) + (y - cy) * (y - cy) < r * r;
-        uint8_t* px = &image.rgb[(y * width + x) * 3];
-        px[0] = disc ? 220 : static_cast<uint8_t>(y < height / 2 ? 30 : 90);
-        px[1] = disc ? 40 : static_cast<uint8_t>(60 + i * 20);
-        px[2] = disc ? 60 : 160;
-      }
-    }
-    images.push_back(std::move(image));
-  }
-  return images;
 }
 
 TrainOptions base_options(const fs::path& output) {

@@ -175,7 +175,7 @@ ModelInfo describe(const Model& model) {
   info.family = models::family_name(model.family);
   info.prediction_type = model.scheduler.prediction_type;
   info.source_layout = model.source_layout;
-  info.default_resolution = model.unet->config().sample_size * vae_scale_factor(model);
+  info.default_resolution = default_resolution(model.unet->config(), model.vae->config());
   info.text_encoder_layers = model.text_encoder->config().num_hidden_layers;
   info.unet_parameters = models::count_parameters(*model.unet);
   info.vae_parameters = models::count_parameters(*model.vae);

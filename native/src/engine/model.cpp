@@ -335,8 +335,14 @@ std::unique_ptr<sample::TextConditioner> text_conditioner(const Model& model, in
 }
 
 // The VAE downsamples by 2 per level after the first.
-int64_t vae_scale_factor(const Model& model) {
-  return int64_t{1} << (static_cast<int64_t>(model.vae->config().block_out_channels.size()) - 1);
+int64_t vae_scale_factor(const models::VaeConfig& vae) {
+  return int64_t{1} << (static_cast<int64_t>(vae.block_out_channels.size()) - 1);
+}
+
+int64_t vae_scale_factor(const Model& model) { return vae_scale_factor(model.vae->config()); }
+
+int64_t default_resolution(const models::UNetConfig& unet, const models::VaeConfig& vae) {
+  return unet.sample_size * vae_scale_factor(vae);
 }
 
 std::shared_ptr<Model> load_model_from(const LoadOptions& options, const CancelFlag& cancel,
@@ -383,8 +389,7 @@ ModelInfo inspect_model(const LoadOptions& options) {
   }
   info.family = models::family_name(configs.family);
   info.prediction_type = configs.scheduler.prediction_type;
-  const int64_t scale = int64_t{1} << (static_cast<int64_t>(configs.vae.block_out_channels.size()) - 1);
-  info.default_resolution = configs.unet.sample_size * scale;
+  info.default_resolution = default_resolution(configs.unet, configs.vae);
   info.text_encoder_layers = configs.text_encoder.num_hidden_layers;
   return info;
 }

@@ -82,7 +82,11 @@ sample::TextComponents text_components(const Model& model);
 std::unique_ptr<sample::TextConditioner> text_conditioner(const Model& model, int64_t clip_skip = 0);
 
 // Pixels per latent along each side: 2^(VAE levels - 1), 8 for every family.
+int64_t vae_scale_factor(const models::VaeConfig& vae);
 int64_t vae_scale_factor(const Model& model);
+
+// The side of the images a model was made for: the UNet's sample_size in pixels (512, 768, 1024).
+int64_t default_resolution(const models::UNetConfig& unet, const models::VaeConfig& vae);
 
 // Loads a diffusers folder (model_index.json) or a single file; see engine.h.
 std::shared_ptr<Model> load_model_from(const LoadOptions& options, const CancelFlag& cancel,

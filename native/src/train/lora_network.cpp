@@ -191,7 +191,7 @@ std::vector<lora::LoraModule> LoraNetwork::modules(torch::Dtype save_dtype) cons
     module.up = entry.up.detach().to(torch::kCPU, save_dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
     module.alpha = options_.alpha;
     module.rank = options_.rank;
-    module.pointwise_conv = entry.linear ? entry.linear->pointwise_conv : entry.pointwise_conv;
+    module.pointwise_conv = entry.pointwise_conv;
     modules.push_back(std::move(module));
   }
   return modules;
