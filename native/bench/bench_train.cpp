@@ -8,7 +8,8 @@
 //
 //   bench_train [--model <diffusers folder> | --config <unet config.json or its folder>]
 //               [--resolution 1024] [--rank 16] [--batch 1] [--dtype float32|bfloat16|float16]
-//               [--device cpu|cuda[:N]] [--optimizer adamw|adamw8bit] [--gradient-checkpointing [on|off]]
+//               [--device cpu|cuda[:N]] [--optimizer adamw|adamw8bit|adafactor] [--gradient-checkpointing [on|off]]
+//               [--method lora|full] [--full-bf16 [on|off]]
 //               [--warmup 1] [--iters 5] [--seed 0]
 //
 // Without --model the UNet has random weights (full-size SDXL-base by default),
@@ -25,11 +26,14 @@
 #include "models/state_dict.h"      // count_parameters
 #include "models/unet.h"            // UNet2DConditionModel
 #include "sample/noise_schedule.h"  // SchedulerConfig, train_alphas_cumprod
-#include "train/adamw.h"            // AdamW, parse_optimizer_kind
 #include "train/ddpm_loss.h"        // ddpm_loss, global_grad_norm
 #include "train/lora_network.h"     // LoraNetwork
+#include "train/optimizer.h"        // make_optimizer
 
 #include <ATen/CPUGeneratorImpl.h> // at::detail::createCPUGenerator
+#if defined(SDXL_WITH_CUDA)
+#include <ATen/cuda/CUDAGeneratorImpl.h> // at::cuda::detail::createCUDAGenerator
+#endif
 #include <nlohmann/json.hpp>       // the summary line
 #include <torch/cuda.h>            // torch::cuda::is_available
 #include <torch/torch.h>
@@ -72,6 +76,8 @@ struct BenchOptions {
   std::string dtype = "float32";
   std::string device = "cpu";
   std::string optimizer = "adamw8bit";
+  std::string method = "lora"; // "full": every UNet weight trained
+  bool full_bf16 = false;      // method full: bfloat16 weights updated with stochastic rounding
   bool gradient_checkpointing = false;
   int64_t warmup = 1;
   int64_t iters = 5;
@@ -81,11 +87,12 @@ struct BenchOptions {
 const char* const kUsage =
     "usage: bench_train [--model <diffusers folder> | --config <unet config.json or its folder>]\n"
     "                   [--resolution 1024] [--rank 16] [--batch 1] [--dtype float32|bfloat16|float16]\n"
-    "                   [--device cpu|cuda[:N]] [--optimizer adamw|adamw8bit] [--gradient-checkpointing [on|off]]\n"
+    "                   [--device cpu|cuda[:N]] [--optimizer adamw|adamw8bit|adafactor] [--gradient-checkpointing [on|off]]\n"
+    "                   [--method lora|full] [--full-bf16 [on|off]]\n"
     "                   [--warmup 1] [--iters 5] [--seed 0]\n";
 
 BenchOptions parse_options(int argc, char** argv) {
-  const auto values = bench::parse_arguments_or_help(argc, argv, {"gradient-checkpointing"}, kUsage);
+  const auto values = bench::parse_arguments_or_help(argc, argv, {"gradient-checkpointing", "full-bf16"}, kUsage);
   BenchOptions options;
   for (const auto& [name, value] : values) {
     if (name == "model") options.model = value;
@@ -96,6 +103,8 @@ BenchOptions parse_options(int argc, char** argv) {
     else if (name == "dtype") options.dtype = value;
     else if (name == "device") options.device = value;
     else if (name == "optimizer") options.optimizer = value;
+    else if (name == "method") options.method = value;
+    else if (name == "full-bf16") options.full_bf16 = bench::parse_switch(name, value);
     else if (name == "gradient-checkpointing") options.gradient_checkpointing = bench::parse_switch(name, value);
     else if (name == "warmup") options.warmup = bench::parse_count(name, value, 0);
     else if (name == "iters") options.iters = bench::parse_count(name, value, 1);
@@ -104,7 +113,11 @@ BenchOptions parse_options(int argc, char** argv) {
   }
   if (!options.model.empty() && !options.config.empty())
     throw std::invalid_argument("--model and --config exclude each other");
-  train::parse_optimizer_kind(options.optimizer); // refuse a bad name before building anything
+  if (options.optimizer != "adamw" && options.optimizer != "adamw8bit" && options.optimizer != "adafactor")
+    throw std::invalid_argument("--optimizer: expected adamw, adamw8bit or adafactor");
+  if (options.method != "lora" && options.method != "full") throw std::invalid_argument("--method: expected lora or full");
+  if (options.full_bf16 && (options.method != "full" || options.dtype != "bfloat16"))
+    throw std::invalid_argument("--full-bf16 needs --method full and --dtype bfloat16");
   return options;
 }
 
@@ -187,26 +200,48 @@ int run(const BenchOptions& options) {
     throw std::invalid_argument("--resolution must be a multiple of " + std::to_string(latent_multiple) +
                                 " for this UNet, got " + std::to_string(options.resolution));
 
-  // As the trainer: float32 LoRA masters on every attention projection, the UNet in train mode.
+  // As the trainer: float32 LoRA masters on every attention projection, or (method full)
+  // every UNet weight with float32 masters or stochastic rounding; the UNet in train mode.
   at::Generator generator = at::detail::createCPUGenerator(static_cast<uint64_t>(options.seed));
+  const bool full = options.method == "full";
   train::LoraNetworkOptions network_options;
   network_options.rank = options.rank;
   network_options.alpha = static_cast<double>(options.rank);
   train::LoraNetwork network;
-  network.attach(*model.unet, nullptr, nullptr, network_options, generator);
+  std::vector<torch::Tensor> parameters;
+  if (full) {
+    for (auto& parameter : model.unet->parameters()) parameters.push_back(parameter.set_requires_grad(true));
+  } else {
+    network.attach(*model.unet, nullptr, nullptr, network_options, generator);
+    parameters = network.unet_parameters();
+  }
   model.unet->train();
   models::set_gradient_checkpointing(*model.unet, options.gradient_checkpointing);
-  std::vector<torch::Tensor> parameters = network.unet_parameters();
-  train::AdamW optimizer(train::parse_optimizer_kind(options.optimizer), {parameters}, train::AdamWHyper{});
+  train::PrecisionOptions precision;
+  precision.master_weights = !options.full_bf16;
+  if (options.full_bf16) precision.rounding = at::detail::createCPUGenerator(static_cast<uint64_t>(options.seed) + 3);
+#if defined(SDXL_WITH_CUDA)
+  if (options.full_bf16 && device.is_cuda())
+    precision.rounding = at::cuda::detail::createCUDAGenerator(device.has_index() ? device.index() : 0);
+#endif
+  const std::unique_ptr<train::Optimizer> optimizer_owner =
+      train::make_optimizer(options.optimizer, {parameters}, train::OptimizerHyper{}, precision);
+  train::Optimizer& optimizer = *optimizer_owner;
   const torch::Tensor alphas_cumprod = sample::train_alphas_cumprod(model.scheduler).to(device); // [T]
   bench::synchronize(device);
   const double build_ms = bench::elapsed_ms(build_start);
 
   const int64_t base_parameters = models::count_parameters(*model.unet); // registered parameters: LoRA slots are not
-  std::printf("bench_train: %s, %lld frozen + %lld LoRA parameters (%lld modules, rank %lld)\n",
-              model.description.c_str(), static_cast<long long>(base_parameters),
-              static_cast<long long>(network.trainable_parameter_count()), static_cast<long long>(network.module_count()),
-              static_cast<long long>(options.rank));
+  if (full)
+    std::printf("bench_train: %s, all %lld UNet parameters trained (%s)\n", model.description.c_str(),
+                static_cast<long long>(base_parameters),
+                options.full_bf16 ? "bfloat16 weights, stochastic rounding"
+                                  : (options.dtype == "float32" ? "float32 weights" : "float32 master copies"));
+  else
+    std::printf("bench_train: %s, %lld frozen + %lld LoRA parameters (%lld modules, rank %lld)\n",
+                model.description.c_str(), static_cast<long long>(base_parameters),
+                static_cast<long long>(network.trainable_parameter_count()), static_cast<long long>(network.module_count()),
+                static_cast<long long>(options.rank));
   std::printf("  device %s, dtype %s, %lld px (latent %lld), batch %lld, optimizer %s, gradient checkpointing %s\n",
               device.str().c_str(), options.dtype.c_str(), static_cast<long long>(options.resolution),
               static_cast<long long>(options.resolution / kVaeScale), static_cast<long long>(options.batch),
@@ -230,12 +265,7 @@ int run(const BenchOptions& options) {
     const double backward_ms = bench::elapsed_ms(backward_start);
     const auto optimizer_start = std::chrono::steady_clock::now();
     const double grad_norm = train::global_grad_norm(parameters);
-    if (grad_norm > kMaxGradNorm) {
-      torch::NoGradGuard no_grad;
-      for (auto& p : parameters)
-        if (p.grad().defined()) p.mutable_grad().mul_(kMaxGradNorm / (grad_norm + 1e-6));
-    }
-    optimizer.step({kLearningRate});
+    optimizer.step({kLearningRate}, grad_norm > kMaxGradNorm ? kMaxGradNorm / (grad_norm + 1e-6) : 1.0);
     optimizer.zero_grad();
     bench::synchronize(device);
     const double optimizer_ms = bench::elapsed_ms(optimizer_start);
@@ -271,7 +301,9 @@ int run(const BenchOptions& options) {
       {"bench", "train_step"},
       {"model", model.description},
       {"frozen_parameters", base_parameters},
-      {"lora_parameters", network.trainable_parameter_count()},
+      {"method", options.method},
+      {"full_bf16", options.full_bf16},
+      {"trained_parameters", full ? base_parameters : network.trainable_parameter_count()},
       {"lora_modules", network.module_count()},
       {"device", device.str()},
       {"dtype", options.dtype},

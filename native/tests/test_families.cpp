@@ -80,11 +80,6 @@ std::set<std::string> keys_of(const std::string& path) {
   return {keys.begin(), keys.end()};
 }
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(file), {});
-}
-
 const torch::TensorOptions kMeta = torch::TensorOptions().dtype(torch::kFloat).device(torch::kMeta);
 
 // The model's parameters against a `<component>_keys.json` table: every name and shape.

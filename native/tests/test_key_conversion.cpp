@@ -3,6 +3,7 @@
 // no memory), and the tiny single files to the tiny diffusers folders' tensors,
 // bit for bit after upcasting.
 #include "check.h"
+#include "test_support.h" // meta_tensors
 
 #include "io/key_conversion.h" // split_single_file, single_file_kind, unet_diffusers_to_sgm
 #include "io/safetensors.h"    // load_safetensors
@@ -10,7 +11,6 @@
 
 #include <nlohmann/json.hpp> // *_keys.json, golden.json
 
-#include <fstream> // std::ifstream
 #include <set>
 #include <string>
 #include <vector>
@@ -22,27 +22,14 @@ using sdxl::io::TensorMap;
 using sdxl::io::UNetLayout;
 using sdxl::test::fixtures_dir;
 
-namespace {
+using sdxl::test::meta_tensors;
 
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot open " + path);
-  return nlohmann::json::parse(in);
-}
+namespace {
 
 std::string base_keys_dir() { return fixtures_dir() + "/sdxl-base-keys"; }
 std::string tiny_dir() { return fixtures_dir() + "/tiny-sdxl"; }
 std::string sd15_keys_dir() { return fixtures_dir() + "/sd15-base-keys"; }
 std::string tiny_sd15_dir() { return fixtures_dir() + "/tiny-sd15"; }
-
-// A key table ({"keys": {name: shape}}) as meta tensors: shapes without memory.
-TensorMap meta_tensors(const std::string& path) {
-  TensorMap tensors;
-  const nlohmann::json keys = read_json(path).at("keys");
-  for (auto entry = keys.begin(); entry != keys.end(); ++entry)
-    tensors[entry.key()] = torch::empty(entry->get<std::vector<int64_t>>(), torch::TensorOptions().device(torch::kMeta));
-  return tensors;
-}
 
 // Same keys and shapes; every difference is reported by name.
 void check_same_layout(const TensorMap& got, const TensorMap& expected, const std::string& component) {
@@ -197,7 +184,7 @@ TEST_CASE(unet_paths_round_trip_and_match_known_names) {
 // The tiny LoRA's module map (golden.json) pairs diffusers and SGM paths.
 TEST_CASE(tiny_unet_paths_match_golden_lora_module_map) {
   const UNetLayout layout = tiny_expectations().unet;
-  const nlohmann::json golden = read_json(fixtures_dir() + "/tiny-sdxl-golden/golden.json");
+  const nlohmann::json golden = sdxl::models::read_json_file(fixtures_dir() + "/tiny-sdxl-golden/golden.json");
   int pairs = 0;
   for (const auto& pair : golden.at("lora").at("module_map")) {
     const std::string diffusers = pair.at(0).get<std::string>(), sgm = pair.at(1).get<std::string>();
@@ -254,7 +241,7 @@ TEST_CASE(sd15_diffusers_to_ldm_key_map_round_trips) {
   // The fixture's map pairs every diffusers UNet key with its LDM key.
   const UNetLayout layout = sd15_expectations().unet;
   CHECK(!layout.added_embedding);
-  const nlohmann::json map = read_json(sd15_keys_dir() + "/diffusers_to_ldm_key_map.json");
+  const nlohmann::json map = sdxl::models::read_json_file(sd15_keys_dir() + "/diffusers_to_ldm_key_map.json");
   int unet_pairs = 0, bad = 0;
   for (const auto& row : map.at("rows")) { // [component, diffusers_key, ldm_key, ldm_shape, transform]
     if (row.at(0).get<std::string>() != "unet") continue;

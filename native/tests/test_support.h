@@ -23,6 +23,8 @@
 #include <unistd.h> // getpid: a scratch folder per test process
 
 #include <filesystem> // the scratch folder
+#include <fstream>    // read_bytes
+#include <iterator>   // std::istreambuf_iterator
 #include <limits>     // infinity
 #include <random>     // training image patterns
 #include <string>
@@ -105,6 +107,16 @@ inline std::vector<TrainImage> make_images(int64_t count, int64_t width, int64_t
   return images;
 }
 
+// A key table ({"keys": {name: shape}}, the *-base-keys fixtures) as meta tensors:
+// shapes without memory (a full-size SDXL UNet holds 2.6e9 weights).
+inline io::TensorMap meta_tensors(const std::string& path) {
+  io::TensorMap tensors;
+  const nlohmann::json keys = models::read_json_file(path).at("keys");
+  for (auto entry = keys.begin(); entry != keys.end(); ++entry)
+    tensors[entry.key()] = torch::empty(entry->get<std::vector<int64_t>>(), torch::TensorOptions().device(torch::kMeta));
+  return tensors;
+}
+
 // ----------------------------------------------------------------------------
 // Scratch files
 
@@ -121,6 +133,20 @@ inline std::string scratch_path(const std::string& name) {
     }
   } dir;
   return (dir.path / name).string();
+}
+
+// An empty folder `name` in the scratch folder (emptied if an earlier case used it).
+inline std::filesystem::path fresh_dir(const std::string& name) {
+  const std::filesystem::path dir = scratch_path(name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// A file's bytes (byte-identical outputs of interrupted and uninterrupted runs).
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(file), {});
 }
 
 } // namespace sdxl::test

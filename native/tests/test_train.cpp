@@ -25,14 +25,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// An empty folder `name` in the scratch folder (emptied if an earlier case used it).
-fs::path fresh_dir(const std::string& name) {
-  const fs::path dir = scratch_path(name);
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
 TrainOptions base_options(const fs::path& output) {
   TrainOptions options;
   options.model.model_path = tiny_dir();
@@ -66,11 +58,6 @@ TrainOptions resume_options(const fs::path& output) {
   options.optimizer = "adamw8bit";
   options.images = make_images(5, 64, 80);
   return options;
-}
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(file), {});
 }
 
 // The uninterrupted 100-step run, shared by the resume cases.

@@ -83,23 +83,23 @@ TEST_CASE(unknown_schedule_names_list_the_valid_ones) {
 // ----------------------------------------------------------------------------
 // Dynamic loss scaling
 
-TEST_CASE(loss_scaler_unscales_and_detects_inf_and_nan) {
+TEST_CASE(loss_scaler_detects_inf_and_nan) {
   DynamicLossScaler scaler;
   CHECK(scaler.enabled());
   CHECK(scaler.scale() == 65536.0);
   std::vector<torch::Tensor> parameters = {with_grad(torch::full({3}, 3.0 * 65536.0)),
                                            with_grad(torch::full({2, 2}, -65536.0)),
                                            torch::zeros({4}).requires_grad_(true)}; // no gradient: skipped
-  CHECK(!scaler.unscale_and_check(parameters));
-  CHECK(torch::equal(parameters[0].grad(), torch::full({3}, 3.0)));
-  CHECK(torch::equal(parameters[1].grad(), torch::full({2, 2}, -1.0)));
+  CHECK(!scaler.found_non_finite(parameters));
+  CHECK(scaler.inverse_scale() == 1.0 / 65536.0);
+  CHECK(torch::equal(parameters[0].grad(), torch::full({3}, 3.0 * 65536.0))); // looked at, not changed
   CHECK(!parameters[2].grad().defined());
 
   std::vector<torch::Tensor> with_inf = {with_grad(torch::ones({2})),
                                          with_grad(torch::tensor({1.0f, std::numeric_limits<float>::infinity()}))};
-  CHECK(scaler.unscale_and_check(with_inf));
+  CHECK(scaler.found_non_finite(with_inf));
   std::vector<torch::Tensor> with_nan = {with_grad(torch::tensor({std::numeric_limits<float>::quiet_NaN()}))};
-  CHECK(scaler.unscale_and_check(with_nan));
+  CHECK(scaler.found_non_finite(with_nan));
 }
 
 TEST_CASE(loss_scaler_backs_off_skips_and_grows) {
@@ -173,8 +173,8 @@ TEST_CASE(disabled_scaler_never_skips) {
   CHECK(!scaler.enabled());
   CHECK(scaler.scale() == 1.0);
   std::vector<torch::Tensor> parameters = {with_grad(torch::tensor({2.0f, std::numeric_limits<float>::infinity()}))};
-  CHECK(!scaler.unscale_and_check(parameters));
-  CHECK(parameters[0].grad()[0].item<float>() == 2.0f);
+  CHECK(!scaler.found_non_finite(parameters));
+  CHECK(scaler.inverse_scale() == 1.0);
   scaler.update(true);
   CHECK(scaler.scale() == 1.0 && scaler.skipped_steps() == 0);
   DynamicLossScaler restored = DynamicLossScaler::disabled();

@@ -254,8 +254,9 @@ struct TrainImage {
 struct TrainOptions {
   LoadOptions model; // runtime.dtype is the frozen weights' dtype: "float32", "bfloat16" or "float16"
   std::vector<TrainImage> images;
-  std::string output_dir;  // receives the LoRA file(s), checkpoints/ and samples/
-  std::string output_name = "lora"; // <output_dir>/<output_name>.safetensors (+ _peft.safetensors)
+  std::string output_dir;  // receives the LoRA file(s) or the model, checkpoints/ and samples/
+  std::string output_name = "lora"; // <output_dir>/<output_name>.safetensors (+ _peft.safetensors);
+                                    // method "full": also the folder <output_dir>/<output_name>/
   std::string resume_from; // a checkpoint file written by an earlier run with the same options; empty = fresh
   std::string trigger_phrase; // recorded as modelspec.trigger_phrase
 
@@ -275,7 +276,12 @@ struct TrainOptions {
   std::vector<TrainImage> class_images;
   double prior_loss_weight = 1.0;
 
-  // LoRA network (scale = alpha / rank; A random, B zero, as peft)
+  // What is trained: "lora" (a LoRA network on the frozen model) or "full" (every
+  // weight of the UNet, and of the text encoder(s) with train_text_encoder: DreamBooth
+  // and fine-tuning as diffusers' train_dreambooth.py and kohya's fine_tune.py do).
+  std::string method = "lora";
+
+  // LoRA network (method "lora"; scale = alpha / rank; A random, B zero, as peft)
   int64_t rank = 16;
   double alpha = 16;
   double dropout = 0.0;
@@ -299,7 +305,9 @@ struct TrainOptions {
   uint64_t seed = 0;
 
   // Optimizer
-  std::string optimizer = "adamw8bit"; // "adamw" (32-bit states) or "adamw8bit"
+  std::string optimizer = "adamw8bit"; // "adamw" (32-bit states), "adamw8bit" or "adafactor" (factored
+                                       // second moment, no first moment, fixed learning rate, as
+                                       // transformers' Adafactor(relative_step=False, scale_parameter=False))
   double adam_beta1 = 0.9;
   double adam_beta2 = 0.999;
   double adam_epsilon = 1e-8;
@@ -309,9 +317,22 @@ struct TrainOptions {
   std::string vae_dtype = "float32"; // "float32" or "bfloat16"; never float16 (its known NaNs)
   bool gradient_checkpointing = false;
   double initial_loss_scale = 65536.0; // float16 only: dynamic loss scaling
+  // Method "full": weights held in model.runtime.dtype; unless full_bf16, the optimizer
+  // keeps float32 master copies of bfloat16 / float16 weights and updates those.
+  // full_bf16 (kohya's --full_bf16): no master copies, weights, gradients and updates in
+  // bfloat16 with stochastic rounding of each update (needs runtime dtype bfloat16).
+  bool full_bf16 = false;
+
+  // EMA of the trained weights (method "full"; diffusers' EMAModel without warmup:
+  // decay min(ema_decay, (1 + n) / (10 + n)) at the n-th update after ema_start_step).
+  double ema_decay = 0;        // 0 = off; 0.9999 is usual
+  int64_t ema_start_step = 0;  // optimizer steps before the EMA starts following the weights
+  bool ema_on_cpu = false;     // keep the EMA copy in host memory instead of on the device
+  std::string validation_weights = "trained"; // "trained" or "ema": which weights validation samples with
 
   // Checkpoints, validation, output
   int64_t checkpoint_every = 0; // steps; 0 = only on cancel
+  int64_t keep_checkpoints = 0; // > 0: only the newest this many checkpoints stay on disk
   int64_t stop_after_step = 0;  // > 0: behave as if cancelled after this step (tests, preemption)
   int64_t validation_every = 0; // steps; 0 = only at the end when prompts or validation images exist
   std::vector<std::string> validation_prompts;
@@ -320,15 +341,20 @@ struct TrainOptions {
   double validation_guidance_scale = 5.0;
   int64_t validation_loss_samples = 4; // fixed (image, timestep, noise) triples for the validation loss
   bool save_peft = false;              // also write <output_name>_peft.safetensors
-  std::string save_dtype = "float32";  // LoRA file tensors: "float32" (as trained), "float16" or "bfloat16"
-  std::map<std::string, std::string> metadata; // extra header entries for the LoRA file
+  std::string save_dtype = "float32";  // LoRA / model file tensors: "float32", "float16" or "bfloat16"
+  std::map<std::string, std::string> metadata; // extra header entries for the LoRA or model file
 };
 
 struct TrainResult {
   std::string status; // "completed" or "cancelled" (a checkpoint was written first)
   int64_t steps = 0;  // optimizer steps done
-  std::string lora_path;       // kohya layout; empty when cancelled
+  std::string lora_path;       // method "lora": kohya layout; empty when cancelled
   std::string peft_path;       // when save_peft
+  // Method "full" (empty when cancelled):
+  std::string model_dir;       // the diffusers folder: trained components written, the others linked
+                               // to the base folder's (absent when the base model is a single file)
+  std::string model_path;      // one file in the family's official layout (SGM for SDXL, LDM for SD 1.x)
+  std::string ema_model_path;  // with EMA: the same file of the EMA weights
   std::string checkpoint_path; // the last checkpoint written, if any
   std::vector<std::string> sample_paths; // validation PNGs
   std::map<std::string, double> metrics; // final_loss, mean_loss, validation_loss_first/last, skipped_steps, ...

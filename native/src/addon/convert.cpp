@@ -306,6 +306,7 @@ TrainOptions train_options_from_js(const Napi::Value& value) {
   options.random_flip = reader.boolean("randomFlip", options.random_flip);
   options.repeats = reader.integer("repeats", options.repeats);
   options.caption_dropout = reader.number("captionDropout", options.caption_dropout);
+  options.method = reader.string("method", options.method);
   // LoRA network
   options.rank = reader.integer("rank", options.rank);
   options.alpha = reader.number("alpha", options.alpha);
@@ -337,8 +338,14 @@ TrainOptions train_options_from_js(const Napi::Value& value) {
   options.vae_dtype = reader.string("vaeDtype", options.vae_dtype);
   options.gradient_checkpointing = reader.boolean("gradientCheckpointing", options.gradient_checkpointing);
   options.initial_loss_scale = reader.number("initialLossScale", options.initial_loss_scale);
+  options.full_bf16 = reader.boolean("fullBf16", options.full_bf16);
+  options.ema_decay = reader.number("emaDecay", options.ema_decay);
+  options.ema_start_step = reader.integer("emaStartStep", options.ema_start_step);
+  options.ema_on_cpu = reader.boolean("emaOnCpu", options.ema_on_cpu);
+  options.validation_weights = reader.string("validationWeights", options.validation_weights);
   // Checkpoints, validation, output
   options.checkpoint_every = reader.integer("checkpointEvery", options.checkpoint_every);
+  options.keep_checkpoints = reader.integer("keepCheckpoints", options.keep_checkpoints);
   options.stop_after_step = reader.integer("stopAfterStep", options.stop_after_step);
   options.validation_every = reader.integer("validationEvery", options.validation_every);
   options.validation_prompts = reader.string_list("validationPrompts", options.validation_prompts);
@@ -479,6 +486,9 @@ Napi::Object train_result_to_js(Napi::Env env, const TrainResult& train_result) 
   // Paths the run did not write are left out rather than set to "".
   if (!train_result.lora_path.empty()) result.Set("loraPath", train_result.lora_path);
   if (!train_result.peft_path.empty()) result.Set("peftPath", train_result.peft_path);
+  if (!train_result.model_dir.empty()) result.Set("modelDir", train_result.model_dir);
+  if (!train_result.model_path.empty()) result.Set("modelPath", train_result.model_path);
+  if (!train_result.ema_model_path.empty()) result.Set("emaModelPath", train_result.ema_model_path);
   if (!train_result.checkpoint_path.empty()) result.Set("checkpointPath", train_result.checkpoint_path);
   result.Set("samplePaths", strings_to_js(env, train_result.sample_paths));
   result.Set("metrics", metrics_to_js(env, train_result.metrics));

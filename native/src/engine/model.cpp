@@ -357,6 +357,29 @@ std::shared_ptr<Model> load_model_from(const LoadOptions& options, const CancelF
   return model;
 }
 
+StoredComponents read_stored_components(const LoadOptions& options) {
+  check_load_options(options);
+  const fs::path path = options.model_path;
+  StoredComponents stored;
+  if (fs::is_directory(path)) {
+    stored.configs = read_folder_configs(path);
+    stored.weights.text_encoder = read_component_weights(path / "text_encoder", "model");
+    if (stored.configs.has_text_encoder_2())
+      stored.weights.text_encoder_2 = read_component_weights(path / "text_encoder_2", "model");
+    stored.weights.unet = read_component_weights(path / "unet", "diffusion_pytorch_model");
+    stored.weights.vae = read_component_weights(path / "vae", "diffusion_pytorch_model");
+    return stored;
+  }
+  const io::SafetensorsFile checkpoint = io::SafetensorsFile::open(path.string());
+  const SingleFilePlan plan = plan_single_file(options, checkpoint);
+  stored.configs = plan.configs;
+  const ComponentConfigs& configs = plan.configs;
+  stored.weights = io::split_single_file(checkpoint.tensors(),
+                                         io::SingleFileExpectations::from_configs(configs.family, configs.unet, configs.vae,
+                                                                                  configs.text_encoder, configs.text_encoder_2));
+  return stored;
+}
+
 ModelInfo inspect_model(const LoadOptions& options) {
   check_load_options(options);
   const fs::path path = options.model_path;

@@ -12,6 +12,7 @@
 #include <torch/torch.h> // torch::Device, torch::Dtype
 
 #include "engine/lora_cache.h"     // LoraCache
+#include "io/key_conversion.h"     // io::SplitCheckpoint
 #include "io/tokenizer.h"          // io::ClipTokenizer
 #include "models/clip.h"           // models::ClipTextModel
 #include "models/configs.h"        // models::ModelFamily, UNetConfig, VaeConfig, ClipTextConfig
@@ -87,6 +88,15 @@ int64_t vae_scale_factor(const Model& model);
 
 // The side of the images a model was made for: the UNet's sample_size in pixels (512, 768, 1024).
 int64_t default_resolution(const models::UNetConfig& unet, const models::VaeConfig& vae);
+
+// The stored weights of a model's components as diffusers names them, read from its
+// folder or split from its single file, with the configs they go with (a full
+// fine-tune writes its model from these and its trained components).
+struct StoredComponents {
+  ComponentConfigs configs;
+  io::SplitCheckpoint weights;
+};
+StoredComponents read_stored_components(const LoadOptions& options);
 
 // Loads a diffusers folder (model_index.json) or a single file; see engine.h.
 std::shared_ptr<Model> load_model_from(const LoadOptions& options, const CancelFlag& cancel,

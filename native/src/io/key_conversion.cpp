@@ -2,7 +2,7 @@
 // sources of each mapping).
 #include "io/key_conversion.h"
 
-#include <algorithm> // std::max, std::find
+#include <algorithm> // std::max, std::find, std::all_of
 #include <cstdlib>   // std::strtol
 #include <map>       // std::map block tables
 #include <set>       // std::set of layer indices
@@ -159,41 +159,88 @@ std::string convert_unet_path(const std::string& path, const std::vector<UNetBlo
 }
 
 // ----------------------------------------------------------------------------
+// Name tables read both ways: {single-file name, diffusers / transformers name}
+
+using NamePairs = std::vector<std::pair<std::string, std::string>>;
+
+// The partner of `name` in `pairs`, looked up on the single-file side (to_diffusers) or
+// on the diffusers side; "" when absent (no table holds an empty name).
+std::string paired_name(const NamePairs& pairs, const std::string& name, bool to_diffusers) {
+  for (const auto& [single_file, diffusers] : pairs)
+    if ((to_diffusers ? single_file : diffusers) == name) return to_diffusers ? diffusers : single_file;
+  return "";
+}
+
+// VAE modules outside the down/mid/up blocks.
+const NamePairs& vae_outer_modules() {
+  static const NamePairs pairs = {
+      {"encoder.conv_in", "encoder.conv_in"},   {"encoder.conv_out", "encoder.conv_out"},
+      {"decoder.conv_in", "decoder.conv_in"},   {"decoder.conv_out", "decoder.conv_out"},
+      {"quant_conv", "quant_conv"},             {"post_quant_conv", "post_quant_conv"},
+      {"encoder.norm_out", "encoder.conv_norm_out"}, {"decoder.norm_out", "decoder.conv_norm_out"}};
+  return pairs;
+}
+
+// VAE ResnetBlock2D inner names.
+const NamePairs& vae_resnet_names() {
+  static const NamePairs pairs = {
+      {"norm1", "norm1"}, {"conv1", "conv1"}, {"norm2", "norm2"}, {"conv2", "conv2"}, {"nin_shortcut", "conv_shortcut"}};
+  return pairs;
+}
+
+// VAE mid-block attention inner names (ldm AttnBlock -> diffusers Attention).
+const NamePairs& vae_attention_names() {
+  static const NamePairs pairs = {
+      {"norm", "group_norm"}, {"q", "to_q"}, {"k", "to_k"}, {"v", "to_v"}, {"proj_out", "to_out.0"}};
+  return pairs;
+}
+
+// OpenCLIP text-tower names outside the layers (the transformers side with "text_model.").
+const NamePairs& open_clip_outer_names() {
+  static const NamePairs pairs = {
+      {"token_embedding.weight", "text_model.embeddings.token_embedding.weight"},
+      {"positional_embedding", "text_model.embeddings.position_embedding.weight"},
+      {"ln_final.weight", "text_model.final_layer_norm.weight"},
+      {"ln_final.bias", "text_model.final_layer_norm.bias"}};
+  return pairs;
+}
+
+// OpenCLIP residual-block modules (q/k/v are fused in attn.in_proj_*, handled apart).
+const NamePairs& open_clip_layer_modules() {
+  static const NamePairs pairs = {{"ln_1", "layer_norm1"},
+                                  {"ln_2", "layer_norm2"},
+                                  {"attn.out_proj", "self_attn.out_proj"},
+                                  {"mlp.c_fc", "mlp.fc1"},
+                                  {"mlp.c_proj", "mlp.fc2"}};
+  return pairs;
+}
+
+// ----------------------------------------------------------------------------
 // VAE: ldm (first_stage_model.*) -> diffusers
 
 // Converts one key below first_stage_model.; "" when not recognised.
 // `levels` = number of encoder levels (decoder.up.i is up_blocks[levels-1-i]).
 std::string convert_vae_key(const std::string& key, int levels) {
-  static const std::map<std::string, std::string> renamed_whole = {
-      {"encoder.norm_out", "encoder.conv_norm_out"}, {"decoder.norm_out", "decoder.conv_norm_out"}};
-  static const std::set<std::string> kept = {"encoder.conv_in", "encoder.conv_out", "decoder.conv_in",
-                                             "decoder.conv_out", "quant_conv", "post_quant_conv"};
-  static const std::map<std::string, std::string> resnet_inner = {
-      {"norm1", "norm1"}, {"conv1", "conv1"}, {"norm2", "norm2"}, {"conv2", "conv2"}, {"nin_shortcut", "conv_shortcut"}};
-  static const std::map<std::string, std::string> attention_inner = {
-      {"norm", "group_norm"}, {"q", "to_q"}, {"k", "to_k"}, {"v", "to_v"}, {"proj_out", "to_out.0"}};
-
   const std::vector<std::string> parts = split_dots(key);
   const size_t n = parts.size();
   const std::string& param = parts.back();
-  if (param != "weight" && param != "bias") return "";
+  if (n < 2 || (param != "weight" && param != "bias")) return "";
   const std::string module = key.substr(0, key.size() - param.size() - 1);
-  if (kept.count(module)) return key;
-  if (const auto found = renamed_whole.find(module); found != renamed_whole.end()) return found->second + "." + param;
+  if (const std::string outer = paired_name(vae_outer_modules(), module, true); !outer.empty()) return outer + "." + param;
   if (n < 4) return "";
   const std::string& coder = parts[0]; // encoder / decoder
   if (coder != "encoder" && coder != "decoder") return "";
   // {coder}.mid.block_{1,2}.{inner}.{param} / {coder}.mid.attn_1.{inner}.{param}
   if (parts[1] == "mid" && n == 5) {
     if (parts[2] == "block_1" || parts[2] == "block_2") {
-      const auto inner = resnet_inner.find(parts[3]);
-      if (inner == resnet_inner.end()) return "";
-      return coder + ".mid_block.resnets." + (parts[2] == "block_1" ? "0" : "1") + "." + inner->second + "." + param;
+      const std::string inner = paired_name(vae_resnet_names(), parts[3], true);
+      if (inner.empty()) return "";
+      return coder + ".mid_block.resnets." + (parts[2] == "block_1" ? "0" : "1") + "." + inner + "." + param;
     }
     if (parts[2] == "attn_1") {
-      const auto inner = attention_inner.find(parts[3]);
-      if (inner == attention_inner.end()) return "";
-      return coder + ".mid_block.attentions.0." + inner->second + "." + param;
+      const std::string inner = paired_name(vae_attention_names(), parts[3], true);
+      if (inner.empty()) return "";
+      return coder + ".mid_block.attentions.0." + inner + "." + param;
     }
     return "";
   }
@@ -207,13 +254,61 @@ std::string convert_vae_key(const std::string& key, int levels) {
                                     : "decoder.up_blocks." + std::to_string(levels - 1 - level);
   if (parts[3] == "block" && n == 7) {
     const int j = parse_index(parts[4]);
-    const auto inner = resnet_inner.find(parts[5]);
-    if (j < 0 || inner == resnet_inner.end()) return "";
-    return block + ".resnets." + std::to_string(j) + "." + inner->second + "." + param;
+    const std::string inner = paired_name(vae_resnet_names(), parts[5], true);
+    if (j < 0 || inner.empty()) return "";
+    return block + ".resnets." + std::to_string(j) + "." + inner + "." + param;
   }
   const std::string resample = encoder ? "downsample" : "upsample";
   if (parts[3] == resample && n == 6 && parts[4] == "conv")
     return block + (encoder ? ".downsamplers.0.conv." : ".upsamplers.0.conv.") + param;
+  return "";
+}
+
+// The inverse of convert_vae_key: one diffusers VAE key to its name below
+// first_stage_model.; "" when not recognised.
+std::string vae_key_to_ldm(const std::string& key, int levels) {
+  const std::vector<std::string> parts = split_dots(key);
+  const size_t n = parts.size();
+  const std::string& param = parts.back();
+  if (n < 2 || (param != "weight" && param != "bias")) return "";
+  const std::string module = key.substr(0, key.size() - param.size() - 1);
+  if (const std::string outer = paired_name(vae_outer_modules(), module, false); !outer.empty()) return outer + "." + param;
+  if (n < 6) return "";
+  const std::string& coder = parts[0]; // encoder / decoder
+  if (coder != "encoder" && coder != "decoder") return "";
+  // {coder}.mid_block.resnets.{0,1}.{inner}.{param} / {coder}.mid_block.attentions.0.{inner}.{param}
+  if (parts[1] == "mid_block") {
+    // The inner name may have two segments (to_out.0).
+    const std::string block = parts[0] + "." + parts[1] + "." + parts[2] + "." + parts[3] + ".";
+    const std::string inner_module = module.substr(block.size());
+    if (parts[2] == "resnets" && (parts[3] == "0" || parts[3] == "1")) {
+      const std::string inner = paired_name(vae_resnet_names(), inner_module, false);
+      if (inner.empty()) return "";
+      return coder + ".mid.block_" + (parts[3] == "0" ? "1" : "2") + "." + inner + "." + param;
+    }
+    if (parts[2] == "attentions" && parts[3] == "0") {
+      const std::string inner = paired_name(vae_attention_names(), inner_module, false);
+      if (inner.empty()) return "";
+      return coder + ".mid.attn_1." + inner + "." + param;
+    }
+    return "";
+  }
+  // encoder.down_blocks.i.resnets.j.{inner}.{param}, encoder.down_blocks.i.downsamplers.0.conv.{param}
+  // decoder.up_blocks.i.resnets.j.{inner}.{param},   decoder.up_blocks.i.upsamplers.0.conv.{param}
+  const bool encoder = coder == "encoder";
+  if (parts[1] != (encoder ? "down_blocks" : "up_blocks") || n != 7) return "";
+  const int level = parse_index(parts[2]);
+  if (level < 0 || level >= levels) return "";
+  const std::string block = encoder ? "encoder.down." + std::to_string(level)
+                                    : "decoder.up." + std::to_string(levels - 1 - level);
+  if (parts[3] == "resnets") {
+    const int j = parse_index(parts[4]);
+    const std::string inner = paired_name(vae_resnet_names(), parts[5], false);
+    if (j < 0 || inner.empty()) return "";
+    return block + ".block." + std::to_string(j) + "." + inner + "." + param;
+  }
+  if (parts[3] == (encoder ? "downsamplers" : "upsamplers") && parts[4] == "0" && parts[5] == "conv")
+    return block + (encoder ? ".downsample.conv." : ".upsample.conv.") + param;
   return "";
 }
 
@@ -224,18 +319,8 @@ std::string convert_vae_key(const std::string& key, int levels) {
 // from the fused in_proj), returns false when not recognised.
 bool convert_open_clip_key(const std::string& key, const torch::Tensor& tensor, TensorMap& out,
                            std::set<int>& layers) {
-  static const std::map<std::string, std::string> whole = {
-      {"token_embedding.weight", "text_model.embeddings.token_embedding.weight"},
-      {"positional_embedding", "text_model.embeddings.position_embedding.weight"},
-      {"ln_final.weight", "text_model.final_layer_norm.weight"},
-      {"ln_final.bias", "text_model.final_layer_norm.bias"},
-  };
-  static const std::map<std::string, std::string> layer_inner = {
-      {"ln_1", "layer_norm1"}, {"ln_2", "layer_norm2"}, {"attn.out_proj", "self_attn.out_proj"},
-      {"mlp.c_fc", "mlp.fc1"}, {"mlp.c_proj", "mlp.fc2"}};
-
-  if (const auto found = whole.find(key); found != whole.end()) {
-    out[found->second] = tensor;
+  if (const std::string outer = paired_name(open_clip_outer_names(), key, true); !outer.empty()) {
+    out[outer] = tensor;
     return true;
   }
   if (key == "text_projection") { // stored [hidden, projection]; Linear weight is [projection, hidden]
@@ -263,12 +348,81 @@ bool convert_open_clip_key(const std::string& key, const torch::Tensor& tensor, 
   }
   const size_t last_dot = inner.rfind('.');
   if (last_dot == std::string::npos) return false;
-  const auto renamed = layer_inner.find(inner.substr(0, last_dot));
+  const std::string renamed = paired_name(open_clip_layer_modules(), inner.substr(0, last_dot), true);
   const std::string param = inner.substr(last_dot + 1);
-  if (renamed == layer_inner.end() || (param != "weight" && param != "bias")) return false;
-  out[target + renamed->second + "." + param] = tensor;
+  if (renamed.empty() || (param != "weight" && param != "bias")) return false;
+  out[target + renamed + "." + param] = tensor;
   layers.insert(layer);
   return true;
+}
+
+// The inverse of convert_open_clip_key for a whole text_encoder_2 (transformers
+// CLIPTextModelWithProjection, with or without "text_model."): the OpenCLIP names below
+// conditioner.embedders.1.model., q/k/v fused into in_proj (their order on dim 0).
+// Keys it cannot place go to `unplaced`.
+TensorMap open_clip_from_transformers(const TensorMap& tensors, std::vector<std::string>& unplaced) {
+  const std::string text_model = "text_model.";
+  const std::string layers = "text_model.encoder.layers.";
+  const std::string self_attn = "self_attn.";
+  const std::vector<std::string> projections = {"q_proj", "k_proj", "v_proj"}; // in_proj order
+  TensorMap out;
+  std::map<std::string, std::vector<torch::Tensor>> fused; // "transformer.resblocks.N.attn.in_proj_weight" -> q, k, v
+  std::set<std::string> seen;
+  for (const auto& [original, tensor] : tensors) {
+    // transformers 5 may leave out "text_model."; text_projection is never under it.
+    const bool bare = !starts_with(original, text_model) && original != "text_projection.weight";
+    const std::string key = bare ? text_model + original : original;
+    if (key == "text_model.embeddings.position_ids") continue; // a buffer, no weight
+    if (!seen.insert(key).second) {
+      unplaced.push_back(original + " (a second tensor for " + key + ")");
+      continue;
+    }
+    if (const std::string outer = paired_name(open_clip_outer_names(), key, false); !outer.empty()) {
+      out[outer] = tensor.contiguous();
+      continue;
+    }
+    if (key == "text_projection.weight") { // Linear [projection, hidden]; OpenCLIP multiplies x @ P
+      out["text_projection"] = tensor.t().contiguous(); // [H, P]
+      continue;
+    }
+    const std::vector<std::string> parts = split_dots(key);
+    const int layer = parts.size() >= 6 && starts_with(key, layers) ? parse_index(parts[3]) : -1;
+    const std::string& param = parts.back();
+    if (layer < 0 || (param != "weight" && param != "bias")) {
+      unplaced.push_back(original);
+      continue;
+    }
+    const std::string layer_prefix = layers + parts[3] + ".";
+    const std::string module = key.substr(layer_prefix.size(), key.size() - layer_prefix.size() - param.size() - 1);
+    const std::string block = "transformer.resblocks." + std::to_string(layer) + ".";
+    const auto projection = starts_with(module, self_attn)
+                                ? std::find(projections.begin(), projections.end(), module.substr(self_attn.size()))
+                                : projections.end();
+    if (projection != projections.end()) {
+      auto& slots = fused[block + "attn.in_proj_" + param];
+      slots.resize(projections.size());
+      slots[static_cast<size_t>(projection - projections.begin())] = tensor;
+      continue;
+    }
+    const std::string renamed = paired_name(open_clip_layer_modules(), module, false);
+    if (renamed.empty()) {
+      unplaced.push_back(original);
+      continue;
+    }
+    out[block + renamed + "." + param] = tensor.contiguous();
+  }
+  for (const auto& [key, slots] : fused) {
+    const bool defined = std::all_of(slots.begin(), slots.end(), [](const torch::Tensor& part) { return part.defined(); });
+    const bool complete = defined && std::all_of(slots.begin(), slots.end(), [&](const torch::Tensor& part) {
+      return part.sizes() == slots[0].sizes() && part.scalar_type() == slots[0].scalar_type();
+    });
+    if (!complete) {
+      unplaced.push_back(key + " (needs q_proj, k_proj and v_proj of one shape and dtype)");
+      continue;
+    }
+    out[key] = torch::cat(slots, 0).contiguous(); // [3H, ...]
+  }
+  return out;
 }
 
 // Checks that layer indices are 0..n-1 and n equals the expectation (-1: any).
@@ -520,6 +674,112 @@ SplitCheckpoint split_single_file(const TensorMap& tensors, const SingleFileExpe
                                 (sdxl ? ", text_encoder_2 " + std::to_string(split.text_encoder_2.size()) : std::string()) +
                                 " tensors)");
   return split;
+}
+
+// ----------------------------------------------------------------------------
+// Diffusers components -> single file
+
+namespace {
+
+// The single file being joined, and what went wrong on the way (reported all at once).
+struct JoinedFile {
+  TensorMap tensors;
+  std::vector<std::string> unplaced;       // "component/key"
+  std::vector<std::string> missing_blocks; // UNet blocks the layout expects and the UNet lacks
+
+  // A second tensor for one key (a text encoder holding a key with and without
+  // "text_model.") is an error, not a silent overwrite.
+  void place(const std::string& key, const torch::Tensor& tensor, const std::string& source) {
+    if (!tensors.emplace(key, tensor.contiguous()).second) unplaced.push_back(source + " (a second tensor for " + key + ")");
+  }
+};
+
+// The UNet through the block table, diffusers -> SGM; like split_single_file, every
+// block the layout expects must be there.
+void join_unet(const TensorMap& unet, const UNetLayout& layout, JoinedFile& out) {
+  const std::vector<UNetBlock> blocks = unet_blocks(layout);
+  std::set<std::string> used_blocks;
+  for (const auto& [key, tensor] : unet) {
+    bool matched = false;
+    const std::string converted = convert_unet_path(key, blocks, /*to_sgm=*/true, &matched);
+    if (!matched) {
+      out.unplaced.push_back("unet/" + key);
+      continue;
+    }
+    out.place(kSgmUNetPrefix + converted, tensor, "unet/" + key);
+    for (const auto& block : blocks)
+      if (has_path_prefix(key, block.diffusers)) used_blocks.insert(block.diffusers);
+  }
+  for (const auto& block : blocks)
+    if (!used_blocks.count(block.diffusers)) out.missing_blocks.push_back(block.diffusers);
+}
+
+void join_vae(const TensorMap& vae, int levels, JoinedFile& out) {
+  for (const auto& [key, tensor] : vae) {
+    const std::string converted = vae_key_to_ldm(key, levels);
+    if (converted.empty()) {
+      out.unplaced.push_back("vae/" + key);
+      continue;
+    }
+    // ldm's mid-block attention q/k/v/proj_out are 1x1 convs; diffusers holds them as Linear [C, C].
+    const bool linear_as_conv = converted.find(".mid.attn_1.") != std::string::npos && tensor.dim() == 2;
+    out.place(kSgmVaePrefix + converted, linear_as_conv ? tensor.reshape({tensor.size(0), tensor.size(1), 1, 1}) : tensor,
+              "vae/" + key); // [C, C, 1, 1]
+  }
+}
+
+// CLIP ViT-L keeps its transformers names under `root` + "text_model.", as transformers 4
+// saved them; transformers 5 leaves the prefix out, so keys may come either way.
+void join_clip_text(const TensorMap& text_encoder, const std::string& root, JoinedFile& out) {
+  const std::string text_model = "text_model.";
+  for (const auto& [key, tensor] : text_encoder) {
+    const std::string bare = starts_with(key, text_model) ? key.substr(text_model.size()) : key;
+    if (bare == "embeddings.position_ids") continue; // a buffer, no weight
+    // CLIPTextModel has nothing else (a text_projection would mean the wrong encoder).
+    if (!starts_with(bare, "embeddings.") && !starts_with(bare, "encoder.layers.") && !starts_with(bare, "final_layer_norm.")) {
+      out.unplaced.push_back("text_encoder/" + key);
+      continue;
+    }
+    out.place(root + text_model + bare, tensor, "text_encoder/" + key);
+  }
+}
+
+} // namespace
+
+TensorMap join_single_file(const SplitCheckpoint& components, const SingleFileExpectations& expect) {
+  if (expect.family == models::ModelFamily::Sd2)
+    throw std::invalid_argument("join_single_file: SD 2.x is not joined into a single file (its LDM single files, "
+                                "cond_stage_model.model.*, are refused on load); keep it as a diffusers folder");
+  const bool sdxl = expect.family == models::ModelFamily::Sdxl;
+  const std::string what = sdxl ? "SGM checkpoint" : "LDM checkpoint";
+  if (components.unet.empty() || components.vae.empty() || components.text_encoder.empty() ||
+      (sdxl && components.text_encoder_2.empty()))
+    throw std::invalid_argument(what + ": a component is missing (unet " + std::to_string(components.unet.size()) +
+                                ", vae " + std::to_string(components.vae.size()) + ", text_encoder " +
+                                std::to_string(components.text_encoder.size()) +
+                                (sdxl ? ", text_encoder_2 " + std::to_string(components.text_encoder_2.size()) : std::string()) +
+                                " tensors)");
+  if (!sdxl && !components.text_encoder_2.empty())
+    throw std::invalid_argument(what + ": SD 1.x has one text encoder, but text_encoder_2 holds " +
+                                std::to_string(components.text_encoder_2.size()) + " tensors");
+
+  JoinedFile joined;
+  join_unet(components.unet, expect.unet, joined);
+  join_vae(components.vae, expect.vae_levels, joined);
+  join_clip_text(components.text_encoder, sdxl ? kSgmTextEncoderPrefix : kLdmTextEncoderPrefix, joined);
+  if (sdxl) {
+    std::vector<std::string> unplaced;
+    for (const auto& [key, tensor] : open_clip_from_transformers(components.text_encoder_2, unplaced))
+      joined.place(kSgmTextEncoder2Prefix + key, tensor, "text_encoder_2/" + key);
+    for (const auto& key : unplaced) joined.unplaced.push_back("text_encoder_2/" + key);
+  }
+  if (!joined.unplaced.empty())
+    throw std::invalid_argument(what + ": " + std::to_string(joined.unplaced.size()) +
+                                " keys cannot be placed: " + list_keys(joined.unplaced));
+  if (!joined.missing_blocks.empty())
+    throw std::invalid_argument(what + ": the UNet config expects blocks the UNet does not have: " +
+                                list_keys(joined.missing_blocks));
+  return std::move(joined.tensors);
 }
 
 } // namespace sdxl::io

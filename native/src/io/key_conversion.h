@@ -1,5 +1,5 @@
 // The one place that converts between state-dict key layouts:
-//   single files -> diffusers folders:
+//   single files <-> diffusers folders:
 //     SGM (SDXL, sd_xl_base_1.0.safetensors: model.diffusion_model.*,
 //       first_stage_model.*, conditioner.embedders.{0,1}.*),
 //     LDM (SD 1.x, v1-5-pruned-emaonly.safetensors: model.diffusion_model.*,
@@ -109,5 +109,18 @@ struct SingleFileExpectations {
 // Entries without weights (logit_scale, position_ids, LDM's DDPM schedule buffers,
 // the EMA copy of a non-pruned file, SDXL's v_pred / ztsnr markers) are dropped.
 SplitCheckpoint split_single_file(const TensorMap& tensors, const SingleFileExpectations& expect);
+
+// ----------------------------------------------------------------------------
+// Diffusers components -> single file
+
+// The inverse of split_single_file: the components as the family's official single file
+// names them (SGM for SDXL, LDM for SD 1.x). Text-encoder keys may come with or without
+// "text_model." and come out with it; VAE mid-attention q/k/v/proj_out go back to 1x1 conv
+// weights [C, C, 1, 1], OpenCLIP's q/k/v are fused into in_proj and text_projection is
+// stored [hidden, proj]. Tensors keep their dtype and values (results are contiguous);
+// position_ids buffers are dropped. Reads expect.family, .unet and .vae_levels. Throws
+// std::invalid_argument listing keys it cannot place, when the UNet lacks a block of its
+// layout, and for SD 2.x (its single files are refused on load).
+TensorMap join_single_file(const SplitCheckpoint& components, const SingleFileExpectations& expect);
 
 } // namespace sdxl::io

@@ -17,10 +17,12 @@
 // loop; on CUDA it is kernels/adamw8bit.cu when built (SDXL_WITH_CUDA_KERNELS),
 // else the same math as torch ops on the device.
 //
-// Parameters are float32 master tensors (CPU or CUDA, contiguous when their
-// moments are 8-bit) with float32 gradients on the same device. A parameter
-// without a gradient is skipped by that step and its own step count t does not
-// advance (as torch's per-parameter state step).
+// Parameters are float32 tensors (CPU or CUDA, contiguous when their moments
+// are 8-bit), or bfloat16 / float16 ones updated through float32 working copies
+// (optimizer.h). A parameter without a gradient is skipped by that step and its
+// own step count t does not advance (as torch's per-parameter state step).
+// 8-bit moments are allocated once, at their final size, and each update works
+// block by block: no step makes a full-size float32 copy of them.
 #pragma once
 
 #include <cstdint> // int64_t
@@ -32,6 +34,7 @@
 #include <torch/torch.h> // torch::Tensor
 
 #include "train/block_quantization.h" // Blockwise8bitState
+#include "train/optimizer.h"          // Optimizer, OptimizerHyper
 
 namespace sdxl::train {
 
@@ -44,42 +47,26 @@ const char* optimizer_kind_name(OptimizerKind kind); // the inverse
 // Tensors smaller than this keep float32 moments under AdamW8bit (bitsandbytes' min_8bit_size).
 constexpr int64_t kMin8bitStateElements = 4096;
 
-struct AdamWHyper {
-  double beta1 = 0.9;         // first-moment decay
-  double beta2 = 0.999;       // second-moment decay
-  double eps = 1e-8;          // added to sqrt of the bias-corrected second moment
-  double weight_decay = 1e-2; // decoupled: p *= 1 - lr * weight_decay each step
-};
+using AdamWHyper = OptimizerHyper;
 
-class AdamW {
+class AdamW : public Optimizer {
  public:
   // Moments are allocated (as zeros) here, on each parameter's device.
-  AdamW(OptimizerKind kind, std::vector<std::vector<torch::Tensor>> param_groups, AdamWHyper hyper);
+  AdamW(OptimizerKind kind, std::vector<std::vector<torch::Tensor>> param_groups, AdamWHyper hyper,
+        PrecisionOptions precision = {});
 
-  // One update of every parameter that has a gradient, with group_lrs[i] for
-  // group i; increments steps(). Checks every gradient before changing anything.
-  void step(const std::vector<double>& group_lrs);
-  void zero_grad(); // resets gradients to undefined
-
-  int64_t steps() const;
-  int64_t state_bytes() const;     // bytes of moments and absmax
-  int64_t parameter_count() const; // elements of all parameters
   OptimizerKind kind() const;
   bool is_quantized(int64_t group, int64_t index) const; // whether that parameter's moments are 8-bit
 
-  // Checkpoints. Keys: "<prefix>.<group>.<index>.<name>" for each state tensor
-  // (32-bit: exp_avg, exp_avg_sq; 8-bit: exp_avg_codes, exp_avg_absmax,
-  // exp_avg_sq_codes, exp_avg_sq_absmax; both: step, 0-dim int64), as CPU
-  // contiguous copies, and "<prefix>.steps" (0-dim int64). load_state checks
-  // every key first (std::invalid_argument naming a missing or mis-shaped
-  // key, changing nothing), then restores the state bit for bit.
-  void save_state(std::map<std::string, torch::Tensor>& out, const std::string& prefix) const;
-  void load_state(const std::map<std::string, torch::Tensor>& in, const std::string& prefix);
+ protected:
+  // Moments: 32-bit exp_avg, exp_avg_sq; 8-bit exp_avg_codes, exp_avg_absmax,
+  // exp_avg_sq_codes, exp_avg_sq_absmax (checkpoint names).
+  void update(int64_t group, int64_t index, torch::Tensor& weights, const torch::Tensor& grad, double lr,
+              int64_t step) override;
+  std::vector<std::pair<std::string, torch::Tensor>> named_state(int64_t group, int64_t index) const override;
 
  private:
-  struct ParamState {
-    torch::Tensor param;
-    int64_t step = 0;           // updates this parameter has had (t of the last one)
+  struct Moments {
     bool quantized = false;
     torch::Tensor exp_avg;      // 32-bit: param's shape
     torch::Tensor exp_avg_sq;   // 32-bit: param's shape
@@ -88,15 +75,9 @@ class AdamW {
     torch::Tensor unsigned_map; // 8-bit: [256] on param's device
   };
 
-  // The moment tensors saved under "<prefix>.<group>.<index>.<name>" (handles sharing their storage).
-  static std::vector<std::pair<std::string, torch::Tensor>> named_moments(const ParamState& state);
-
-  void update(ParamState& state, const torch::Tensor& grad, double lr);
-
   OptimizerKind kind_;
   AdamWHyper hyper_;
-  std::vector<std::vector<ParamState>> groups_;
-  int64_t steps_ = 0;
+  std::vector<std::vector<Moments>> moments_;
 };
 
 } // namespace sdxl::train

@@ -1,6 +1,7 @@
 // Checkpoint files; see checkpoint_file.h.
 #include "train/checkpoint_file.h"
 
+#include <algorithm>  // std::sort
 #include <cstdio>     // std::snprintf
 #include <filesystem> // create_directories
 #include <stdexcept>  // std::invalid_argument
@@ -29,6 +30,23 @@ std::string checkpoint_path(const std::string& output_dir, int64_t step) {
   char name[64];
   std::snprintf(name, sizeof name, "step-%06lld.safetensors", static_cast<long long>(step));
   return (std::filesystem::path(output_dir) / "checkpoints" / name).string();
+}
+
+std::vector<std::string> prune_checkpoints(const std::string& output_dir, int64_t keep) {
+  const std::filesystem::path dir = std::filesystem::path(output_dir) / "checkpoints";
+  std::vector<std::string> paths; // step-NNNNNN.safetensors sorts by step
+  if (!std::filesystem::is_directory(dir)) return {};
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("step-", 0) == 0 && entry.path().extension() == ".safetensors") paths.push_back(entry.path().string());
+  }
+  std::sort(paths.begin(), paths.end());
+  std::vector<std::string> deleted;
+  for (size_t i = 0; keep >= 0 && i + static_cast<size_t>(keep) < paths.size(); ++i) {
+    std::filesystem::remove(paths[i]);
+    deleted.push_back(paths[i]);
+  }
+  return deleted;
 }
 
 void write_checkpoint(const std::string& path, const TrainingState& state) {

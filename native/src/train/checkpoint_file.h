@@ -9,6 +9,7 @@
 #include <cstdint> // int64_t
 #include <map>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h> // torch::Tensor
 
@@ -26,6 +27,10 @@ struct TrainingState {
 std::string checkpoint_path(const std::string& output_dir, int64_t step);
 
 void write_checkpoint(const std::string& path, const TrainingState& state);
+
+// Deletes all but the newest `keep` checkpoints under <output_dir>/checkpoints/
+// (kohya's --save_last_n_steps_state); returns the paths deleted, oldest first.
+std::vector<std::string> prune_checkpoints(const std::string& output_dir, int64_t keep);
 
 // Throws std::invalid_argument when the file is not a checkpoint of ours.
 TrainingState read_checkpoint(const std::string& path);

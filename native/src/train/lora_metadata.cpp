@@ -32,11 +32,13 @@ std::string base_model_version(const BaseModelTraits& base) {
   return std::string(base.family == models::ModelFamily::Sd2 ? "sd_v2" : "sd_v1") + (base.v_prediction ? "_v" : "");
 }
 
-std::string modelspec_architecture(const BaseModelTraits& base) {
-  if (base.family == models::ModelFamily::Sdxl) return "stable-diffusion-xl-v1-base/lora";
+// The family's ModelSpec architecture; a LoRA's ends in "/lora".
+std::string modelspec_architecture(const BaseModelTraits& base, bool lora = true) {
+  const std::string suffix = lora ? "/lora" : "";
+  if (base.family == models::ModelFamily::Sdxl) return "stable-diffusion-xl-v1-base" + suffix;
   if (base.family == models::ModelFamily::Sd2)
-    return base.v_prediction ? "stable-diffusion-v2-768-v/lora" : "stable-diffusion-v2-512/lora";
-  return "stable-diffusion-v1/lora";
+    return (base.v_prediction ? "stable-diffusion-v2-768-v" : "stable-diffusion-v2-512") + suffix;
+  return "stable-diffusion-v1" + suffix;
 }
 
 std::string modelspec_implementation(const BaseModelTraits& base) {
@@ -295,6 +297,23 @@ std::map<std::string, std::string> lora_metadata(const TrainOptions& options, co
       {"modelspec.prediction_type", base.v_prediction ? "v" : "epsilon"},
   };
   if (options.clip_skip > 0) metadata["modelspec.encoder_layer"] = std::to_string(options.clip_skip);
+  if (!options.trigger_phrase.empty()) metadata["modelspec.trigger_phrase"] = options.trigger_phrase;
+  if (!dataset_hash.empty()) metadata[kDatasetHashKey] = dataset_hash;
+  for (const auto& [key, value] : options.metadata) metadata[key] = value;
+  return metadata;
+}
+
+std::map<std::string, std::string> model_metadata(const TrainOptions& options, const std::string& dataset_hash,
+                                                  const BaseModelTraits& base) {
+  const std::string resolution = std::to_string(options.resolution);
+  std::map<std::string, std::string> metadata = {
+      {"modelspec.sai_model_spec", kModelSpecVersion},
+      {"modelspec.architecture", modelspec_architecture(base, /*lora=*/false)},
+      {"modelspec.implementation", modelspec_implementation(base)},
+      {"modelspec.title", options.output_name},
+      {"modelspec.resolution", resolution + "x" + resolution},
+      {"modelspec.prediction_type", base.v_prediction ? "v" : "epsilon"},
+  };
   if (!options.trigger_phrase.empty()) metadata["modelspec.trigger_phrase"] = options.trigger_phrase;
   if (!dataset_hash.empty()) metadata[kDatasetHashKey] = dataset_hash;
   for (const auto& [key, value] : options.metadata) metadata[key] = value;

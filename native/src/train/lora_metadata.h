@@ -46,6 +46,13 @@ std::map<std::string, std::string> lora_metadata(const TrainOptions& options, co
                                                  int64_t steps_done, const TrainingTimes& times,
                                                  const BaseModelTraits& base = {});
 
+// The header of a fine-tuned model's single file (method "full"): the ModelSpec keys
+// for a model of the base's family (its architecture without "/lora"), the trigger
+// phrase and the dataset hash, options.metadata last. No dates: the same run gives the
+// same file, interrupted or not.
+std::map<std::string, std::string> model_metadata(const TrainOptions& options, const std::string& dataset_hash,
+                                                  const BaseModelTraits& base);
+
 // Lowercase hex SHA-256 over the images in order. Each image contributes, as
 // little-endian 64-bit lengths and numbers: len(name), name, width, height,
 // len(rgb), rgb, len(caption), caption; the count of images comes first. Any

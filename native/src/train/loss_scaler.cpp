@@ -44,16 +44,17 @@ DynamicLossScaler::DynamicLossScaler(const LossScalerOptions& options, bool enab
 
 DynamicLossScaler DynamicLossScaler::disabled() { return DynamicLossScaler(LossScalerOptions{}, false); }
 
-bool DynamicLossScaler::unscale_and_check(std::vector<torch::Tensor>& parameters) const {
+double DynamicLossScaler::inverse_scale() const {
+  return enabled_ ? static_cast<double>(1.0f / static_cast<float>(scale_)) : 1.0;
+}
+
+bool DynamicLossScaler::found_non_finite(const std::vector<torch::Tensor>& parameters) const {
   if (!enabled_) return false;
   torch::NoGradGuard no_grad;
-  // GradScaler multiplies by a float32 reciprocal; scales are powers of two, so this is exact.
-  const double inv_scale = static_cast<double>(1.0f / static_cast<float>(scale_));
   torch::Tensor any_non_finite; // [] bool on the gradients' device; one host sync at the end
-  for (auto& parameter : parameters) {
-    torch::Tensor grad = parameter.mutable_grad();
+  for (const auto& parameter : parameters) {
+    const torch::Tensor grad = parameter.grad();
     if (!grad.defined()) continue;
-    grad.mul_(inv_scale);
     torch::Tensor bad = torch::isfinite(grad).logical_not().any();
     if (!any_non_finite.defined())
       any_non_finite = bad;

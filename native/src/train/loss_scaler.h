@@ -1,7 +1,8 @@
 // Dynamic loss scaling for float16 training, as torch.cuda.amp.GradScaler
 // (torch/cuda/amp/grad_scaler.py, aten _amp_update_scale_): the loss is
-// multiplied by scale() before backward, gradients are divided by it before
-// clipping and the optimizer step, and a step whose gradients hold inf/NaN is
+// multiplied by scale() before backward, gradients are multiplied by
+// inverse_scale() as the optimizer widens each to float32 (optimizer.h: a float16
+// gradient is never unscaled in float16), and a step whose gradients hold inf/NaN is
 // skipped while the scale backs off; after growth_interval clean steps in a
 // row the scale grows. bfloat16 and float32 use a disabled scaler: scale 1,
 // gradients untouched, no step ever skipped.
@@ -35,10 +36,12 @@ class DynamicLossScaler {
   bool enabled() const { return enabled_; }
   double scale() const { return scale_; }
 
-  // Divides every defined gradient by scale() in place and returns true when
-  // any of them holds an inf or NaN (the step must then be skipped). A
-  // disabled scaler leaves the gradients alone and returns false.
-  bool unscale_and_check(std::vector<torch::Tensor>& parameters) const;
+  // GradScaler's float32 reciprocal of scale() (exact: scales are powers of two); 1 when disabled.
+  double inverse_scale() const;
+
+  // Whether any defined gradient holds an inf or NaN (the step must then be
+  // skipped). A disabled scaler never looks and returns false.
+  bool found_non_finite(const std::vector<torch::Tensor>& parameters) const;
 
   // After each optimizer step (taken or skipped): found_inf halves the scale
   // (backoff) and counts a skipped step; otherwise every growth_interval-th

@@ -78,6 +78,17 @@ void check_train_options(const TrainOptions& o) {
   require_positive("repeats", o.repeats);
   require_probability("caption_dropout", o.caption_dropout);
 
+  require_one_of("method", o.method, {"lora", "full"});
+  const bool full = o.method == "full";
+  if (o.full_bf16 && !full) refuse("full_bf16", "applies to method full only (LoRA weights are float32 masters)");
+  if (o.full_bf16 && o.model.runtime.dtype != "bfloat16")
+    refuse("full_bf16", "needs model.runtime.dtype bfloat16 (the weights are trained in it), got " + o.model.runtime.dtype);
+  if (!std::isfinite(o.ema_decay) || o.ema_decay < 0 || o.ema_decay >= 1) refuse("ema_decay", "must be in [0, 1)");
+  if (o.ema_decay > 0 && !full) refuse("ema_decay", "applies to method full only");
+  if (o.ema_start_step < 0) refuse("ema_start_step", "must be >= 0");
+  require_one_of("validation_weights", o.validation_weights, {"trained", "ema"});
+  if (o.validation_weights == "ema" && o.ema_decay == 0) refuse("validation_weights", "'ema' needs ema_decay > 0");
+
   require_positive("rank", o.rank);
   if (!std::isfinite(o.alpha) || o.alpha <= 0) refuse("alpha", "must be > 0");
   require_probability("dropout", o.dropout);
@@ -99,7 +110,7 @@ void check_train_options(const TrainOptions& o) {
   require_non_negative("min_snr_gamma", o.min_snr_gamma);
   require_non_negative("noise_offset", o.noise_offset);
 
-  require_one_of("optimizer", o.optimizer, {"adamw", "adamw8bit"});
+  require_one_of("optimizer", o.optimizer, {"adamw", "adamw8bit", "adafactor"});
   if (!(o.adam_beta1 >= 0 && o.adam_beta1 < 1)) refuse("adam_beta1", "must be in [0, 1)");
   if (!(o.adam_beta2 >= 0 && o.adam_beta2 < 1)) refuse("adam_beta2", "must be in [0, 1)");
   if (!(o.adam_epsilon > 0)) refuse("adam_epsilon", "must be > 0");
@@ -107,6 +118,7 @@ void check_train_options(const TrainOptions& o) {
   if (!(o.initial_loss_scale >= 1)) refuse("initial_loss_scale", "must be >= 1");
 
   if (o.checkpoint_every < 0) refuse("checkpoint_every", "must be >= 0");
+  if (o.keep_checkpoints < 0) refuse("keep_checkpoints", "must be >= 0");
   if (o.stop_after_step < 0) refuse("stop_after_step", "must be >= 0");
   if (o.validation_every < 0) refuse("validation_every", "must be >= 0");
   require_positive("validation_steps", o.validation_steps);

@@ -1,15 +1,18 @@
-// sdxl::train_lora: DreamBooth-style LoRA fine-tuning of SD 1.x, 2.x and SDXL
-// (engine.h). The loop of kohya's sd-scripts train_network.py / sdxl_train_network.py
-// and diffusers' train_dreambooth_lora(_sdxl).py: cached latents and prompt
-// conditioning (the model family's, sample/conditioning.h), DDPM noising, the MSE
-// to the noise or (v-prediction models) the velocity, optionally min-SNR
-// weighted, gradient accumulation and clipping, AdamW / AdamW8bit on float32 LoRA
-// master weights over frozen bfloat16 / float16 / float32 base weights, dynamic
-// loss scaling for float16, checkpoints that resume bit for bit on the CPU.
+// sdxl::train_lora: DreamBooth-style fine-tuning of SD 1.x, 2.x and SDXL (engine.h),
+// one loop for every method: what is trained (a LoRA network, or the model's own
+// weights) is a TrainingMethod (training_method.h), what conditions the UNet the
+// model family's (sample/conditioning.h). The loop of kohya's sd-scripts
+// train_network.py / fine_tune.py and diffusers' train_dreambooth(_lora)(_sdxl).py:
+// cached latents and prompt conditioning, DDPM noising, the MSE to the noise or
+// (v-prediction models) the velocity, optionally min-SNR weighted, gradient
+// accumulation and clipping, AdamW / AdamW8bit / Adafactor (optimizer.h: float32
+// master weights, or bfloat16 with stochastic rounding), dynamic loss scaling for
+// float16, checkpoints that resume bit for bit on the CPU.
 //
 // Every random draw (latent sampling, LoRA init, caption dropout, noise,
 // timesteps) comes from one CPU generator seeded by options.seed; LoRA dropout
-// masks from a second one on the model's device. Each checkpoint stores both states.
+// masks from a second one on the model's device, stochastic rounding's bits from a
+// third. Each checkpoint stores their states.
 #include <ATen/CPUGeneratorImpl.h> // at::detail::createCPUGenerator
 #if defined(SDXL_WITH_CUDA)
 #include <ATen/cuda/CUDAGeneratorImpl.h> // at::cuda::detail::createCUDAGenerator
@@ -27,16 +30,16 @@
 #include "models/grad_checkpoint.h" // set_gradient_checkpointing
 #include "sample/noise_schedule.h"  // train_alphas_cumprod
 #include "sdxl/engine.h"
-#include "train/adamw.h"           // AdamW
 #include "train/batch_sampler.h"   // BatchSampler
 #include "train/checkpoint_file.h" // TrainingState, write_checkpoint
 #include "train/ddpm_loss.h"       // add_noise
-#include "train/lora_metadata.h"   // lora_metadata, dataset_hash
-#include "train/lora_network.h"    // LoraNetwork
+#include "train/lora_metadata.h"   // dataset_hash, BaseModelTraits
 #include "train/loss_scaler.h"     // DynamicLossScaler
 #include "train/lr_schedule.h"     // lr_multiplier
+#include "train/optimizer.h"       // Optimizer, make_optimizer
 #include "train/options_check.h"   // check_train_options, check_family_options
 #include "train/progress_meter.h"  // ProgressMeter
+#include "train/training_method.h" // TrainingMethod, make_lora_method, make_full_method
 #include "train/training_set.h"    // build_training_set
 #include "train/validation.h"      // validation_loss, write_validation_images
 
@@ -104,6 +107,11 @@ std::map<std::string, std::string> trajectory_options_with_priors(const TrainOpt
     options["prior_loss_weight"] = num(o.prior_loss_weight);
   }
   if (o.clip_skip > 1) options["clip_skip"] = std::to_string(o.clip_skip);
+  if (o.method != "lora") { // LoRA checkpoints of earlier versions name no method
+    options["method"] = o.method;
+    options["full_bf16"] = o.full_bf16 ? "true" : "false";
+    options["ema"] = o.ema_decay > 0 ? num(o.ema_decay) + "/" + std::to_string(o.ema_start_step) : "off";
+  }
   if (o.text_encoder_2_lr > 0 && o.text_encoder_2_lr != o.text_encoder_lr) options["text_encoder_2_lr"] = num(o.text_encoder_2_lr);
   return options;
 }
@@ -115,16 +123,6 @@ train::BaseModelTraits base_model_traits(const Model& model) {
   traits.v_prediction = model.scheduler.prediction_type == "v_prediction";
   traits.zero_terminal_snr = model.scheduler.rescale_betas_zero_snr;
   return traits;
-}
-
-// Tensors of `all` whose names start with `prefix`, with the prefix removed.
-std::map<std::string, torch::Tensor> with_prefix_removed(const std::map<std::string, torch::Tensor>& all,
-                                                         const std::string& prefix) {
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& [name, tensor] : all) {
-    if (name.rfind(prefix, 0) == 0) out[name.substr(prefix.size())] = tensor;
-  }
-  return out;
 }
 
 // One micro-batch's images and prompts; SDXL's size ids with them.
@@ -160,8 +158,8 @@ class Trainer {
   MicroBatch next_micro_batch(int64_t micro_batch_index);
   std::vector<torch::Tensor> trainable() const;
   std::vector<double> learning_rates(double multiplier) const;
-  bool separate_text_encoder_2_lr() const;
-  at::Generator make_dropout_generator() const;
+  bool split_text_encoders() const;
+  at::Generator make_device_generator(uint64_t seed) const;
   std::string save_checkpoint(int64_t steps_done);
   void validate(int64_t steps_done);
   void save_outputs(TrainResult& result, int64_t steps_done);
@@ -172,7 +170,8 @@ class Trainer {
   torch::Dtype dtype_;
   bool encoders_trained_;
   at::Generator generator_;
-  at::Generator dropout_generator_; // on the model's device
+  at::Generator dropout_generator_;  // on the model's device
+  at::Generator rounding_generator_; // on the model's device (full_bf16)
   train::ProgressMeter meter_;
 
   std::shared_ptr<Model> model_;
@@ -181,8 +180,8 @@ class Trainer {
   std::string dataset_hash_;
   train::TrainingSet set_;
   train::ValidationSet validation_;
-  train::LoraNetwork network_;
-  std::unique_ptr<train::AdamW> optimizer_;
+  std::unique_ptr<train::TrainingMethod> method_;
+  std::unique_ptr<train::Optimizer> optimizer_;
   train::DynamicLossScaler scaler_ = train::DynamicLossScaler::disabled();
   std::unique_ptr<train::BatchSampler> sampler_;
   torch::Tensor alphas_cumprod_;
@@ -223,18 +222,11 @@ void Trainer::prepare() {
   }
   if (validation_.prompts.empty()) model_->vae = models::AutoencoderKL{nullptr};
 
-  train::LoraNetworkOptions network_options;
-  network_options.rank = options_.rank;
-  network_options.alpha = options_.alpha;
-  network_options.dropout = options_.dropout;
-  network_options.unet_targets = options_.unet_targets;
-  network_options.text_encoders = encoders_trained_;
-  network_options.text_encoder_targets = options_.text_encoder_targets;
-  network_.attach(*model_->unet, encoders_trained_ ? model_->text_encoder.ptr().get() : nullptr,
-                  encoders_trained_ ? module_or_null(model_->text_encoder_2) : nullptr, network_options, generator_);
-
-  dropout_generator_ = make_dropout_generator();
-  network_.set_dropout_generator(dropout_generator_);
+  // A fixed offset from the run's seed keeps each device stream apart from the main one.
+  dropout_generator_ = make_device_generator(options_.seed + 1);
+  rounding_generator_ = make_device_generator(options_.seed + 3);
+  method_ = options_.method == "full" ? train::make_full_method(options_, *model_)
+                                      : train::make_lora_method(options_, *model_, generator_, dropout_generator_);
 
   model_->unet->train();
   models::set_gradient_checkpointing(*model_->unet, options_.gradient_checkpointing);
@@ -246,19 +238,15 @@ void Trainer::prepare() {
       models::set_gradient_checkpointing(*model_->text_encoder_2, options_.gradient_checkpointing);
   }
 
-  std::vector<std::vector<torch::Tensor>> groups{network_.unet_parameters()};
-  if (encoders_trained_ && separate_text_encoder_2_lr()) {
-    groups.push_back(network_.parameters_of("text_encoder"));
-    groups.push_back(network_.parameters_of("text_encoder_2"));
-  } else if (encoders_trained_) {
-    groups.push_back(network_.text_encoder_parameters());
-  }
-  train::AdamWHyper hyper;
+  train::OptimizerHyper hyper;
   hyper.beta1 = options_.adam_beta1;
   hyper.beta2 = options_.adam_beta2;
   hyper.eps = options_.adam_epsilon;
   hyper.weight_decay = options_.weight_decay;
-  optimizer_ = std::make_unique<train::AdamW>(train::parse_optimizer_kind(options_.optimizer), groups, hyper);
+  train::PrecisionOptions precision;
+  precision.master_weights = !options_.full_bf16;
+  precision.rounding = rounding_generator_;
+  optimizer_ = train::make_optimizer(options_.optimizer, method_->parameter_groups(split_text_encoders()), hyper, precision);
 
   if (dtype_ == torch::kFloat16) {
     train::LossScalerOptions scaler_options;
@@ -280,9 +268,7 @@ void Trainer::prepare() {
   }
 }
 
-at::Generator Trainer::make_dropout_generator() const {
-  // A fixed offset from the run's seed keeps the dropout stream apart from the main one.
-  const uint64_t seed = options_.seed + 1;
+at::Generator Trainer::make_device_generator(uint64_t seed) const {
 #if defined(SDXL_WITH_CUDA)
   if (device_.is_cuda()) {
     at::Generator generator = at::cuda::detail::createCUDAGenerator(device_.has_index() ? device_.index() : 0);
@@ -298,7 +284,7 @@ void Trainer::restore(const TrainingState& state) {
   if (state.step >= options_.max_steps)
     throw std::invalid_argument("resume_from: the checkpoint is at step " + std::to_string(state.step) +
                                 ", not before max_steps " + std::to_string(options_.max_steps));
-  network_.load_state(with_prefix_removed(state.tensors, "lora/"));
+  method_->load_state(state.tensors);
   optimizer_->load_state(state.tensors, "optim");
   scaler_.from_tensors(state.tensors, "scaler");
   const auto rng = state.tensors.find("rng/cpu");
@@ -307,6 +293,12 @@ void Trainer::restore(const TrainingState& state) {
   const auto dropout_rng = state.tensors.find("rng/dropout");
   if (dropout_rng == state.tensors.end()) throw std::invalid_argument("resume_from: the checkpoint has no dropout RNG state");
   dropout_generator_.set_state(dropout_rng->second);
+  if (options_.full_bf16) {
+    const auto rounding_rng = state.tensors.find("rng/rounding");
+    if (rounding_rng == state.tensors.end())
+      throw std::invalid_argument("resume_from: the checkpoint has no stochastic-rounding RNG state");
+    rounding_generator_.set_state(rounding_rng->second);
+  }
   sampler_->restore(train::BatchSampler::State{state.sampler_epoch, state.sampler_position});
 }
 
@@ -316,23 +308,25 @@ std::string Trainer::save_checkpoint(int64_t steps_done) {
   state.sampler_epoch = sampler_->state().epoch;
   state.sampler_position = sampler_->state().position;
   state.options = trajectory_options_with_priors(options_, dataset_hash_);
-  for (auto& [name, tensor] : network_.state()) state.tensors["lora/" + name] = tensor;
+  method_->save_state(state.tensors);
   optimizer_->save_state(state.tensors, "optim");
   for (auto& [name, tensor] : scaler_.to_tensors("scaler")) state.tensors[name] = tensor;
   state.tensors["rng/cpu"] = generator_.get_state();
   state.tensors["rng/dropout"] = dropout_generator_.get_state();
+  if (options_.full_bf16) state.tensors["rng/rounding"] = rounding_generator_.get_state();
   const std::string path = train::checkpoint_path(options_.output_dir, steps_done);
   meter_.report("saving", steps_done, options_.max_steps, "checkpoint " + path);
   train::write_checkpoint(path, state);
   last_checkpoint_ = path;
   // Reported once on disk, so a listener may publish it (a crashed run resumes from it).
   meter_.report("saving", steps_done, options_.max_steps, "checkpoint written", {}, {path});
+  if (options_.keep_checkpoints > 0) train::prune_checkpoints(options_.output_dir, options_.keep_checkpoints);
   return path;
 }
 
 // SDXL's second encoder gets a group of its own only when its rate differs (one group
 // otherwise, as checkpoints of earlier versions hold it).
-bool Trainer::separate_text_encoder_2_lr() const {
+bool Trainer::split_text_encoders() const {
   return options_.text_encoder_2_lr > 0 && options_.text_encoder_2_lr != options_.text_encoder_lr &&
          model_->family == models::ModelFamily::Sdxl;
 }
@@ -340,7 +334,7 @@ bool Trainer::separate_text_encoder_2_lr() const {
 std::vector<double> Trainer::learning_rates(double multiplier) const {
   std::vector<double> lrs{options_.unet_lr * multiplier};
   if (encoders_trained_) lrs.push_back(options_.text_encoder_lr * multiplier);
-  if (encoders_trained_ && separate_text_encoder_2_lr()) lrs.push_back(options_.text_encoder_2_lr * multiplier);
+  if (encoders_trained_ && split_text_encoders()) lrs.push_back(options_.text_encoder_2_lr * multiplier);
   return lrs;
 }
 
@@ -415,10 +409,9 @@ torch::Tensor Trainer::micro_batch_loss(const MicroBatch& batch) {
 }
 
 std::vector<torch::Tensor> Trainer::trainable() const {
-  std::vector<torch::Tensor> all = network_.unet_parameters();
-  if (encoders_trained_) {
-    for (auto& tensor : network_.text_encoder_parameters()) all.push_back(tensor);
-  }
+  std::vector<torch::Tensor> all;
+  for (const auto& group : method_->parameter_groups(split_text_encoders()))
+    all.insert(all.end(), group.begin(), group.end());
   return all;
 }
 
@@ -434,20 +427,19 @@ double Trainer::train_step(int64_t step) {
     prior_sum += last_prior_loss_;
     (loss * (scaler_.scale() / static_cast<double>(options_.gradient_accumulation))).backward();
   }
-  std::vector<torch::Tensor> parameters = trainable();
-  const bool found_inf = scaler_.enabled() && scaler_.unscale_and_check(parameters);
+  const std::vector<torch::Tensor> parameters = trainable();
+  const bool found_inf = scaler_.found_non_finite(parameters);
   double grad_norm = 0;
   if (!found_inf) {
-    grad_norm = train::global_grad_norm(parameters);
-    if (options_.max_grad_norm > 0 && grad_norm > options_.max_grad_norm) {
-      // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6).
-      const double factor = options_.max_grad_norm / (grad_norm + 1e-6);
-      torch::NoGradGuard no_grad;
-      for (auto& p : parameters) {
-        if (p.grad().defined()) p.mutable_grad().mul_(factor);
-      }
-    }
-    optimizer_->step(learning_rates(multiplier));
+    // The gradients stay as backward left them (float16 ones scaled): the optimizer
+    // widens each to float32 and multiplies it by the unscale and clip factors.
+    double grad_factor = scaler_.inverse_scale();
+    grad_norm = train::global_grad_norm(parameters) * grad_factor;
+    // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6).
+    if (options_.max_grad_norm > 0 && grad_norm > options_.max_grad_norm)
+      grad_factor *= options_.max_grad_norm / (grad_norm + 1e-6);
+    optimizer_->step(learning_rates(multiplier), grad_factor);
+    method_->after_step(step + 1);
   }
   if (scaler_.enabled()) scaler_.update(found_inf);
   optimizer_->zero_grad();
@@ -465,8 +457,21 @@ double Trainer::train_step(int64_t step) {
   return loss;
 }
 
+// Swaps the method's validation weights in (the EMA, when asked) for its lifetime.
+class ValidationWeights {
+ public:
+  explicit ValidationWeights(train::TrainingMethod& method) : method_(method) { method_.begin_validation(); }
+  ~ValidationWeights() { method_.end_validation(); }
+  ValidationWeights(const ValidationWeights&) = delete;
+  ValidationWeights& operator=(const ValidationWeights&) = delete;
+
+ private:
+  train::TrainingMethod& method_;
+};
+
 void Trainer::validate(int64_t steps_done) {
   meter_.report("validating", steps_done, options_.max_steps, "");
+  const ValidationWeights weights(*method_);
   std::map<std::string, double> results;
   if (!validation_.triples.empty()) {
     const double loss = train::validation_loss(*model_, set_, validation_, alphas_cumprod_, conditioner_.get());
@@ -483,32 +488,11 @@ void Trainer::validate(int64_t steps_done) {
 }
 
 void Trainer::save_outputs(TrainResult& result, int64_t steps_done) {
-  meter_.report("saving", steps_done, options_.max_steps, "LoRA");
-  std::filesystem::create_directories(options_.output_dir);
-  const io::UNetLayout layout = io::UNetLayout::from_config(model_->unet->config());
-  const std::map<std::string, std::string> metadata = [&] {
-    auto m = train::lora_metadata(options_, dataset_hash_, steps_done, train::TrainingTimes{}, base_model_traits(*model_));
-    // No wall-clock times: the same options and data give the same file, byte for byte,
-    // whether or not the run was interrupted. A caller wanting dates passes them in options.metadata.
-    for (const char* key : {"ss_training_started_at", "ss_training_finished_at", "modelspec.date"}) m.erase(key);
-    for (const auto& [key, value] : options_.metadata) m[key] = value;
-    return m;
-  }();
-  // float32 reproduces the in-memory adapter exactly; float16 (kohya's usual) halves the file.
-  const torch::Dtype save_dtype = parse_dtype(options_.save_dtype);
-  const auto dir = std::filesystem::path(options_.output_dir);
-  // sd-scripts' layouts: SGM block names for SDXL, diffusers names and lora_te_ for SD 1.x/2.x.
-  const bool sdxl = model_->family == models::ModelFamily::Sdxl;
-  const lora::LoraLayout kohya = sdxl ? lora::LoraLayout::KohyaSgm : lora::LoraLayout::KohyaDiffusers;
-  result.lora_path = (dir / (options_.output_name + ".safetensors")).string();
-  train::save_trained_lora(result.lora_path, network_, kohya, layout, save_dtype, metadata, /*single_text_encoder=*/!sdxl);
-  if (options_.save_peft) {
-    result.peft_path = (dir / (options_.output_name + "_peft.safetensors")).string();
-    train::save_trained_lora(result.peft_path, network_, lora::LoraLayout::Peft, layout, save_dtype, metadata);
-  }
-  std::vector<std::string> files{result.lora_path};
-  if (!result.peft_path.empty()) files.push_back(result.peft_path);
-  meter_.report("saving", steps_done, options_.max_steps, "LoRA written", {}, files);
+  const bool lora = options_.method == "lora";
+  meter_.report("saving", steps_done, options_.max_steps, lora ? "LoRA" : "model");
+  const std::vector<std::string> files =
+      method_->save_outputs(train::RunRecord{dataset_hash_, steps_done, base_model_traits(*model_)}, result);
+  meter_.report("saving", steps_done, options_.max_steps, lora ? "LoRA written" : "model written", {}, files);
 }
 
 TrainResult Trainer::run() {
@@ -568,7 +552,8 @@ TrainResult Trainer::run() {
   metrics_["loss_scale"] = scaler_.scale();
   metrics_["mean_loss"] = meter_.loss_mean();
   metrics_["optimizer_state_bytes"] = static_cast<double>(optimizer_->state_bytes());
-  metrics_["trainable_parameters"] = static_cast<double>(network_.trainable_parameter_count());
+  metrics_["trainable_parameters"] = static_cast<double>(method_->trainable_parameter_count());
+  for (const auto& [name, value] : method_->metrics()) metrics_[name] = value;
   metrics_["peak_memory_bytes"] = static_cast<double>(memory_stats(device_).peak_bytes);
   metrics_["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   result.metrics = metrics_;
