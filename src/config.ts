@@ -41,6 +41,8 @@ export const EnvSchema = Type.Object({
   SSE_HEARTBEAT_MS: Type.Integer({ minimum: 100, maximum: 300_000, default: 15_000 }),
   /** Queued and running runs one tenant may have; one more is refused with 429. */
   TENANT_MAX_QUEUED_RUNS: Type.Integer({ minimum: 1, maximum: 100_000, default: 10 }),
+  /** Bytes of models one tenant may keep: its models' files, its full runs' checkpoints, and what its queued full runs will write; a full run past it is refused with 429. */
+  TENANT_MAX_MODEL_BYTES: Type.Integer({ minimum: 0, default: 100 * 1024 * MiB }),
   /** Generations this process runs side by side (their own slots: never behind a training run); 0 = none here. */
   GENERATION_SLOTS: Type.Integer({ minimum: 0, maximum: 64, default: 1 }),
   /** Queued and running generations one tenant may have; one more is refused with 429. */
@@ -107,7 +109,10 @@ export interface Config {
   /** /metrics on its own port (0: on PORT), behind a bearer token when one is set. */
   metrics: { port: number; token: string | undefined };
   /** ---- training runs: slots of this process and the device (undefined: cuda when there is a GPU, else cpu). */
-  training: { slots: number; device: string | undefined; leaseMs: number; maxAttempts: number; tenantMaxQueuedRuns: number; sseHeartbeatMs: number };
+  training: {
+    slots: number; device: string | undefined; leaseMs: number; maxAttempts: number; tenantMaxQueuedRuns: number; tenantMaxModelBytes: number;
+    sseHeartbeatMs: number;
+  };
   /** ---- generations: slots of this process, the per-tenant queue limit, what stays loaded. */
   generation: { slots: number; tenantMaxQueued: number; modelCacheBytes: number; loraCacheBytes: number; loraMaxBytes: number };
   /** ---- images (S2): limits of image uploads and zip archives. */
@@ -183,6 +188,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       leaseMs: e.TRAINING_LEASE_MS,
       maxAttempts: e.TRAINING_MAX_ATTEMPTS,
       tenantMaxQueuedRuns: e.TENANT_MAX_QUEUED_RUNS,
+      tenantMaxModelBytes: e.TENANT_MAX_MODEL_BYTES,
       sseHeartbeatMs: e.SSE_HEARTBEAT_MS,
     },
     generation: {

@@ -4,6 +4,7 @@
 // as errors that name them (Ajv's removeAdditional is off) and report every invalid field.
 import AjvCompiler from '@fastify/ajv-compiler';
 import { FAMILIES_KEYWORD } from './schemas/model-families.js';
+import { METHOD_DEFAULTS_KEYWORD, METHODS_KEYWORD } from './schemas/training-params.js';
 
 const COMMON_OPTIONS = {
   removeAdditional: false,
@@ -11,7 +12,7 @@ const COMMON_OPTIONS = {
   // Bodies are bounded by BODY_LIMIT_BYTES, so listing all errors stays cheap.
   allErrors: true,
   // Annotations the document carries for clients (the console reads them), not checks.
-  keywords: [FAMILIES_KEYWORD],
+  keywords: [FAMILIES_KEYWORD, METHODS_KEYWORD, METHOD_DEFAULTS_KEYWORD],
 } as const;
 
 interface RouteDefinition {

@@ -289,7 +289,7 @@ export interface paths {
         };
         /**
          * List base models
-         * @description The built-in demo models sdxl-tiny-demo and sd15-tiny-demo (written on first use), then every diffusers folder and single-file checkpoint (SGM for SDXL, LDM for SD 1.x) under MODELS_DIR that the engine can read: its family (sd1, sd2, sdxl), prediction type, default resolution, components and their parameter counts. An entry the engine refuses (a component missing, an unknown prediction type, keys of no known family) is left out and logged.
+         * @description The built-in demo models sdxl-tiny-demo and sd15-tiny-demo (written on first use), then every diffusers folder and single-file checkpoint (SGM for SDXL, LDM for SD 1.x) under MODELS_DIR that the engine can read: its family (sd1, sd2, sdxl), prediction type, default resolution, components and their parameter counts. An entry the engine refuses (a component missing, an unknown prediction type, keys of no known family) is left out and logged. Then your own models (owner: tenant), newest first: each succeeded full fine-tuning run (params.method full) registers one, with its base_model, training_run_id and byte_size. No tenant sees another's.
          */
         get: operations["listModels"];
         put?: never;
@@ -309,12 +309,16 @@ export interface paths {
         };
         /**
          * Get a base model
-         * @description 404 for an id that names no model; 422 (model-invalid, naming `id`, with the engine's reason) for a MODELS_DIR entry the engine refuses.
+         * @description 404 for an id that names no model (another tenant's included); 422 (model-invalid, naming `id`, with the engine's reason) for a MODELS_DIR entry the engine refuses.
          */
         get: operations["getModel"];
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Delete one of your models
+         * @description Removes a model of yours (owner: tenant): its single file, EMA file and diffusers folder, and their artifacts in the run that trained it, freeing their bytes of TENANT_MAX_MODEL_BYTES (the run, its checkpoints and validation images stay until you delete the run). 409 (model-in-use) while a queued or running training run or generation uses it; 403 (model-read-only) for a built-in or MODELS_DIR model; 404 for an id that names no model of yours.
+         */
+        delete: operations["deleteModel"];
         options?: never;
         head?: never;
         patch?: never;
@@ -331,8 +335,8 @@ export interface paths {
         get: operations["listTrainingRuns"];
         put?: never;
         /**
-         * Train a LoRA on a dataset
-         * @description Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. The run trains on the dataset's images and current captions as they are now (an image without a caption uses "a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. Params follow the model's family: clip_skip is for SD 1.x/2.x models, text_encoder_2_lr for SDXL; the one a family does not have is null in the run. Refusals: 404 unknown dataset, 400 an unknown or invalid param (named), 409 empty dataset, 422 unknown or unusable model, or a param the model cannot take (named: a resolution above its default_resolution, a param of another family, clip_skip above its clip_skip_max), 429 the tenant has TENANT_MAX_QUEUED_RUNS runs queued or running.
+         * Train a LoRA (or fine-tune the whole model) on a dataset
+         * @description Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. The run trains on the dataset's images and current captions as they are now (an image without a caption uses "a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. Params follow the model's family: clip_skip is for SD 1.x/2.x models, text_encoder_2_lr for SDXL; the one a family does not have is null in the run. params.method full fine-tunes every weight (DreamBooth) instead of a LoRA: its defaults differ (learning_rate 5e-6, prior preservation on), rank, alpha and save_peft are refused, and the succeeded run registers a model of yours (GET /v1/models); ema_decay, ema_start_step, ema_on_cpu, validation_weights and full_bf16 are for full runs only. Refusals: 404 unknown dataset, 400 an unknown or invalid param (named), 409 empty dataset, 422 unknown or unusable model, or a param the model cannot take (named: a resolution above its default_resolution, a param of another family, clip_skip above its clip_skip_max; unsupported-by-method: a param of the other method), 429 the tenant has TENANT_MAX_QUEUED_RUNS runs queued or running (training-queue-full), or a full run would pass TENANT_MAX_MODEL_BYTES (model-storage-full).
          */
         post: operations["createTrainingRun"];
         delete?: never;
@@ -354,7 +358,7 @@ export interface paths {
         post?: never;
         /**
          * Delete a finished training run and its files
-         * @description Removes the run, its events and every file it wrote (LoRA files, checkpoints, validation images). 409 while it is queued or running: cancel it first.
+         * @description Removes the run, its events and every file it wrote (LoRA files, checkpoints, validation images). 409 while it is queued or running (training-run-not-finished): cancel it first; 409 while the model a full run registered exists (training-run-has-model): its files are the run's, delete the model first.
          */
         delete: operations["deleteTrainingRun"];
         options?: never;
@@ -429,7 +433,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List a training run's files: LoRA files, checkpoints, validation images */
+        /** List a training run's files: LoRA or model files, checkpoints, validation images */
         get: operations["listTrainingRunArtifacts"];
         put?: never;
         post?: never;
@@ -448,7 +452,7 @@ export interface paths {
         };
         /**
          * Download a training run file
-         * @description The ETag is the quoted SHA-256; If-None-Match answers 304. One byte range (Range: bytes=start-end, start-, or -suffix, with If-Range) answers 206, so a broken download resumes; a range past the end answers 416 with Content-Range: bytes *\/size.
+         * @description The ETag is the quoted SHA-256; If-None-Match answers 304. One byte range (Range: bytes=start-end, start-, or -suffix, with If-Range) answers 206, so a broken download resumes; a range past the end answers 416 with Content-Range: bytes *\/size. A full run's model.tar (model_diffusers) is its diffusers folder with every component in it (the base model's untouched ones included), entries under <run id>-model/, made as it is read: the same bytes on every request, so Range and the ETag hold for it too.
          */
         get: operations["getTrainingRunArtifactContent"];
         put?: never;
@@ -864,13 +868,29 @@ export interface components {
         };
         BaseModel: {
             /**
-             * @description The folder or file name under MODELS_DIR, or a built-in demo model (sdxl-tiny-demo, sd15-tiny-demo)
+             * @description The folder or file name under MODELS_DIR, a built-in demo model (sdxl-tiny-demo, sd15-tiny-demo), or a tenant's model (mdl_...)
              * @example sdxl-tiny-demo
              * @example stable-diffusion-xl-base-1.0
              * @example sd_xl_base_1.0.safetensors
              * @example v1-5-pruned-emaonly.safetensors
+             * @example mdl_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
              */
             id: string;
+            /**
+             * @description server: a built-in demo or a MODELS_DIR model, every tenant's, read-only; tenant: yours, trained by a full fine-tuning run (params.method full); only you see it, and DELETE removes it
+             * @enum {unknown}
+             */
+            owner: "server" | "tenant";
+            /** @description A tenant model's name: its training run's; null for the server's */
+            name: string | null;
+            /** @description The model a tenant model was fine-tuned from; null for the server's */
+            base_model: string | null;
+            /** @description The full fine-tuning run that trained a tenant model; null for the server's */
+            training_run_id: string | null;
+            /** @description A tenant model's stored bytes, counted against TENANT_MAX_MODEL_BYTES: its single file, EMA file and the diffusers folder's own files (not the base model's components the folder links to); null for the server's */
+            byte_size: number | null;
+            /** @description When a tenant model was registered; null for the server's */
+            created_at: string | null;
             /**
              * @description sd1: Stable Diffusion 1.x (one CLIP ViT-L text encoder); sd2: 2.x (one OpenCLIP-H); sdxl: SDXL (two text encoders and size conditioning)
              * @enum {unknown}
@@ -918,7 +938,7 @@ export interface components {
             id: string;
             url: string;
             description: string;
-            /** @description The event types sent here. All types: `training_run.started` (A worker took the run (status starting), once per run); `training_run.validation` (The run rendered its validation images and measured validation loss (opt-in: one per validation)); `training_run.succeeded` (The run saved its LoRA); `training_run.failed` (The run stopped with an error); `training_run.canceled` (The run was canceled); `captioning_job.succeeded` (The captioning job finished); `captioning_job.failed` (The captioning job failed); `captioning_job.canceled` (The captioning job was canceled); `generation.started` (A worker took the generation (status starting)); `generation.succeeded` (The generation stored its images); `generation.failed` (The generation stopped with an error); `generation.canceled` (The generation was canceled) */
+            /** @description The event types sent here. All types: `training_run.started` (A worker took the run (status starting), once per run); `training_run.validation` (The run rendered its validation images and measured validation loss (opt-in: one per validation)); `training_run.succeeded` (The run saved its LoRA (a full run: registered its model)); `training_run.failed` (The run stopped with an error); `training_run.canceled` (The run was canceled); `captioning_job.succeeded` (The captioning job finished); `captioning_job.failed` (The captioning job failed); `captioning_job.canceled` (The captioning job was canceled); `generation.started` (A worker took the generation (status starting)); `generation.succeeded` (The generation stored its images); `generation.failed` (The generation stopped with an error); `generation.canceled` (The generation was canceled) */
             events: string[];
             enabled: boolean;
             /** @description Why the service disabled it: gone (it answered 410), failing (every attempt failed for WEBHOOK_DISABLE_AFTER_MS, 5 days by default); null otherwise. PATCH enabled: true to resume */
@@ -1274,48 +1294,39 @@ export interface components {
             status: "queued" | "starting" | "running" | "succeeded" | "failed" | "canceled";
             /** @description Every training parameter, as resolved when the run was created */
             params: {
+                /**
+                 * @description What is trained. lora: a LoRA adapter beside the frozen model (a file of megabytes; the default). full: every weight of the UNet, and of the text encoder(s) with train_text_encoder (DreamBooth; the run registers a model of yours, gigabytes, counted against TENANT_MAX_MODEL_BYTES). Params of one method only are refused on the other
+                 * @default lora
+                 * @enum {unknown}
+                 */
+                method: "lora" | "full";
                 /** @description Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (512 for SD 1.x, 768 for SD 2.x v-prediction, 1024 for SDXL) */
                 resolution: number;
-                /**
-                 * @description Optimizer steps: about 100 passes over 10 photos
-                 * @default 1000
-                 */
+                /** @description Optimizer steps. Default: lora 1000 (about 100 passes over 10 photos); full 800 (diffusers' DreamBooth with prior preservation) */
                 max_steps: number;
-                /**
-                 * @description LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL, 13 MB on SD 1.5; half that as float16)
-                 * @default 16
-                 */
-                rank: number;
-                /**
-                 * @description LoRA alpha; the scale is alpha / rank
-                 * @default 16
-                 */
-                alpha: number;
-                /**
-                 * @description UNet LoRA learning rate
-                 * @default 0.0001
-                 */
+                /** @description lora only: the LoRA rank; 16 keeps a likeness (93 MB as float32 on SDXL, 13 MB on SD 1.5; half that as float16). Default 16. Null on full runs */
+                rank: number | null;
+                /** @description lora only: LoRA alpha; the scale is alpha / rank. Default 16. Null on full runs */
+                alpha: number | null;
+                /** @description UNet learning rate. Default: lora 1e-4 (the usual AdamW LoRA rate); full 5e-6 (DreamBooth's, with prior preservation) */
                 learning_rate: number;
-                /**
-                 * @description Text-encoder LoRA learning rate (the first text encoder's, on SDXL)
-                 * @default 0.00005
-                 */
+                /** @description Text-encoder learning rate (the first text encoder's, on SDXL), with train_text_encoder. Default: lora 5e-5; full 2e-6 */
                 text_encoder_lr: number;
                 /** @description SDXL only: the second text encoder's LoRA learning rate; default: text_encoder_lr. Null on SD 1.x/2.x runs */
                 text_encoder_2_lr: number | null;
                 /** @description SD 1.x/2.x only (AUTOMATIC1111's Clip skip): train on the text encoder's hidden states this many layers from the end; 1 = the last layer, 2 = the penultimate (usual for anime models); at most the model's clip_skip_max. Default: 1. Null on SDXL runs */
                 clip_skip: number | null;
                 /**
-                 * @description Also train LoRAs on the text encoder (both of them on SDXL)
+                 * @description Also train the text encoder (both of them on SDXL): LoRAs on it, or (full) every weight of it
                  * @default false
                  */
                 train_text_encoder: boolean;
                 /**
-                 * @description adamw8bit: both AdamW moments in 8 bits, a quarter of the memory
+                 * @description adamw8bit: both AdamW moments in 8 bits, a quarter of the memory; adafactor: a factored second moment and no first moment (at a fixed learning rate), the least memory, what kohya suggests for full SDXL fine-tunes
                  * @default adamw8bit
                  * @enum {unknown}
                  */
-                optimizer: "adamw8bit" | "adamw";
+                optimizer: "adamw8bit" | "adamw" | "adafactor";
                 /**
                  * @description Precision of the frozen weights; default: on a CUDA server bf16 for SDXL and SD 2.x, fp16 for SD 1.x; no (float32) on the CPU
                  * @enum {unknown}
@@ -1326,6 +1337,16 @@ export interface components {
                  * @default true
                  */
                 gradient_checkpointing: boolean;
+                /** @description full only (kohya's --full_bf16): weights, gradients and updates in bfloat16 with stochastic rounding, no float32 master copies: about half the memory of the weights and optimizer. Needs mixed_precision bf16. Default false. Null on LoRA runs */
+                full_bf16: boolean | null;
+                /** @description full only: keep an EMA of the trained weights with this decay (diffusers' EMAModel; 0.9999 is usual) and save it as a second file; 0 = off (the default). Costs one more copy of the trained weights. Null on LoRA runs */
+                ema_decay: number | null;
+                /** @description full only: optimizer steps before the EMA starts following the weights. Default 0. Null on LoRA runs */
+                ema_start_step: number | null;
+                /** @description full only: keep the EMA copy in host memory instead of the device's. Default false. Null on LoRA runs */
+                ema_on_cpu: boolean | null;
+                /** @description full only: which weights validation samples with, the trained ones or their EMA (needs ema_decay). Default trained. Null on LoRA runs */
+                validation_weights: ("trained" | "ema") | null;
                 /**
                  * @description Images per forward
                  * @default 1
@@ -1381,6 +1402,8 @@ export interface components {
                  * @default 250
                  */
                 checkpoint_every: number;
+                /** @description Only the newest this many checkpoints stay on disk (and in the artifacts); 0 = every one. Default: lora 0; full 1 (a full run's checkpoint holds every trained weight and its optimizer state: gigabytes) */
+                keep_checkpoints: number;
                 /** @description Validation during and after training */
                 validation: {
                     /**
@@ -1409,10 +1432,7 @@ export interface components {
                      */
                     seed: number;
                 };
-                /**
-                 * @description DreamBooth's prior preservation (diffusers' --with_prior_preservation): the base model makes class images from the class prompt, and every step also trains on them, keeping the class from drifting to the subject. null = off
-                 * @default null
-                 */
+                /** @description DreamBooth's prior preservation (diffusers' --with_prior_preservation): the base model makes class images from the class prompt, and every step also trains on them, keeping the class from drifting to the subject. null = off. Default: lora null; full on, with every field at its default (a full fine-tune forgets the class without it) */
                 prior_preservation: {
                     /** @description What the class images show; default: "a photo of <class_word>" */
                     class_prompt?: string;
@@ -1422,16 +1442,13 @@ export interface components {
                     loss_weight?: number;
                 } | null;
                 /**
-                 * @description Precision of the LoRA files' tensors: float16 as kohya's files usually are (half the size of float32, which keeps the trained values exactly)
+                 * @description Precision of the LoRA or model files' tensors: float16 as kohya's LoRAs and the published SD 1.5 and SDXL checkpoints are (half the size of float32, which keeps the trained values exactly; three more mantissa bits than bfloat16)
                  * @default float16
                  * @enum {unknown}
                  */
                 save_dtype: "float16" | "bfloat16" | "float32";
-                /**
-                 * @description Also write the LoRA in the peft/diffusers layout
-                 * @default true
-                 */
-                save_peft: boolean;
+                /** @description lora only: also write the LoRA in the peft/diffusers layout. Default true. Null on full runs */
+                save_peft: boolean | null;
             };
             /** @description Your own key-value pairs, kept with the run and returned as given */
             metadata: {
@@ -1463,8 +1480,14 @@ export interface components {
                 loss_instance: number | null;
                 /** @description Prior preservation: loss on the class images in the last step, before loss_weight */
                 loss_prior: number | null;
+                /** @description The device the run trains on (cpu, cuda, cuda:N): whose memory the next two fields count */
+                device: string | null;
+                /** @description Memory the training holds now: on CUDA the allocator's bytes in use, on the CPU the process's resident set */
+                memory_bytes: number | null;
+                /** @description The most memory the training has held on its device so far: what the run needs there */
+                peak_memory_bytes: number | null;
             } | null;
-            /** @description When finished: steps, final_loss, mean_loss, validation losses, peak memory, ... */
+            /** @description When finished: steps, final_loss, mean_loss, validation losses, peak_memory_bytes (the most memory the run held on its device, progress.device), ... */
             metrics: {
                 [key: string]: number;
             } | null;
@@ -1473,12 +1496,20 @@ export interface components {
                 code: string;
                 message: string;
             } | null;
-            /** @description When succeeded: where its LoRA files download from (GET /artifacts lists every file) */
+            /** @description When succeeded: where its LoRA or model files download from (GET /artifacts lists every file) */
             output: {
-                /** @description The LoRA in kohya's layout (ComfyUI, AUTOMATIC1111, sd-scripts) */
-                lora_url: string;
-                /** @description The LoRA in the peft/diffusers layout, when save_peft */
+                /** @description lora runs: the LoRA in kohya's layout (ComfyUI, AUTOMATIC1111, sd-scripts) */
+                lora_url: string | null;
+                /** @description lora runs: the LoRA in the peft/diffusers layout, when save_peft */
                 lora_peft_url: string | null;
+                /** @description full runs: the model the run registered (GET /v1/models/{id}); null once deleted */
+                model_id: string | null;
+                /** @description full runs: the model in its family's official single file (not for SD 2.x) */
+                model_url: string | null;
+                /** @description full runs with ema_decay: the EMA weights, as a single file (as model_url), or for SD 2.x as a diffusers folder's tar */
+                model_ema_url: string | null;
+                /** @description full runs on a diffusers folder: that folder as a tar */
+                model_diffusers_url: string | null;
             } | null;
             /** @description Times a worker has claimed the run; above 1 it resumed from a checkpoint */
             attempt: number;
@@ -1516,13 +1547,13 @@ export interface components {
             created_at: string;
         };
         TrainingRunArtifact: {
-            /** @description Path in the run's folder, e.g. lora.safetensors, checkpoints/step-000250.safetensors, samples/step-000250-00.png */
+            /** @description Path in the run's folder, e.g. lora.safetensors, model.safetensors, model.tar, checkpoints/step-000250.safetensors, samples/step-000250-00.png */
             name: string;
             /**
-             * @description lora: kohya's layout (ComfyUI, AUTOMATIC1111, sd-scripts); lora_peft: the peft/diffusers layout (diffusers load_lora_weights); checkpoint: training state a run resumes from; validation_image: a PNG sampled during training
+             * @description lora: kohya's layout (ComfyUI, AUTOMATIC1111, sd-scripts); lora_peft: the peft/diffusers layout (diffusers load_lora_weights); model (full runs): model.safetensors, the whole model in its family's official single file (SGM for SDXL, LDM for SD 1.x: what AUTOMATIC1111 and ComfyUI load); model_ema: model_ema.safetensors, the same of the EMA weights (ema_decay); model_diffusers: model.tar, the diffusers folder (from_pretrained) as a tar, every component in it, made as it downloads; checkpoint: training state a run resumes from; validation_image: a PNG sampled during training
              * @enum {unknown}
              */
-            kind: "lora" | "lora_peft" | "checkpoint" | "validation_image";
+            kind: "lora" | "lora_peft" | "model" | "model_ema" | "model_diffusers" | "checkpoint" | "validation_image";
             byte_size: number;
             /** @description SHA-256 of the bytes (also the ETag of its content) */
             sha256: string;
@@ -3286,7 +3317,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
-                        /** @description The demo models first (sdxl-tiny-demo, sd15-tiny-demo), then MODELS_DIR by id */
+                        /** @description The demo models first (sdxl-tiny-demo, sd15-tiny-demo), then MODELS_DIR by id, then the tenant's own, newest first */
                         data: components["schemas"]["BaseModel"][];
                     };
                 };
@@ -3361,6 +3392,81 @@ export interface operations {
             };
             /** @description The request is well-formed but cannot be processed */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The service is not ready, or the native engine is not built */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deleteModel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Model id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The resource is in a state that does not allow this */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3473,7 +3579,7 @@ export interface operations {
                      */
                     dataset_id: string;
                     /**
-                     * @description A base model id from GET /v1/models
+                     * @description A base model id from GET /v1/models: the server's, or one of yours (a full run's mdl_...)
                      * @example sdxl-tiny-demo
                      */
                     model: string;
@@ -3481,48 +3587,39 @@ export interface operations {
                     name?: string;
                     /** @description Training parameters; each one left out takes its default */
                     params?: {
+                        /**
+                         * @description What is trained. lora: a LoRA adapter beside the frozen model (a file of megabytes; the default). full: every weight of the UNet, and of the text encoder(s) with train_text_encoder (DreamBooth; the run registers a model of yours, gigabytes, counted against TENANT_MAX_MODEL_BYTES). Params of one method only are refused on the other
+                         * @default lora
+                         * @enum {unknown}
+                         */
+                        method?: "lora" | "full";
                         /** @description Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (512 for SD 1.x, 768 for SD 2.x v-prediction, 1024 for SDXL) */
                         resolution?: number;
-                        /**
-                         * @description Optimizer steps: about 100 passes over 10 photos
-                         * @default 1000
-                         */
+                        /** @description Optimizer steps. Default: lora 1000 (about 100 passes over 10 photos); full 800 (diffusers' DreamBooth with prior preservation) */
                         max_steps?: number;
-                        /**
-                         * @description LoRA rank: 16 keeps a likeness (93 MB as float32 on SDXL, 13 MB on SD 1.5; half that as float16)
-                         * @default 16
-                         */
+                        /** @description lora only: the LoRA rank; 16 keeps a likeness (93 MB as float32 on SDXL, 13 MB on SD 1.5; half that as float16). Default 16. Null on full runs */
                         rank?: number;
-                        /**
-                         * @description LoRA alpha; the scale is alpha / rank
-                         * @default 16
-                         */
+                        /** @description lora only: LoRA alpha; the scale is alpha / rank. Default 16. Null on full runs */
                         alpha?: number;
-                        /**
-                         * @description UNet LoRA learning rate
-                         * @default 0.0001
-                         */
+                        /** @description UNet learning rate. Default: lora 1e-4 (the usual AdamW LoRA rate); full 5e-6 (DreamBooth's, with prior preservation) */
                         learning_rate?: number;
-                        /**
-                         * @description Text-encoder LoRA learning rate (the first text encoder's, on SDXL)
-                         * @default 0.00005
-                         */
+                        /** @description Text-encoder learning rate (the first text encoder's, on SDXL), with train_text_encoder. Default: lora 5e-5; full 2e-6 */
                         text_encoder_lr?: number;
                         /** @description SDXL only: the second text encoder's LoRA learning rate; default: text_encoder_lr. Null on SD 1.x/2.x runs */
                         text_encoder_2_lr?: number;
                         /** @description SD 1.x/2.x only (AUTOMATIC1111's Clip skip): train on the text encoder's hidden states this many layers from the end; 1 = the last layer, 2 = the penultimate (usual for anime models); at most the model's clip_skip_max. Default: 1. Null on SDXL runs */
                         clip_skip?: number;
                         /**
-                         * @description Also train LoRAs on the text encoder (both of them on SDXL)
+                         * @description Also train the text encoder (both of them on SDXL): LoRAs on it, or (full) every weight of it
                          * @default false
                          */
                         train_text_encoder?: boolean;
                         /**
-                         * @description adamw8bit: both AdamW moments in 8 bits, a quarter of the memory
+                         * @description adamw8bit: both AdamW moments in 8 bits, a quarter of the memory; adafactor: a factored second moment and no first moment (at a fixed learning rate), the least memory, what kohya suggests for full SDXL fine-tunes
                          * @default adamw8bit
                          * @enum {unknown}
                          */
-                        optimizer?: "adamw8bit" | "adamw";
+                        optimizer?: "adamw8bit" | "adamw" | "adafactor";
                         /**
                          * @description Precision of the frozen weights; default: on a CUDA server bf16 for SDXL and SD 2.x, fp16 for SD 1.x; no (float32) on the CPU
                          * @enum {unknown}
@@ -3533,6 +3630,19 @@ export interface operations {
                          * @default true
                          */
                         gradient_checkpointing?: boolean;
+                        /** @description full only (kohya's --full_bf16): weights, gradients and updates in bfloat16 with stochastic rounding, no float32 master copies: about half the memory of the weights and optimizer. Needs mixed_precision bf16. Default false. Null on LoRA runs */
+                        full_bf16?: boolean;
+                        /** @description full only: keep an EMA of the trained weights with this decay (diffusers' EMAModel; 0.9999 is usual) and save it as a second file; 0 = off (the default). Costs one more copy of the trained weights. Null on LoRA runs */
+                        ema_decay?: number;
+                        /** @description full only: optimizer steps before the EMA starts following the weights. Default 0. Null on LoRA runs */
+                        ema_start_step?: number;
+                        /** @description full only: keep the EMA copy in host memory instead of the device's. Default false. Null on LoRA runs */
+                        ema_on_cpu?: boolean;
+                        /**
+                         * @description full only: which weights validation samples with, the trained ones or their EMA (needs ema_decay). Default trained. Null on LoRA runs
+                         * @enum {unknown}
+                         */
+                        validation_weights?: "trained" | "ema";
                         /**
                          * @description Images per forward
                          * @default 1
@@ -3588,6 +3698,8 @@ export interface operations {
                          * @default 250
                          */
                         checkpoint_every?: number;
+                        /** @description Only the newest this many checkpoints stay on disk (and in the artifacts); 0 = every one. Default: lora 0; full 1 (a full run's checkpoint holds every trained weight and its optimizer state: gigabytes) */
+                        keep_checkpoints?: number;
                         /** @description Validation during and after training */
                         validation?: {
                             /**
@@ -3616,10 +3728,7 @@ export interface operations {
                              */
                             seed?: number;
                         };
-                        /**
-                         * @description DreamBooth's prior preservation (diffusers' --with_prior_preservation): the base model makes class images from the class prompt, and every step also trains on them, keeping the class from drifting to the subject. null = off
-                         * @default null
-                         */
+                        /** @description DreamBooth's prior preservation (diffusers' --with_prior_preservation): the base model makes class images from the class prompt, and every step also trains on them, keeping the class from drifting to the subject. null = off. Default: lora null; full on, with every field at its default (a full fine-tune forgets the class without it) */
                         prior_preservation?: {
                             /** @description What the class images show; default: "a photo of <class_word>" */
                             class_prompt?: string;
@@ -3629,15 +3738,12 @@ export interface operations {
                             loss_weight?: number;
                         } | null;
                         /**
-                         * @description Precision of the LoRA files' tensors: float16 as kohya's files usually are (half the size of float32, which keeps the trained values exactly)
+                         * @description Precision of the LoRA or model files' tensors: float16 as kohya's LoRAs and the published SD 1.5 and SDXL checkpoints are (half the size of float32, which keeps the trained values exactly; three more mantissa bits than bfloat16)
                          * @default float16
                          * @enum {unknown}
                          */
                         save_dtype?: "float16" | "bfloat16" | "float32";
-                        /**
-                         * @description Also write the LoRA in the peft/diffusers layout
-                         * @default true
-                         */
+                        /** @description lora only: also write the LoRA in the peft/diffusers layout. Default true. Null on full runs */
                         save_peft?: boolean;
                     };
                     /** @description Your own key-value pairs, kept with the run and returned as given */
@@ -4065,7 +4171,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The run's files: LoRA files first, then checkpoints and validation images by step */
+            /** @description The run's files: LoRA or model files first, then checkpoints and validation images by step */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4127,6 +4233,7 @@ export interface operations {
                 content: {
                     "application/octet-stream": string;
                     "image/png": string;
+                    "application/x-tar": string;
                 };
             };
             /** @description The requested range of the file */
@@ -4137,6 +4244,7 @@ export interface operations {
                 content: {
                     "application/octet-stream": string;
                     "image/png": string;
+                    "application/x-tar": string;
                 };
             };
             /** @description Not modified (If-None-Match matched the ETag) */
@@ -4578,7 +4686,7 @@ export interface operations {
             content: {
                 "application/json": {
                     /**
-                     * @description A base model id from GET /v1/models
+                     * @description A base model id from GET /v1/models: the server's, or one of yours (mdl_...)
                      * @example sdxl-tiny-demo
                      */
                     model: string;
@@ -5050,7 +5158,7 @@ export interface operations {
                         id: string;
                         url: string;
                         description: string;
-                        /** @description The event types sent here. All types: `training_run.started` (A worker took the run (status starting), once per run); `training_run.validation` (The run rendered its validation images and measured validation loss (opt-in: one per validation)); `training_run.succeeded` (The run saved its LoRA); `training_run.failed` (The run stopped with an error); `training_run.canceled` (The run was canceled); `captioning_job.succeeded` (The captioning job finished); `captioning_job.failed` (The captioning job failed); `captioning_job.canceled` (The captioning job was canceled); `generation.started` (A worker took the generation (status starting)); `generation.succeeded` (The generation stored its images); `generation.failed` (The generation stopped with an error); `generation.canceled` (The generation was canceled) */
+                        /** @description The event types sent here. All types: `training_run.started` (A worker took the run (status starting), once per run); `training_run.validation` (The run rendered its validation images and measured validation loss (opt-in: one per validation)); `training_run.succeeded` (The run saved its LoRA (a full run: registered its model)); `training_run.failed` (The run stopped with an error); `training_run.canceled` (The run was canceled); `captioning_job.succeeded` (The captioning job finished); `captioning_job.failed` (The captioning job failed); `captioning_job.canceled` (The captioning job was canceled); `generation.started` (A worker took the generation (status starting)); `generation.succeeded` (The generation stored its images); `generation.failed` (The generation stopped with an error); `generation.canceled` (The generation was canceled) */
                         events: string[];
                         enabled: boolean;
                         /** @description Why the service disabled it: gone (it answered 410), failing (every attempt failed for WEBHOOK_DISABLE_AFTER_MS, 5 days by default); null otherwise. PATCH enabled: true to resume */

@@ -22,6 +22,10 @@ declare module 'openapi:training-params' {
     anyOf?: ParamSchema[];
     /** The model families the field is for (sd1, sd2, sdxl); absent: every family. */
     'x-model-families'?: ReadonlyArray<'sd1' | 'sd2' | 'sdxl'>;
+    /** The training methods the param is for (lora, full); absent: both. */
+    'x-training-methods'?: ReadonlyArray<'lora' | 'full'>;
+    /** The param's default under each method it applies to, where it differs by method (the schema then has no `default`). */
+    'x-method-defaults'?: Partial<Record<'lora' | 'full', unknown>>;
   }
 
   /** The `params` object of POST /v1/training-runs. */

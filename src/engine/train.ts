@@ -1,4 +1,4 @@
-// LoRA training from TypeScript. TrainConfig is engine.h's TrainOptions in
+// Training (a LoRA, or every weight: method "full") from TypeScript. TrainConfig is engine.h's TrainOptions in
 // camelCase, as a TypeBox schema holding the defaults and limits; train()
 // refuses a bad config with an error naming the field before any native work,
 // decodes the images with sharp, then runs the native trainer on its own thread.
@@ -96,7 +96,12 @@ export const TrainConfig = Type.Object({
     description: 'Prior preservation: class images (one size), each micro-batch trains on as many; [] = off',
   }),
   priorLossWeight: number({ minimum: 0, maximum: 100 }, 1, 'Weight of the loss on class images'),
-  // LoRA network
+  // What is trained
+  method: Type.Enum(['lora', 'full'], {
+    default: 'lora',
+    description: 'lora: a LoRA network on the frozen model; full: every weight of the UNet (and of the text encoder(s) with trainTextEncoder)',
+  }),
+  // LoRA network (method "lora")
   rank: integer(1, MAX_RANK, 16, 'LoRA rank'),
   alpha: number({ exclusiveMinimum: 0, maximum: 65_536 }, 16, 'Scale = alpha / rank'),
   dropout: number({ minimum: 0, exclusiveMaximum: 1 }, 0, 'Dropout on the LoRA path'),
@@ -118,7 +123,10 @@ export const TrainConfig = Type.Object({
   noiseOffset: number({ minimum: 0, maximum: 1 }, 0, 'Offset noise strength'),
   seed: seed('Seed of the whole run'),
   // Optimizer
-  optimizer: Type.Enum(['adamw', 'adamw8bit'], { default: 'adamw8bit', description: 'adamw8bit keeps 8-bit states' }),
+  optimizer: Type.Enum(['adamw', 'adamw8bit', 'adafactor'], {
+    default: 'adamw8bit',
+    description: 'adamw8bit keeps 8-bit states; adafactor a factored second moment and no first moment (fixed learning rate)',
+  }),
   adamBeta1: number({ minimum: 0, exclusiveMaximum: 1 }, 0.9, 'AdamW beta1'),
   adamBeta2: number({ minimum: 0, exclusiveMaximum: 1 }, 0.999, 'AdamW beta2'),
   adamEpsilon: number({ exclusiveMinimum: 0, maximum: 1 }, 1e-8, 'AdamW epsilon'),
@@ -127,8 +135,15 @@ export const TrainConfig = Type.Object({
   vaeDtype: Type.Enum(['float32', 'bfloat16'], { default: 'float32', description: 'Never float16 (its known NaNs)' }),
   gradientCheckpointing: flag(false, 'Recompute activations in backward to save memory'),
   initialLossScale: number({ minimum: 1, maximum: 2 ** 32 }, 65_536, 'float16 only: dynamic loss scaling start'),
+  fullBf16: flag(false, 'Method "full", dtype bfloat16: weights, gradients and updates in bfloat16 (stochastic rounding), no float32 master copies'),
+  // EMA of the trained weights (method "full")
+  emaDecay: number({ minimum: 0, exclusiveMaximum: 1 }, 0, 'Decay of the EMA of the trained weights; 0 = off, 0.9999 is usual'),
+  emaStartStep: integer(0, MAX_STEPS, 0, 'Optimizer steps before the EMA starts following the weights'),
+  emaOnCpu: flag(false, 'Keep the EMA copy in host memory'),
+  validationWeights: Type.Enum(['trained', 'ema'], { default: 'trained', description: 'Which weights validation samples with' }),
   // Checkpoints, validation, output
   checkpointEvery: integer(0, MAX_STEPS, 0, 'Steps between checkpoints; 0 = only on cancel'),
+  keepCheckpoints: integer(0, MAX_STEPS, 0, '> 0: only the newest this many checkpoints stay on disk; 0 = all'),
   stopAfterStep: integer(0, MAX_STEPS, 0, '> 0: stop as if cancelled after this step'),
   validationEvery: integer(0, MAX_STEPS, 0, 'Steps between validations; 0 = only at the end'),
   validationPrompts: Type.Array(Type.String({ minLength: 1 }), { maxItems: MAX_VALIDATION_PROMPTS, default: [] }),
@@ -137,8 +152,8 @@ export const TrainConfig = Type.Object({
   validationGuidanceScale: number({ minimum: 0, maximum: 100 }, 5, 'Guidance of validation images'),
   validationLossSamples: integer(0, 1024, 4, 'Fixed (image, timestep, noise) triples of the validation loss'),
   savePeft: flag(false, 'Also write <outputName>_peft.safetensors'),
-  saveDtype: Type.Enum(['float32', 'float16', 'bfloat16'], { default: 'float32', description: "The LoRA files' tensors; float32 keeps the trained values exactly" }),
-  metadata: Type.Record(Type.String(), Type.String(), { default: {}, description: 'Extra LoRA file header entries' }),
+  saveDtype: Type.Enum(['float32', 'float16', 'bfloat16'], { default: 'float32', description: "The LoRA or model files' tensors; float32 keeps the trained values exactly" }),
+  metadata: Type.Record(Type.String(), Type.String(), { default: {}, description: 'Extra LoRA or model file header entries' }),
 });
 export type TrainConfig = Static<typeof TrainConfig>;
 /** What callers pass: every field with a default may be left out. */
@@ -234,11 +249,21 @@ function checkRelations(config: TrainConfig): void {
   if (config.lrWarmupSteps > config.maxSteps) {
     refuse(`Expected at most config.maxSteps (${config.maxSteps}) for config.lrWarmupSteps but received ${config.lrWarmupSteps}`);
   }
-  if (config.trainTextEncoder && config.textEncoderTargets.length === 0) {
+  if (config.method === 'lora' && config.trainTextEncoder && config.textEncoderTargets.length === 0) {
     refuse('config.textEncoderTargets is empty but config.trainTextEncoder is set: name at least one module suffix');
   }
   if (config.trainTextEncoder && config.textEncoderLr <= 0) {
     refuse(`Expected a number > 0 for config.textEncoderLr when config.trainTextEncoder is set but received ${config.textEncoderLr}`);
+  }
+  if (config.method !== 'full') {
+    if (config.fullBf16) refuse('config.fullBf16 is set but config.method is "lora": it is for method "full"');
+    if (config.emaDecay > 0) refuse(`config.emaDecay is ${config.emaDecay} but config.method is "lora": an EMA is kept of full fine-tuning only`);
+  }
+  if (config.fullBf16 && config.dtype !== 'bfloat16') {
+    refuse(`config.fullBf16 needs config.dtype "bfloat16" but received "${config.dtype}"`);
+  }
+  if (config.validationWeights === 'ema' && config.emaDecay <= 0) {
+    refuse('config.validationWeights is "ema" but config.emaDecay is 0: there is no EMA to validate with');
   }
   if (config.validationEvery > 0 && config.validationPrompts.length === 0 && config.validationLossSamples === 0) {
     refuse(
@@ -340,7 +365,7 @@ function progress(phase: string, step: number, total: number, message: string): 
 }
 
 /**
- * Trains a LoRA. A bad config gives a job whose promise rejects with an EngineArgumentError
+ * Trains a LoRA, or the whole model (method "full"). A bad config gives a job whose promise rejects with an EngineArgumentError
  * before any image is decoded and before the native trainer is called.
  */
 export function train(config: TrainConfigInput, onProgress?: ProgressCallback): TrainJob {

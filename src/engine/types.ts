@@ -187,7 +187,8 @@ export interface NativeTrainOptions extends RuntimeOptions {
   randomFlip?: boolean;
   repeats?: number;
   captionDropout?: number;
-  rank?: number;
+  method?: string; // "lora" (default) or "full": every weight of the UNet (and of the text encoders with trainTextEncoder)
+  rank?: number; // method "lora" only, as alpha, dropout and the targets
   alpha?: number;
   dropout?: number;
   unetTargets?: string[];
@@ -214,7 +215,13 @@ export interface NativeTrainOptions extends RuntimeOptions {
   vaeDtype?: string;
   gradientCheckpointing?: boolean;
   initialLossScale?: number;
+  fullBf16?: boolean; // method "full": bfloat16 weights and updates, no float32 master copies (dtype bfloat16)
+  emaDecay?: number; // method "full": 0 = off
+  emaStartStep?: number;
+  emaOnCpu?: boolean;
+  validationWeights?: string; // "trained" or "ema"
   checkpointEvery?: number;
+  keepCheckpoints?: number; // > 0: only the newest this many checkpoints stay on disk
   stopAfterStep?: number;
   validationEvery?: number;
   validationPrompts?: string[];
@@ -235,10 +242,20 @@ interface TrainResultCommon {
   metrics: Record<string, number>; // final_loss, mean_loss, validation_loss_first/last, skipped_steps, ...
 }
 
-// A finished run has its LoRA file; a cancelled one (cancel() or stopAfterStep) has the checkpoint to resume from.
+// A finished run has its LoRA file (method "lora") or its model files (method "full"); a
+// cancelled one (cancel() or stopAfterStep) has the checkpoint to resume from.
 export type TrainResult =
-  | (TrainResultCommon & { status: 'completed'; loraPath: string })
-  | (TrainResultCommon & { status: 'cancelled'; loraPath?: undefined; checkpointPath: string });
+  | (TrainResultCommon & {
+    status: 'completed';
+    loraPath?: string; // method "lora": <outputDir>/<outputName>.safetensors, kohya's layout
+    // Method "full":
+    modelDir?: string; // <outputDir>/<outputName>/: a diffusers folder, trained components written and the others
+    //                    symlinks to the base folder's; absent when the base model is a single file
+    modelPath?: string; // <outputDir>/<outputName>.safetensors: the family's official single file (SGM for SDXL,
+    //                     LDM for SD 1.x); absent for SD 2.x
+    emaModelPath?: string; // with EMA: <outputDir>/<outputName>_ema.safetensors
+  })
+  | (TrainResultCommon & { status: 'cancelled'; loraPath?: undefined; modelDir?: undefined; modelPath?: undefined; emaModelPath?: undefined; checkpointPath: string });
 
 export interface SafetensorsTensorInfo {
   dtype: string; // as in the file: "F32", "F16", "BF16", ...

@@ -98,7 +98,7 @@ export class GenerationWorker extends JobRunner<GenerationRow> {
     let loadSeconds = 0;
     const generateStart = performance.now();
     try {
-      const held = await resident.acquire(row.model_id);
+      const held = await resident.acquire(row.tenant_id, row.model_id);
       loadSeconds = held.loadSeconds;
       try {
         const job = held.model.generate(

@@ -1,9 +1,12 @@
 // What a training run tells the world while it trains: the trainer's reports become the
-// run's progress (at most once a second), events and log lines, and the files it writes
-// (checkpoints, validation images, LoRA files) become published artifacts. Writes go out
-// one after another, in report order; settled() waits for all of them, so a run is never
-// marked succeeded before its LoRA can be downloaded (a write never queues another: it
-// would land after the run's end).
+// run's progress (at most once a second, with the memory it holds on its device), events
+// and log lines, and the files it writes (checkpoints, validation images, LoRA files)
+// become published artifacts; a checkpoint keep_checkpoints let go leaves the artifacts.
+// A full run's model files are published by the worker once the run has completed
+// (publishNow). Writes go out one after another, in report order; settled() waits for all
+// of them, so a run is never marked succeeded before its files can be downloaded (a write
+// never queues another: it would land after the run's end).
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Database } from '../db/database.js';
@@ -13,7 +16,7 @@ import { createTrainingRunEventsRepository } from '../repositories/training-run-
 import { createTrainingRunsRepository } from '../repositories/training-runs.js';
 import type { RunEventsBus } from '../services/run-events-bus.js';
 import { artifactUrl } from '../services/training-run-artifacts.js';
-import type { RunFileStore } from '../storage/run-file-store.js';
+import type { RunFileInfo, RunFileStore } from '../storage/run-file-store.js';
 
 export const PROGRESS_INTERVAL_MS = 1_000;
 
@@ -28,15 +31,30 @@ export interface TrainingRunReporterOptions {
   /** The run's work folder (the trainer's outputDir), to name its files relative to it. */
   workDir: string;
   totalSteps: number;
+  /** The device the run trains on: whose memory the progress reports count. */
+  device: string;
+  /**
+   * Names in the work folder the reporter leaves alone (a full run's model files: the worker
+   * publishes them once the run has completed); a name under one of them as a folder too.
+   */
+  unreported?: readonly string[];
   /** Server paths in the trainer's messages, and what a tenant sees instead (the model's id, a name in the run). */
   redactions: Array<[path: string, shownAs: string]>;
+}
+
+/** A file (or, kind model_diffusers, a folder as a tar) the worker publishes itself. */
+export interface OutputFile {
+  name: string;
+  kind: ArtifactKind;
+  /** For a folder: the tar's name among the artifacts and its entries' top folder. */
+  tar?: { name: string; prefix: string };
 }
 
 const STEP_PHASES = new Set(['training', 'validating', 'saving', 'done', 'cancelled']);
 const round = (value: number, digits: number) => Number(value.toPrecision(digits));
 
-/** The public progress of a run, from one trainer report. */
-export function runProgress(report: Progress, totalSteps: number): Record<string, unknown> {
+/** The public progress of a run, from one trainer report on `device`. */
+export function runProgress(report: Progress, totalSteps: number, device: string | null = null): Record<string, unknown> {
   // Before training, a report's step counts something else (images cached); after, optimizer steps.
   const steps = STEP_PHASES.has(report.phase) ? report.step : 0;
   const metric = (name: string) => (Number.isFinite(report.metrics[name]) ? report.metrics[name] : null);
@@ -53,6 +71,10 @@ export function runProgress(report: Progress, totalSteps: number): Record<string
     // Prior preservation's loss split (null without it): on the subject's images, on the class images.
     loss_instance: metric('loss_instance'),
     loss_prior: metric('loss_prior'),
+    // What the run needs: the memory it holds on its device now, and the most it has held.
+    device,
+    memory_bytes: metric('memory_bytes'),
+    peak_memory_bytes: metric('peak_memory_bytes'),
   };
 }
 
@@ -63,6 +85,8 @@ function artifactKind(name: string): ArtifactKind {
   return name.endsWith('_peft.safetensors') ? 'lora_peft' : 'lora';
 }
 
+const MEMORY_METRICS = ['memory_bytes', 'peak_memory_bytes'] as const;
+
 export class TrainingRunReporter {
   readonly #options: TrainingRunReporterOptions;
   #queue: Promise<void> = Promise.resolve();
@@ -70,6 +94,7 @@ export class TrainingRunReporter {
   #phase = '';
   #status: 'starting' | 'running' = 'starting';
   #lastTraining: Record<string, unknown> | undefined;
+  #peakMemory = 0;
 
   constructor(options: TrainingRunReporterOptions) {
     this.#options = options;
@@ -80,9 +105,16 @@ export class TrainingRunReporter {
     this.#enqueue(() => this.#event('log', { level, message }));
   }
 
+  /** The most memory any report said the run held on its device (0 before the first that says). */
+  get peakMemoryBytes(): number {
+    return this.#peakMemory;
+  }
+
   /** One trainer report (called on the event loop, in order). */
   report(report: Progress): void {
-    const { db, runId, owner, totalSteps } = this.#options;
+    const { db, runId, owner, totalSteps, device } = this.#options;
+    const peak = report.metrics.peak_memory_bytes;
+    if (Number.isFinite(peak)) this.#peakMemory = Math.max(this.#peakMemory, peak!);
     const phaseChanged = report.phase !== this.#phase;
     if (phaseChanged) {
       this.#phase = report.phase;
@@ -92,10 +124,13 @@ export class TrainingRunReporter {
     if (phaseChanged || now - this.#lastProgressAt >= PROGRESS_INTERVAL_MS) {
       this.#lastProgressAt = now;
       if (report.phase === 'training') this.#status = 'running';
-      let progress = runProgress(report, totalSteps);
-      // After training (validating, saving, done), the last step's loss and rate still describe the run.
+      let progress = runProgress(report, totalSteps, device);
+      // After training (validating, saving, done), the last step's loss and rate still describe the run; memory is the report's own.
       if (report.phase === 'training') this.#lastTraining = progress;
-      else if (this.#lastTraining !== undefined) progress = { ...this.#lastTraining, phase: progress.phase, step: progress.step, percent: progress.percent, eta_seconds: null };
+      else if (this.#lastTraining !== undefined) {
+        const memory = Object.fromEntries(MEMORY_METRICS.map((name) => [name, progress[name] ?? this.#lastTraining![name]]));
+        progress = { ...this.#lastTraining, phase: progress.phase, step: progress.step, percent: progress.percent, eta_seconds: null, ...memory };
+      }
       const status = this.#status;
       this.#enqueue(async () => {
         await createTrainingRunsRepository(db).progress(runId, owner, progress, status);
@@ -108,11 +143,38 @@ export class TrainingRunReporter {
           (Number.isFinite(m.images_per_s) ? ` ${round(m.images_per_s!, 3)} images/s` : ''));
       }
     }
-    if (report.phase === 'validating' && (report.files.length > 0 || Number.isFinite(report.metrics.validation_loss))) {
-      this.#enqueue(() => this.#validation(report));
-    } else if (report.files.length > 0) {
-      this.#enqueue(() => this.#published(report));
+    const files = report.files.filter((file) => !this.#unreported(file));
+    if (report.phase === 'validating' && (files.length > 0 || Number.isFinite(report.metrics.validation_loss))) {
+      this.#enqueue(() => this.#validation(report, files));
+    } else if (files.length > 0) {
+      this.#enqueue(() => this.#published(report.step, files));
     }
+  }
+
+  /**
+   * Publishes files the worker names (a full run's model) after every write so far, records
+   * them as artifacts and tells the run's watchers; throws when one cannot be published.
+   */
+  async publishNow(step: number, outputs: OutputFile[]): Promise<Array<Record<string, unknown>>> {
+    await this.settled();
+    const published = [];
+    for (const output of outputs) published.push(await this.#record(step, output));
+    for (const artifact of published) {
+      await this.#event('artifact', artifact);
+      await this.#event('log', { level: 'info', message: `${String(artifact.kind)} written: ${String(artifact.name)} (${String(artifact.byte_size)} bytes)` });
+    }
+    return published;
+  }
+
+  /** Forgets the checkpoints keep_checkpoints removed since the last one was published (the trainer prunes after reporting one). */
+  forgetRemovedCheckpoints(): void {
+    this.#enqueue(() => this.#forgetRemovedCheckpoints());
+  }
+
+  /** A file under a name the worker publishes itself (a full run's model files). */
+  #unreported(file: string): boolean {
+    const name = path.relative(this.#options.workDir, file).split(path.sep).join('/');
+    return (this.#options.unreported ?? []).some((skip) => name === skip || name.startsWith(`${skip}/`));
   }
 
   /** Shows `serverPath` as `shownAs` in log lines from now on. */
@@ -142,25 +204,33 @@ export class TrainingRunReporter {
     this.#options.bus.notify(this.#options.runId);
   }
 
+  /** Publishes one file (or folder, as a tar) and records it as an artifact; its public description. */
+  async #record(step: number, output: OutputFile): Promise<Record<string, unknown>> {
+    const { db, files, runId } = this.#options;
+    const info: RunFileInfo = output.tar === undefined
+      ? await files.publish(runId, output.name)
+      : await files.publishTar(runId, output.name, output.tar.prefix);
+    const name = output.tar?.name ?? output.name;
+    await createTrainingRunArtifactsRepository(db).record({ run_id: runId, name, kind: output.kind, byte_size: info.byteSize, sha256: info.sha256, step });
+    return { name, kind: output.kind, byte_size: info.byteSize, sha256: info.sha256, step, content_url: artifactUrl(runId, name) };
+  }
+
   /** Publishes the files of a report and records them as artifacts; their public descriptions. */
-  async #publish(report: Progress): Promise<Array<Record<string, unknown>>> {
-    const { db, files, runId, workDir } = this.#options;
+  async #publish(step: number, reported: string[]): Promise<Array<Record<string, unknown>>> {
     const published = [];
-    for (const file of report.files) {
-      const name = path.relative(workDir, file).split(path.sep).join('/');
-      const info = await files.publish(runId, name);
-      const artifact = { run_id: runId, name, kind: artifactKind(name), byte_size: info.byteSize, sha256: info.sha256, step: report.step };
-      await createTrainingRunArtifactsRepository(db).record(artifact);
-      published.push({ name, kind: artifact.kind, byte_size: info.byteSize, sha256: info.sha256, step: report.step, content_url: artifactUrl(runId, name) });
+    for (const file of reported) {
+      const name = path.relative(this.#options.workDir, file).split(path.sep).join('/');
+      published.push(await this.#record(step, { name, kind: artifactKind(name) }));
     }
     return published;
   }
 
-  async #published(report: Progress): Promise<void> {
-    for (const artifact of await this.#publish(report)) {
+  async #published(step: number, reported: string[]): Promise<void> {
+    for (const artifact of await this.#publish(step, reported)) {
       if (artifact.kind === 'checkpoint') {
-        await this.#event('checkpoint', { step: report.step, artifact });
-        await this.#event('log', { level: 'info', message: `checkpoint written at step ${report.step}: ${String(artifact.name)}` });
+        await this.#event('checkpoint', { step, artifact });
+        await this.#event('log', { level: 'info', message: `checkpoint written at step ${step}: ${String(artifact.name)}` });
+        await this.#forgetRemovedCheckpoints();
       } else {
         await this.#event('artifact', artifact);
         await this.#event('log', { level: 'info', message: `${String(artifact.kind)} written: ${String(artifact.name)} (${String(artifact.byte_size)} bytes)` });
@@ -168,8 +238,18 @@ export class TrainingRunReporter {
     }
   }
 
-  async #validation(report: Progress): Promise<void> {
-    const images = await this.#publish(report);
+  /** keep_checkpoints: the trainer removes older checkpoints once a newer one is written; their artifacts go too. */
+  async #forgetRemovedCheckpoints(): Promise<void> {
+    const { db, files, runId } = this.#options;
+    const artifacts = createTrainingRunArtifactsRepository(db);
+    for (const checkpoint of await artifacts.ofKind(runId, 'checkpoint')) {
+      const gone = await fs.access(files.localPath(runId, checkpoint.name)).then(() => false, () => true);
+      if (gone) await artifacts.delete(runId, checkpoint.name);
+    }
+  }
+
+  async #validation(report: Progress, reported: string[]): Promise<void> {
+    const images = await this.#publish(report.step, reported);
     const loss = report.metrics.validation_loss;
     await this.#event('validation', { step: report.step, validation_loss: Number.isFinite(loss) ? loss : null, images });
     const message = `validation at step ${report.step}` + (Number.isFinite(loss) ? `: loss ${round(loss!, 4)}` : '') +

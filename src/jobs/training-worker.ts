@@ -5,6 +5,10 @@
 // process died is claimed again once its lease runs out and resumes from its latest
 // checkpoint (attempt + 1). A cancel stops it at the next step with a checkpoint written;
 // on shutdown the run is checkpointed the same way and handed back to the queue.
+//
+// What a succeeded run leaves (its LoRA, or with method full its model) becomes the
+// tenant's through services/training-results.ts; a full run's model files are published as
+// artifacts before that.
 import type { FastifyBaseLogger } from 'fastify';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -12,14 +16,12 @@ import { createHash } from 'node:crypto';
 import { train, type TrainResult } from '../engine/index.js';
 import type { Database } from '../db/database.js';
 import type { ServiceMetrics } from '../metrics/service-metrics.js';
-import { createImagesRepository } from '../repositories/images.js';
-import type { NewLora } from '../repositories/loras.js';
 import { createTrainingRunsRepository, type TrainingRunRow } from '../repositories/training-runs.js';
 import { storedTrainingParams, trainConfigFields, type PriorPreservationParams, type ResolvedTrainingParams } from '../schemas/training-params.js';
 import type { ClassImagesService } from '../services/class-images.js';
-import { LorasService, loraFileFacts } from '../services/loras.js';
-import type { ModelsService } from '../services/models.js';
+import { MODEL_OUTPUT_NAME, MODEL_OUTPUT_NAMES, type ModelsService, type ResolvedModel } from '../services/models.js';
 import type { RunEventsBus } from '../services/run-events-bus.js';
+import { TrainingResultsService } from '../services/training-results.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { RunFileStore } from '../storage/run-file-store.js';
 import { JobRunner, stopReason } from './job-runner.js';
@@ -77,38 +79,9 @@ async function removeUnfinishedWrites(workDir: string): Promise<void> {
   }
 }
 
-/**
- * The LoRA resource a succeeded run registers: its kohya file (what A1111 and ComfyUI read).
- * SDXL files name UNet modules by SGM blocks (input_blocks_4_1_...) and the text encoders
- * lora_te1_/lora_te2_; SD 1.x/2.x files use diffusers' block names and lora_te_.
- */
-function describeTrainedLora(bytes: Buffer, run: TrainingRunRow, params: ResolvedTrainingParams): Omit<NewLora, 'source'> {
-  const facts = loraFileFacts(bytes);
-  const keys = facts.tensorNames.filter((key) => key.endsWith('.lora_down.weight'));
-  const components = [
-    ...(keys.some((key) => key.startsWith('lora_unet_')) ? ['unet'] : []),
-    ...(keys.some((key) => key.startsWith('lora_te1_') || key.startsWith('lora_te_')) ? ['text_encoder'] : []),
-    ...(keys.some((key) => key.startsWith('lora_te2_')) ? ['text_encoder_2'] : []),
-  ];
-  const sgmNames = keys.some((key) => /^lora_unet_(input_blocks|middle_block|output_blocks)_/.test(key));
-  return {
-    name: run.name ?? `${run.trigger_token}-${run.id}`,
-    training_run_id: run.id,
-    model_id: run.model_id,
-    trigger_phrase: run.trigger_token,
-    sha256: facts.sha256,
-    autov3: facts.autov3,
-    byte_size: facts.byteSize,
-    layout: sgmNames ? 'kohya-sgm' : 'kohya-diffusers',
-    rank: params.rank,
-    alpha: params.alpha,
-    modules: keys.length,
-    components,
-  };
-}
-
 export class TrainingWorker extends JobRunner<TrainingRunRow> {
   readonly #options: TrainingWorkerOptions;
+  readonly #results: TrainingResultsService;
 
   constructor(options: TrainingWorkerOptions) {
     super({
@@ -121,6 +94,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       pollMs: options.pollMs,
     });
     this.#options = options;
+    this.#results = new TrainingResultsService({ db: options.db, blobs: options.blobs, files: options.files });
   }
 
   /** Prior preservation: the class images the run trains on beside its own (made now when not cached). */
@@ -130,7 +104,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
     if (prior === null) return [];
     const prompt = prior.class_prompt ?? `a photo of ${run.class_word}`;
     const { images, made } = await this.#options.classImages.ensure(
-      { modelId: run.model_id, prompt, resolution: params.resolution, count: prior.num_class_images },
+      { tenantId: run.tenant_id, modelId: run.model_id, prompt, resolution: params.resolution, count: prior.num_class_images },
       signal,
     );
     reporter.log(`class images for prior preservation: ${images.length - made} reused, ${made} made ("${prompt}", ${params.resolution}px)`);
@@ -150,8 +124,10 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
     const owner = this.owner;
     const params = storedTrainingParams(run.params);
     const workDir = await files.workDir(run.id);
+    const full = params.method === 'full';
     const reporter = new TrainingRunReporter({
-      db, files, bus, logger: log, runId: run.id, owner, workDir, totalSteps: params.max_steps,
+      db, files, bus, logger: log, runId: run.id, owner, workDir, totalSteps: params.max_steps, device: this.#options.device,
+      ...(full ? { unreported: MODEL_OUTPUT_NAMES } : {}),
       redactions: [[workDir + path.sep, ''], [workDir, '.']],
     });
     const end = async (status: 'succeeded' | 'failed' | 'canceled', outcome?: Parameters<typeof runs.finish>[3]) => {
@@ -171,8 +147,9 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       return;
     }
     let result: TrainResult;
+    let model: ResolvedModel;
     try {
-      const model = await this.#options.models.get(run.model_id);
+      model = await this.#options.models.get(run.tenant_id, run.model_id);
       reporter.redact(model.modelPath, run.model_id);
       const snapshot = await runs.images(run.id);
       const images = [];
@@ -182,7 +159,11 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
         images.push({ name: image.original_filename ?? image.image_id, caption: image.caption, data: bytes });
       }
       const classImages = await this.#classImages(run, params, reporter, controller.signal);
-      if (run.attempt > 1) await removeUnfinishedWrites(workDir);
+      if (run.attempt > 1) {
+        await removeUnfinishedWrites(workDir);
+        // A full run that died while saving or publishing its model writes it again from its checkpoint.
+        if (full) await this.#results.discardModel(run.id);
+      }
       const resumeFrom = run.attempt > 1 ? await latestCheckpoint(workDir) : undefined;
       reporter.log(
         resumeFrom === undefined
@@ -198,6 +179,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
         images,
         classImages,
         outputDir: workDir,
+        ...(full ? { outputName: MODEL_OUTPUT_NAME } : {}),
         triggerPhrase: run.trigger_token,
         ...trainConfigFields(params),
         ...(resumeFrom === undefined ? {} : { resumeFrom }),
@@ -221,6 +203,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       } finally {
         meter?.end();
       }
+      if (params.keep_checkpoints > 0) reporter.forgetRemovedCheckpoints();
     } catch (error) {
       const reason = stopReason(controller.signal);
       if (reason === 'lease-lost') return;
@@ -241,7 +224,9 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       return;
     }
 
-    const metrics = { steps: result.steps, ...result.metrics };
+    // What the run needed on its device: the trainer's figure, else the most its reports said.
+    const peak = result.metrics.peak_memory_bytes ?? (reporter.peakMemoryBytes > 0 ? reporter.peakMemoryBytes : undefined);
+    const metrics = { steps: result.steps, ...result.metrics, ...(peak === undefined ? {} : { peak_memory_bytes: peak }) };
     switch (stopReason(controller.signal)) {
       case 'lease-lost':
         log.warn('training run lease lost to another worker; leaving the run to it');
@@ -259,24 +244,43 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
         log.info('training run canceled');
         return;
       default: {
+        if (full) {
+          try {
+            await this.#registerModel(run, params, model, result, reporter, metrics);
+          } catch (error) {
+            const message = error instanceof Error ? error.message : String(error);
+            reporter.log(`failed: the trained model could not be registered: ${message}`, 'error');
+            await end('failed', { error: { code: 'model_registration_failed', message }, metrics });
+            log.warn({ err: error }, 'training run failed: the trained model could not be registered');
+          }
+          return;
+        }
         reporter.log(`succeeded: ${result.steps} steps`);
         await reporter.settled();
-        const loraPath = result.loraPath;
-        if (loraPath === undefined) throw new Error('the trainer succeeded without a LoRA file');
-        const bytes = await fs.readFile(loraPath);
-        const lora = describeTrainedLora(bytes, run, params);
-        // The run succeeds and its LoRA becomes a resource in one transaction (the file is a
-        // blob, written under its lock as uploads are: services/images.ts).
-        await db.transaction(async (tx) => {
-          await createImagesRepository(tx).lockBlob(lora.sha256);
-          await this.#options.blobs.put(bytes);
-          if (await createTrainingRunsRepository(tx).finish(run.id, owner, 'succeeded', { metrics })) {
-            await LorasService.registerFromRun(tx, run.tenant_id, lora);
-          }
-        });
+        if (result.loraPath === undefined) throw new Error('the trainer succeeded without a LoRA file');
+        await this.#results.completeLoraRun(run, owner, params, result.loraPath, metrics);
         bus.notify(run.id);
         log.info({ steps: result.steps }, 'training run succeeded');
       }
     }
+  }
+
+  /** A full run's end: its model's files published, then the model registered as the tenant's. */
+  async #registerModel(
+    run: TrainingRunRow,
+    params: ResolvedTrainingParams,
+    base: ResolvedModel,
+    result: TrainResult,
+    reporter: TrainingRunReporter,
+    metrics: Record<string, number>,
+  ): Promise<void> {
+    const model = await this.#results.prepareModel(run, base, result);
+    await reporter.publishNow(result.steps, model.outputs);
+    const storedBytes = await this.#results.storedModelBytes(run.id);
+    reporter.log(`succeeded: ${result.steps} steps; the model keeps ${storedBytes} bytes`);
+    await reporter.settled();
+    const registered = await this.#results.completeModelRun(run, this.owner, model, storedBytes, metrics);
+    this.#options.bus.notify(run.id);
+    this.#options.logger.info({ run: run.id, tenant: run.tenant_id, model: registered, steps: result.steps, storedBytes, method: params.method }, 'training run succeeded');
   }
 }

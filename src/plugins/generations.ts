@@ -68,6 +68,8 @@ export default fp(
       created: () => worker?.wake(),
       cancelRequested: (id) => worker?.cancel(id),
     });
+    // A deleted tenant model leaves this replica's memory as soon as no generation holds it.
+    fastify.services.models.onDeleted((id) => resident.forget(id));
     fastify.decorate('generations', {
       service,
       loras: new LorasService({ db: fastify.db, blobs, models: fastify.services.models, resident }),

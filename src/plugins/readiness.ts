@@ -39,7 +39,7 @@ export default fp(
       }
       for (const modelId of config.preloadModels) {
         const started = performance.now();
-        fastify.generations.resident.acquire(modelId).then(
+        fastify.generations.resident.acquire(null, modelId).then(
           (held) => {
             held.release(); // stays resident: the cache keeps it while it fits MODEL_CACHE_BYTES
             pending.delete(modelId);

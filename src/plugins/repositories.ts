@@ -6,6 +6,8 @@ import { createDatasetsRepository, type DatasetsRepository } from '../repositori
 import { createTenantsRepository, type TenantsRepository } from '../repositories/tenants.js';
 import { createDatasetsService, type DatasetsService } from '../services/datasets.js';
 import { ModelsService } from '../services/models.js';
+import { FsRunFileStore } from '../storage/fs-run-file-store.js';
+import { RUNS_SUBDIR } from '../storage/run-file-store.js';
 
 export interface Repositories {
   tenants: TenantsRepository;
@@ -35,8 +37,14 @@ export default fp(
     fastify.decorate('repositories', repositories);
     fastify.decorate('services', {
       datasets: createDatasetsService(repositories.datasets),
-      // The demo models are always written under DATA_DIR, even when MODELS_DIR is a read-only volume.
-      models: new ModelsService(fastify.config.modelsDir, path.join(fastify.config.dataDir, 'models'), fastify.log.child({ component: 'models' })),
+      // The demo models are always written under DATA_DIR, even when MODELS_DIR is a read-only volume;
+      // tenants' models stay in the folders of the runs that trained them.
+      models: new ModelsService(
+        fastify.config.modelsDir,
+        path.join(fastify.config.dataDir, 'models'),
+        fastify.log.child({ component: 'models' }),
+        { db: fastify.db, runFiles: new FsRunFileStore(path.join(fastify.config.dataDir, RUNS_SUBDIR)) },
+      ),
     });
   },
   { name: 'repositories', dependencies: ['database'] },

@@ -18,9 +18,10 @@ import { TrainingRunEventsService } from '../services/training-run-events.js';
 import { TrainingRunsService } from '../services/training-runs.js';
 import { FsBlobStore } from '../storage/fs-blob-store.js';
 import { FsRunFileStore } from '../storage/fs-run-file-store.js';
+import { RUNS_SUBDIR } from '../storage/run-file-store.js';
 import { trainingDevice } from './device.js';
 
-export const RUNS_SUBDIR = 'runs';
+export { RUNS_SUBDIR };
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -64,6 +65,7 @@ export default fp(
     const runs = new TrainingRunsService(fastify.db, fastify.services.models, {
       serverPrecision: device.startsWith('cuda') ? CUDA_PRECISION : CPU_PRECISION,
       tenantMaxQueuedRuns: config.training.tenantMaxQueuedRuns,
+      tenantMaxModelBytes: config.training.tenantMaxModelBytes,
       webhookPolicy: fastify.webhooks.policy,
       files,
       created: () => worker?.wake(),

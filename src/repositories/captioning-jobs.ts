@@ -3,7 +3,7 @@
 // lost its lease to another replica can no longer change the job.
 import type { Queryable } from '../db/database.js';
 import { newId } from '../db/ids.js';
-import { leaseInterval as lease, renewLease, type LeasedJobColumns } from '../jobs/lease-sql.js';
+import { leaseInterval as lease, renewLease, type LeasedJobColumns } from './lease-sql.js';
 
 export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
 export type ItemStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'skipped' | 'canceled';

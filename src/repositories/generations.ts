@@ -5,7 +5,7 @@ import { newId } from '../db/ids.js';
 import {
   claimNextRunLike, countOpenLocked, INTERRUPTION_COUNT, finishRunLike, recordProgress, releaseRunLike, renewLease, requestCancelRunLike,
   type LeasedJobColumns, type RunLikeOutcome,
-} from '../jobs/lease-sql.js';
+} from './lease-sql.js';
 import { GENERATION_ID_PREFIX, type GenerationParams } from '../schemas/generations.js';
 
 export type GenerationStatus = 'queued' | 'starting' | 'running' | 'succeeded' | 'failed' | 'canceled';

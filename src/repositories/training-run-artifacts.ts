@@ -1,7 +1,11 @@
-// SQL of the files a training run published (checkpoints, validation images, LoRA files).
+// SQL of the files a training run published (checkpoints, validation images, LoRA or model files).
 import type { Queryable } from '../db/database.js';
+import type { ARTIFACT_KINDS } from '../schemas/training-run-artifacts.js';
 
-export type ArtifactKind = 'lora' | 'lora_peft' | 'checkpoint' | 'validation_image';
+export type ArtifactKind = (typeof ARTIFACT_KINDS)[number];
+
+/** The artifacts of a full run's model: deleting the model removes them. */
+export const MODEL_ARTIFACT_KINDS: readonly ArtifactKind[] = ['model', 'model_ema', 'model_diffusers'];
 
 export interface TrainingRunArtifactRow {
   run_id: string;
@@ -27,14 +31,33 @@ export function createTrainingRunArtifactsRepository(db: Queryable) {
       );
     },
 
-    /** The run's files: LoRA files first, then by step and name. */
+    /** The run's files: LoRA or model files first, then by step and name. */
     async list(runId: string): Promise<TrainingRunArtifactRow[]> {
       const { rows } = await db.query<TrainingRunArtifactRow>(
         `SELECT ${COLUMNS} FROM training_run_artifacts WHERE run_id = $1
-          ORDER BY kind NOT IN ('lora', 'lora_peft'), kind, step, name`,
+          ORDER BY kind NOT IN ('lora', 'lora_peft', 'model', 'model_ema', 'model_diffusers'), kind, step, name`,
         [runId],
       );
       return rows;
+    },
+
+    /** The run's artifacts of one kind, by name. */
+    async ofKind(runId: string, kind: ArtifactKind): Promise<TrainingRunArtifactRow[]> {
+      const { rows } = await db.query<TrainingRunArtifactRow>(
+        `SELECT ${COLUMNS} FROM training_run_artifacts WHERE run_id = $1 AND kind = $2 ORDER BY name`,
+        [runId, kind],
+      );
+      return rows;
+    },
+
+    /** Forgets one artifact (its file is gone: a checkpoint keep_checkpoints let go). */
+    async delete(runId: string, name: string): Promise<void> {
+      await db.query('DELETE FROM training_run_artifacts WHERE run_id = $1 AND name = $2', [runId, name]);
+    },
+
+    /** Forgets the run's artifacts of these kinds (a deleted model's files). */
+    async deleteKinds(runId: string, kinds: readonly ArtifactKind[]): Promise<void> {
+      await db.query('DELETE FROM training_run_artifacts WHERE run_id = $1 AND kind = ANY($2::text[])', [runId, [...kinds]]);
     },
 
     async get(runId: string, name: string): Promise<TrainingRunArtifactRow | null> {

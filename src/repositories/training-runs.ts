@@ -6,7 +6,7 @@ import { newId } from '../db/ids.js';
 import {
   claimNextRunLike, countOpenLocked, INTERRUPTION_COUNT, finishRunLike, recordProgress, releaseRunLike, renewLease, requestCancelRunLike,
   type LeasedJobColumns, type RunLikeOutcome,
-} from '../jobs/lease-sql.js';
+} from './lease-sql.js';
 
 export const TRAINING_RUN_ID_PREFIX = 'tr';
 
@@ -31,8 +31,14 @@ export interface TrainingRunRow extends LeasedJobColumns {
   interruptions: number;
   webhook_url: string | null;
   webhook_events: string[] | null;
+  /** Full runs: what their model files are expected to take (TENANT_MAX_MODEL_BYTES); null for LoRA runs. */
+  expected_model_bytes: number | null;
   /** Images in the run's snapshot (SELECTs only; 0 in the row insert() returns). */
   image_count?: number;
+  /** Full runs (SELECTs only): the model it registered, while it exists. */
+  registered_model_id?: string | null;
+  /** Full runs (SELECTs only): the names of its model artifacts by kind (model, model_ema, model_diffusers). */
+  model_artifacts?: Record<string, string> | null;
   created_at: Date;
   started_at: Date | null;
   completed_at: Date | null;
@@ -58,13 +64,20 @@ export interface NewTrainingRun {
   images: TrainingRunImage[];
   /** Per-request webhook: where the run's events go, and which. */
   webhook?: { url: string; events: string[] } | null;
+  /** Full runs: what their model files are expected to take. */
+  expectedModelBytes?: number | null;
 }
 
 const COLUMNS =
   'id, tenant_id, dataset_id, model_id, name, status, params, metadata, trigger_token, class_word, progress, metrics, ' +
   'error_code, error_message, cancel_requested_at, lease_owner, lease_expires_at, heartbeat_at, claimed_at, attempt, ' +
-  'interruptions, webhook_url, webhook_events, created_at, started_at, completed_at';
-const WITH_IMAGE_COUNT = `${COLUMNS}, (SELECT count(*) FROM training_run_images i WHERE i.run_id = training_runs.id)::integer AS image_count`;
+  'interruptions, webhook_url, webhook_events, expected_model_bytes::float8 AS expected_model_bytes, created_at, started_at, completed_at';
+/** A full run's model, while it exists, and its model artifacts' names by kind. */
+const MODEL_OUTPUTS = `(SELECT m.id FROM tenant_models m WHERE m.training_run_id = training_runs.id) AS registered_model_id,
+  (SELECT json_object_agg(a.kind, a.name) FROM training_run_artifacts a
+    WHERE a.run_id = training_runs.id AND a.kind IN ('model', 'model_ema', 'model_diffusers')) AS model_artifacts`;
+const WITH_IMAGE_COUNT = `${COLUMNS}, (SELECT count(*) FROM training_run_images i WHERE i.run_id = training_runs.id)::integer AS image_count,
+  ${MODEL_OUTPUTS}`;
 
 /** The statuses in which a worker holds a run under its lease. */
 const HELD = ['starting', 'running'] as const;
@@ -75,11 +88,12 @@ export function createTrainingRunsRepository(db: Queryable) {
     async insert(run: NewTrainingRun): Promise<TrainingRunRow> {
       const id = newId(TRAINING_RUN_ID_PREFIX);
       const { rows } = await db.query<TrainingRunRow>(
-        `INSERT INTO training_runs (id, tenant_id, dataset_id, model_id, name, params, metadata, trigger_token, class_word, webhook_url, webhook_events)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        `INSERT INTO training_runs (id, tenant_id, dataset_id, model_id, name, params, metadata, trigger_token, class_word, webhook_url, webhook_events,
+           expected_model_bytes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          RETURNING ${COLUMNS}`,
         [id, run.tenantId, run.datasetId, run.modelId, run.name, JSON.stringify(run.params), JSON.stringify(run.metadata), run.triggerToken, run.classWord,
-          run.webhook?.url ?? null, run.webhook?.events ?? null],
+          run.webhook?.url ?? null, run.webhook?.events ?? null, run.expectedModelBytes ?? null],
       );
       for (const [position, image] of run.images.entries()) {
         await db.query(
@@ -135,6 +149,16 @@ export function createTrainingRunsRepository(db: Queryable) {
         [tenantId, id],
       );
       return (rowCount ?? 0) > 0;
+    },
+
+    /** What a run's row lacks to be shown: its image count and a full run's model outputs (a webhook renders a snapshot of the row). */
+    async shownWith(runId: string): Promise<Pick<TrainingRunRow, 'image_count' | 'registered_model_id' | 'model_artifacts'>> {
+      const { rows } = await db.query<Pick<TrainingRunRow, 'image_count' | 'registered_model_id' | 'model_artifacts'>>(
+        `SELECT (SELECT count(*) FROM training_run_images i WHERE i.run_id = $1)::integer AS image_count,
+                ${MODEL_OUTPUTS.replaceAll('training_runs.id', '$1')}`,
+        [runId],
+      );
+      return rows[0]!;
     },
 
     /** The run's images in training order. */

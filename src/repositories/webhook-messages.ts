@@ -1,9 +1,9 @@
 // SQL of webhook messages and their attempts (migration 008). Messages of resource events
 // are inserted by triggers; this file claims the due ones for a dispatcher (FOR UPDATE SKIP
-// LOCKED under a lease, as every job kind: src/jobs/lease-sql.ts), records each attempt with
+// LOCKED under a lease, as every job kind: src/repositories/lease-sql.ts), records each attempt with
 // the message's next state in one transaction, and reads them for the API.
 import type { Queryable } from '../db/database.js';
-import { leaseInterval, renewLease } from '../jobs/lease-sql.js';
+import { leaseInterval, renewLease } from './lease-sql.js';
 
 export type WebhookMessageStatus = 'pending' | 'sending' | 'succeeded' | 'failed';
 

@@ -80,7 +80,7 @@ const LoraUse = Type.Object(
 
 export const CreateGenerationBody = Type.Object(
   {
-    model: Type.String({ minLength: 1, maxLength: 255, description: 'A base model id from GET /v1/models', examples: ['sdxl-tiny-demo'] }),
+    model: Type.String({ minLength: 1, maxLength: 255, description: 'A base model id from GET /v1/models: the server\'s, or one of yours (mdl_...)', examples: ['sdxl-tiny-demo'] }),
     prompt: Type.String({ minLength: 1, maxLength: GENERATION_LIMITS.maxPromptLength }),
     negative_prompt: Type.String({
       maxLength: GENERATION_LIMITS.maxPromptLength,

@@ -1,4 +1,5 @@
-// Training run: a LoRA trained on a dataset's snapshot, queued in Postgres and run by a worker.
+// Training run: a LoRA (or, method full, the whole model) trained on a dataset's snapshot,
+// queued in Postgres and run by a worker.
 import { Type, type Static } from 'typebox';
 import { Page, PaginationQuery, ResourceId, Timestamp } from './common.js';
 import { DatasetId } from './datasets.js';
@@ -20,7 +21,10 @@ const nullableNumber = (description: string) => Type.Union([Type.Number(), Type.
 export const CreateTrainingRunBody = Type.Object(
   {
     dataset_id: DatasetId,
-    model: Type.String({ minLength: 1, maxLength: 255, description: 'A base model id from GET /v1/models', examples: ['sdxl-tiny-demo'] }),
+    model: Type.String({
+      minLength: 1, maxLength: 255, description: 'A base model id from GET /v1/models: the server\'s, or one of yours (a full run\'s mdl_...)',
+      examples: ['sdxl-tiny-demo'],
+    }),
     name: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: 'Human-readable name' })),
     params: Type.Optional(TrainingParams),
     metadata: Type.Optional(Metadata),
@@ -62,13 +66,17 @@ export const TrainingRunSchema = Type.Object(
           eta_seconds: nullableNumber('Estimated seconds to the end of training'),
           loss_instance: nullableNumber('Prior preservation: loss on the dataset\'s images in the last step (null without it)'),
           loss_prior: nullableNumber('Prior preservation: loss on the class images in the last step, before loss_weight'),
+          device: Type.Union([Type.String(), Type.Null()], { description: 'The device the run trains on (cpu, cuda, cuda:N): whose memory the next two fields count' }),
+          memory_bytes: nullableNumber("Memory the training holds now: on CUDA the allocator's bytes in use, on the CPU the process's resident set"),
+          peak_memory_bytes: nullableNumber('The most memory the training has held on its device so far: what the run needs there'),
         },
         { additionalProperties: false },
       ),
       Type.Null(),
     ], { description: 'Written at most about once a second while the run trains; null before' }),
     metrics: Type.Union([Type.Record(Type.String(), Type.Number()), Type.Null()], {
-      description: 'When finished: steps, final_loss, mean_loss, validation losses, peak memory, ...',
+      description: 'When finished: steps, final_loss, mean_loss, validation losses, peak_memory_bytes (the most memory the run held on ' +
+        'its device, progress.device), ...',
     }),
     error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }, { additionalProperties: false }), Type.Null()], {
       description: 'When failed: training_failed (the trainer stopped with an error; see message and /logs) or attempts_exhausted',
@@ -76,13 +84,21 @@ export const TrainingRunSchema = Type.Object(
     output: Type.Union([
       Type.Object(
         {
-          lora_url: Type.String({ description: "The LoRA in kohya's layout (ComfyUI, AUTOMATIC1111, sd-scripts)" }),
-          lora_peft_url: Type.Union([Type.String(), Type.Null()], { description: 'The LoRA in the peft/diffusers layout, when save_peft' }),
+          lora_url: Type.Union([Type.String(), Type.Null()], { description: "lora runs: the LoRA in kohya's layout (ComfyUI, AUTOMATIC1111, sd-scripts)" }),
+          lora_peft_url: Type.Union([Type.String(), Type.Null()], { description: 'lora runs: the LoRA in the peft/diffusers layout, when save_peft' }),
+          model_id: Type.Union([Type.String(), Type.Null()], {
+            description: 'full runs: the model the run registered (GET /v1/models/{id}); null once deleted',
+          }),
+          model_url: Type.Union([Type.String(), Type.Null()], { description: "full runs: the model in its family's official single file (not for SD 2.x)" }),
+          model_ema_url: Type.Union([Type.String(), Type.Null()], {
+            description: 'full runs with ema_decay: the EMA weights, as a single file (as model_url), or for SD 2.x as a diffusers folder\'s tar',
+          }),
+          model_diffusers_url: Type.Union([Type.String(), Type.Null()], { description: 'full runs on a diffusers folder: that folder as a tar' }),
         },
         { additionalProperties: false },
       ),
       Type.Null(),
-    ], { description: 'When succeeded: where its LoRA files download from (GET /artifacts lists every file)' }),
+    ], { description: 'When succeeded: where its LoRA or model files download from (GET /artifacts lists every file)' }),
     attempt: Type.Integer({ minimum: 0, description: 'Times a worker has claimed the run; above 1 it resumed from a checkpoint' }),
     interruptions: Type.Integer({
       minimum: 0,

@@ -21,6 +21,8 @@ export interface ClassImage {
 }
 
 export interface ClassImagesRequest {
+  /** The run's tenant: its own models are found for it only. */
+  tenantId: string;
   modelId: string;
   prompt: string;
   resolution: number;
@@ -44,7 +46,7 @@ export class ClassImagesService {
     for (let seed = 0; seed < request.count; seed++) if (!cached.has(seed)) missing.push(seed);
     let made = 0;
     if (missing.length > 0) {
-      const held = await this.resident.acquire(request.modelId);
+      const held = await this.resident.acquire(request.tenantId, request.modelId);
       try {
         let next = 0;
         while (next < missing.length) {

@@ -117,7 +117,7 @@ export class GenerationsService {
   async create(tenantId: string, request: CreateGenerationBody): Promise<GenerationRow> {
     const { db } = this.options;
     if (request.webhook !== undefined) checkWebhookUrl(this.options.webhookPolicy, request.webhook.url, 'webhook.url');
-    const { model } = await this.options.models.getNamed(request.model);
+    const { model } = await this.options.models.getNamed(tenantId, request.model);
     const beyond = fieldsBeyondModel(model, request);
     if (beyond.length > 0) {
       throw unsupportedByModel(`Model ${model.id} (${FAMILY_NAMES[model.family]}) cannot take ${beyond.map((error) => error.field).join(', ')}`, beyond);
@@ -150,7 +150,8 @@ export class GenerationsService {
           headers: { 'retry-after': '5' },
         });
       }
-      const loras = await LorasService.resolveForGeneration(tx, tenantId, model, request.loras, (id) => this.options.models.familyOf(id));
+      await this.options.models.lockForJob(tx, tenantId, request.model);
+      const loras = await LorasService.resolveForGeneration(tx, tenantId, model, request.loras, (id) => this.options.models.familyOf(tenantId, id));
       return generations.insert(tenantId, {
         modelId: request.model,
         params,

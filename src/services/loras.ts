@@ -127,7 +127,7 @@ export class LorasService {
 
   /** Stores an outside LoRA after the engine has matched every key against the base model. */
   async upload(tenantId: string, upload: LoraUpload): Promise<LoraRow> {
-    const { model } = await this.options.models.getNamed(upload.model);
+    const { model } = await this.options.models.getNamed(tenantId, upload.model);
     const refuse = (error: LoraFileError) =>
       new ProblemError({
         status: 422,
@@ -145,7 +145,7 @@ export class LorasService {
       if (error instanceof LoraFileError) throw refuse(error);
       throw error;
     }
-    const held = await this.options.resident.acquire(upload.model);
+    const held = await this.options.resident.acquire(tenantId, upload.model);
     let check;
     try {
       check = await held.model.checkLora(upload.file);
@@ -163,6 +163,7 @@ export class LorasService {
       ));
     }
     return this.options.db.transaction(async (tx) => {
+      await this.options.models.lockForJob(tx, tenantId, upload.model);
       await createImagesRepository(tx).lockBlob(facts.sha256); // as uploads do: see services/images.ts
       await this.options.blobs.put(bytes);
       return createLorasRepository(tx).insert(tenantId, {

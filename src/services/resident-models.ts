@@ -66,8 +66,13 @@ export class ResidentModels {
     return this.#options.dtype;
   }
 
-  /** The model loaded on this process's device and dtype, held until release(). */
-  async acquire(modelId: string): Promise<HeldModel> {
+  /**
+   * The model loaded on this process's device and dtype, held until release(). `tenantId`:
+   * whose request it is (a tenant's own model is found for that tenant only; null: the
+   * server's models only). Tenant models' ids are unique, so every tenant shares a copy of
+   * a server model and no tenant ever meets another's.
+   */
+  async acquire(tenantId: string | null, modelId: string): Promise<HeldModel> {
     const { device, dtype } = this.#options;
     const key = `${modelId}|${device}|${dtype}`;
     let entry = this.#entries.get(key);
@@ -75,7 +80,7 @@ export class ResidentModels {
     if (entry === undefined) {
       this.#stats.misses++;
       const load = this.#options.load ?? loadModel;
-      const loading = this.#options.models.get(modelId).then((resolved) =>
+      const loading = this.#options.models.get(tenantId, modelId).then((resolved) =>
         load({
           modelPath: resolved.modelPath,
           ...(resolved.configDir === undefined ? {} : { configDir: resolved.configDir }),
@@ -148,6 +153,16 @@ export class ResidentModels {
       entry.model!.dispose(); // jobs still running on it finish first (the engine holds a reference)
       total -= entry.bytes;
       this.#stats.evictions++;
+    }
+  }
+
+  /** Lets go of a model that no longer exists (a deleted tenant model): at once when no generation holds it, else when the last one releases it. */
+  forget(modelId: string): void {
+    for (const entry of [...this.#entries.values()]) {
+      if (!entry.key.startsWith(`${modelId}|`)) continue;
+      this.#entries.delete(entry.key);
+      // Generations still running on it finish first: the engine holds its own reference.
+      void entry.loading.then((model) => model.dispose(), () => {});
     }
   }
 

@@ -1,10 +1,12 @@
-// The files a training run published: listing them, and opening one for download.
+// The files a training run published: listing them, and opening one for download (a full
+// run's diffusers folder as a tar made as it is read).
 import type { Database } from '../db/database.js';
 import { notFound } from '../errors.js';
 import { createTrainingRunArtifactsRepository, type TrainingRunArtifactRow } from '../repositories/training-run-artifacts.js';
 import { createTrainingRunsRepository } from '../repositories/training-runs.js';
 import type { TrainingRunArtifact } from '../schemas/training-run-artifacts.js';
 import type { ByteRange, RunFileStore } from '../storage/run-file-store.js';
+import { folderOfTar, tarPrefix } from './models.js';
 
 /** Where an artifact downloads from; its name may hold a '/', encoded into the one path segment. */
 export function artifactUrl(runId: string, name: string): string {
@@ -44,8 +46,11 @@ export class TrainingRunArtifactsService {
 
   /** A stream of the artifact's bytes, or of `range` of them. */
   async content(row: TrainingRunArtifactRow, range?: ByteRange) {
-    const stream = await this.files.read(row.run_id, row.name, range);
-    if (stream === null) throw new Error(`artifact ${row.name} of training run ${row.run_id} is missing from the run file store`);
+    const folder = folderOfTar(row.name);
+    const stream = folder !== undefined
+      ? await this.files.readTar(row.run_id, folder, tarPrefix(row.run_id, folder), Number(row.byte_size), range)
+      : await this.files.read(row.run_id, row.name, range);
+    if (stream === null) throw new Error(`artifact ${row.name} of training run ${row.run_id} is missing from the run file store, or changed since it was published`);
     return stream;
   }
 

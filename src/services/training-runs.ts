@@ -1,20 +1,27 @@
 // Creating training runs: checks the dataset and the model, resolves the params, and
 // stores the run queued with a snapshot of the dataset's images and current captions
 // (an image without one trains on the instance prompt "a photo of <trigger> <class>").
-import type { Database } from '../db/database.js';
-import { fieldError, notFound, ProblemError, unsupportedByModel, type FieldError } from '../errors.js';
+// A full fine-tuning run (params.method full) also counts against the tenant's model
+// storage (TENANT_MAX_MODEL_BYTES): what its models and full runs keep, plus what the
+// queued ones are expected to write.
+import type { Database, Queryable } from '../db/database.js';
+import { fieldError, invalidInput, notFound, ProblemError, unsupportedByModel, type FieldError } from '../errors.js';
 import { createCaptionsRepository } from '../repositories/captions.js';
 import { createDatasetsRepository } from '../repositories/datasets.js';
+import { createTenantModelsRepository } from '../repositories/tenant-models.js';
 import { createTrainingRunsRepository, TRAINING_RUN_ID_PREFIX, type TrainingRunRow, type TrainingRunStatus } from '../repositories/training-runs.js';
 import { idPattern } from '../db/ids.js';
 import { clipSkipBeyond, FAMILY_NAMES, notForFamily, type ModelFamily } from '../schemas/model-families.js';
 import type { BaseModel } from '../schemas/models.js';
 import {
+  methodOf,
   paramsOutsideFamily,
+  paramsOutsideMethod,
   resolveTrainingParams,
   storedTrainingParams,
   type Precision,
   type ResolvedTrainingParams,
+  type TrainingMethod,
   type TrainingParamsInput,
 } from '../schemas/training-params.js';
 import type { TrainingRun } from '../schemas/training-runs.js';
@@ -31,6 +38,31 @@ const RUN_ID = new RegExp(idPattern(TRAINING_RUN_ID_PREFIX));
 const LORA_FILE = 'lora.safetensors';
 const LORA_PEFT_FILE = 'lora_peft.safetensors';
 const FINISHED = new Set<TrainingRunStatus>(['succeeded', 'failed', 'canceled']);
+const BYTES_PER_VALUE: Record<string, number> = { float32: 4, float16: 2, bfloat16: 2 };
+
+/** Where a succeeded run's files download from: its LoRA files, or its model's (those it has, while the model exists). */
+function runOutput(row: TrainingRunRow): NonNullable<TrainingRun['output']> {
+  const params = row.params as { method?: TrainingMethod; save_peft?: boolean | null };
+  if ((params.method ?? 'lora') === 'lora') {
+    return {
+      lora_url: artifactUrl(row.id, LORA_FILE),
+      lora_peft_url: params.save_peft === true ? artifactUrl(row.id, LORA_PEFT_FILE) : null,
+      model_id: null, model_url: null, model_ema_url: null, model_diffusers_url: null,
+    };
+  }
+  const url = (kind: string) => {
+    const name = row.model_artifacts?.[kind];
+    return name === undefined ? null : artifactUrl(row.id, name);
+  };
+  return {
+    lora_url: null,
+    lora_peft_url: null,
+    model_id: row.registered_model_id ?? null,
+    model_url: url('model'),
+    model_ema_url: url('model_ema'),
+    model_diffusers_url: url('model_diffusers'),
+  };
+}
 
 /** A run as the API returns it. */
 export function toTrainingRun(row: TrainingRunRow): TrainingRun {
@@ -48,10 +80,7 @@ export function toTrainingRun(row: TrainingRunRow): TrainingRun {
     progress: row.progress as TrainingRun['progress'],
     metrics: row.metrics,
     error: row.error_code === null ? null : { code: row.error_code, message: row.error_message ?? '' },
-    output: row.status !== 'succeeded' ? null : {
-      lora_url: artifactUrl(row.id, LORA_FILE),
-      lora_peft_url: (row.params as { save_peft?: boolean }).save_peft === true ? artifactUrl(row.id, LORA_PEFT_FILE) : null,
-    },
+    output: row.status !== 'succeeded' ? null : runOutput(row),
     attempt: row.attempt,
     interruptions: row.interruptions,
     cancel_requested: row.cancel_requested_at !== null,
@@ -76,6 +105,8 @@ export interface TrainingRunsServiceOptions {
   serverPrecision: Record<ModelFamily, Precision>;
   /** Queued and running runs one tenant may have (TENANT_MAX_QUEUED_RUNS). */
   tenantMaxQueuedRuns: number;
+  /** Bytes of models (and full runs' checkpoints) one tenant may keep (TENANT_MAX_MODEL_BYTES). */
+  tenantMaxModelBytes: number;
   /** Where runs' files are, to remove a deleted run's. */
   files: RunFileStore;
   /** Where a per-request webhook may point (WEBHOOK_ALLOW_HTTP, WEBHOOK_ALLOWED_HOSTS). */
@@ -96,6 +127,51 @@ function withClassPrompt(params: ResolvedTrainingParams, classWord: string): Res
 export function instancePrompt(trigger: string, classWord: string): string {
   return `a photo of ${trigger} ${classWord}`;
 }
+
+/**
+ * What a full run's model files will take, from the base model's parameter counts: the
+ * single file (every component; none for SD 2.x), the diffusers folder's trained
+ * components (when the base is a folder: the others are links), and the EMA's copy.
+ */
+export function expectedModelBytes(model: BaseModel, params: ResolvedTrainingParams): number {
+  const bytes = BYTES_PER_VALUE[params.save_dtype] ?? 4;
+  const { unet, text_encoder, text_encoder_2 = 0, total } = model.parameters;
+  const singleFile = model.family === 'sd2' ? 0 : total * bytes;
+  const folder = model.source_layout === 'diffusers' ? (unet + (params.train_text_encoder ? text_encoder + text_encoder_2 : 0)) * bytes : 0;
+  // The EMA's own single file, or for SD 2.x its own folder.
+  const ema = (params.ema_decay ?? 0) > 0 ? (model.family === 'sd2' ? folder : singleFile) : 0;
+  return singleFile + folder + ema;
+}
+
+/** 422: params of the other training method, each named with why. */
+function paramsBeyondMethod(method: TrainingMethod, params: TrainingParamsInput): ProblemError | undefined {
+  const outside = paramsOutsideMethod(params, method);
+  if (outside.length === 0) return undefined;
+  return new ProblemError({
+    status: 422,
+    type: 'unsupported-by-method',
+    title: 'Not a param of the training method',
+    detail: `A ${method} run cannot take ${outside.map(({ param }) => `params.${param}`).join(', ')}`,
+    errors: outside.map(({ param, methods, why }) =>
+      fieldError('body', `params.${param}`, `is for method ${methods.join(' and ')} only, and this run's method is ${method}: ${why}`)),
+  });
+}
+
+/** 400: params of a full run that contradict each other (as resolved: the server's precision included). */
+function fullParamConflicts(params: ResolvedTrainingParams): FieldError[] {
+  const errors: FieldError[] = [];
+  if (params.full_bf16 === true && params.mixed_precision !== 'bf16') {
+    errors.push(fieldError('body', 'params.full_bf16', `needs mixed_precision bf16; this run's is ${params.mixed_precision}` +
+      ' (on a CPU server the default is no: float32)'));
+  }
+  if (params.validation_weights === 'ema' && !((params.ema_decay ?? 0) > 0)) {
+    errors.push(fieldError('body', 'params.validation_weights', 'is ema but ema_decay is 0: there is no EMA to validate with'));
+  }
+  return errors;
+}
+
+const GiB = 1024 ** 3;
+const inGiB = (bytes: number) => `${(bytes / GiB).toFixed(bytes < GiB ? 3 : 1)} GiB (${bytes} bytes)`;
 
 /** What the model cannot take of the request's params: a param of another family, a resolution or clip skip beyond the model's. */
 function paramsBeyondModel(model: BaseModel, params: TrainingParamsInput): FieldError[] {
@@ -123,14 +199,29 @@ export class TrainingRunsService {
     const dataset = await createDatasetsRepository(this.db).findById(tenantId, request.dataset_id);
     if (dataset === null) throw notFound('Dataset', request.dataset_id);
     // One lookup, not a listing: only this model's weight headers are read.
-    const { model } = await this.models.getNamed(request.model);
-    const beyond = paramsBeyondModel(model, request.params ?? {});
+    const { model } = await this.models.getNamed(tenantId, request.model);
+    const input = request.params ?? {};
+    const method = methodOf(input);
+    const otherMethod = paramsBeyondMethod(method, input);
+    if (otherMethod !== undefined) throw otherMethod;
+    const beyond = paramsBeyondModel(model, input);
     if (beyond.length > 0) {
       throw unsupportedByModel(
         `Model ${model.id} (${FAMILY_NAMES[model.family]}, made for ${model.default_resolution}px images) cannot take ${beyond.map((error) => error.field).join(', ')}`,
         beyond,
       );
     }
+    const params = withClassPrompt(
+      resolveTrainingParams(input, {
+        family: model.family,
+        mixed_precision: this.options.serverPrecision[model.family],
+        resolution: model.default_resolution,
+      }),
+      dataset.class_word,
+    );
+    const conflicts = fullParamConflicts(params);
+    if (conflicts.length > 0) throw invalidInput(`Invalid params: ${conflicts.map((error) => error.field).join(', ')}`, conflicts);
+    const expected = method === 'full' ? expectedModelBytes(model, params) : null;
     const images = await createCaptionsRepository(this.db).allForDataset(tenantId, dataset.id);
     if (images.length === 0) {
       throw new ProblemError({ status: 409, type: 'dataset-empty', title: 'Dataset is empty', detail: `Dataset ${dataset.id} has no images to train on` });
@@ -149,19 +240,15 @@ export class TrainingRunsService {
           headers: { 'retry-after': '60' },
         });
       }
+      await this.models.lockForJob(tx, tenantId, request.model);
+      if (expected !== null) await this.#checkModelStorage(tx, tenantId, expected);
       return runs.insert({
         tenantId,
         datasetId: dataset.id,
         modelId: request.model,
         name: request.name ?? null,
-        params: withClassPrompt(
-          resolveTrainingParams(request.params ?? {}, {
-            family: model.family,
-            mixed_precision: this.options.serverPrecision[model.family],
-            resolution: model.default_resolution,
-          }),
-          dataset.class_word,
-        ),
+        params,
+        expectedModelBytes: expected,
         metadata: request.metadata ?? {},
         triggerToken: dataset.trigger_token,
         classWord: dataset.class_word,
@@ -195,9 +282,41 @@ export class TrainingRunsService {
     return toPage(rows, limit, toTrainingRun);
   }
 
-  /** Deletes a finished run with its files, events and artifacts; 409 while it is queued or running. */
+  /**
+   * 429 when the tenant's model storage, with what this run is expected to write, passes
+   * TENANT_MAX_MODEL_BYTES (checked under the tenant's queue lock, so two runs queued at once
+   * both count).
+   */
+  async #checkModelStorage(tx: Queryable, tenantId: string, expected: number): Promise<void> {
+    const usage = await createTenantModelsRepository(tx).usage(tenantId);
+    const held = usage.stored + usage.checkpoints + usage.expected;
+    const cap = this.options.tenantMaxModelBytes;
+    if (held + expected <= cap) return;
+    throw new ProblemError({
+      status: 429,
+      type: 'model-storage-full',
+      title: 'Model storage full',
+      detail: `This tenant's models and full runs hold ${inGiB(usage.stored + usage.checkpoints)}` +
+        (usage.expected > 0 ? `, its queued full runs are expected to write ${inGiB(usage.expected)}` : '') +
+        `, and this run would write about ${inGiB(expected)}: more than TENANT_MAX_MODEL_BYTES, ${inGiB(cap)}. ` +
+        'Delete models you no longer need (DELETE /v1/models/{id}) and finished full runs (DELETE /v1/training-runs/{id}: their ' +
+        'checkpoints), or save in float16 (params.save_dtype)',
+      errors: [fieldError('body', 'params.method', `a full run would pass this tenant's TENANT_MAX_MODEL_BYTES (${inGiB(cap)})`)],
+    });
+  }
+
+  /** Deletes a finished run with its files, events and artifacts; 409 while it is queued or running, or while the model it trained exists. */
   async delete(tenantId: string, id: string): Promise<void> {
     const run = await this.get(tenantId, id);
+    const model = await createTenantModelsRepository(this.db).byTrainingRun(id);
+    if (model !== null) {
+      throw new ProblemError({
+        status: 409,
+        type: 'training-run-has-model',
+        title: 'Training run holds a model',
+        detail: `Training run ${id} trained model ${model.id}, whose files are the run's; delete the model first (DELETE /v1/models/${model.id})`,
+      });
+    }
     if (!FINISHED.has(run.status) || !(await createTrainingRunsRepository(this.db).deleteFinished(tenantId, id))) {
       throw new ProblemError({
         status: 409,

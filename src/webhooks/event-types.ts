@@ -15,7 +15,7 @@ export interface WebhookEventType {
 export const WEBHOOK_EVENT_TYPES = {
   'training_run.started': { resource: 'training_run', byDefault: false, description: 'A worker took the run (status starting), once per run' },
   'training_run.validation': { resource: 'training_run', byDefault: false, description: 'The run rendered its validation images and measured validation loss (opt-in: one per validation)' },
-  'training_run.succeeded': { resource: 'training_run', byDefault: true, description: 'The run saved its LoRA' },
+  'training_run.succeeded': { resource: 'training_run', byDefault: true, description: 'The run saved its LoRA (a full run: registered its model)' },
   'training_run.failed': { resource: 'training_run', byDefault: true, description: 'The run stopped with an error' },
   'training_run.canceled': { resource: 'training_run', byDefault: true, description: 'The run was canceled' },
   'captioning_job.succeeded': { resource: 'captioning_job', byDefault: true, description: 'The captioning job finished' },

@@ -6,7 +6,7 @@ import type { Queryable } from '../db/database.js';
 import { createCaptioningJobsRepository, type JobRow } from '../repositories/captioning-jobs.js';
 import { createGenerationsRepository, type GenerationRow } from '../repositories/generations.js';
 import type { TrainingRunEventRow } from '../repositories/training-run-events.js';
-import type { TrainingRunRow } from '../repositories/training-runs.js';
+import { createTrainingRunsRepository, type TrainingRunRow } from '../repositories/training-runs.js';
 import type { WebhookMessageRow } from '../repositories/webhook-messages.js';
 import { toCaptioningJob } from '../services/captioning-jobs.js';
 import { toGeneration } from '../services/generations.js';
@@ -30,9 +30,9 @@ async function renderData(db: Queryable, message: WebhookMessageRow): Promise<un
   switch (message.resource_type) {
     case 'training_run': {
       const row = revive<TrainingRunRow>(snapshot, ['created_at', 'started_at', 'completed_at', 'cancel_requested_at', 'claimed_at', 'lease_expires_at', 'heartbeat_at']);
-      // A run's image snapshot never changes once it is made.
-      const { rows } = await db.query<{ n: number }>('SELECT count(*)::integer AS n FROM training_run_images WHERE run_id = $1', [message.resource_id]);
-      return toTrainingRun({ ...row, image_count: rows[0]?.n ?? 0 });
+      // A run's image snapshot never changes once it is made; a full run's model is registered, and its
+      // files published, by the time its success is (in the transaction that marks it succeeded).
+      return toTrainingRun({ ...row, ...(await createTrainingRunsRepository(db).shownWith(message.resource_id)) });
     }
     case 'captioning_job': {
       // Its items are final once the job is (every captioning event is a terminal one).

@@ -56,6 +56,17 @@ async function listen(ctx: TestApp): Promise<string> {
   return ctx.app.listen({ port: 0, host: '127.0.0.1' });
 }
 
+/** A dataset "Rex" (a dog) with one photo, made through the API. */
+async function datasetWithPhoto(base: string, ctx: TestApp, photo: Buffer): Promise<{ id: string }> {
+  const dataset = await (await fetch(`${base}/v1/datasets`, {
+    method: 'POST', headers: { ...ctx.auth, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'Rex', class_word: 'dog' }),
+  })).json();
+  const form = new FormData();
+  form.append('files', new Blob([new Uint8Array(photo)], { type: 'image/jpeg' }), 'rex.jpg');
+  assert.equal((await fetch(`${base}/v1/datasets/${dataset.id}/images`, { method: 'POST', headers: ctx.auth, body: form })).status, 201);
+  return dataset;
+}
+
 async function apiGet(base: string, ctx: TestApp, url: string): Promise<any> {
   const response = await fetch(`${base}${url}`, { headers: ctx.auth });
   assert.equal(response.status, 200, `${url}: ${await response.clone().text()}`);
@@ -245,17 +256,13 @@ test("the run and generate forms follow the base model's family: clip skip for S
   const base = await listen(ctx);
   const { page, problems } = await openConsole(t, base);
   await signIn(page, ctx.apiKey);
-  const dataset = await (await fetch(`${base}/v1/datasets`, {
-    method: 'POST', headers: { ...ctx.auth, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'Rex', class_word: 'dog' }),
-  })).json();
-  const form = new FormData();
-  form.append('files', new Blob([new Uint8Array(await scenePhoto(0))], { type: 'image/jpeg' }), 'rex.jpg');
-  assert.equal((await fetch(`${base}/v1/datasets/${dataset.id}/images`, { method: 'POST', headers: ctx.auth, body: form })).status, 201);
+  const dataset = await datasetWithPhoto(base, ctx, await scenePhoto(0));
 
   // ---- the new-run form: the SDXL demo first, then the SD 1.5 one
   await page.goto(`/console/runs/new?dataset=${dataset.id}`);
   await page.getByRole('heading', { name: 'New training run' }).waitFor();
   const model = page.getByLabel('Base model');
+  await model.waitFor(); // the form shows once the datasets and models have loaded
   assert.deepEqual((await model.locator('option').allInnerTexts()).slice(0, 2), ['sdxl-tiny-demo (SDXL, demo)', 'sd15-tiny-demo (SD 1.x, demo)']);
   await page.getByText('Advanced settings').click();
   const clipSkip = page.getByLabel('Clip skip', { exact: true });
@@ -283,5 +290,54 @@ test("the run and generate forms follow the base model's family: clip skip for S
   assert.deepEqual(await unlabelledControls(page), []);
   await generateModel.selectOption('sdxl-tiny-demo');
   await until('the clip skip field gone', async () => (await clipSkip.count()) === 0);
+  assert.deepEqual(problems, []);
+});
+
+test('"Full fine-tune" in the new-run form: its own presets and params; the model it trains joins the model pickers', async (t) => {
+  const ctx = await withTestApp(t, { env: { GENERATION_SLOTS: '0' } });
+  const base = await listen(ctx);
+  const { page, problems } = await openConsole(t, base);
+  await signIn(page, ctx.apiKey);
+  const dataset = await datasetWithPhoto(base, ctx, await scenePhoto(1, 256));
+
+  await page.goto(`/console/runs/new?dataset=${dataset.id}`);
+  await page.getByRole('heading', { name: 'New training run' }).waitFor();
+  await page.getByLabel('Rank', { exact: true }).waitFor(); // a LoRA run has a rank (the form is there once its models loaded)
+  await page.getByRole('radio', { name: 'Full fine-tune' }).check();
+  await page.getByRole('radio', { name: 'DreamBooth (person or pet)' }).waitFor();
+  assert.equal(await page.getByRole('radio', { name: 'Likeness (person or pet)' }).count(), 0, "the LoRA presets are not a full run's");
+  assert.ok(await page.getByRole('radio', { name: 'Quick test' }).isChecked(), 'the quick test on a demo model');
+  assert.equal(await page.getByLabel('Steps', { exact: true }).inputValue(), '10');
+  assert.equal(await page.getByLabel('Rank', { exact: true }).count(), 0, 'no rank on a full run');
+  await page.getByText('Advanced settings').click();
+  await page.getByLabel('EMA decay', { exact: true }).waitFor();
+  assert.ok(await page.getByLabel('Use prior preservation').isChecked(), "prior preservation is on by default for a full run");
+  assert.equal(await page.getByLabel('Also save the peft/diffusers layout').count(), 0);
+  await page.getByLabel('Resolution', { exact: true }).fill('64');
+  assert.deepEqual(await unlabelledControls(page), []);
+  await fitsPhone(page, 'the new-run form of a full fine-tune');
+  await page.getByRole('button', { name: 'Start training' }).click();
+  await page.waitForURL(/\/console\/runs\/tr_/);
+  const runId = new URL(page.url()).pathname.split('/').pop()!;
+  const queued = await apiGet(base, ctx, `/v1/training-runs/${runId}`);
+  assert.deepEqual(
+    [queued.params.method, queued.params.max_steps, queued.params.rank, queued.params.prior_preservation.num_class_images, queued.params.learning_rate],
+    ['full', 10, null, 4, 5e-6],
+  );
+  await page.locator('.status[data-status="succeeded"]').first().waitFor({ timeout: 120_000 });
+  const run = await apiGet(base, ctx, `/v1/training-runs/${runId}`);
+  const modelId = run.output.model_id as string;
+  await page.getByText(modelId).waitFor();
+  await page.getByText('Peak memory').waitFor();
+
+  // The model pickers: the new run's and the generate form's list the tenant's model after the server's.
+  const label = `${run.name ?? modelId} (SDXL, yours${run.name === null ? '' : `: ${modelId}`})`;
+  await page.getByRole('link', { name: 'Generate with this model' }).click();
+  const generateModel = page.getByLabel('Base model');
+  await until('the trained model chosen', async () => (await generateModel.inputValue()) === modelId);
+  assert.ok((await generateModel.locator('option').allInnerTexts()).includes(label));
+  await page.goto(`/console/runs/new?dataset=${dataset.id}`);
+  const runModel = page.getByLabel('Base model');
+  await until('the model listed', async () => (await runModel.locator('option').allInnerTexts()).at(-1) === label);
   assert.deepEqual(problems, []);
 });

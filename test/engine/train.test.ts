@@ -92,7 +92,14 @@ describe('bad configs are refused naming the field, before any native work', () 
     ['image file missing', { images: [{ ...image, path: path.join(scratch, 'nope.png') }] }, /config\.images\[0\]\.path does not exist/],
     ['image data not bytes', { images: [{ name: 'a', caption: 'x', data: 'base64...' }] }, /non-empty Buffer for config\.images\[0\]\.data/],
     ['unknown image field', { images: [{ ...image, weight: 2 }] }, /Unknown field config\.images\[0\]\.weight/],
-    ['unknown optimizer', { optimizer: 'sgd' }, /^Expected "adamw" or "adamw8bit" for config\.optimizer but received "sgd"$/],
+    ['unknown optimizer', { optimizer: 'sgd' }, /^Expected "adamw", "adamw8bit" or "adafactor" for config\.optimizer but received "sgd"$/],
+    ['unknown method', { method: 'dreambooth' }, /^Expected "lora" or "full" for config\.method but received "dreambooth"$/],
+    ['fullBf16 on a LoRA', { fullBf16: true, dtype: 'bfloat16' }, /config\.fullBf16 is set but config\.method is "lora"/],
+    ['fullBf16 on float32 weights', { method: 'full', fullBf16: true }, /config\.fullBf16 needs config\.dtype "bfloat16" but received "float32"/],
+    ['an EMA of a LoRA', { emaDecay: 0.999 }, /config\.emaDecay is 0\.999 but config\.method is "lora"/],
+    ['an EMA decay of 1', { method: 'full', emaDecay: 1 }, /for config\.emaDecay but received 1$/],
+    ['validating with no EMA', { method: 'full', validationWeights: 'ema' }, /config\.validationWeights is "ema" but config\.emaDecay is 0/],
+    ['negative keepCheckpoints', { keepCheckpoints: -1 }, /for config\.keepCheckpoints but received -1$/],
     ['unknown lr scheduler', { lrScheduler: 'step' },
       /^Expected "constant", "constant_with_warmup", "linear" or "cosine" for config\.lrScheduler but received "step"$/],
     ['unknown dtype', { dtype: 'int8' }, /^Expected "float32", "bfloat16" or "float16" for config\.dtype but received "int8"$/],
@@ -276,7 +283,7 @@ describe('training the tiny model', () => {
     assert.ok(Math.abs(last.metrics.lr! - 1e-4) < 1e-12, 'constant schedule at the default unetLr');
     for (const report of progress) assert.ok(Array.isArray(report.files) && typeof report.metrics === 'object');
 
-    assert.ok(existsSync(result.loraPath), result.loraPath);
+    assert.ok(result.loraPath !== undefined && existsSync(result.loraPath), result.loraPath);
     assert.equal(result.loraPath, path.join(config.outputDir, 'lora.safetensors'));
     const header = await inspectSafetensors(result.loraPath);
     const names = Object.keys(header.tensors);
@@ -318,7 +325,7 @@ describe('training the tiny model', () => {
       .promise;
     assert.equal(resumed.status, 'completed');
     assert.equal(resumed.steps, maxSteps);
-    assert.ok(existsSync(resumed.loraPath), resumed.loraPath);
+    assert.ok(resumed.loraPath !== undefined && existsSync(resumed.loraPath), resumed.loraPath);
     const firstStep = resumedProgress.find((report) => report.phase === 'training')?.step ?? 0;
     assert.ok(firstStep > cancelled.steps, `the resumed run started over (first step ${firstStep})`);
   });

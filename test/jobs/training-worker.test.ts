@@ -57,7 +57,7 @@ async function setUp(t: Parameters<typeof withTestApp>[0]) {
   const worker = newWorker();
   const service = new TrainingRunsService(ctx.db, ctx.app.services.models, {
     serverPrecision: CPU_PRECISION,
-    webhookPolicy: new AddressPolicy({ allowHttp: false, allowedHosts: [] }), tenantMaxQueuedRuns: 10,
+    webhookPolicy: new AddressPolicy({ allowHttp: false, allowedHosts: [] }), tenantMaxQueuedRuns: 10, tenantMaxModelBytes: 1024 ** 4,
     files: new FsRunFileStore(runsDir),
     created: () => worker.wake(),
   });

@@ -105,6 +105,9 @@ test('the client program calls every operation against the real server: typed bo
   assert.deepEqual([...new Set(report.called)].sort(), operationIds(), 'every operation of the document is called');
 
   assert.equal(report.demoModel.id, 'sdxl-tiny-demo');
+  assert.equal(report.demoModel.owner, 'server');
+  assert.equal(report.problems.deleteServerModel?.status, 403);
+  assert.match(report.problems.deleteServerModel!.type, /model-read-only$/);
   assert.ok(report.demoModel.parameters.total > 0);
   assert.match(report.dataset.id, /^ds_/);
   assert.equal(report.dataset.trigger_token, 'ohwx', 'the default trigger token, not sent by the client');

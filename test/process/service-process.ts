@@ -324,7 +324,7 @@ export interface RunView {
   progress: { phase: string; step: number; total_steps: number } | null;
   metrics: Record<string, number> | null;
   error: { code: string; message: string } | null;
-  output: { lora_url: string; lora_peft_url: string | null } | null;
+  output: { lora_url: string; lora_peft_url: string | null; model_id?: string | null; model_url?: string | null } | null;
 }
 
 export async function createRun(

@@ -1,6 +1,7 @@
 // Training-run params: one table gives the request schema, the resolved params a run
 // stores and the engine's TrainConfig; the engine's own validation accepts what it maps to.
-// Params of some model families only are null for the others, and refused when named.
+// Params of some model families only are null for the others, and refused when named; so
+// are params of one training method (lora or full) only.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,8 +12,11 @@ import { EngineArgumentError, validateTrainConfig } from '../../src/engine/index
 import {
   CPU_PRECISION,
   CUDA_PRECISION,
+  FULL_LEARNING_RATE,
+  FULL_TEXT_ENCODER_LR,
   paramOfTrainField,
   paramsOutsideFamily,
+  paramsOutsideMethod,
   resolveTrainingParams,
   storedTrainingParams,
   trainConfigFields,
@@ -165,4 +169,61 @@ test('runs stored before clip_skip and text_encoder_2_lr existed read as the SDX
   assert.equal(stored.text_encoder_2_lr, 3e-5);
   const sd1 = resolveTrainingParams({}, { family: 'sd1', mixed_precision: 'no', resolution: 512 });
   assert.deepEqual(storedTrainingParams(structuredClone(sd1)), sd1, 'a null stays null');
+});
+
+test('method full resolves DreamBooth defaults, nulls the LoRA params, and maps to what the engine accepts', () => {
+  const context = { family: 'sdxl', mixed_precision: 'no', resolution: 128 } as const;
+  const full = resolveTrainingParams({ method: 'full' }, context);
+  assert.equal(full.method, 'full');
+  assert.equal(full.learning_rate, FULL_LEARNING_RATE);
+  assert.equal(full.text_encoder_lr, FULL_TEXT_ENCODER_LR);
+  assert.equal(full.text_encoder_2_lr, FULL_TEXT_ENCODER_LR, "the second encoder follows the first's full rate");
+  assert.equal(full.max_steps, 800);
+  assert.equal(full.keep_checkpoints, 1);
+  assert.deepEqual(JSON.parse(JSON.stringify(full.prior_preservation)), { num_class_images: 100, loss_weight: 1 }, 'prior preservation on, every field at its default');
+  assert.deepEqual([full.rank, full.alpha, full.save_peft], [null, null, null], 'no LoRA network');
+  assert.deepEqual([full.full_bf16, full.ema_decay, full.ema_start_step, full.ema_on_cpu, full.validation_weights], [false, 0, 0, false, 'trained']);
+  assert.equal(full.save_dtype, 'float16');
+  const config = validateTrainConfig({ ...FILES, ...trainConfigFields(full) });
+  assert.equal(config.method, 'full');
+  assert.equal(config.unetLr, FULL_LEARNING_RATE);
+  assert.equal(config.keepCheckpoints, 1);
+  assert.equal(config.rank, 16, "not set: the engine's default, which a full run ignores");
+
+  const lora = resolveTrainingParams({}, context);
+  assert.equal(lora.method, 'lora');
+  assert.deepEqual([lora.rank, lora.alpha, lora.save_peft, lora.learning_rate, lora.max_steps, lora.keep_checkpoints, lora.prior_preservation], [16, 16, true, 1e-4, 1000, 0, null]);
+  assert.deepEqual([lora.full_bf16, lora.ema_decay, lora.ema_start_step, lora.ema_on_cpu, lora.validation_weights], [null, null, null, null, null], 'no full-only param');
+  assert.equal(validateTrainConfig({ ...FILES, ...trainConfigFields(lora) }).method, 'lora');
+
+  // What a full run is given stays given: rates, prior preservation off, an EMA.
+  const given = resolveTrainingParams({ method: 'full', learning_rate: 1e-6, prior_preservation: null, ema_decay: 0.999, validation_weights: 'ema' }, context);
+  assert.deepEqual([given.learning_rate, given.prior_preservation, given.ema_decay, given.validation_weights], [1e-6, null, 0.999, 'ema']);
+  const ema = validateTrainConfig({ ...FILES, ...trainConfigFields(given) });
+  assert.deepEqual([ema.emaDecay, ema.validationWeights], [0.999, 'ema']);
+});
+
+test('params of the other method are named with why; the request schema fills in no method-dependent default', () => {
+  assert.deepEqual(paramsOutsideMethod({ rank: 8, alpha: 8, learning_rate: 1e-5 }, 'full').map((outside) => outside.param), ['rank', 'alpha']);
+  assert.match(paramsOutsideMethod({ save_peft: false }, 'full')[0]!.why, /no LoRA network/);
+  assert.deepEqual(paramsOutsideMethod({ ema_decay: 0.9, full_bf16: true }, 'lora').map((outside) => [outside.param, outside.methods]), [['full_bf16', ['full']], ['ema_decay', ['full']]]);
+  assert.deepEqual(paramsOutsideMethod({ rank: 8 }, 'lora'), []);
+  const filled = withDefaults({}) as Record<string, unknown>;
+  assert.equal(filled.method, 'lora', 'the method has a plain default');
+  for (const name of ['rank', 'alpha', 'save_peft', 'learning_rate', 'text_encoder_lr', 'max_steps', 'keep_checkpoints', 'ema_decay', 'full_bf16', 'prior_preservation']) {
+    assert.equal(filled[name], undefined, `${name}: a default filled in by the schema would be taken for one the request gave`);
+  }
+  assert.ok([...Value.Errors(TrainingParams, withDefaults({ method: 'dreambooth' }))].some((error) => error.instancePath === '/method'));
+  assert.ok([...Value.Errors(TrainingParams, withDefaults({ ema_decay: 1 }))].some((error) => error.instancePath === '/ema_decay'));
+  assert.ok(Value.Check(TrainingParams, withDefaults({ method: 'full', optimizer: 'adafactor', keep_checkpoints: 2 })));
+});
+
+test('runs stored before method existed read as the LoRA runs they were', () => {
+  const old = resolveTrainingParams({}, { family: 'sdxl', mixed_precision: 'no', resolution: 1024 }) as Record<string, unknown>;
+  for (const name of ['method', 'keep_checkpoints', 'full_bf16', 'ema_decay', 'ema_start_step', 'ema_on_cpu', 'validation_weights']) delete old[name];
+  const stored = storedTrainingParams(structuredClone(old));
+  assert.equal(stored.method, 'lora');
+  assert.equal(stored.keep_checkpoints, 0, 'every checkpoint kept, as they were');
+  assert.equal(stored.ema_decay, null);
+  assert.deepEqual(stored, resolveTrainingParams({}, { family: 'sdxl', mixed_precision: 'no', resolution: 1024 }));
 });

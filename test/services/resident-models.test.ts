@@ -31,12 +31,12 @@ function residentModels(maxBytes: number) {
 
 test('concurrent acquires of one model load it once and share the copy', async () => {
   const { resident, loads } = residentModels(1 << 30);
-  const held = await Promise.all([resident.acquire('tiny-a'), resident.acquire('tiny-a'), resident.acquire('tiny-a')]);
+  const held = await Promise.all([resident.acquire(null, 'tiny-a'), resident.acquire(null, 'tiny-a'), resident.acquire(null, 'tiny-a')]);
   assert.deepEqual(loads, ['tiny-a']);
   assert.equal(held[0]!.model, held[1]!.model);
   assert.equal(held[1]!.model, held[2]!.model);
   for (const h of held) h.release();
-  const again = await resident.acquire('tiny-a');
+  const again = await resident.acquire(null, 'tiny-a');
   assert.equal(again.loadSeconds, 0, 'resident: no load');
   again.release();
   const stats = resident.stats();
@@ -51,24 +51,24 @@ test('concurrent acquires of one model load it once and share the copy', async (
 
 test('over the budget the least recently used model nobody holds is evicted; a held one stays', async () => {
   const probe = residentModels(1 << 30);
-  const one = await probe.resident.acquire('tiny-a');
+  const one = await probe.resident.acquire(null, 'tiny-a');
   one.release();
   const bytes = probe.resident.stats().bytes;
   probe.resident.close();
 
   const { resident, loads } = residentModels(bytes); // room for one model
-  const a = await resident.acquire('tiny-a');
-  const b = await resident.acquire('tiny-b'); // both held: over budget, nothing evictable
+  const a = await resident.acquire(null, 'tiny-a');
+  const b = await resident.acquire(null, 'tiny-b'); // both held: over budget, nothing evictable
   assert.equal(resident.stats().resident, 2);
   a.release(); // a is now the least recently used, and free: evicted
   assert.equal(resident.stats().resident, 1);
   assert.equal(a.model.disposed, true);
   assert.equal(b.model.disposed, false);
   b.release();
-  const b2 = await resident.acquire('tiny-b');
+  const b2 = await resident.acquire(null, 'tiny-b');
   assert.equal(b2.model, b.model, 'b stayed');
   b2.release();
-  await (await resident.acquire('tiny-a')).release();
+  await (await resident.acquire(null, 'tiny-a')).release();
   assert.deepEqual(loads, ['tiny-a', 'tiny-b', 'tiny-a']);
   assert.equal(resident.stats().evictions, 2);
   resident.close();
@@ -76,7 +76,7 @@ test('over the budget the least recently used model nobody holds is evicted; a h
 
 test('a model that fails to load is tried again by the next acquire', async () => {
   const { resident } = residentModels(1 << 30);
-  await assert.rejects(resident.acquire('no-such-model'), /no-such-model/);
-  await assert.rejects(resident.acquire('no-such-model'), /no-such-model/);
+  await assert.rejects(resident.acquire(null, 'no-such-model'), /no-such-model/);
+  await assert.rejects(resident.acquire(null, 'no-such-model'), /no-such-model/);
   assert.equal(resident.stats().resident, 0);
 });

@@ -21,11 +21,11 @@ ExponentialMovingAverage::ExponentialMovingAverage(std::vector<torch::Tensor> we
 
 void ExponentialMovingAverage::update(int64_t steps_done) {
   const double n = static_cast<double>(steps_done - update_after_step_ - 1);
-  last_decay_ = n <= 0 ? 0.0 : std::min(decay_, (1.0 + n) / (10.0 + n));
+  const double decay = n <= 0 ? 0.0 : std::min(decay_, (1.0 + n) / (10.0 + n));
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < weights_.size(); ++i) {
     const torch::Tensor weight = weights_[i].detach().to(shadows_[i].device(), torch::kFloat32);
-    shadows_[i].sub_((shadows_[i] - weight).mul_(1.0 - last_decay_));
+    shadows_[i].sub_((shadows_[i] - weight).mul_(1.0 - decay));
   }
 }
 

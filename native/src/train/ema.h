@@ -26,7 +26,6 @@ class ExponentialMovingAverage {
   // Called after optimizer step `steps_done` (1-based).
   void update(int64_t steps_done);
 
-  double last_decay() const { return last_decay_; }
   int64_t state_bytes() const;
 
   // The shadows in the weights' dtype and device, by name (model files).
@@ -45,7 +44,6 @@ class ExponentialMovingAverage {
   std::vector<torch::Tensor> shadows_; // float32
   double decay_;
   int64_t update_after_step_;
-  double last_decay_ = 0;
 };
 
 } // namespace sdxl::train

@@ -3,7 +3,6 @@
 
 #include <filesystem>
 #include <stdexcept> // std::invalid_argument
-#include <system_error>
 
 #include "engine/model.h"      // read_stored_components, inspect_model
 #include "io/key_conversion.h" // io::join_single_file, io::SingleFileExpectations

@@ -1,6 +1,7 @@
 // The LoRAs of a generation: each chosen one with its scale (a slider) and a remove button,
-// and a select to add another: the tenant's succeeded training runs (by run id) and its
-// uploaded LoRAs (by LoRA id), those of the chosen base model only.
+// and a select to add another: the tenant's succeeded LoRA training runs (by run id) and its
+// uploaded LoRAs (by LoRA id), those of the chosen base model only. (A full fine-tuning run
+// trains a model, chosen as the base model instead.)
 import { useState } from 'preact/hooks';
 import { ApiError, unwrap, type Lora, type TrainingRun } from '../api.js';
 import { GENERATION_LIMITS } from '../generation-limits.js';
@@ -78,7 +79,7 @@ export function LoraPicker({ model, chosen, onChange, error, errorKeys }: LoraPi
   const loras = useLoad(() => unwrap(api.GET('/v1/loras', { params: { query: { limit: 100 } } })), [api]);
   const [adding, setAdding] = useState('');
 
-  const runOptions = (runs.data?.data ?? []).map((run) => runLora(run));
+  const runOptions = (runs.data?.data ?? []).filter((run) => run.params.method !== 'full').map((run) => runLora(run));
   const listedRuns = new Set(runOptions.map((option) => option.key));
   // A run's LoRA is offered as its run; one whose run is past the first page, as itself.
   const loraOptions = (loras.data?.data ?? [])

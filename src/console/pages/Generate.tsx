@@ -116,14 +116,19 @@ export function GeneratePage({ runId }: { runId: string | undefined }) {
   const defaultSide = (id: string) => modelList.find((model) => model.id === id)?.default_resolution;
   const chosenModel = modelList.find((model) => model.id === values.model);
 
-  // ?run=: that run's LoRA at scale 1, on its own base model (once per run id).
+  // ?run=: that run's LoRA at scale 1, on its own base model; or a full run's model as the model (once per run id).
   useEffect(() => {
     const loaded = run.data;
     if (loaded === undefined || models.data === undefined || preselected.current === loaded.id || loaded.status !== 'succeeded') return;
     preselected.current = loaded.id;
-    setLoras((chosen) => (chosen.some((row) => row.key === `run:${loaded.id}`) ? chosen : [...chosen, runLora(loaded)]));
-    const side = defaultSide(loaded.model);
-    setValues((old) => ({ ...old, model: loaded.model, ...(side === undefined ? {} : { width: String(side), height: String(side) }) }));
+    const trained = loaded.output?.model_id ?? null;
+    if (loaded.params.method === 'full' && trained === null) return; // its model was deleted
+    if (loaded.params.method !== 'full') {
+      setLoras((chosen) => (chosen.some((row) => row.key === `run:${loaded.id}`) ? chosen : [...chosen, runLora(loaded)]));
+    }
+    const model = trained ?? loaded.model;
+    const side = defaultSide(model);
+    setValues((old) => ({ ...old, model, ...(side === undefined ? {} : { width: String(side), height: String(side) }) }));
   }, [run.data, models.data]);
 
   // The first model (the demo one) until one is chosen; waits for ?run= to name its own.

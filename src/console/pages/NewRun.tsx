@@ -1,18 +1,21 @@
-// A new training run: a dataset, a base model, a preset, and the run's params, every one
-// of them drawn from the API's own schema (openapi:training-params), so a param added to
-// the API shows up here under "Advanced settings" without a change to this page. The form
-// follows the model chosen: a param of another model family (x-model-families) is not
-// shown or sent, and the model bounds the resolution and clip skip.
+// A new training run: a dataset, a base model, what to train (a LoRA, or a full fine-tune),
+// a preset, and the run's params, every one of them drawn from the API's own schema
+// (openapi:training-params), so a param added to the API shows up here under "Advanced
+// settings" without a change to this page. The form follows the model and the method
+// chosen: a param of another model family (x-model-families) or of the other method
+// (x-training-methods) is not shown or sent, defaults follow the method
+// (x-method-defaults), and the model bounds the resolution and clip skip. The model picker
+// lists your own models (full fine-tunes) after the server's.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import paramsSchema, { type ParamSchema } from 'openapi:training-params';
 import { ApiError, newIdempotencyKey, unwrap, type ApiClient, type BaseModel, type Dataset } from '../api.js';
 import { ErrorNotice } from '../components/ErrorNotice.js';
 import { fromFieldValue, ParamField, toFieldValue, type FieldValue } from '../components/ParamField.js';
 import { useLoad } from '../hooks.js';
-import { appliesTo, modelLabel } from '../model-family.js';
+import { appliesTo, defaultFor, modelLabel } from '../model-family.js';
 import { Link, navigate } from '../router.js';
 import { useSession } from '../session.js';
-import { presetById, subjectPrompt, TRAINING_PRESETS, type PresetId, type Subject, type TrainingParamsInput } from '../training-presets.js';
+import { presetById, presetsFor, subjectPrompt, type PresetId, type Subject, type TrainingMethod, type TrainingParamsInput } from '../training-presets.js';
 
 /** One control of the form: a param, or a field of an object param ("validation.every"). */
 interface FieldSpec {
@@ -27,10 +30,14 @@ interface FieldSpec {
   group?: string;
 }
 
+/** The param the method choice sets: not a field of its own. */
+const METHOD_PARAM = 'method';
+
 /** The params' fields in the schema's order; an object param's fields follow it. */
 function fieldsOf(schema: typeof paramsSchema): FieldSpec[] {
   const fields: FieldSpec[] = [];
   for (const [name, param] of Object.entries(schema.properties)) {
+    if (name === METHOD_PARAM) continue;
     const nullableObject = param.anyOf?.some((member) => member.type === 'null') ? param.anyOf.find((member) => member.properties !== undefined) : undefined;
     if (param.properties !== undefined) {
       for (const [sub, field] of Object.entries(param.properties)) fields.push({ key: `${name}.${sub}`, path: [name, sub], schema: field, group: name });
@@ -89,9 +96,30 @@ const LABELS: Record<string, string> = {
   'prior_preservation.class_prompt': 'Class prompt',
   'prior_preservation.num_class_images': 'Class images',
   'prior_preservation.loss_weight': 'Prior loss weight',
-  save_dtype: 'LoRA file precision',
+  full_bf16: 'Full bf16 (no float32 master weights)',
+  ema_decay: 'EMA decay',
+  ema_start_step: 'EMA start step',
+  ema_on_cpu: 'Keep the EMA in host memory',
+  validation_weights: 'Validate with',
+  keep_checkpoints: 'Checkpoints kept',
+  save_dtype: 'File precision',
   save_peft: 'Also save the peft/diffusers layout',
 };
+
+/** The methods, as the form offers them. */
+const METHODS: ReadonlyArray<{ id: TrainingMethod; label: string; description: string }> = [
+  {
+    id: 'lora',
+    label: 'LoRA',
+    description: 'A small adapter (megabytes) beside the base model: fast, light on memory, and used with any generation of that model.',
+  },
+  {
+    id: 'full',
+    label: 'Full fine-tune',
+    description: 'DreamBooth: every weight of the UNet (and of the text encoders, if you choose) is trained, with prior preservation. ' +
+      'The run registers a model of your own (gigabytes, counted against your model storage), listed with the base models.',
+  },
+];
 
 function labelOf(key: string): string {
   const known = LABELS[key];
@@ -109,10 +137,19 @@ const idOf = (key: string) => `run-${key.replace(/\./g, '-')}`;
 
 type Values = Record<string, FieldValue>;
 
-/** Every control at its schema default; the validation prompt names the dataset's subject. */
-function defaultValues(subject: Subject): Values {
+/** A field's default on a run of `method`: a toggle is on when its object param is on by default (prior preservation of full runs). */
+function fieldDefault(field: FieldSpec, method: TrainingMethod): unknown {
+  if (field.toggle) {
+    const value = defaultFor(paramsSchema.properties[field.path[0]], method);
+    return value !== null && value !== undefined;
+  }
+  return field.path.length === 1 ? defaultFor(field.schema, method) : field.schema.default;
+}
+
+/** Every control at its default for the method; the validation prompt names the dataset's subject. */
+function defaultValues(subject: Subject, method: TrainingMethod): Values {
   const values: Values = {};
-  for (const field of FIELDS) values[field.key] = toFieldValue(field.schema, field.schema.default);
+  for (const field of FIELDS) values[field.key] = toFieldValue(field.schema, fieldDefault(field, method));
   if (FIELD_BY_KEY.has('validation.prompts')) values['validation.prompts'] = subjectPrompt(subject);
   return values;
 }
@@ -135,27 +172,29 @@ function presetValues(id: PresetId, subject: Subject): Values {
   return values;
 }
 
-/** The fields of a model's family: the params of another family are neither shown nor sent. */
-function fieldsFor(family: BaseModel['family']): FieldSpec[] {
-  return FIELDS.filter((field) => appliesTo(paramsSchema.properties[field.path[0]], family));
+/** The fields of a model's family and a method: the params of another family or method are neither shown nor sent. */
+function fieldsFor(family: BaseModel['family'], method: TrainingMethod): FieldSpec[] {
+  return FIELDS.filter((field) => appliesTo(paramsSchema.properties[field.path[0]], family, method));
 }
 
 /**
- * The request's params: a control is sent when it differs from its schema default or a
- * preset set it; a blank one is left out (the API's default, or the model's own).
+ * The request's params: the method (when not the default), and a control when it differs
+ * from its default for the method or a preset set it; a blank one is left out (the API's
+ * default, or the model's own). A toggle off whose param is on by default sends null.
  */
-function paramsOf(values: Values, presetKeys: ReadonlySet<string>, family: BaseModel['family']): TrainingParamsInput {
-  const params: Record<string, unknown> = {};
-  for (const field of fieldsFor(family)) {
+function paramsOf(values: Values, presetKeys: ReadonlySet<string>, family: BaseModel['family'], method: TrainingMethod): TrainingParamsInput {
+  const params: Record<string, unknown> = method === 'lora' ? {} : { [METHOD_PARAM]: method };
+  for (const field of fieldsFor(family, method)) {
     const [name, sub] = field.path;
     if (field.toggle) {
       if (values[field.key] === true) params[name] = {};
+      else if (fieldDefault(field, method) === true) params[name] = null;
       continue;
     }
     if (field.under !== undefined && values[field.under] !== true) continue;
     const value = fromFieldValue(field.schema, values[field.key] ?? '');
     if (value === undefined) continue;
-    if (!presetKeys.has(field.key) && JSON.stringify(value) === JSON.stringify(field.schema.default)) continue;
+    if (!presetKeys.has(field.key) && JSON.stringify(value) === JSON.stringify(fieldDefault(field, method))) continue;
     if (sub === undefined) params[name] = value;
     else params[name] = { ...(params[name] as object | undefined), [sub]: value };
   }
@@ -218,11 +257,12 @@ function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
   const [datasetId, setDatasetId] = useState(() => (datasets.find((dataset) => dataset.id === initialDatasetId) ?? datasets[0]!).id);
   const [modelId, setModelId] = useState(models[0]!.id);
   const [name, setName] = useState('');
+  const [method, setMethod] = useState<TrainingMethod>('lora');
   // The demo model starts on the quick test: it makes noise, so a long run teaches nothing.
   const [presetId, setPresetId] = useState<PresetId>(models[0]!.demo ? 'quick' : 'likeness');
   const dataset = datasets.find((candidate) => candidate.id === datasetId) ?? datasets[0]!;
   const model = models.find((candidate) => candidate.id === modelId) ?? models[0]!;
-  const [values, setValues] = useState<Values>(() => ({ ...defaultValues(dataset), ...presetValues(presetId, dataset) }));
+  const [values, setValues] = useState<Values>(() => ({ ...defaultValues(dataset, 'lora'), ...presetValues(presetId, dataset) }));
   const [presetKeys, setPresetKeys] = useState<ReadonlySet<string>>(() => new Set(Object.keys(presetValues(presetId, dataset))));
   // Which preset wrote the validation prompts (they follow the dataset), or null once edited by hand.
   const [promptsFrom, setPromptsFrom] = useState<PresetId | null>(presetId);
@@ -241,13 +281,22 @@ function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
 
   const markEdited = (key: string) => setEdited((current) => (current.has(key) ? current : new Set(current).add(key)));
 
-  const choosePreset = (id: PresetId) => {
+  const choosePreset = (id: PresetId, forMethod = method) => {
     setPresetId(id);
     if (id === 'custom') return; // keeps every value as it is
     const preset = presetValues(id, dataset);
-    setValues({ ...defaultValues(dataset), ...preset });
+    setValues({ ...defaultValues(dataset, forMethod), ...preset });
     setPresetKeys(new Set(Object.keys(preset)));
     setPromptsFrom(id);
+  };
+
+  // Another method: its defaults, and its first preset (the quick test on a demo model).
+  const chooseMethod = (next: TrainingMethod) => {
+    setMethod(next);
+    markEdited('params.method');
+    const presets = presetsFor(next).filter((preset) => preset.id !== 'custom');
+    const first = (model.demo ? presets[0] : presets[1] ?? presets[0]) ?? presetById('custom');
+    choosePreset(first.id, next);
   };
 
   const chooseDataset = (id: string) => {
@@ -291,7 +340,7 @@ function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
       dataset_id: datasetId,
       model: modelId,
       ...(name.trim() === '' ? {} : { name: name.trim() }),
-      params: paramsOf(values, presetKeys, model.family),
+      params: paramsOf(values, presetKeys, model.family, method),
     };
     try {
       for (let attempt = 1; ; attempt++) {
@@ -319,9 +368,11 @@ function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
     if (details && !details.open) details.open = true;
   };
 
+  const shownFields = fieldsFor(model.family, method);
   const paramField = (key: string, extra: { hint?: string; placeholder?: string; emptyLabel?: string; rows?: number; maximum?: number } = {}) => {
     const field = FIELD_BY_KEY.get(key);
     if (field === undefined) return null; // a param the API no longer has
+    if (!shownFields.includes(field)) return null; // a param of another family or method
     const { maximum, ...shown } = extra;
     return (
       <ParamField
@@ -339,7 +390,7 @@ function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
   };
 
   const resolution = model.default_resolution;
-  const advancedFields = fieldsFor(model.family).filter((field) => !MAIN_KEYS.has(field.key));
+  const advancedFields = shownFields.filter((field) => !MAIN_KEYS.has(field.key));
   /** What a param's control says about its default and limits on this model, where the model decides them. */
   const modelExtras = (key: string) => {
     switch (key) {
@@ -348,7 +399,7 @@ function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
       case 'clip_skip':
         return model.clip_skip_max === null ? {} : { placeholder: '1', maximum: model.clip_skip_max };
       case 'text_encoder_2_lr':
-        return { placeholder: String(values.text_encoder_lr || FIELD_BY_KEY.get('text_encoder_lr')?.schema.default || '') };
+        return { placeholder: String(values.text_encoder_lr || defaultFor(FIELD_BY_KEY.get('text_encoder_lr')?.schema, method) || '') };
       default:
         return {};
     }
@@ -428,8 +479,31 @@ function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
       </div>
 
       <fieldset>
+        <legend>What to train</legend>
+        {METHODS.map((option) => (
+          <div class="field" key={option.id}>
+            <div class="check">
+              <input
+                type="radio"
+                id={`run-method-${option.id}`}
+                name="run-method"
+                value={option.id}
+                checked={method === option.id}
+                onChange={() => chooseMethod(option.id)}
+                aria-describedby={`run-method-${option.id}-hint`}
+                aria-invalid={option.id === method && fieldError('params.method') !== undefined ? 'true' : undefined}
+              />
+              <label for={`run-method-${option.id}`}>{option.label}</label>
+            </div>
+            <p id={`run-method-${option.id}-hint`} class="hint">{option.description}</p>
+          </div>
+        ))}
+        {fieldError('params.method') === undefined ? null : <p class="field-error">{fieldError('params.method')}</p>}
+      </fieldset>
+
+      <fieldset>
         <legend>Preset</legend>
-        {TRAINING_PRESETS.map((option) => (
+        {presetsFor(method).map((option) => (
           <div class="field" key={option.id}>
             <div class="check">
               <input

@@ -155,6 +155,11 @@ function progressText(progress: RunProgress | undefined, status: string | undefi
   return parts.join(' · ');
 }
 
+/** The most memory the run has held on its device: its final metrics, else its last progress. */
+function peakMemory(run: TrainingRun): number | undefined {
+  return run.metrics?.peak_memory_bytes ?? run.progress?.peak_memory_bytes ?? undefined;
+}
+
 function basename(name: string): string {
   return name.split('/').pop() ?? name;
 }
@@ -275,8 +280,10 @@ export function RunPage({ id }: { id: string }) {
         {status === 'succeeded' && lora !== undefined ? (
           <button type="button" onClick={() => void save(lora)}>Download LoRA</button>
         ) : null}
-        {status === 'succeeded' ? (
-          <Link to={`/generate?run=${encodeURIComponent(data.id)}`} class="button secondary">Generate with this LoRA</Link>
+        {status === 'succeeded' && (data.params.method !== 'full' || data.output?.model_id) ? (
+          <Link to={`/generate?run=${encodeURIComponent(data.id)}`} class="button secondary">
+            {data.params.method === 'full' ? 'Generate with this model' : 'Generate with this LoRA'}
+          </Link>
         ) : null}
         {status !== undefined && !FINISHED.has(status) ? (
           <button type="button" class="danger" disabled={cancelling || data.cancel_requested} onClick={() => void cancel()}>
@@ -309,14 +316,26 @@ export function RunPage({ id }: { id: string }) {
           <dd><Link to={`/datasets/${data.dataset_id}`}>{dataset.data?.name ?? data.dataset_id}</Link></dd>
           <dt>Model</dt>
           <dd>{data.model}</dd>
+          <dt>Method</dt>
+          <dd>{data.params.method === 'full' ? 'Full fine-tune' : 'LoRA'}</dd>
+          {data.output?.model_id === null || data.output?.model_id === undefined ? null : (
+            <>
+              <dt>Trained model</dt>
+              <dd><code>{data.output.model_id}</code></dd>
+            </>
+          )}
           <dt>Trigger</dt>
           <dd><code>{data.trigger_token}</code> {data.class_word}</dd>
           <dt>Images</dt>
           <dd>{data.image_count}</dd>
           <dt>Steps</dt>
           <dd>{data.params.max_steps}</dd>
-          <dt>Rank</dt>
-          <dd>{data.params.rank}</dd>
+          {data.params.rank === null ? null : (
+            <>
+              <dt>Rank</dt>
+              <dd>{data.params.rank}</dd>
+            </>
+          )}
           <dt>Learning rate</dt>
           <dd>{data.params.learning_rate}</dd>
           <dt>Resolution</dt>
@@ -339,6 +358,12 @@ export function RunPage({ id }: { id: string }) {
             <>
               <dt>Training time</dt>
               <dd>{formatDuration(data.metrics.seconds)}</dd>
+            </>
+          )}
+          {peakMemory(data) === undefined ? null : (
+            <>
+              <dt>Peak memory</dt>
+              <dd>{formatBytes(peakMemory(data)!)}{data.progress?.device ? ` (${data.progress.device})` : ''}</dd>
             </>
           )}
         </dl>

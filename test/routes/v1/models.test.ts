@@ -144,9 +144,9 @@ test('a refused MODELS_DIR entry is logged once with its reason, not on every li
   const warnings: Array<{ model: string; reason: string }> = [];
   const logger = { warn: (details: object) => void warnings.push(details as { model: string; reason: string }) };
   const service = new ModelsService(modelsDir, path.join(fileTempDir(), 'models'), logger);
-  await service.list();
-  await service.list();
-  await service.get('no-vae').catch(() => undefined);
+  await service.list(null);
+  await service.list(null);
+  await service.get(null, 'no-vae').catch(() => undefined);
   assert.deepEqual(warnings.map((warning) => warning.model).sort(), REFUSED);
   for (const warning of warnings) assert.ok(warning.reason.length > 0, warning.model);
 });

@@ -47,6 +47,7 @@ test('params resolve by family: clip_skip 1 and no second text-encoder rate on S
   const cuda = new TrainingRunsService(ctx.db, ctx.app.services.models, {
     serverPrecision: CUDA_PRECISION,
     tenantMaxQueuedRuns: 100,
+    tenantMaxModelBytes: 1024 ** 4,
     files: new FsRunFileStore(ctx.config.dataDir),
     webhookPolicy: new AddressPolicy({ allowHttp: false, allowedHosts: [] }),
   });

@@ -21,7 +21,7 @@ const trainingRunArtifactRoutes: FastifyPluginAsyncTypebox = async (fastify) => 
       schema: {
         operationId: 'listTrainingRunArtifacts',
         tags: TAGS,
-        summary: "List a training run's files: LoRA files, checkpoints, validation images",
+        summary: "List a training run's files: LoRA or model files, checkpoints, validation images",
         params: TrainingRunParams,
         response: { 200: TrainingRunArtifactList, ...problemResponses(401, 404, 500) },
       },
@@ -38,11 +38,14 @@ const trainingRunArtifactRoutes: FastifyPluginAsyncTypebox = async (fastify) => 
         summary: 'Download a training run file',
         description:
           'The ETag is the quoted SHA-256; If-None-Match answers 304. One byte range (Range: bytes=start-end, start-, or -suffix, ' +
-          'with If-Range) answers 206, so a broken download resumes; a range past the end answers 416 with Content-Range: bytes */size.',
+          'with If-Range) answers 206, so a broken download resumes; a range past the end answers 416 with Content-Range: bytes */size. ' +
+          "A full run's model.tar (model_diffusers) is its diffusers folder with every component in it (the base model's " +
+          'untouched ones included), entries under <run id>-model/, made as it is read: the same bytes on every request, so Range ' +
+          'and the ETag hold for it too.',
         params: ArtifactParams,
         response: {
-          200: { description: 'The file', content: { 'application/octet-stream': BINARY, 'image/png': BINARY } },
-          206: { description: 'The requested range of the file', content: { 'application/octet-stream': BINARY, 'image/png': BINARY } },
+          200: { description: 'The file', content: { 'application/octet-stream': BINARY, 'image/png': BINARY, 'application/x-tar': BINARY } },
+          206: { description: 'The requested range of the file', content: { 'application/octet-stream': BINARY, 'image/png': BINARY, 'application/x-tar': BINARY } },
           304: { description: 'Not modified (If-None-Match matched the ETag)', type: 'null' },
           ...problemResponses(401, 404, 416, 500),
         },
@@ -57,7 +60,7 @@ const trainingRunArtifactRoutes: FastifyPluginAsyncTypebox = async (fastify) => 
         .header('cache-control', 'private, no-cache') // a resumed run may write a checkpoint again: revalidate
         .header('content-disposition', `attachment; filename="${row.run_id}-${path.posix.basename(row.name)}"`)
         .header('x-content-type-options', 'nosniff')
-        .type(row.name.endsWith('.png') ? 'image/png' : 'application/octet-stream');
+        .type(row.name.endsWith('.png') ? 'image/png' : row.name.endsWith('.tar') ? 'application/x-tar' : 'application/octet-stream');
       if (ifNoneMatch(request.headers['if-none-match'], row.sha256)) return reply.status(304).send(null);
       const ifRange = request.headers['if-range'];
       const range = requestedRange(request.headers.range, typeof ifRange === 'string' ? ifRange : undefined, row.sha256, size);

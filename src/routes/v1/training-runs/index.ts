@@ -25,16 +25,21 @@ const trainingRunRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       schema: {
         operationId: 'createTrainingRun',
         tags: TAGS,
-        summary: 'Train a LoRA on a dataset',
+        summary: 'Train a LoRA (or fine-tune the whole model) on a dataset',
         description:
           "Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. " +
           "The run trains on the dataset's images and current captions as they are now (an image without a caption uses " +
           '"a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. ' +
           'Params follow the model\'s family: clip_skip is for SD 1.x/2.x models, text_encoder_2_lr for SDXL; the one a ' +
-          'family does not have is null in the run. ' +
+          'family does not have is null in the run. params.method full fine-tunes every weight (DreamBooth) instead of a LoRA: ' +
+          'its defaults differ (learning_rate 5e-6, prior preservation on), rank, alpha and save_peft are refused, and the ' +
+          'succeeded run registers a model of yours (GET /v1/models); ema_decay, ema_start_step, ema_on_cpu, ' +
+          'validation_weights and full_bf16 are for full runs only. ' +
           'Refusals: 404 unknown dataset, 400 an unknown or invalid param (named), 409 empty dataset, 422 unknown or unusable ' +
           'model, or a param the model cannot take (named: a resolution above its default_resolution, a param of another ' +
-          'family, clip_skip above its clip_skip_max), 429 the tenant has TENANT_MAX_QUEUED_RUNS runs queued or running.',
+          'family, clip_skip above its clip_skip_max; unsupported-by-method: a param of the other method), 429 the tenant has ' +
+          'TENANT_MAX_QUEUED_RUNS runs queued or running (training-queue-full), or a full run would pass TENANT_MAX_MODEL_BYTES ' +
+          '(model-storage-full).',
         body: CreateTrainingRunBody,
         response: { 202: TrainingRunRef, ...problemResponses(400, 401, 404, 409, 413, 415, 422, 429, 500, 503) },
       },
@@ -99,7 +104,9 @@ const trainingRunRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         operationId: 'deleteTrainingRun',
         tags: TAGS,
         summary: 'Delete a finished training run and its files',
-        description: 'Removes the run, its events and every file it wrote (LoRA files, checkpoints, validation images). 409 while it is queued or running: cancel it first.',
+        description: 'Removes the run, its events and every file it wrote (LoRA files, checkpoints, validation images). 409 while it is ' +
+          'queued or running (training-run-not-finished): cancel it first; 409 while the model a full run registered exists ' +
+          '(training-run-has-model): its files are the run\'s, delete the model first.',
         params: TrainingRunParams,
         response: { 204: { description: 'Deleted', type: 'null' }, ...problemResponses(401, 404, 409, 500) },
       },
