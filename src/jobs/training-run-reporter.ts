@@ -15,6 +15,7 @@ import { createTrainingRunArtifactsRepository, type ArtifactKind } from '../repo
 import { createTrainingRunEventsRepository } from '../repositories/training-run-events.js';
 import { createTrainingRunsRepository } from '../repositories/training-runs.js';
 import type { RunEventsBus } from '../services/run-events-bus.js';
+import type { ModelOutput } from '../services/training-results.js';
 import { artifactUrl } from '../services/training-run-artifacts.js';
 import type { RunFileInfo, RunFileStore } from '../storage/run-file-store.js';
 
@@ -40,14 +41,6 @@ export interface TrainingRunReporterOptions {
   unreported?: readonly string[];
   /** Server paths in the trainer's messages, and what a tenant sees instead (the model's id, a name in the run). */
   redactions: Array<[path: string, shownAs: string]>;
-}
-
-/** A file (or, kind model_diffusers, a folder as a tar) the worker publishes itself. */
-export interface OutputFile {
-  name: string;
-  kind: ArtifactKind;
-  /** For a folder: the tar's name among the artifacts and its entries' top folder. */
-  tar?: { name: string; prefix: string };
 }
 
 const STEP_PHASES = new Set(['training', 'validating', 'saving', 'done', 'cancelled']);
@@ -155,7 +148,7 @@ export class TrainingRunReporter {
    * Publishes files the worker names (a full run's model) after every write so far, records
    * them as artifacts and tells the run's watchers; throws when one cannot be published.
    */
-  async publishNow(step: number, outputs: OutputFile[]): Promise<Array<Record<string, unknown>>> {
+  async publishNow(step: number, outputs: ModelOutput[]): Promise<Array<Record<string, unknown>>> {
     await this.settled();
     const published = [];
     for (const output of outputs) published.push(await this.#record(step, output));
@@ -205,7 +198,7 @@ export class TrainingRunReporter {
   }
 
   /** Publishes one file (or folder, as a tar) and records it as an artifact; its public description. */
-  async #record(step: number, output: OutputFile): Promise<Record<string, unknown>> {
+  async #record(step: number, output: ModelOutput): Promise<Record<string, unknown>> {
     const { db, files, runId } = this.#options;
     const info: RunFileInfo = output.tar === undefined
       ? await files.publish(runId, output.name)

@@ -21,6 +21,7 @@ import { MODEL_FILES, MODEL_OUTPUT_NAMES, ModelsService, SINGLE_FILE_TOKENIZERS,
 export interface ModelOutput {
   name: string;
   kind: ArtifactKind;
+  /** For a folder: the tar's name among the artifacts and its entries' top folder. */
   tar?: { name: string; prefix: string };
 }
 
