@@ -45,7 +45,7 @@ FROM node:24-bookworm AS build-cpu
 # ARG, not ENV: it reaches apt-get in RUN without staying in the image's environment.
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
- && apt-get install -y cmake g++ libtorch-dev nlohmann-json3-dev libopenblas0-pthread \
+ && apt-get install -y cmake g++ libtorch-dev nlohmann-json3-dev libgloo-dev libopenblas0-pthread \
  && rm -rf /var/lib/apt/lists/*
 # Debian's libtorch-dev: the folder holding TorchConfig.cmake (scripts/build-native.mjs).
 ENV LIBTORCH_DIR=/usr/lib/x86_64-linux-gnu/cmake/Torch

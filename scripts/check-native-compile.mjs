@@ -6,13 +6,16 @@
 // a machine without a GPU, before a GPU user finds it. Nothing is linked or run.
 //
 //   node scripts/check-native-compile.mjs [--headers FILE.tar.xz|DIR] [--cuda-include DIR|none]
-//                                         [--jobs N] [SOURCE ...]
+//                                         [--nccl FILE.tar.xz|DIR|none] [--jobs N] [SOURCE ...]
 //
 // --headers       a PyTorch headers archive or unpacked folder holding torch/include and
 //                 torch/share/cmake (default: ../shared/libtorch-headers/torch-*.tar.xz)
 // --cuda-include  CUDA's headers (cuda_runtime.h); default: CUDA_HOME/include, else the
 //                 include/ beside the nvcc on PATH. Without them the CUDA paths stay off
 //                 and this says so.
+// --nccl          NCCL's headers (an archive holding nccl/include/nccl.h, or a folder
+//                 holding nccl.h) for the NCCL process group, checked with the CUDA paths
+//                 (default: ../shared/libtorch-headers/nccl-*-include.tar.xz).
 // SOURCE          check only these files (relative to the repository), e.g. in a test.
 //
 // Exit status: 0 when every source compiles, 1 when one does not, 2 on bad usage.
@@ -29,6 +32,8 @@ const native = path.join(root, 'native');
 const DEFAULT_HEADERS_DIR = path.resolve(root, '..', 'shared', 'libtorch-headers');
 // Defines of the engine's targets in native/CMakeLists.txt, for a CUDA build of libtorch.
 const CUDA_DEFINES = ['-DSDXL_WITH_CUDA=1', '-DSDXL_WITH_CUDA_KERNELS=1'];
+// ... and where it finds nccl.h (the wheels ship no gloo headers: the Gloo path is Debian's build's).
+const NCCL_DEFINES = ['-DSDXL_WITH_NCCL=1'];
 const ADDON_DEFINES = ['-DNAPI_VERSION=8', '-DNODE_ADDON_API_DISABLE_DEPRECATED', '-DNODE_ADDON_API_CPP_EXCEPTIONS'];
 // The engine's precompiled header, as target_precompile_headers gives it.
 const PCH_HEADERS = ['<torch/torch.h>', '<nlohmann/json.hpp>'];
@@ -39,12 +44,13 @@ function usage(message) {
 }
 
 function parseArguments(argv) {
-  const options = { headers: undefined, cudaInclude: undefined, jobs: availableParallelism(), sources: [] };
+  const options = { headers: undefined, cudaInclude: undefined, nccl: undefined, jobs: availableParallelism(), sources: [] };
   for (let i = 0; i < argv.length; i++) {
     const argument = argv[i];
     const value = () => argv[++i] ?? usage(`${argument} needs a value`);
     if (argument === '--headers') options.headers = value();
     else if (argument === '--cuda-include') options.cudaInclude = value();
+    else if (argument === '--nccl') options.nccl = value();
     else if (argument === '--jobs') options.jobs = Number.parseInt(value(), 10);
     else if (argument.startsWith('--')) usage(`unknown option ${argument}`);
     else options.sources.push(path.resolve(argument));
@@ -55,12 +61,51 @@ function parseArguments(argv) {
 
 // ---- libtorch headers ---------------------------------------------------------
 
+// The newest <prefix>-*-include.tar.xz in the shared headers folder, or undefined.
+function newestArchive(prefix) {
+  const pattern = new RegExp(`^${prefix}-.*-include\\.tar\\.xz$`);
+  const archives = existsSync(DEFAULT_HEADERS_DIR) ? readdirSync(DEFAULT_HEADERS_DIR).filter((name) => pattern.test(name)).sort() : [];
+  return archives.length === 0 ? undefined : path.join(DEFAULT_HEADERS_DIR, archives[archives.length - 1]);
+}
+
 function defaultHeadersArchive() {
-  const archives = existsSync(DEFAULT_HEADERS_DIR)
-    ? readdirSync(DEFAULT_HEADERS_DIR).filter((name) => /^torch-.*-include\.tar\.xz$/.test(name)).sort()
-    : [];
-  if (archives.length === 0) usage(`no --headers given and no torch-*-include.tar.xz in ${DEFAULT_HEADERS_DIR}`);
-  return path.join(DEFAULT_HEADERS_DIR, archives[archives.length - 1]);
+  return newestArchive('torch') ?? usage(`no --headers given and no torch-*-include.tar.xz in ${DEFAULT_HEADERS_DIR}`);
+}
+
+// ATen/cuda/CUDAContext.h (which ProcessGroupNCCL.hpp includes) includes the CUDA math
+// libraries' headers for the handle types it declares functions with. A toolkit with only
+// nvcc and the runtime has none; then these stand in, declaring those handle and status
+// types opaquely, so the check still parses every libtorch and NCCL declaration our code
+// uses (nothing here is linked or run).
+const CUDA_LIBRARY_STUBS = {
+  'cublas_v2.h': 'typedef struct cublasContext* cublasHandle_t;\ntypedef int cublasStatus_t;\n',
+  'cublasLt.h': 'typedef struct cublasLtContext* cublasLtHandle_t;\n',
+  'cusparse.h': 'typedef struct cusparseContext* cusparseHandle_t;\ntypedef int cusparseStatus_t;\n',
+  'cusolver_common.h': 'typedef int cusolverStatus_t;\n',
+  'cusolverDn.h': '#include <cusolver_common.h>\ntypedef struct cusolverDnContext* cusolverDnHandle_t;\n',
+};
+
+// The stand-ins' folder when `cudaInclude` lacks the math libraries' headers, else null.
+function cudaLibraryStubs(cudaInclude) {
+  if (existsSync(path.join(cudaInclude, 'cublas_v2.h'))) return null;
+  const dir = path.join(native, 'build-headers', 'cuda-library-stubs');
+  mkdirSync(dir, { recursive: true });
+  for (const [name, body] of Object.entries(CUDA_LIBRARY_STUBS)) {
+    writeFileSync(path.join(dir, name), `// Written by scripts/check-native-compile.mjs: a stand-in for the CUDA toolkit's ${name}.\n#pragma once\n${body}`);
+  }
+  return dir;
+}
+
+// The folder holding nccl.h, or null (no NCCL headers: the NCCL path is not checked).
+function findNcclInclude(requested) {
+  if (requested === 'none') return null;
+  const source = requested ?? newestArchive('nccl');
+  if (source === undefined) return null;
+  if (!existsSync(source)) usage(`--nccl ${source} does not exist`);
+  const dir = unpackedHeaders(path.resolve(source));
+  const include = [dir, path.join(dir, 'include'), path.join(dir, 'nccl', 'include')].find((candidate) => existsSync(path.join(candidate, 'nccl.h')));
+  if (include === undefined) usage(`--nccl ${source} holds no nccl.h`);
+  return include;
 }
 
 // An archive is unpacked once into native/build-headers/<name>/ (kept while its size and time match).
@@ -166,6 +211,8 @@ async function main() {
   if (!existsSync(headers)) usage(`--headers ${headers} does not exist`);
   const torch = describeLibtorch(unpackedHeaders(headers));
   const cuda = findCudaInclude(options.cudaInclude);
+  const nccl = cuda.include ? findNcclInclude(options.nccl) : null;
+  const stubs = nccl ? cudaLibraryStubs(cuda.include) : null;
   const fail = (message) => usage(message);
   const nodeInclude = findNodeHeaders(fail);
   const addonApi = findAddonApi(fail);
@@ -176,17 +223,20 @@ async function main() {
     '-Wall', '-Wextra', '-Wno-unused-parameter',
     ...torch.includes.flatMap((dir) => ['-isystem', dir]),
     ...(cuda.include ? ['-isystem', cuda.include, ...CUDA_DEFINES] : []),
+    ...(nccl ? ['-isystem', nccl, ...NCCL_DEFINES] : []),
+    ...(stubs ? ['-isystem', stubs] : []),
     '-I', path.join(native, 'include'), '-I', path.join(native, 'src'),
   ];
   console.log(
     `check-native-compile: libtorch ${torch.version} headers (${headers}), C++${torch.standard}, ` +
       (cuda.include
-        ? `CUDA paths on with ${cuda.include}`
+        ? `CUDA paths on with ${cuda.include}, NCCL ${nccl ? `on with ${nccl}` : 'off (no nccl.h)'}` +
+          (stubs ? ` (stand-ins for the CUDA math libraries' headers: ${stubs})` : '')
         : `CUDA paths OFF: ${options.cudaInclude === 'none' ? '--cuda-include none' : 'no CUDA toolkit headers found (cuda_runtime.h)'}; checking the CPU code only`),
   );
 
   // One precompiled header, as the real build has, so each source parses only itself.
-  const pchDir = path.join(native, 'build-headers', `pch-${torch.version}-${cuda.include ? 'cuda' : 'cpu'}`);
+  const pchDir = path.join(native, 'build-headers', `pch-${torch.version}-${cuda.include ? 'cuda' : 'cpu'}${nccl ? '-nccl' : ''}`);
   mkdirSync(pchDir, { recursive: true });
   const pchHeader = path.join(pchDir, 'engine_pch.h');
   const pchArgs = [...common, '-x', 'c++-header', pchHeader, '-o', `${pchHeader}.gch`];

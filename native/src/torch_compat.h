@@ -8,6 +8,10 @@
 #include <torch/csrc/autograd/function.h>        // Node (and deleteNode before 2.13)
 #include <torch/csrc/autograd/functions/utils.h> // set_history
 #include <torch/version.h>                       // TORCH_VERSION_MAJOR / MINOR
+#if defined(SDXL_WITH_GLOO) || defined(SDXL_WITH_NCCL)
+#include <torch/csrc/distributed/c10d/Backend.hpp>      // c10d::Backend (2.x)
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp> // c10d::ProcessGroup (1.13)
+#endif
 
 #include <type_traits> // std::is_base_of
 #include <utility>     // std::forward
@@ -26,6 +30,11 @@
 // std::shared_ptr<Node> created with torch::autograd::deleteNode as the deleter (it
 // frees long graphs without deep recursion).
 #define SDXL_TORCH_INTRUSIVE_NODES SDXL_TORCH_AT_LEAST(2, 13)
+
+// c10d's process groups (ProcessGroupGloo, ProcessGroupNCCL) derive from c10d::Backend
+// since 2.0; in 1.13 they derive from c10d::ProcessGroup itself. Either has the same
+// collectives (allreduce, broadcast, barrier, ... returning a c10d::Work).
+#define SDXL_TORCH_C10D_BACKEND SDXL_TORCH_AT_LEAST(2, 0)
 
 namespace sdxl::torch_compat {
 
@@ -51,5 +60,13 @@ NodePtr<T> make_autograd_node(Args&&... args) {
   return std::shared_ptr<T>(new T(std::forward<Args>(args)...), torch::autograd::deleteNode);
 #endif
 }
+
+#if defined(SDXL_WITH_GLOO) || defined(SDXL_WITH_NCCL)
+#if SDXL_TORCH_C10D_BACKEND
+using Collectives = c10d::Backend;
+#else
+using Collectives = c10d::ProcessGroup;
+#endif
+#endif
 
 } // namespace sdxl::torch_compat

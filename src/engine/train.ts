@@ -39,6 +39,7 @@ const MAX_IMAGES = 100_000;
 /** Class images of prior preservation (diffusers uses 100 by default; a few hundred is the most people use). */
 const MAX_CLASS_IMAGES = 1000;
 const MAX_VALIDATION_PROMPTS = 64;
+const MAX_DEVICES = 64; // ranks of one run (GPUs of one machine, or CPU ranks in tests)
 const MAX_SAMPLING_STEPS = 1000; // the scheduler's training timesteps
 const OUTPUT_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'; // a file name, never a path
 // Training downsamples every image into a bucket of about resolution^2 pixels;
@@ -141,6 +142,13 @@ export const TrainConfig = Type.Object({
   emaStartStep: integer(0, MAX_STEPS, 0, 'Optimizer steps before the EMA starts following the weights'),
   emaOnCpu: flag(false, 'Keep the EMA copy in host memory'),
   validationWeights: Type.Enum(['trained', 'ema'], { default: 'trained', description: 'Which weights validation samples with' }),
+  // Devices (data parallel)
+  devices: Type.Array(Type.String(), {
+    maxItems: MAX_DEVICES,
+    default: [],
+    description: 'Data parallel: one rank per device ("cpu" may be named several times, each GPU once), each taking batchSize / devices.length images of every batch; [] = device alone',
+  }),
+  collectiveTimeoutMs: integer(1, 24 * 3_600_000, 1_800_000, 'A rank waiting longer than this for the others fails the run'),
   // Checkpoints, validation, output
   checkpointEvery: integer(0, MAX_STEPS, 0, 'Steps between checkpoints; 0 = only on cancel'),
   keepCheckpoints: integer(0, MAX_STEPS, 0, '> 0: only the newest this many checkpoints stay on disk; 0 = all'),
@@ -271,9 +279,20 @@ function checkRelations(config: TrainConfig): void {
         'give config.validationPrompts or a config.validationLossSamples above 0',
     );
   }
+  if (config.devices.length > 1 && config.batchSize % config.devices.length !== 0) {
+    refuse(
+      `config.batchSize (${config.batchSize}) does not split evenly over the ${config.devices.length} config.devices ` +
+        `(each takes batchSize / devices of every batch): use a multiple of ${config.devices.length}`,
+    );
+  }
   if (existsSync(config.outputDir) && !statSync(config.outputDir).isDirectory()) {
     refuse(`Expected a directory for config.outputDir but ${config.outputDir} is a file`);
   }
+}
+
+function checkDevices(name: string, value: unknown): string[] {
+  if (!Array.isArray(value) || value.length > MAX_DEVICES) expected(`an array of at most ${MAX_DEVICES} devices`, name, value);
+  return value.map((device, index) => checkDevice(`${name}[${index}]`, device));
 }
 
 // Fields whose checks need more than their schema (files, seeds, the images).
@@ -282,6 +301,7 @@ const SPECIAL_FIELDS: Record<string, (name: string, value: unknown) => unknown> 
   configDir: (name, value) => checkPath(name, value, 'directory'),
   resumeFrom: (name, value) => checkPath(name, value, 'file'),
   device: (name, value) => checkDevice(name, value),
+  devices: (name, value) => checkDevices(name, value),
   images: (_name, value) => checkImages(value),
   classImages: (_name, value) => checkImages(value, 'classImages', MAX_CLASS_IMAGES),
   metadata: (_name, value) => checkMetadata(value),

@@ -220,6 +220,9 @@ export interface NativeTrainOptions extends RuntimeOptions {
   emaStartStep?: number;
   emaOnCpu?: boolean;
   validationWeights?: string; // "trained" or "ema"
+  /** Data parallel: one rank per device ("cpu", "cuda:N"; the CPU may be named several times), each taking batchSize / devices.length images of every batch. */
+  devices?: string[];
+  collectiveTimeoutMs?: number; // a rank waiting longer for the others fails the run
   checkpointEvery?: number;
   keepCheckpoints?: number; // > 0: only the newest this many checkpoints stay on disk
   stopAfterStep?: number;

@@ -105,6 +105,9 @@ describe('bad configs are refused naming the field, before any native work', () 
     ['unknown dtype', { dtype: 'int8' }, /^Expected "float32", "bfloat16" or "float16" for config\.dtype but received "int8"$/],
     ['float16 VAE', { vaeDtype: 'float16' }, /Expected "float32" or "bfloat16" for config\.vaeDtype/],
     ['unknown device', { device: 'tpu' }, /for config\.device but received "tpu"/],
+    ['an unknown device among devices', { devices: ['cpu', 'tpu'], batchSize: 2 }, /for config\.devices\[1\] but received "tpu"/],
+    ['a batch that does not split over the devices', { devices: ['cpu', 'cpu', 'cpu'], batchSize: 2 },
+      /^config\.batchSize \(2\) does not split evenly over the 3 config\.devices/],
     ['validation every N steps with nothing to validate', { validationEvery: 10, validationLossSamples: 0 },
       /^config\.validationEvery is 10 but there is nothing to validate/],
     ['empty validation prompt', { validationPrompts: ['a photo', ''] }, /config\.validationPrompts but received an array/],
@@ -247,6 +250,8 @@ describe('the raw addon converts training options in C++', () => {
       { code: 'ERR_SDXL_INVALID_ARGUMENT', message: /^rank: must be at least 1, got 0$/ });
     await assert.rejects(addon.train(rawOptions({ optimizer: 'sgd' }) as never).promise,
       { code: 'ERR_SDXL_INVALID_ARGUMENT', message: /optimizer: 'sgd' is not one of adamw, adamw8bit/ });
+    await assert.rejects(addon.train(rawOptions({ devices: ['cpu', 'cpu'], dropout: 0.1, batchSize: 2 }) as never).promise,
+      { code: 'ERR_SDXL_INVALID_ARGUMENT', message: /^dropout: is not supported on several devices/ });
     assert.deepEqual(phases, []);
   });
 });
@@ -328,6 +333,19 @@ describe('training the tiny model', () => {
     assert.ok(resumed.loraPath !== undefined && existsSync(resumed.loraPath), resumed.loraPath);
     const firstStep = resumedProgress.find((report) => report.phase === 'training')?.step ?? 0;
     assert.ok(firstStep > cancelled.steps, `the resumed run started over (first step ${firstStep})`);
+  });
+
+  test('a run on two CPU ranks (devices) trains what one device trains from the same batches, and says so in its metrics', async () => {
+    const config = { batchSize: 2, maxSteps: 3, seed: 9, validationLossSamples: 0 };
+    const one = await train(baseConfig(config)).promise;
+    const progress: Progress[] = [];
+    const two = await train(baseConfig({ ...config, devices: ['cpu', 'cpu'] }), (report) => progress.push(report)).promise;
+    assert.equal(two.status, 'completed');
+    assert.equal(two.metrics.world_size, 2);
+    assert.ok(two.metrics.allreduce_ms_mean! >= 0);
+    assert.ok(Math.abs(two.metrics.final_loss! - one.metrics.final_loss!) < 1e-6, `${two.metrics.final_loss} vs ${one.metrics.final_loss}`);
+    assert.deepEqual(phasesOf(progress).slice(-2), ['saving', 'done'], 'rank 0 reports progress, once');
+    assert.ok(existsSync(two.loraPath!));
   });
 
   test('cancel before the native run starts rejects with ERR_SDXL_CANCELLED', async () => {

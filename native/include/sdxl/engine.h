@@ -330,6 +330,22 @@ struct TrainOptions {
   bool ema_on_cpu = false;     // keep the EMA copy in host memory instead of on the device
   std::string validation_weights = "trained"; // "trained" or "ema": which weights validation samples with
 
+  // Devices (data parallel, DistributedDataParallel's way): one rank per device, each a
+  // thread of this process with its own copy of the model and its share of every batch
+  // (batch_size / devices.size() images: the global batch, its order and its noise are
+  // those of one device), gradients averaged over the ranks through c10d (Gloo on the
+  // CPU, NCCL on CUDA). Empty or one device: model.runtime.device alone.
+  std::vector<std::string> devices;
+  // Or this process is one rank of a run whose ranks are processes (one device each, as
+  // torchrun starts them): it trains rank process_rank of process_world_size on
+  // model.runtime.device, and the ranks meet at a c10d TCPStore that rank 0 serves on
+  // store_host:store_port. process_world_size 0: not a rank of several processes.
+  std::string store_host = "127.0.0.1";
+  int64_t store_port = 29500;
+  int64_t process_rank = 0;
+  int64_t process_world_size = 0;
+  int64_t collective_timeout_ms = 30 * 60 * 1000; // a rank waiting longer for the others fails the run
+
   // Checkpoints, validation, output
   int64_t checkpoint_every = 0; // steps; 0 = only on cancel
   int64_t keep_checkpoints = 0; // > 0: only the newest this many checkpoints stay on disk

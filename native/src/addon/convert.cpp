@@ -343,6 +343,9 @@ TrainOptions train_options_from_js(const Napi::Value& value) {
   options.ema_start_step = reader.integer("emaStartStep", options.ema_start_step);
   options.ema_on_cpu = reader.boolean("emaOnCpu", options.ema_on_cpu);
   options.validation_weights = reader.string("validationWeights", options.validation_weights);
+  // Devices (data parallel)
+  options.devices = reader.string_list("devices", options.devices);
+  options.collective_timeout_ms = reader.integer("collectiveTimeoutMs", options.collective_timeout_ms);
   // Checkpoints, validation, output
   options.checkpoint_every = reader.integer("checkpointEvery", options.checkpoint_every);
   options.keep_checkpoints = reader.integer("keepCheckpoints", options.keep_checkpoints);

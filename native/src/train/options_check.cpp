@@ -1,9 +1,13 @@
 // Rules for TrainOptions; see options_check.h.
 #include "train/options_check.h"
 
+#include "dist/process_group.h"  // dist::has_backend_for
+#include "engine/runtime.h"       // parse_device
 #include "sample/conditioning.h" // sample::check_clip_skip
 
 #include <cmath>     // std::isfinite
+#include <optional>  // the first device
+#include <set>       // GPUs named once
 #include <stdexcept> // std::invalid_argument
 #include <string>
 
@@ -34,6 +38,51 @@ void require_one_of(const std::string& field, const std::string& value, std::ini
   }
   refuse(field, "'" + value + "' is not one of " + list);
 }
+// Several devices: one kind, each GPU once (the CPU may stand for several ranks: tests),
+// a backend for them in this build, and a batch that splits evenly over them.
+void check_devices(const TrainOptions& o) {
+  require_positive("collective_timeout_ms", o.collective_timeout_ms);
+  if (o.process_world_size < 0) refuse("process_world_size", "must be >= 0");
+  if (o.process_world_size > 1) {
+    if (o.devices.size() > 1)
+      refuse("devices", "a rank of several processes trains on model.runtime.device alone; leave devices empty");
+    if (o.process_rank < 0 || o.process_rank >= o.process_world_size)
+      refuse("process_rank", std::to_string(o.process_rank) + " is not a rank of " + std::to_string(o.process_world_size));
+    if (o.store_port < 1 || o.store_port > 65535) refuse("store_port", "must be a TCP port, 1 to 65535");
+    if (o.store_host.empty()) refuse("store_host", "is required");
+  }
+  const bool processes = o.process_world_size > 1;
+  if (!processes && o.devices.size() <= 1) return;
+  const std::vector<std::string> devices = processes ? std::vector<std::string>{o.model.runtime.device} : o.devices;
+  const int64_t count = processes ? o.process_world_size : static_cast<int64_t>(o.devices.size());
+  std::set<std::string> gpus;
+  std::optional<torch::Device> first;
+  for (size_t i = 0; i < devices.size(); ++i) {
+    const std::string field = processes ? "model.runtime.device" : "devices[" + std::to_string(i) + "]";
+    torch::Device device = torch::kCPU;
+    try {
+      device = parse_device(devices[i]);
+    } catch (const std::exception& error) {
+      refuse(field, error.what());
+    }
+    if (first.has_value() && device.type() != first->type())
+      refuse(field, "'" + devices[i] + "' is not the kind of device '" + devices[0] + "' is: one run trains on one kind");
+    if (!first.has_value()) first = device;
+    if (device.is_cuda() && !gpus.insert("cuda:" + std::to_string(device.has_index() ? device.index() : 0)).second)
+      refuse(field, "'" + devices[i] + "' is named twice: each GPU takes one rank");
+    if (!dist::has_backend_for(device))
+      refuse(field, "this engine has no c10d backend for '" + devices[i] + "' (built with: " + dist::backends_built() +
+                        "): Gloo needs Debian's libgloo-dev at build time, NCCL a CUDA libtorch and nccl.h");
+  }
+  if (o.batch_size % count != 0)
+    refuse("batch_size", std::to_string(o.batch_size) + " images do not split evenly over " + std::to_string(count) +
+                             " devices (each takes batch_size / devices of every batch): use a multiple of " +
+                             std::to_string(count));
+  if (o.dropout > 0)
+    refuse("dropout", "is not supported on several devices: each rank would draw the dropout masks of its share "
+                      "only, so the run would neither match a one-device run nor resume exactly");
+}
+
 } // namespace
 
 void check_train_options(const TrainOptions& o) {
@@ -123,6 +172,7 @@ void check_train_options(const TrainOptions& o) {
   if (o.validation_every < 0) refuse("validation_every", "must be >= 0");
   require_positive("validation_steps", o.validation_steps);
   if (o.validation_loss_samples < 0) refuse("validation_loss_samples", "must be >= 0");
+  check_devices(o);
 }
 
 void check_family_options(const TrainOptions& o, models::ModelFamily family, int64_t text_encoder_layers) {

@@ -7,7 +7,9 @@
 // (v-prediction models) the velocity, optionally min-SNR weighted, gradient
 // accumulation and clipping, AdamW / AdamW8bit / Adafactor (optimizer.h: float32
 // master weights, or bfloat16 with stochastic rounding), dynamic loss scaling for
-// float16, checkpoints that resume bit for bit on the CPU.
+// float16, checkpoints that resume bit for bit on the CPU. How the run spreads over
+// devices is a Parallelism (parallelism.h): one device, or data-parallel ranks (threads
+// of this process, or processes), each running this loop on its share of every batch.
 //
 // Every random draw (latent sampling, LoRA init, caption dropout, noise,
 // timesteps) comes from one CPU generator seeded by options.seed; LoRA dropout
@@ -20,9 +22,14 @@
 
 #include <chrono>     // wall-clock seconds in the result
 #include <cmath>      // std::isfinite
+#include <exception>  // std::exception_ptr: the first rank's error
 #include <filesystem> // output directories
+#include <functional> // std::function
+#include <mutex>      // the first rank's error
 #include <sstream>    // option fingerprints
+#include <thread>     // one thread per rank
 
+#include "dist/process_group.h"   // in_process_store, tcp_store, make_process_group
 #include "engine/memory_stats.h"  // memory_stats
 #include "engine/model.h"         // Model, load_model_from
 #include "engine/runtime.h"       // parse_device, parse_dtype
@@ -38,6 +45,7 @@
 #include "train/lr_schedule.h"     // lr_multiplier
 #include "train/optimizer.h"       // Optimizer, make_optimizer
 #include "train/options_check.h"   // check_train_options, check_family_options
+#include "train/parallelism.h"     // Parallelism, single_device, data_parallel
 #include "train/progress_meter.h"  // ProgressMeter
 #include "train/training_method.h" // TrainingMethod, make_lora_method, make_full_method
 #include "train/training_set.h"    // build_training_set
@@ -138,9 +146,10 @@ struct MicroBatch {
 
 class Trainer {
  public:
-  Trainer(const TrainOptions& options, const ProgressFn& progress, const CancelFlag& cancel)
+  Trainer(const TrainOptions& options, const ProgressFn& progress, const CancelFlag& cancel, train::Parallelism& parallel)
       : options_(options),
         cancel_(cancel),
+        parallel_(parallel),
         device_(parse_device(options.model.runtime.device)),
         dtype_(parse_dtype(options.model.runtime.dtype)),
         encoders_trained_(options.train_text_encoder),
@@ -163,9 +172,11 @@ class Trainer {
   std::string save_checkpoint(int64_t steps_done);
   void validate(int64_t steps_done);
   void save_outputs(TrainResult& result, int64_t steps_done);
+  bool on_main(const std::function<void()>& work);
 
   const TrainOptions& options_;
   const CancelFlag& cancel_;
+  train::Parallelism& parallel_;
   torch::Device device_;
   torch::Dtype dtype_;
   bool encoders_trained_;
@@ -374,7 +385,17 @@ MicroBatch Trainer::next_micro_batch(int64_t micro_batch_index) {
 torch::Tensor Trainer::micro_batch_loss(const MicroBatch& batch) {
   const std::string& prediction_type = model_->scheduler.prediction_type;
   const bool size_conditioned = model_->unet->config().has_added_embedding();
-  // The min-SNR-weighted MSE to the target (noise or v) of one set of latents (noise and timesteps drawn here).
+  // This rank's share of the global micro-batch: rows [first, first + share). A bucket's
+  // last batch may be smaller than batch_size, and then some shares are smaller or empty.
+  const int64_t global = batch.latents.size(0);
+  const int64_t first = global * parallel_.rank() / parallel_.world_size();
+  const int64_t share = global * (parallel_.rank() + 1) / parallel_.world_size() - first;
+  const auto mine = [&](const torch::Tensor& rows) { return rows.narrow(0, first, share); };
+  // This rank's part of the min-SNR-weighted MSE to the target (noise or v) of one set of
+  // latents: the sum over its rows divided by the global batch size, so the ranks' parts
+  // (and their gradients) sum to the global batch's mean. Noise and timesteps are drawn
+  // here for the whole global batch, so every rank's generator stays in step and each
+  // sample gets the draws it gets on one device.
   const auto loss_of = [&](const torch::Tensor& clean, const torch::Tensor& time_ids, const std::vector<int64_t>& prompts) {
     const auto sizes = clean.sizes();
     const int64_t b = sizes[0];
@@ -383,13 +404,15 @@ torch::Tensor Trainer::micro_batch_loss(const MicroBatch& batch) {
       noise = noise + options_.noise_offset * torch::randn({b, sizes[1], 1, 1}, generator_, torch::kFloat32);
     const torch::Tensor timesteps =
         torch::randint(0, model_->scheduler.num_train_timesteps, {b}, generator_, torch::kInt64); // [B]
-    noise = noise.to(device_);
-    const torch::Tensor t = timesteps.to(device_);
+    if (share == 0) return torch::zeros({}, torch::kFloat32); // nothing of this batch here: no gradient
+    noise = mine(noise).to(device_);
+    const torch::Tensor t = mine(timesteps).to(device_);
 
+    const std::vector<int64_t> my_prompts(prompts.begin() + first, prompts.begin() + first + share);
     models::UNetConditioning conditioning =
-        train::condition_batch(conditioner_.get(), set_.prompts, prompts).to(device_, dtype_);
-    if (size_conditioned) conditioning.time_ids = time_ids.to(device_, dtype_); // SDXL: each image's size ids
-    const torch::Tensor latents = clean.to(device_);
+        train::condition_batch(conditioner_.get(), set_.prompts, my_prompts).to(device_, dtype_);
+    if (size_conditioned) conditioning.time_ids = mine(time_ids).to(device_, dtype_); // SDXL: each image's size ids
+    const torch::Tensor latents = mine(clean).to(device_);
     const torch::Tensor noisy = train::add_noise(alphas_cumprod_, latents, noise, t); // float32
     const torch::Tensor target = train::training_target(alphas_cumprod_, latents, noise, t, prediction_type); // float32
     const torch::Tensor prediction =
@@ -397,7 +420,7 @@ torch::Tensor Trainer::micro_batch_loss(const MicroBatch& batch) {
     torch::Tensor per_sample = (prediction.to(torch::kFloat32) - target).pow(2).mean({1, 2, 3}); // [B]
     if (options_.min_snr_gamma > 0)
       per_sample = per_sample * train::min_snr_weights(alphas_cumprod_, t, options_.min_snr_gamma, prediction_type);
-    return per_sample.mean();
+    return per_sample.sum() / static_cast<double>(b);
   };
   const torch::Tensor instance = loss_of(batch.latents, batch.time_ids, batch.prompts);
   if (!batch.class_latents.defined()) return instance;
@@ -425,9 +448,12 @@ double Trainer::train_step(int64_t step) {
     loss_sum += loss.item<double>();
     instance_sum += last_instance_loss_;
     prior_sum += last_prior_loss_;
-    (loss * (scaler_.scale() / static_cast<double>(options_.gradient_accumulation))).backward();
+    if (loss.requires_grad()) // false on a rank with no image of this micro-batch
+      (loss * (scaler_.scale() / static_cast<double>(options_.gradient_accumulation))).backward();
   }
   const std::vector<torch::Tensor> parameters = trainable();
+  // Once per optimizer step, whatever the accumulation: the ranks' parts summed.
+  parallel_.sum_gradients(parameters);
   const bool found_inf = scaler_.found_non_finite(parameters);
   double grad_norm = 0;
   if (!found_inf) {
@@ -444,6 +470,11 @@ double Trainer::train_step(int64_t step) {
   if (scaler_.enabled()) scaler_.update(found_inf);
   optimizer_->zero_grad();
   const double micro_batches = static_cast<double>(options_.gradient_accumulation);
+  // The global batch's losses: the sum of the ranks' parts.
+  const std::vector<double> losses = parallel_.sum({loss_sum, instance_sum, prior_sum});
+  loss_sum = losses[0];
+  instance_sum = losses[1];
+  prior_sum = losses[2];
   const double loss = loss_sum / micro_batches;
   std::map<std::string, double> extra{{"grad_norm", grad_norm},
                                       {"loss_scale", scaler_.scale()},
@@ -495,6 +526,20 @@ void Trainer::save_outputs(TrainResult& result, int64_t steps_done) {
   meter_.report("saving", steps_done, options_.max_steps, lora ? "LoRA written" : "model written", {}, files);
 }
 
+// Rank 0's files (validation images, checkpoints): written by rank 0 while the others
+// wait, so every rank learns at the same step whether validation was cancelled.
+bool Trainer::on_main(const std::function<void()>& work) {
+  bool cancelled = false;
+  if (parallel_.is_main()) {
+    try {
+      work();
+    } catch (const Cancelled&) {
+      cancelled = true;
+    }
+  }
+  return parallel_.any(cancelled);
+}
+
 TrainResult Trainer::run() {
   const auto started = std::chrono::steady_clock::now();
   // A bad checkpoint is refused before minutes of loading and caching.
@@ -510,56 +555,130 @@ TrainResult Trainer::run() {
   }
 
   TrainResult result;
+  int64_t done = step; // optimizer steps done
   bool interrupted = false;
-  try {
-    if (step == 0 && !validation_.triples.empty()) validate(0);
-    for (; step < options_.max_steps; ++step) {
-      if (cancel_.is_set()) {
-        interrupted = true;
-        break;
-      }
-      train_step(step);
-      const int64_t done = step + 1;
-      if (options_.validation_every > 0 && done % options_.validation_every == 0 && done < options_.max_steps)
-        validate(done);
-      if (options_.checkpoint_every > 0 && done % options_.checkpoint_every == 0 && done < options_.max_steps)
-        save_checkpoint(done);
-      if (options_.stop_after_step > 0 && done == options_.stop_after_step && done < options_.max_steps) {
-        ++step;
-        interrupted = true;
-        break;
-      }
+  if (done == 0 && !validation_.triples.empty()) interrupted = on_main([&] { validate(0); });
+  while (!interrupted && done < options_.max_steps) {
+    if (parallel_.any(cancel_.is_set())) { // every rank stops before the same step
+      interrupted = true;
+      break;
     }
-  } catch (const Cancelled&) {
-    interrupted = true; // cancelled inside validation: the step count is whole
+    train_step(done);
+    ++done;
+    const bool last = done == options_.max_steps;
+    if (options_.validation_every > 0 && done % options_.validation_every == 0 && !last)
+      interrupted = on_main([&] { validate(done); });
+    if (!interrupted && options_.checkpoint_every > 0 && done % options_.checkpoint_every == 0 && !last)
+      on_main([&] { save_checkpoint(done); });
+    if (options_.stop_after_step > 0 && done == options_.stop_after_step && !last) interrupted = true;
   }
 
-  result.steps = step;
-  result.sample_paths = sample_paths_;
+  result.steps = done;
   if (interrupted) {
     result.status = "cancelled";
-    result.checkpoint_path = save_checkpoint(step);
+    if (parallel_.is_main()) result.checkpoint_path = save_checkpoint(done);
   } else {
-    if (!validation_.prompts.empty() || !validation_.triples.empty()) validate(step);
-    result.sample_paths = sample_paths_;
-    save_outputs(result, step);
+    if (parallel_.is_main()) {
+      if (!validation_.prompts.empty() || !validation_.triples.empty()) validate(done);
+      save_outputs(result, done);
+      // With checkpoints on, the final state is kept too (kohya's --save_state_on_train_end).
+      if (options_.checkpoint_every > 0) save_checkpoint(done);
+      result.checkpoint_path = last_checkpoint_;
+    }
     result.status = "completed";
-    // With checkpoints on, the final state is kept too (kohya's --save_state_on_train_end).
-    if (options_.checkpoint_every > 0) save_checkpoint(step);
-    result.checkpoint_path = last_checkpoint_;
   }
+  result.sample_paths = sample_paths_;
   metrics_["skipped_steps"] = static_cast<double>(scaler_.skipped_steps());
   metrics_["loss_scale"] = scaler_.scale();
   metrics_["mean_loss"] = meter_.loss_mean();
   metrics_["optimizer_state_bytes"] = static_cast<double>(optimizer_->state_bytes());
   metrics_["trainable_parameters"] = static_cast<double>(method_->trainable_parameter_count());
   for (const auto& [name, value] : method_->metrics()) metrics_[name] = value;
+  for (const auto& [name, value] : parallel_.metrics()) metrics_[name] = value;
   metrics_["peak_memory_bytes"] = static_cast<double>(memory_stats(device_).peak_bytes);
   metrics_["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   result.metrics = metrics_;
-  meter_.report(result.status == "completed" ? "done" : "cancelled", step, options_.max_steps, result.status,
+  meter_.report(result.status == "completed" ? "done" : "cancelled", done, options_.max_steps, result.status,
                 metrics_);
   return result;
+}
+
+} // namespace
+
+namespace {
+
+#if defined(SDXL_WITH_C10D)
+// One rank of a data-parallel run: its process group on `store`, and the loop on its device
+// (rank 0 reports progress and writes the files).
+TrainResult train_rank(const TrainOptions& options, const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                       int world_size, const ProgressFn& progress, const CancelFlag& cancel,
+                       const std::function<void()>& on_error) {
+  const std::chrono::milliseconds timeout(options.collective_timeout_ms);
+  const torch::Device device = parse_device(options.model.runtime.device);
+  std::unique_ptr<train::Parallelism> parallel =
+      train::data_parallel(dist::make_process_group(store, rank, world_size, device, timeout), device);
+  const ProgressFn silent = [](const Progress&) {};
+  Trainer trainer(options, rank == 0 ? progress : silent, cancel, *parallel);
+  try {
+    return trainer.run();
+  } catch (...) {
+    on_error(); // while this rank's process group still stands
+    throw;
+  }
+}
+#endif
+
+// A run over several devices: one rank per device, each a thread running the loop on its
+// own model copy, meeting in an in-process store. Rank 0's result is the run's. The first
+// rank to fail fails the run with its error: the error is kept before its process group
+// goes (closing its connections makes the other ranks' collectives fail at once, or at
+// the collective timeout), and every thread is joined before this returns.
+TrainResult train_on_ranks(const TrainOptions& options, const ProgressFn& progress, const CancelFlag& cancel) {
+#if defined(SDXL_WITH_C10D)
+  const int world_size = static_cast<int>(options.devices.size());
+  const auto store = dist::in_process_store();
+  store->setTimeout(std::chrono::milliseconds(options.collective_timeout_ms));
+  std::vector<TrainResult> results(static_cast<size_t>(world_size));
+  std::mutex first_error_mutex;
+  std::exception_ptr first_error;
+  const auto keep_first_error = [&] {
+    const std::lock_guard<std::mutex> lock(first_error_mutex);
+    if (!first_error) first_error = std::current_exception();
+  };
+  std::vector<std::thread> ranks;
+  for (int rank = 0; rank < world_size; ++rank) {
+    ranks.emplace_back([&, rank] {
+      try {
+        TrainOptions rank_options = options;
+        rank_options.model.runtime.device = options.devices[static_cast<size_t>(rank)];
+        results[static_cast<size_t>(rank)] =
+            train_rank(rank_options, store, rank, world_size, progress, cancel, keep_first_error);
+      } catch (...) {
+        keep_first_error();
+      }
+    });
+  }
+  for (std::thread& rank : ranks) rank.join();
+  if (first_error) std::rethrow_exception(first_error);
+  return results.front();
+#else
+  throw std::invalid_argument("devices: this engine was built without c10d backends (" + dist::backends_built() + ")");
+#endif
+}
+
+// This process as one rank of a run whose ranks are processes, meeting at a TCPStore
+// that rank 0 serves. Another rank's death fails this one's next collective.
+TrainResult train_as_process_rank(const TrainOptions& options, const ProgressFn& progress, const CancelFlag& cancel) {
+#if defined(SDXL_WITH_C10D)
+  const int rank = static_cast<int>(options.process_rank);
+  const int world_size = static_cast<int>(options.process_world_size);
+  const auto store = dist::tcp_store(options.store_host, static_cast<uint16_t>(options.store_port), rank, world_size,
+                                     std::chrono::milliseconds(options.collective_timeout_ms));
+  return train_rank(options, store, rank, world_size, progress, cancel, [] {});
+#else
+  throw std::invalid_argument("process_world_size: this engine was built without c10d backends (" +
+                              dist::backends_built() + ")");
+#endif
 }
 
 } // namespace
@@ -567,10 +686,18 @@ TrainResult Trainer::run() {
 TrainResult train_lora(const TrainOptions& options, const ProgressFn& progress, const CancelFlag& cancel) {
   train::check_train_options(options);
   check_runtime(options.model.runtime);
+  for (const std::string& device : options.devices) { // each rank's device exists
+    RuntimeOptions rank_runtime = options.model.runtime;
+    rank_runtime.device = device;
+    check_runtime(rank_runtime);
+  }
   // The family's options, from the configs alone: refused before any weight is loaded.
   const ModelInfo model = inspect_model(options.model);
   train::check_family_options(options, models::parse_family(model.family), model.text_encoder_layers);
-  Trainer trainer(options, progress, cancel);
+  if (options.devices.size() > 1) return train_on_ranks(options, progress, cancel);
+  if (options.process_world_size > 1) return train_as_process_rank(options, progress, cancel);
+  const std::unique_ptr<train::Parallelism> parallel = train::single_device();
+  Trainer trainer(options, progress, cancel, *parallel);
   return trainer.run();
 }
 
