@@ -149,6 +149,7 @@ export const TrainConfig = Type.Object({
     description: 'Data parallel: one rank per device ("cpu" may be named several times, each GPU once), each taking batchSize / devices.length images of every batch; [] = device alone',
   }),
   collectiveTimeoutMs: integer(1, 24 * 3_600_000, 1_800_000, 'A rank waiting longer than this for the others fails the run'),
+  zeroStage: integer(0, 2, 0, 'Several devices: 0 = every rank keeps all optimizer states; 1 = each keeps and updates its shard of them (ZeRO-1); 2 = and of the gradients (ZeRO-2)'),
   // Checkpoints, validation, output
   checkpointEvery: integer(0, MAX_STEPS, 0, 'Steps between checkpoints; 0 = only on cancel'),
   keepCheckpoints: integer(0, MAX_STEPS, 0, '> 0: only the newest this many checkpoints stay on disk; 0 = all'),
@@ -284,6 +285,9 @@ function checkRelations(config: TrainConfig): void {
       `config.batchSize (${config.batchSize}) does not split evenly over the ${config.devices.length} config.devices ` +
         `(each takes batchSize / devices of every batch): use a multiple of ${config.devices.length}`,
     );
+  }
+  if (config.zeroStage > 0 && config.devices.length < 2) {
+    refuse(`config.zeroStage ${config.zeroStage} shards over several ranks but config.devices names ${config.devices.length}: give two or more devices, or zeroStage 0`);
   }
   if (existsSync(config.outputDir) && !statSync(config.outputDir).isDirectory()) {
     refuse(`Expected a directory for config.outputDir but ${config.outputDir} is a file`);

@@ -223,6 +223,8 @@ export interface NativeTrainOptions extends RuntimeOptions {
   /** Data parallel: one rank per device ("cpu", "cuda:N"; the CPU may be named several times), each taking batchSize / devices.length images of every batch. */
   devices?: string[];
   collectiveTimeoutMs?: number; // a rank waiting longer for the others fails the run
+  /** Several devices: 0 = whole optimizer states on every rank; 1 = each rank keeps its shard of them (ZeRO-1); 2 = and of the gradients (ZeRO-2). */
+  zeroStage?: number;
   checkpointEvery?: number;
   keepCheckpoints?: number; // > 0: only the newest this many checkpoints stay on disk
   stopAfterStep?: number;
