@@ -1,9 +1,11 @@
 // One run on several devices (TrainOptions::devices), on the CPU over Gloo: ranks as
 // threads of this process. Two ranks sharing each global batch train what one device
 // trains from the same batch and seed (LoRA on tiny SDXL, full on tiny SD 1.5 with its
-// text encoder), up to the order of the all-reduce's float sums; a stopped two-rank
-// run resumes to byte-identical files; a failing rank fails the run with its own error
-// at once, leaving no rank behind; and bad device lists are refused by name.
+// text encoder), up to the order of the all-reduce's float sums, with gradients sent
+// while backward runs; sharded optimizer states (ZeRO-1/2) train what unsharded ranks
+// train; stopped runs (sharded or not) resume to byte-identical files, and a sharded
+// run's checkpoint resumes on one device too; a failing rank fails the run with its own
+// error at once, leaving no rank behind; and bad device lists are refused by name.
 #include "check.h"
 #include "test_support.h" // tiny_dir, make_images, fresh_dir, read_bytes, max_abs_diff
 
@@ -113,9 +115,14 @@ TEST_CASE(two_ranks_train_what_one_device_trains_from_the_same_global_batch) {
     const Run one = train(options_for(method, "dp-one-" + method));
     TrainOptions two_options = options_for(method, "dp-two-" + method);
     two_options.devices = {"cpu", "cpu"};
+    two_options.bucket_bytes = 16 << 10; // several buckets, most sent while backward runs
     const Run two = train(two_options);
     CHECK(two.result.status == "completed" && two.result.steps == 20);
     CHECK(two.result.metrics.at("world_size") == 2 && two.result.metrics.count("allreduce_ms_mean") == 1);
+    std::printf("  %s: %.0f gradient buckets, %.1f of them sent during backward per step\n", method.c_str(),
+                two.result.metrics.at("gradient_buckets"), two.result.metrics.at("buckets_sent_during_backward_mean"));
+    CHECK(two.result.metrics.at("gradient_buckets") > 2);
+    CHECK(two.result.metrics.at("buckets_sent_during_backward_mean") >= 1);
     CHECK(one.validation_losses.size() == 21 && two.validation_losses.size() == 21); // steps 0, 1, ..., 20
     double largest_gap = 0;
     for (size_t i = 0; i < one.validation_losses.size(); ++i)
@@ -134,28 +141,92 @@ TEST_CASE(two_ranks_train_what_one_device_trains_from_the_same_global_batch) {
   }
 }
 
+// A run of `options` (8 steps, checkpoints every 3) straight through, and again stopped
+// after step 5 and resumed from its checkpoint; the resumed run's options in `resumed`.
+struct StoppedAndResumed {
+  TrainResult straight, stopped, resumed;
+  TrainOptions resumed_options;
+};
+
+StoppedAndResumed stop_and_resume(TrainOptions options, const std::string& name) {
+  options.max_steps = 8;
+  options.validation_every = 0;
+  options.checkpoint_every = 3;
+  StoppedAndResumed runs;
+  options.output_dir = fresh_dir(name + "-straight").string();
+  runs.straight = train_lora(options, nullptr, CancelFlag{});
+  options.output_dir = fresh_dir(name + "-resumed").string();
+  options.stop_after_step = 5;
+  runs.stopped = train_lora(options, nullptr, CancelFlag{});
+  CHECK(runs.stopped.status == "cancelled" && runs.stopped.steps == 5 && fs::exists(runs.stopped.checkpoint_path));
+  options.stop_after_step = 0;
+  options.resume_from = runs.stopped.checkpoint_path;
+  runs.resumed = train_lora(options, nullptr, CancelFlag{});
+  CHECK(runs.resumed.status == "completed" && runs.resumed.steps == 8);
+  runs.resumed_options = options;
+  return runs;
+}
+
 TEST_CASE(a_stopped_two_rank_run_resumes_to_byte_identical_files) {
   if (!dist::has_backend_for(torch::kCPU)) return;
-  const auto two_ranks = [](const std::string& name) {
-    TrainOptions options = options_for("lora", name);
-    options.devices = {"cpu", "cpu"};
-    options.max_steps = 8;
-    options.validation_every = 0;
-    options.checkpoint_every = 3;
-    options.optimizer = "adamw8bit";
-    return options;
-  };
-  const TrainResult straight = train_lora(two_ranks("dp-straight"), nullptr, CancelFlag{});
-  TrainOptions stopped = two_ranks("dp-resumed");
-  stopped.stop_after_step = 5;
-  const TrainResult first = train_lora(stopped, nullptr, CancelFlag{});
-  CHECK(first.status == "cancelled" && first.steps == 5 && fs::exists(first.checkpoint_path));
-  TrainOptions resumed = stopped;
-  resumed.stop_after_step = 0;
-  resumed.resume_from = first.checkpoint_path;
-  const TrainResult second = train_lora(resumed, nullptr, CancelFlag{});
-  CHECK(second.status == "completed" && second.steps == 8);
-  CHECK(read_bytes(second.lora_path) == read_bytes(straight.lora_path));
+  TrainOptions options = options_for("lora", "dp");
+  options.devices = {"cpu", "cpu"};
+  options.optimizer = "adamw8bit";
+  const StoppedAndResumed runs = stop_and_resume(options, "dp");
+  CHECK(read_bytes(runs.resumed.lora_path) == read_bytes(runs.straight.lora_path));
+}
+
+// ZeRO on two ranks, a full fine-tune of tiny SD 1.5 and its text encoder with 8-bit
+// AdamW: ZeRO-1 all-reduces the same gradients and each parameter is updated by one rank
+// as every rank would update it, so it writes the unsharded run's bytes; ZeRO-2 reduces
+// each shard onto its owner (another summation order), so it agrees to float32 rounding.
+TrainOptions sharded_full_run(const std::string& name, int64_t zero_stage) {
+  TrainOptions options = options_for("full", name);
+  options.devices = {"cpu", "cpu"};
+  options.zero_stage = zero_stage;
+  options.optimizer = "adamw8bit";
+  options.max_steps = 10;
+  options.max_grad_norm = 0.01; // clipped every step: the norm is taken over both shards
+  options.validation_every = 0;
+  options.bucket_bytes = 64 << 10;
+  return options;
+}
+
+TEST_CASE(sharded_optimizer_states_train_what_unsharded_ranks_train) {
+  if (!dist::has_backend_for(torch::kCPU)) return;
+  const TrainResult unsharded = train_lora(sharded_full_run("zero-0", 0), nullptr, CancelFlag{});
+  for (const int64_t stage : {1, 2}) {
+    const TrainResult sharded = train_lora(sharded_full_run("zero-" + std::to_string(stage), stage), nullptr, CancelFlag{});
+    CHECK(sharded.status == "completed" && sharded.metrics.at("zero_stage") == static_cast<double>(stage));
+    double tensor_gap = 0;
+    const double gap = relative_difference(sharded.model_path, unsharded.model_path, tensor_gap);
+    const double state_share =
+        sharded.metrics.at("optimizer_state_bytes") / unsharded.metrics.at("optimizer_state_bytes");
+    std::printf("  ZeRO-%lld vs unsharded over 10 steps: weights within %.2e relative (the farthest tensor %.2e); "
+                "rank 0 holds %.0f%% of the optimizer states\n",
+                static_cast<long long>(stage), gap, tensor_gap, 100 * state_share);
+    CHECK(gap < 1e-5);
+    if (stage == 1) CHECK(read_bytes(sharded.model_path) == read_bytes(unsharded.model_path));
+    CHECK(state_share > 0.3 && state_share < 0.7); // about half: its shard's
+  }
+}
+
+TEST_CASE(a_sharded_run_resumes_bit_for_bit_and_on_one_device) {
+  if (!dist::has_backend_for(torch::kCPU)) return;
+  const StoppedAndResumed runs = stop_and_resume(sharded_full_run("zero", 2), "zero");
+  CHECK(read_bytes(runs.resumed.model_path) == read_bytes(runs.straight.model_path));
+  // The checkpoint holds every shard under the unsharded keys: one device resumes it,
+  // summing each batch in its own order.
+  TrainOptions alone = runs.resumed_options;
+  alone.output_dir = fresh_dir("zero-resumed-alone").string();
+  alone.devices = {};
+  alone.zero_stage = 0;
+  const TrainResult third = train_lora(alone, nullptr, CancelFlag{});
+  CHECK(third.status == "completed" && third.steps == 8);
+  double tensor_gap = 0;
+  const double gap = relative_difference(third.model_path, runs.straight.model_path, tensor_gap);
+  std::printf("  a ZeRO-2 checkpoint of 2 ranks resumed on one device: weights within %.2e relative\n", gap);
+  CHECK(gap < 1e-5);
 }
 
 // Run by two_processes_over_a_tcp_store_train_what_two_threads_train in child processes
@@ -233,6 +304,13 @@ TEST_CASE(device_lists_are_refused_naming_what_is_wrong) {
   CHECK_THROWS_WITH(train_lora(options, nullptr, CancelFlag{}), "devices[1]: 'cuda:0' is not the kind of device 'cpu' is");
   options.devices = {"cpu", "tpu"};
   CHECK_THROWS_WITH(train_lora(options, nullptr, CancelFlag{}), "devices[1]:");
+  options.devices = {"cpu", "cpu"};
+  options.zero_stage = 3;
+  CHECK_THROWS_WITH(train_lora(options, nullptr, CancelFlag{}), "zero_stage: must be 0, 1 or 2");
+  options.devices = {};
+  options.zero_stage = 1;
+  CHECK_THROWS_WITH(train_lora(options, nullptr, CancelFlag{}), "zero_stage: 1 shards over several ranks");
+  options.zero_stage = 0;
   options.devices = {"cuda:0", "cuda:0"};
   CHECK_THROWS_WITH(train_lora(options, nullptr, CancelFlag{}),
                     dist::has_backend_for(torch::Device("cuda:0")) ? "devices[1]: 'cuda:0' is named twice"

@@ -345,6 +345,14 @@ struct TrainOptions {
   int64_t process_rank = 0;
   int64_t process_world_size = 0;
   int64_t collective_timeout_ms = 30 * 60 * 1000; // a rank waiting longer for the others fails the run
+  // Sharded optimizer states (ZeRO, train/parallelism.h), with several ranks: 0 = every
+  // rank keeps all of them; 1 = each keeps, updates and sends its shard of the parameters
+  // (states and master copies); 2 = and keeps only its shard's summed gradients.
+  int64_t zero_stage = 0;
+  // Gradients are sent in buckets of about this many bytes (DDP's bucket_cap_mb), each
+  // as soon as backward has filled it (overlap_communication) or all after backward.
+  int64_t bucket_bytes = 25 << 20;
+  bool overlap_communication = true;
 
   // Checkpoints, validation, output
   int64_t checkpoint_every = 0; // steps; 0 = only on cancel

@@ -346,6 +346,7 @@ TrainOptions train_options_from_js(const Napi::Value& value) {
   // Devices (data parallel)
   options.devices = reader.string_list("devices", options.devices);
   options.collective_timeout_ms = reader.integer("collectiveTimeoutMs", options.collective_timeout_ms);
+  options.zero_stage = reader.integer("zeroStage", options.zero_stage);
   // Checkpoints, validation, output
   options.checkpoint_every = reader.integer("checkpointEvery", options.checkpoint_every);
   options.keep_checkpoints = reader.integer("keepCheckpoints", options.keep_checkpoints);

@@ -18,14 +18,20 @@ torch::Tensor rms(const torch::Tensor& tensor) {
 }
 } // namespace
 
-Adafactor::Adafactor(std::vector<std::vector<torch::Tensor>> param_groups, double weight_decay, PrecisionOptions precision)
-    : Optimizer("Adafactor", param_groups, std::move(precision)), weight_decay_(weight_decay) {
+Adafactor::Adafactor(std::vector<std::vector<torch::Tensor>> param_groups, double weight_decay, PrecisionOptions precision,
+                     const Ownership& owned)
+    : Optimizer("Adafactor", param_groups, std::move(precision), owned), weight_decay_(weight_decay) {
   if (!(weight_decay >= 0)) throw std::invalid_argument("Adafactor: weight_decay must be non-negative");
-  for (const auto& params : param_groups) {
+  for (size_t g = 0; g < param_groups.size(); ++g) {
     std::vector<SecondMoment> group;
-    for (const torch::Tensor& param : params) {
+    for (size_t i = 0; i < param_groups[g].size(); ++i) {
+      const torch::Tensor& param = param_groups[g][i];
       const auto options = param.options().dtype(torch::kFloat32);
       SecondMoment moment;
+      if (!slots_[g][i].owned) { // another rank's: no moments here
+        group.push_back(std::move(moment));
+        continue;
+      }
       if (param.dim() >= 2) {
         // The two largest dimensions; of equal ones the later counts as larger (numpy's stable argsort).
         std::vector<int64_t> order(static_cast<size_t>(param.dim()));

@@ -31,7 +31,8 @@ namespace sdxl::train {
 class Adafactor : public Optimizer {
  public:
   // States are allocated (as zeros) here, in float32 on each parameter's device.
-  Adafactor(std::vector<std::vector<torch::Tensor>> param_groups, double weight_decay, PrecisionOptions precision = {});
+  Adafactor(std::vector<std::vector<torch::Tensor>> param_groups, double weight_decay, PrecisionOptions precision = {},
+            const Ownership& owned = {});
 
  protected:
   // States: factored exp_avg_sq_row, exp_avg_sq_col; unfactored exp_avg_sq (checkpoint names).

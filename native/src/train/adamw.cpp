@@ -63,9 +63,9 @@ const char* optimizer_kind_name(OptimizerKind kind) {
 // Construction
 
 AdamW::AdamW(OptimizerKind kind, std::vector<std::vector<torch::Tensor>> param_groups, AdamWHyper hyper,
-             PrecisionOptions precision)
+             PrecisionOptions precision, const Ownership& owned)
     : Optimizer(kind == OptimizerKind::AdamW8bit ? "AdamW8bit" : "AdamW", param_groups,
-                std::move(precision)),
+                std::move(precision), owned),
       kind_(kind),
       hyper_(hyper) {
   if (!(hyper.beta1 >= 0 && hyper.beta1 < 1) || !(hyper.beta2 >= 0 && hyper.beta2 < 1))
@@ -79,6 +79,10 @@ AdamW::AdamW(OptimizerKind kind, std::vector<std::vector<torch::Tensor>> param_g
       const torch::Tensor& param = param_groups[g][i];
       const auto options = param.options().dtype(torch::kFloat32);
       Moments state;
+      if (!slots_[g][i].owned) { // another rank's: no moments here (a parameter's 8-bit blocks stay whole on its owner)
+        group.push_back(std::move(state));
+        continue;
+      }
       state.quantized = kind == OptimizerKind::AdamW8bit && param.numel() >= kMin8bitStateElements;
       if (state.quantized) {
         if (!param.is_contiguous())

@@ -53,7 +53,7 @@ class AdamW : public Optimizer {
  public:
   // Moments are allocated (as zeros) here, on each parameter's device.
   AdamW(OptimizerKind kind, std::vector<std::vector<torch::Tensor>> param_groups, AdamWHyper hyper,
-        PrecisionOptions precision = {});
+        PrecisionOptions precision = {}, const Ownership& owned = {});
 
   OptimizerKind kind() const;
   bool is_quantized(int64_t group, int64_t index) const; // whether that parameter's moments are 8-bit

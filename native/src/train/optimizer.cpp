@@ -42,6 +42,18 @@ const torch::Tensor& checked_entry(const std::map<std::string, torch::Tensor>& i
   return tensor;
 }
 
+// A seed for each (parameter, update): splitmix64 over the run's seed and the three counts.
+uint64_t rounding_seed(uint64_t seed, size_t group, size_t index, int64_t step) {
+  uint64_t x = seed;
+  for (const uint64_t part : {static_cast<uint64_t>(group), static_cast<uint64_t>(index), static_cast<uint64_t>(step)}) {
+    x += 0x9E3779B97F4A7C15ULL + part;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    x ^= x >> 31;
+  }
+  return x;
+}
+
 bool is_low_precision(const torch::Tensor& tensor) {
   return tensor.scalar_type() == torch::kBFloat16 || tensor.scalar_type() == torch::kFloat16;
 }
@@ -60,9 +72,15 @@ torch::Tensor stochastic_round_to_bfloat16(const torch::Tensor& value, at::Gener
   return rounded.view(torch::kFloat32).to(torch::kBFloat16); // exact: the low half is zero
 }
 
-Optimizer::Optimizer(std::string name, std::vector<std::vector<torch::Tensor>> param_groups, PrecisionOptions precision)
+Optimizer::Optimizer(std::string name, std::vector<std::vector<torch::Tensor>> param_groups, PrecisionOptions precision,
+                     const Ownership& owned)
     : name_(std::move(name)), precision_(std::move(precision)) {
+  if (!owned.empty() && owned.size() != param_groups.size())
+    throw std::invalid_argument(name_ + ": ownership of " + std::to_string(owned.size()) + " groups for " +
+                                std::to_string(param_groups.size()));
   for (size_t g = 0; g < param_groups.size(); ++g) {
+    if (!owned.empty() && owned[g].size() != param_groups[g].size())
+      throw std::invalid_argument(name_ + ": ownership of group " + std::to_string(g) + " does not match its parameters");
     std::vector<Slot> group;
     for (size_t i = 0; i < param_groups[g].size(); ++i) {
       const torch::Tensor& param = param_groups[g][i];
@@ -71,7 +89,8 @@ Optimizer::Optimizer(std::string name, std::vector<std::vector<torch::Tensor>> p
         throw std::invalid_argument(where + " must be a defined float32, bfloat16 or float16 tensor");
       Slot slot;
       slot.param = param;
-      if (is_low_precision(param)) {
+      slot.owned = owned.empty() || owned[g][i];
+      if (is_low_precision(param) && slot.owned) {
         if (precision_.master_weights) {
           torch::NoGradGuard no_grad;
           slot.master = param.detach().to(torch::kFloat32).contiguous();
@@ -112,6 +131,10 @@ void Optimizer::step(const std::vector<double>& group_lrs, double grad_factor) {
       Slot& slot = slots_[g][i];
       torch::Tensor grad = slot.param.grad();
       if (!grad.defined()) continue;
+      if (!slot.owned) { // another rank updates it and sends the weights
+        slot.param.mutable_grad() = torch::Tensor();
+        continue;
+      }
       grad = grad.to(torch::kFloat32); // the same tensor when it is float32 already
       if (grad_factor != 1.0) grad = grad * grad_factor;
       ++slot.step;
@@ -124,6 +147,7 @@ void Optimizer::step(const std::vector<double>& group_lrs, double grad_factor) {
       } else {
         torch::Tensor weights = slot.param.detach().to(torch::kFloat32).contiguous();
         update(static_cast<int64_t>(g), static_cast<int64_t>(i), weights, grad, group_lrs[g], slot.step);
+        precision_.rounding.set_current_seed(rounding_seed(precision_.rounding_seed, g, i, slot.step));
         slot.param.detach().copy_(stochastic_round_to_bfloat16(weights, precision_.rounding));
       }
       slot.param.mutable_grad() = torch::Tensor(); // this parameter's gradient is spent
@@ -160,8 +184,9 @@ int64_t Optimizer::parameter_count() const {
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Optimizer::all_state(int64_t group, int64_t index) const {
-  std::vector<std::pair<std::string, torch::Tensor>> state = named_state(group, index);
   const Slot& slot = slots_[group][index];
+  if (!slot.owned) return {};
+  std::vector<std::pair<std::string, torch::Tensor>> state = named_state(group, index);
   if (slot.master.defined()) state.emplace_back(kMasterKey, slot.master);
   return state;
 }
@@ -170,6 +195,7 @@ void Optimizer::save_state(std::map<std::string, torch::Tensor>& out, const std:
   for (size_t g = 0; g < slots_.size(); ++g) {
     for (size_t i = 0; i < slots_[g].size(); ++i) {
       const std::string key = prefix + "." + std::to_string(g) + "." + std::to_string(i) + ".";
+      if (!slots_[g][i].owned) continue;
       for (const auto& [name, tensor] : all_state(static_cast<int64_t>(g), static_cast<int64_t>(i)))
         out[key + name] = cpu_copy(tensor);
       out[key + kStepKey] = step_tensor(slots_[g][i].step);
@@ -185,6 +211,7 @@ void Optimizer::load_state(const std::map<std::string, torch::Tensor>& in, const
   for (size_t g = 0; g < slots_.size(); ++g) {
     for (size_t i = 0; i < slots_[g].size(); ++i) {
       const std::string key = prefix + "." + std::to_string(g) + "." + std::to_string(i) + ".";
+      if (!slots_[g][i].owned) continue;
       for (const auto& [name, tensor] : all_state(static_cast<int64_t>(g), static_cast<int64_t>(i)))
         checked_entry(in, key + name, tensor, name_);
       checked_entry(in, key + kStepKey, step_like, name_);
@@ -194,6 +221,7 @@ void Optimizer::load_state(const std::map<std::string, torch::Tensor>& in, const
   for (size_t g = 0; g < slots_.size(); ++g) {
     for (size_t i = 0; i < slots_[g].size(); ++i) {
       const std::string key = prefix + "." + std::to_string(g) + "." + std::to_string(i) + ".";
+      if (!slots_[g][i].owned) continue;
       for (auto& [name, tensor] : all_state(static_cast<int64_t>(g), static_cast<int64_t>(i)))
         tensor.copy_(in.at(key + name));
       slots_[g][i].step = in.at(key + kStepKey).item<int64_t>();
@@ -203,11 +231,12 @@ void Optimizer::load_state(const std::map<std::string, torch::Tensor>& in, const
 }
 
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, std::vector<std::vector<torch::Tensor>> param_groups,
-                                          const OptimizerHyper& hyper, PrecisionOptions precision) {
-  if (name == "adafactor") return std::make_unique<Adafactor>(std::move(param_groups), hyper.weight_decay, std::move(precision));
+                                          const OptimizerHyper& hyper, PrecisionOptions precision, const Ownership& owned) {
+  if (name == "adafactor")
+    return std::make_unique<Adafactor>(std::move(param_groups), hyper.weight_decay, std::move(precision), owned);
   if (name != "adamw" && name != "adamw8bit")
     throw std::invalid_argument("unknown optimizer \"" + name + "\" (expected adamw, adamw8bit or adafactor)");
-  return std::make_unique<AdamW>(parse_optimizer_kind(name), std::move(param_groups), hyper, std::move(precision));
+  return std::make_unique<AdamW>(parse_optimizer_kind(name), std::move(param_groups), hyper, std::move(precision), owned);
 }
 
 } // namespace sdxl::train

@@ -27,11 +27,20 @@
 
 namespace sdxl::train {
 
+// Which parameters this optimizer updates (ZeRO-1/2, parallelism.h): owned[g][i] for
+// parameter i of group g; empty: all. An unowned parameter gets no state, master copy
+// or update here (its gradient is dropped): another rank updates it and sends the weights.
+using Ownership = std::vector<std::vector<bool>>;
+
 struct PrecisionOptions {
   // Non-float32 parameters keep a float32 master copy; false: stochastic rounding.
   bool master_weights = true;
-  // Stochastic rounding's generator, on the parameters' device (checkpointed by the caller).
+  // Stochastic rounding's generator, on the parameters' device. It is seeded afresh for
+  // each parameter and update from rounding_seed, the parameter's place and its step, so
+  // the bits a weight is rounded with do not depend on what else a rank updates (ZeRO),
+  // and a resumed run draws what an uninterrupted one draws with no generator state.
   at::Generator rounding;
+  uint64_t rounding_seed = 0;
 };
 
 class Optimizer {
@@ -40,13 +49,13 @@ class Optimizer {
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
-  // One update of every parameter that has a gradient, group i at group_lrs[i];
+  // One update of every owned parameter that has a gradient, group i at group_lrs[i];
   // increments steps(). Checks every gradient and rate before changing anything.
   void step(const std::vector<double>& group_lrs, double grad_factor = 1.0);
   void zero_grad(); // resets gradients to undefined
 
   int64_t steps() const { return steps_; }
-  int64_t state_bytes() const;     // optimizer states and master copies
+  int64_t state_bytes() const;     // optimizer states and master copies (of the owned parameters)
   int64_t parameter_count() const; // elements of all parameters
   const std::string& name() const { return name_; }
 
@@ -54,7 +63,9 @@ class Optimizer {
   // contiguous copies, 8-bit ones as stored), ".master" for master copies,
   // ".step" (0-dim int64), and "<prefix>.steps". load_state checks every key
   // first (std::invalid_argument naming a missing or mis-shaped key, changing
-  // nothing), then restores the state bit for bit.
+  // nothing), then restores the state bit for bit. Both cover the owned parameters
+  // only: the keys do not depend on ownership, so the shards of a sharded run merged
+  // are an unsharded run's state, and any sharding resumes from it.
   void save_state(std::map<std::string, torch::Tensor>& out, const std::string& prefix) const;
   void load_state(const std::map<std::string, torch::Tensor>& in, const std::string& prefix);
 
@@ -63,10 +74,12 @@ class Optimizer {
     torch::Tensor param;  // the trained tensor (float32, bfloat16 or float16)
     torch::Tensor master; // its float32 master copy, when kept
     int64_t step = 0;     // updates this parameter has had (t of the last one)
+    bool owned = true;    // updated here (see Ownership)
   };
 
-  // Takes the groups; subclasses then allocate their state for each slot.
-  Optimizer(std::string name, std::vector<std::vector<torch::Tensor>> param_groups, PrecisionOptions precision);
+  // Takes the groups; subclasses then allocate their state for each owned slot.
+  Optimizer(std::string name, std::vector<std::vector<torch::Tensor>> param_groups, PrecisionOptions precision,
+            const Ownership& owned);
 
   // Updates `weights` (float32, contiguous, the parameter's shape and device) in
   // place from `grad` (float32, same shape) at the slot's step (already incremented).
@@ -94,7 +107,8 @@ struct OptimizerHyper {
 
 // "adamw", "adamw8bit" or "adafactor"; std::invalid_argument naming the choices otherwise.
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, std::vector<std::vector<torch::Tensor>> param_groups,
-                                          const OptimizerHyper& hyper, PrecisionOptions precision = {});
+                                          const OptimizerHyper& hyper, PrecisionOptions precision = {},
+                                          const Ownership& owned = {});
 
 // `value` (float32) rounded to bfloat16 stochastically: each float's 16 low bits
 // decide the probability of rounding its magnitude up (random bits from `generator`).

@@ -52,7 +52,13 @@ void check_devices(const TrainOptions& o) {
     if (o.store_host.empty()) refuse("store_host", "is required");
   }
   const bool processes = o.process_world_size > 1;
-  if (!processes && o.devices.size() <= 1) return;
+  if (o.zero_stage < 0 || o.zero_stage > 2) refuse("zero_stage", "must be 0, 1 or 2");
+  require_positive("bucket_bytes", o.bucket_bytes);
+  if (!processes && o.devices.size() <= 1) {
+    if (o.zero_stage > 0)
+      refuse("zero_stage", std::to_string(o.zero_stage) + " shards over several ranks: give two or more devices, or 0");
+    return;
+  }
   const std::vector<std::string> devices = processes ? std::vector<std::string>{o.model.runtime.device} : o.devices;
   const int64_t count = processes ? o.process_world_size : static_cast<int64_t>(o.devices.size());
   std::set<std::string> gpus;

@@ -14,7 +14,8 @@
 // Every random draw (latent sampling, LoRA init, caption dropout, noise,
 // timesteps) comes from one CPU generator seeded by options.seed; LoRA dropout
 // masks from a second one on the model's device, stochastic rounding's bits from a
-// third. Each checkpoint stores their states.
+// third, seeded afresh for each weight and update (optimizer.h). Each checkpoint
+// stores the first two's states.
 #include <ATen/CPUGeneratorImpl.h> // at::detail::createCPUGenerator
 #if defined(SDXL_WITH_CUDA)
 #include <ATen/cuda/CUDAGeneratorImpl.h> // at::cuda::detail::createCUDAGenerator
@@ -257,7 +258,20 @@ void Trainer::prepare() {
   train::PrecisionOptions precision;
   precision.master_weights = !options_.full_bf16;
   precision.rounding = rounding_generator_;
-  optimizer_ = train::make_optimizer(options_.optimizer, method_->parameter_groups(split_text_encoders()), hyper, precision);
+  precision.rounding_seed = options_.seed + 3;
+  const std::vector<std::vector<torch::Tensor>> groups = method_->parameter_groups(split_text_encoders());
+  parallel_.attach(groups);
+  // ZeRO: this rank's optimizer keeps and updates its shard only.
+  train::Ownership owned;
+  const std::vector<bool> mine = parallel_.owned();
+  if (!mine.empty()) {
+    size_t k = 0;
+    for (const auto& group : groups) {
+      owned.emplace_back();
+      for (size_t i = 0; i < group.size(); ++i) owned.back().push_back(mine[k++]);
+    }
+  }
+  optimizer_ = train::make_optimizer(options_.optimizer, groups, hyper, precision, owned);
 
   if (dtype_ == torch::kFloat16) {
     train::LossScalerOptions scaler_options;
@@ -304,27 +318,25 @@ void Trainer::restore(const TrainingState& state) {
   const auto dropout_rng = state.tensors.find("rng/dropout");
   if (dropout_rng == state.tensors.end()) throw std::invalid_argument("resume_from: the checkpoint has no dropout RNG state");
   dropout_generator_.set_state(dropout_rng->second);
-  if (options_.full_bf16) {
-    const auto rounding_rng = state.tensors.find("rng/rounding");
-    if (rounding_rng == state.tensors.end())
-      throw std::invalid_argument("resume_from: the checkpoint has no stochastic-rounding RNG state");
-    rounding_generator_.set_state(rounding_rng->second);
-  }
   sampler_->restore(train::BatchSampler::State{state.sampler_epoch, state.sampler_position});
 }
 
+// Called on every rank: a sharded run's optimizer states come to rank 0, which writes the file.
 std::string Trainer::save_checkpoint(int64_t steps_done) {
+  std::map<std::string, torch::Tensor> optimizer_state;
+  optimizer_->save_state(optimizer_state, "optim");
+  parallel_.gather_on_main(optimizer_state);
+  if (!parallel_.is_main()) return "";
   TrainingState state;
   state.step = steps_done;
   state.sampler_epoch = sampler_->state().epoch;
   state.sampler_position = sampler_->state().position;
   state.options = trajectory_options_with_priors(options_, dataset_hash_);
   method_->save_state(state.tensors);
-  optimizer_->save_state(state.tensors, "optim");
+  state.tensors.insert(optimizer_state.begin(), optimizer_state.end());
   for (auto& [name, tensor] : scaler_.to_tensors("scaler")) state.tensors[name] = tensor;
   state.tensors["rng/cpu"] = generator_.get_state();
   state.tensors["rng/dropout"] = dropout_generator_.get_state();
-  if (options_.full_bf16) state.tensors["rng/rounding"] = rounding_generator_.get_state();
   const std::string path = train::checkpoint_path(options_.output_dir, steps_done);
   meter_.report("saving", steps_done, options_.max_steps, "checkpoint " + path);
   train::write_checkpoint(path, state);
@@ -448,30 +460,38 @@ double Trainer::train_step(int64_t step) {
     loss_sum += loss.item<double>();
     instance_sum += last_instance_loss_;
     prior_sum += last_prior_loss_;
+    // Once per optimizer step, whatever the accumulation: the ranks' parts are summed
+    // while the last micro-batch's backward runs.
+    if (micro + 1 == options_.gradient_accumulation) parallel_.begin_last_backward();
     if (loss.requires_grad()) // false on a rank with no image of this micro-batch
       (loss * (scaler_.scale() / static_cast<double>(options_.gradient_accumulation))).backward();
   }
   const std::vector<torch::Tensor> parameters = trainable();
-  // Once per optimizer step, whatever the accumulation: the ranks' parts summed.
-  parallel_.sum_gradients(parameters);
-  const bool found_inf = scaler_.found_non_finite(parameters);
+  parallel_.sum_gradients();
+  bool found_inf = scaler_.found_non_finite(parameters);
+  if (scaler_.enabled()) found_inf = parallel_.any(found_inf); // ZeRO-2: each rank sees its shard
   double grad_norm = 0;
   if (!found_inf) {
     // The gradients stay as backward left them (float16 ones scaled): the optimizer
     // widens each to float32 and multiplies it by the unscale and clip factors.
     double grad_factor = scaler_.inverse_scale();
-    grad_norm = train::global_grad_norm(parameters) * grad_factor;
+    grad_norm = parallel_.gradient_norm(parameters) * grad_factor;
     // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6).
     if (options_.max_grad_norm > 0 && grad_norm > options_.max_grad_norm)
       grad_factor *= options_.max_grad_norm / (grad_norm + 1e-6);
     optimizer_->step(learning_rates(multiplier), grad_factor);
+    parallel_.share_updated_weights(); // ZeRO: each shard from the rank that updated it
     method_->after_step(step + 1);
   }
   if (scaler_.enabled()) scaler_.update(found_inf);
   optimizer_->zero_grad();
   const double micro_batches = static_cast<double>(options_.gradient_accumulation);
-  // The global batch's losses: the sum of the ranks' parts.
-  const std::vector<double> losses = parallel_.sum({loss_sum, instance_sum, prior_sum});
+  // The global batch's losses: the sum of the ranks' parts; with them each rank's memory in use.
+  std::vector<double> values{loss_sum, instance_sum, prior_sum};
+  const int ranks = parallel_.world_size();
+  values.resize(3 + static_cast<size_t>(ranks), 0.0);
+  if (ranks > 1) values[3 + static_cast<size_t>(parallel_.rank())] = static_cast<double>(memory_stats(device_).in_use_bytes);
+  const std::vector<double> losses = parallel_.sum(values);
   loss_sum = losses[0];
   instance_sum = losses[1];
   prior_sum = losses[2];
@@ -479,6 +499,10 @@ double Trainer::train_step(int64_t step) {
   std::map<std::string, double> extra{{"grad_norm", grad_norm},
                                       {"loss_scale", scaler_.scale()},
                                       {"skipped_steps", static_cast<double>(scaler_.skipped_steps())}};
+  if (ranks > 1) { // each device's memory, and the all-reduce time backward did not hide
+    for (int r = 0; r < ranks; ++r) extra["memory_bytes_rank" + std::to_string(r)] = losses[3 + static_cast<size_t>(r)];
+    extra["allreduce_ms"] = parallel_.last_exposed_communication_ms();
+  }
   if (!class_order_.empty()) { // the loss split: on the subject, and on the class images
     extra["loss_instance"] = instance_sum / micro_batches;
     extra["loss_prior"] = prior_sum / micro_batches;
@@ -569,22 +593,22 @@ TrainResult Trainer::run() {
     if (options_.validation_every > 0 && done % options_.validation_every == 0 && !last)
       interrupted = on_main([&] { validate(done); });
     if (!interrupted && options_.checkpoint_every > 0 && done % options_.checkpoint_every == 0 && !last)
-      on_main([&] { save_checkpoint(done); });
+      save_checkpoint(done);
     if (options_.stop_after_step > 0 && done == options_.stop_after_step && !last) interrupted = true;
   }
 
   result.steps = done;
   if (interrupted) {
     result.status = "cancelled";
-    if (parallel_.is_main()) result.checkpoint_path = save_checkpoint(done);
+    result.checkpoint_path = save_checkpoint(done);
   } else {
     if (parallel_.is_main()) {
       if (!validation_.prompts.empty() || !validation_.triples.empty()) validate(done);
       save_outputs(result, done);
-      // With checkpoints on, the final state is kept too (kohya's --save_state_on_train_end).
-      if (options_.checkpoint_every > 0) save_checkpoint(done);
-      result.checkpoint_path = last_checkpoint_;
     }
+    // With checkpoints on, the final state is kept too (kohya's --save_state_on_train_end).
+    if (options_.checkpoint_every > 0) save_checkpoint(done);
+    result.checkpoint_path = last_checkpoint_;
     result.status = "completed";
   }
   result.sample_paths = sample_paths_;
@@ -615,8 +639,12 @@ TrainResult train_rank(const TrainOptions& options, const c10::intrusive_ptr<c10
                        const std::function<void()>& on_error) {
   const std::chrono::milliseconds timeout(options.collective_timeout_ms);
   const torch::Device device = parse_device(options.model.runtime.device);
+  train::DataParallelOptions parallel_options;
+  parallel_options.zero_stage = static_cast<int>(options.zero_stage);
+  parallel_options.overlap_communication = options.overlap_communication;
+  parallel_options.bucket_bytes = options.bucket_bytes;
   std::unique_ptr<train::Parallelism> parallel =
-      train::data_parallel(dist::make_process_group(store, rank, world_size, device, timeout), device);
+      train::data_parallel(dist::make_process_group(store, rank, world_size, device, timeout), device, parallel_options);
   const ProgressFn silent = [](const Progress&) {};
   Trainer trainer(options, rank == 0 ? progress : silent, cancel, *parallel);
   try {
