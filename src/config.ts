@@ -10,6 +10,8 @@ import { CaptionConfigError, CaptionEnvProperties, captionConfigFromEnv, SecretF
 import { CaptionWorkerEnvProperties, type CaptionWorkerConfig } from './jobs/captioning-worker.js';
 // ---- webhooks (issue 12): WEBHOOK_* live in src/webhooks/config.ts
 import { WebhookConfigError, WebhookEnvProperties, webhookConfigFromEnv, type WebhookConfig } from './webhooks/config.js';
+// ---- training devices (issue 24): a worker's pool is at most what one run may take
+import { MAX_RUN_DEVICES } from './schemas/training-params.js';
 
 const MiB = 1024 * 1024;
 
@@ -29,10 +31,12 @@ export const EnvSchema = Type.Object({
   DATA_DIR: Type.String({ minLength: 1, default: './data' }),
   /** Base models: diffusers folders and SGM .safetensors files; empty means DATA_DIR/models. */
   MODELS_DIR: Type.String({ default: '' }),
-  /** Training runs this process trains side by side; 0 = none here (an API-only replica). */
-  TRAINING_SLOTS: Type.Integer({ minimum: 0, maximum: 16, default: 1 }),
+  /** Training runs this process trains side by side; 0 = none here (an API-only replica). Unset: one per device of TRAIN_DEVICES, else 1. */
+  TRAINING_SLOTS: Type.Optional(Type.Integer({ minimum: 0, maximum: 64 })),
   /** Device of training runs: cpu, cuda or cuda:N; empty means cuda when the engine sees a GPU, else cpu. */
   TRAIN_DEVICE: Type.String({ pattern: '^(|cpu|cuda|cuda:[0-9]+)$', default: '' }),
+  /** The devices this process trains on, one run per device at a time (a run may take several): cuda:0,cuda:1,..., cpu (may repeat; cpu*N is N of them), or all (every CUDA device the engine sees). */
+  TRAIN_DEVICES: Type.String({ default: '' }),
   /** Milliseconds a worker holds a run without a heartbeat; a crashed worker's run is claimed again after it. */
   TRAINING_LEASE_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 30_000 }),
   /** Times a run's process may die while training it before the run fails (graceful hand-backs are free). */
@@ -108,9 +112,9 @@ export interface Config {
   apiKeyCacheMs: number;
   /** /metrics on its own port (0: on PORT), behind a bearer token when one is set. */
   metrics: { port: number; token: string | undefined };
-  /** ---- training runs: slots of this process and the device (undefined: cuda when there is a GPU, else cpu). */
+  /** ---- training runs: slots of this process (undefined: one per device, TRAIN_DEVICES=all) and its devices. */
   training: {
-    slots: number; device: string | undefined; leaseMs: number; maxAttempts: number; tenantMaxQueuedRuns: number; tenantMaxModelBytes: number;
+    slots: number | undefined; devices: TrainingDevicesConfig; leaseMs: number; maxAttempts: number; tenantMaxQueuedRuns: number; tenantMaxModelBytes: number;
     sseHeartbeatMs: number;
   };
   /** ---- generations: slots of this process, the per-tenant queue limit, what stays loaded. */
@@ -125,8 +129,46 @@ export interface Config {
   webhooks: WebhookConfig;
 }
 
+/**
+ * Where training runs train. pool: TRAIN_DEVICES, each device trains one run at a time and a
+ * run may take several of them ('all': every CUDA device the engine sees, known at start).
+ * shared: TRAIN_DEVICE (undefined: cuda when the engine sees a GPU, else cpu), one device that
+ * TRAINING_SLOTS runs share, each on that one device.
+ */
+export type TrainingDevicesConfig = { pool: string[] | 'all' } | { shared: string | undefined };
+
+
 export class ConfigError extends Error {
   override name = 'ConfigError';
+}
+
+/** TRAIN_DEVICES as a list of device names, or 'all'; throws ConfigError naming the variable and what is wrong. */
+export function parseTrainDevices(value: string): string[] | 'all' {
+  const refuse = (why: string) => new ConfigError(`invalid configuration: TRAIN_DEVICES ${why}`);
+  if (value.trim() === 'all') return 'all';
+  const devices: string[] = [];
+  for (const item of value.split(',').map((part) => part.trim())) {
+    const cpus = /^cpu\*(\d+)$/.exec(item);
+    if (cpus !== null && Number(cpus[1]) >= 1) devices.push(...Array<string>(Math.min(Number(cpus[1]), MAX_RUN_DEVICES + 1)).fill('cpu'));
+    else if (item === 'cpu' || /^cuda:\d+$/.test(item)) devices.push(item);
+    else throw refuse(`has "${item}": expected a comma list of cuda:N, cpu or cpu*N (N CPU devices), or all`);
+  }
+  if (devices.length > MAX_RUN_DEVICES) throw refuse(`names ${devices.length} devices; at most ${MAX_RUN_DEVICES}`);
+  const twice = devices.find((device, index) => device !== 'cpu' && devices.indexOf(device) !== index);
+  if (twice !== undefined) throw refuse(`names ${twice} twice; each GPU trains one rank (only cpu may repeat)`);
+  if (devices.includes('cpu') && devices.some((device) => device !== 'cpu')) {
+    throw refuse('mixes cpu and cuda devices; the devices of one run must be of one kind');
+  }
+  return devices;
+}
+
+/** TRAIN_DEVICES, else TRAIN_DEVICE; both set is an error naming both. */
+function trainingDevicesFromEnv(env: Pick<Env, 'TRAIN_DEVICE' | 'TRAIN_DEVICES'>): TrainingDevicesConfig {
+  if (env.TRAIN_DEVICES === '') return { shared: env.TRAIN_DEVICE === '' ? undefined : env.TRAIN_DEVICE };
+  if (env.TRAIN_DEVICE !== '') {
+    throw new ConfigError('invalid configuration: TRAIN_DEVICE and TRAIN_DEVICES are both set; set one (TRAIN_DEVICE=cuda:1 is TRAIN_DEVICES=cuda:1)');
+  }
+  return { pool: parseTrainDevices(env.TRAIN_DEVICES) };
 }
 
 /** Reads the known variables from `env`, applies defaults and converts strings; throws ConfigError naming every bad variable. */
@@ -165,6 +207,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   // An API replica runs no job of any kind, whatever the slot variables say (they are the workers').
   const api = e.ROLE === 'api';
+  const devices = trainingDevicesFromEnv(e);
+  // Slots left unset: one run per device of a pool (a count known only at start for 'all'), else one.
+  const defaultSlots = 'pool' in devices ? (devices.pool === 'all' ? undefined : devices.pool.length) : 1;
   return {
     role: e.ROLE,
     port: e.PORT,
@@ -183,8 +228,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     apiKeyCacheMs: e.API_KEY_CACHE_MS,
     metrics: { port: e.METRICS_PORT, token: e.METRICS_TOKEN === '' ? undefined : e.METRICS_TOKEN },
     training: {
-      slots: api ? 0 : e.TRAINING_SLOTS,
-      device: e.TRAIN_DEVICE === '' ? undefined : e.TRAIN_DEVICE,
+      slots: api ? 0 : e.TRAINING_SLOTS ?? defaultSlots,
+      devices,
       leaseMs: e.TRAINING_LEASE_MS,
       maxAttempts: e.TRAINING_MAX_ATTEMPTS,
       tenantMaxQueuedRuns: e.TENANT_MAX_QUEUED_RUNS,

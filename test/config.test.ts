@@ -63,3 +63,33 @@ test('metrics and the API key cache: defaults and settings', () => {
   assert.equal(set.apiKeyCacheMs, 0);
   assert.throws(() => loadConfig({ API_KEY_CACHE_MS: '3600000' }), /API_KEY_CACHE_MS/);
 });
+
+test('TRAIN_DEVICES: a comma list (cpu may repeat, cpu*N), or all; TRAINING_SLOTS defaults to one per device', () => {
+  const gpus = loadConfig({ TRAIN_DEVICES: 'cuda:0, cuda:1,cuda:3' });
+  assert.deepEqual(gpus.training.devices, { pool: ['cuda:0', 'cuda:1', 'cuda:3'] });
+  assert.equal(gpus.training.slots, 3, 'one run per device unless TRAINING_SLOTS says fewer');
+  assert.deepEqual(loadConfig({ TRAIN_DEVICES: 'cpu*2' }).training.devices, { pool: ['cpu', 'cpu'] });
+  assert.deepEqual(loadConfig({ TRAIN_DEVICES: 'cpu,cpu*2' }).training.devices, { pool: ['cpu', 'cpu', 'cpu'] });
+  const all = loadConfig({ TRAIN_DEVICES: 'all', TRAINING_SLOTS: '1' });
+  assert.deepEqual(all.training.devices, { pool: 'all' });
+  assert.equal(all.training.slots, 1);
+  assert.equal(loadConfig({ TRAIN_DEVICES: 'all' }).training.slots, undefined, 'all: one per device, counted at start');
+  // TRAIN_DEVICE stays: one device that TRAINING_SLOTS runs share (default 1).
+  assert.deepEqual(loadConfig({ TRAIN_DEVICE: 'cuda:1' }).training, { ...loadConfig({ TRAIN_DEVICE: 'cuda:1' }).training, devices: { shared: 'cuda:1' }, slots: 1 });
+  assert.deepEqual(loadConfig({}).training.devices, { shared: undefined });
+  assert.equal(loadConfig({ TRAIN_DEVICES: 'cpu*2', ROLE: 'api' }).training.slots, 0);
+});
+
+test('TRAIN_DEVICES: bad values and TRAIN_DEVICE beside it are startup errors naming the variables', () => {
+  const refused = (env: Record<string, string>, why: RegExp) =>
+    assert.throws(() => loadConfig(env), (error: unknown) => error instanceof ConfigError && /TRAIN_DEVICES/.test(error.message) && why.test(error.message), JSON.stringify(env));
+  refused({ TRAIN_DEVICES: 'gpu0' }, /"gpu0": expected a comma list of cuda:N, cpu or cpu\*N/);
+  refused({ TRAIN_DEVICES: 'cuda' }, /"cuda"/);
+  refused({ TRAIN_DEVICES: 'cuda:0,,cuda:1' }, /""/);
+  refused({ TRAIN_DEVICES: 'cpu*0' }, /"cpu\*0"/);
+  refused({ TRAIN_DEVICES: 'cuda:0,cuda:0' }, /cuda:0 twice/);
+  refused({ TRAIN_DEVICES: 'cpu,cuda:0' }, /mixes cpu and cuda/);
+  refused({ TRAIN_DEVICES: 'cpu*65' }, /at most 64/);
+  refused({ TRAIN_DEVICES: 'cuda:0', TRAIN_DEVICE: 'cuda:0' }, /TRAIN_DEVICE and TRAIN_DEVICES are both set/);
+  assert.throws(() => loadConfig({ TRAINING_SLOTS: '-1' }), /TRAINING_SLOTS/);
+});

@@ -336,7 +336,7 @@ export interface paths {
         put?: never;
         /**
          * Train a LoRA (or fine-tune the whole model) on a dataset
-         * @description Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. The run trains on the dataset's images and current captions as they are now (an image without a caption uses "a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. Params follow the model's family: clip_skip is for SD 1.x/2.x models, text_encoder_2_lr for SDXL; the one a family does not have is null in the run. params.method full fine-tunes every weight (DreamBooth) instead of a LoRA: its defaults differ (learning_rate 5e-6, prior preservation on), rank, alpha and save_peft are refused, and the succeeded run registers a model of yours (GET /v1/models); ema_decay, ema_start_step, ema_on_cpu, validation_weights and full_bf16 are for full runs only. Refusals: 404 unknown dataset, 400 an unknown or invalid param (named), 409 empty dataset, 422 unknown or unusable model, or a param the model cannot take (named: a resolution above its default_resolution, a param of another family, clip_skip above its clip_skip_max; unsupported-by-method: a param of the other method), 429 the tenant has TENANT_MAX_QUEUED_RUNS runs queued or running (training-queue-full), or a full run would pass TENANT_MAX_MODEL_BYTES (model-storage-full).
+         * @description Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. The run trains on the dataset's images and current captions as they are now (an image without a caption uses "a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. Params follow the model's family: clip_skip is for SD 1.x/2.x models, text_encoder_2_lr for SDXL; the one a family does not have is null in the run. params.method full fine-tunes every weight (DreamBooth) instead of a LoRA: its defaults differ (learning_rate 5e-6, prior preservation on), rank, alpha and save_peft are refused, and the succeeded run registers a model of yours (GET /v1/models); ema_decay, ema_start_step, ema_on_cpu, validation_weights and full_bf16 are for full runs only. params.devices trains on several devices of one worker (batch_size a multiple of it; zero_stage shards the optimizer over them); the run stays queued until a worker has that many free, and queue_reason says what it waits for. Refusals: 404 unknown dataset, 400 an unknown or invalid param (named; devices not dividing batch_size, zero_stage on one device), 409 empty dataset, 422 unknown or unusable model, or a param the model cannot take (named: a resolution above its default_resolution, a param of another family, clip_skip above its clip_skip_max; unsupported-by-method: a param of the other method), or more devices than the largest running training worker has (devices-unavailable, naming params.devices), 429 the tenant has TENANT_MAX_QUEUED_RUNS runs queued or running (training-queue-full), or a full run would pass TENANT_MAX_MODEL_BYTES (model-storage-full).
          */
         post: operations["createTrainingRun"];
         delete?: never;
@@ -1292,6 +1292,8 @@ export interface components {
              * @enum {unknown}
              */
             status: "queued" | "starting" | "running" | "succeeded" | "failed" | "canceled";
+            /** @description While queued: what the run waits for (a worker with params.devices devices, that many free ones, its turn); null otherwise */
+            queue_reason: string | null;
             /** @description Every training parameter, as resolved when the run was created */
             params: {
                 /**
@@ -1357,6 +1359,13 @@ export interface components {
                  * @default 1
                  */
                 gradient_accumulation: number;
+                /**
+                 * @description Devices (GPUs) the run trains on at once, data parallel: each takes batch_size / devices images of every batch (so batch_size must be a multiple of it) and their gradients are summed every step. The run waits until one worker has that many free; more than the largest running worker has is refused (422 devices-unavailable)
+                 * @default 1
+                 */
+                devices: number;
+                /** @description With several devices, what each keeps of the optimizer: 0 = every device all of its state; 1 (ZeRO-1) = each keeps and updates only its shard of the optimizer state; 2 (ZeRO-2) = and of the gradients too. Default: 2 for full runs on several devices (their optimizer state is gigabytes), else 0 (a LoRA's is megabytes: sharding only adds communication). Must be 0 on one device */
+                zero_stage: number;
                 /**
                  * @default constant
                  * @enum {unknown}
@@ -1486,8 +1495,12 @@ export interface components {
                 memory_bytes: number | null;
                 /** @description The most memory the training has held on its device so far: what the run needs there */
                 peak_memory_bytes: number | null;
+                /** @description Devices the run trains on (params.devices); with several, device is the first (rank 0), whose memory is counted */
+                devices?: number;
+                /** @description With several devices: milliseconds the last step spent summing the ranks' gradients (null when the trainer does not say) */
+                allreduce_ms?: number | null;
             } | null;
-            /** @description When finished: steps, final_loss, mean_loss, validation losses, peak_memory_bytes (the most memory the run held on its device, progress.device), ... */
+            /** @description When finished: steps, devices, final_loss, mean_loss, validation losses, peak_memory_bytes (the most memory the run held on its device, progress.device), with several devices world_size and allreduce_ms_mean (the mean all-reduce time of a step), ... */
             metrics: {
                 [key: string]: number;
             } | null;
@@ -3653,6 +3666,13 @@ export interface operations {
                          * @default 1
                          */
                         gradient_accumulation?: number;
+                        /**
+                         * @description Devices (GPUs) the run trains on at once, data parallel: each takes batch_size / devices images of every batch (so batch_size must be a multiple of it) and their gradients are summed every step. The run waits until one worker has that many free; more than the largest running worker has is refused (422 devices-unavailable)
+                         * @default 1
+                         */
+                        devices?: number;
+                        /** @description With several devices, what each keeps of the optimizer: 0 = every device all of its state; 1 (ZeRO-1) = each keeps and updates only its shard of the optimizer state; 2 (ZeRO-2) = and of the gradients too. Default: 2 for full runs on several devices (their optimizer state is gigabytes), else 0 (a LoRA's is megabytes: sharding only adds communication). Must be 0 on one device */
+                        zero_stage?: number;
                         /**
                          * @default constant
                          * @enum {unknown}

@@ -4,7 +4,9 @@
 // first, FOR UPDATE SKIP LOCKED, so replicas share it; running jobs whose lease ran out
 // because their process died count as queued), holds each under a lease that a
 // heartbeat renews, and aborts a job's run when its lease is lost, a cancel arrives, or
-// the process shuts down. A kind brings its queue's SQL and what running one job means.
+// the process shuts down. A kind brings its queue's SQL and what running one job means,
+// and, when its jobs take units of something the process has a fixed amount of (a training
+// worker's devices), that capacity: a job is claimed only when its units are free.
 import type { FastifyBaseLogger } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
@@ -25,10 +27,20 @@ export function stopReason(signal: AbortSignal): StopReason | undefined {
 
 /** A kind's queue, as the runner needs it. */
 export interface LeasedQueue<Job> {
-  /** Claims the next job for `owner` until the lease ends; null when none is due. */
-  claimNext(owner: string, leaseMs: number): Promise<Job | null>;
+  /** Claims the next job for `owner` until the lease ends, one that takes at most `free` units when the runner has a capacity; null when none is due. */
+  claimNext(owner: string, leaseMs: number, free?: number): Promise<Job | null>;
   /** Extends the lease; whether a cancel was asked, or null when the lease was lost. */
   heartbeat(jobId: string, owner: string, leaseMs: number): Promise<{ cancelRequested: boolean } | null>;
+}
+
+/** Units of something a process has a fixed amount of, which each job takes some of while it runs (a training worker's devices). */
+export interface JobCapacity<Job> {
+  /** Units free now: claimNext is given it, and nothing is claimed at 0. */
+  free(): number;
+  /** A job was claimed: it takes its units now, before the next claim. */
+  take(job: Job): void;
+  /** The job's run ended, however it ended: its units are free again. */
+  give(job: Job): void;
 }
 
 export interface JobRunnerOptions<Job> {
@@ -44,6 +56,8 @@ export interface JobRunnerOptions<Job> {
   heartbeatMs: number;
   /** How often to look for jobs queued by other replicas or left by dead ones. */
   pollMs: number;
+  /** What the jobs take besides a slot; none: a slot is all. */
+  capacity?: JobCapacity<Job>;
 }
 
 interface RunningJob {
@@ -117,15 +131,17 @@ export abstract class JobRunner<Job extends { id: string }> {
   }
 
   async #fill(): Promise<void> {
-    const { queue, logger, kind } = this.#options;
+    const { queue, logger, kind, capacity } = this.#options;
     try {
-      while (!this.#stopped && this.#running.size < this.#options.slots) {
-        const job = await queue.claimNext(this.owner, this.#options.leaseMs);
+      while (!this.#stopped && this.#running.size < this.#options.slots && (capacity === undefined || capacity.free() > 0)) {
+        const job = await queue.claimNext(this.owner, this.#options.leaseMs, capacity?.free());
         if (job === null) return;
+        capacity?.take(job);
         const controller = new AbortController();
         const done = this.#runLeased(job, controller)
           .catch((error: unknown) => logger.error({ err: error, job: job.id }, `${kind} run crashed`))
           .finally(() => {
+            capacity?.give(job);
             this.#running.delete(job.id);
             this.wake();
           });

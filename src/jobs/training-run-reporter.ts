@@ -32,8 +32,10 @@ export interface TrainingRunReporterOptions {
   /** The run's work folder (the trainer's outputDir), to name its files relative to it. */
   workDir: string;
   totalSteps: number;
-  /** The device the run trains on: whose memory the progress reports count. */
+  /** The device the run trains on (rank 0's, with several): whose memory the progress reports count. */
   device: string;
+  /** Devices the run trains on (params.devices). */
+  devices: number;
   /**
    * Names in the work folder the reporter leaves alone (a full run's model files: the worker
    * publishes them once the run has completed); a name under one of them as a folder too.
@@ -46,8 +48,8 @@ export interface TrainingRunReporterOptions {
 const STEP_PHASES = new Set(['training', 'validating', 'saving', 'done', 'cancelled']);
 const round = (value: number, digits: number) => Number(value.toPrecision(digits));
 
-/** The public progress of a run, from one trainer report on `device`. */
-export function runProgress(report: Progress, totalSteps: number, device: string | null = null): Record<string, unknown> {
+/** The public progress of a run, from one trainer report on `device` (rank 0's of `devices`). */
+export function runProgress(report: Progress, totalSteps: number, device: string | null = null, devices = 1): Record<string, unknown> {
   // Before training, a report's step counts something else (images cached); after, optimizer steps.
   const steps = STEP_PHASES.has(report.phase) ? report.step : 0;
   const metric = (name: string) => (Number.isFinite(report.metrics[name]) ? report.metrics[name] : null);
@@ -68,6 +70,9 @@ export function runProgress(report: Progress, totalSteps: number, device: string
     device,
     memory_bytes: metric('memory_bytes'),
     peak_memory_bytes: metric('peak_memory_bytes'),
+    // Data parallel: the devices, and the last step's all-reduce of the gradients (null on one device, or before the engine reports it).
+    devices,
+    allreduce_ms: metric('allreduce_ms'),
   };
 }
 
@@ -105,7 +110,7 @@ export class TrainingRunReporter {
 
   /** One trainer report (called on the event loop, in order). */
   report(report: Progress): void {
-    const { db, runId, owner, totalSteps, device } = this.#options;
+    const { db, runId, owner, totalSteps, device, devices } = this.#options;
     const peak = report.metrics.peak_memory_bytes;
     if (Number.isFinite(peak)) this.#peakMemory = Math.max(this.#peakMemory, peak!);
     const phaseChanged = report.phase !== this.#phase;
@@ -117,7 +122,7 @@ export class TrainingRunReporter {
     if (phaseChanged || now - this.#lastProgressAt >= PROGRESS_INTERVAL_MS) {
       this.#lastProgressAt = now;
       if (report.phase === 'training') this.#status = 'running';
-      let progress = runProgress(report, totalSteps, device);
+      let progress = runProgress(report, totalSteps, device, devices);
       // After training (validating, saving, done), the last step's loss and rate still describe the run; memory is the report's own.
       if (report.phase === 'training') this.#lastTraining = progress;
       else if (this.#lastTraining !== undefined) {

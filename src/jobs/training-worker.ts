@@ -6,6 +6,12 @@
 // checkpoint (attempt + 1). A cancel stops it at the next step with a checkpoint written;
 // on shutdown the run is checkpointed the same way and handed back to the queue.
 //
+// The worker owns its training devices (device-pool.ts): a run asks params.devices of them
+// and is claimed only when that many are free; with two or more it trains data parallel, one
+// rank per device. On every poll the worker records its devices and how many are free
+// (training_workers), so runs asking more than any worker has are refused and queued runs
+// can say what they wait for.
+//
 // What a succeeded run leaves (its LoRA, or with method full its model) becomes the
 // tenant's through services/training-results.ts; a full run's model files are published as
 // artifacts before that.
@@ -17,6 +23,7 @@ import { train, type TrainResult } from '../engine/index.js';
 import type { Database } from '../db/database.js';
 import type { ServiceMetrics } from '../metrics/service-metrics.js';
 import { createTrainingRunsRepository, type TrainingRunRow } from '../repositories/training-runs.js';
+import { createTrainingWorkersRepository } from '../repositories/training-workers.js';
 import { storedTrainingParams, trainConfigFields, type PriorPreservationParams, type ResolvedTrainingParams } from '../schemas/training-params.js';
 import type { ClassImagesService } from '../services/class-images.js';
 import { MODEL_OUTPUT_NAME, MODEL_OUTPUT_NAMES, type ModelsService, type ResolvedModel } from '../services/models.js';
@@ -24,6 +31,8 @@ import type { RunEventsBus } from '../services/run-events-bus.js';
 import { TrainingResultsService } from '../services/training-results.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { RunFileStore } from '../storage/run-file-store.js';
+import type { TrainingDevices } from '../plugins/device.js';
+import { DevicePool } from './device-pool.js';
 import { JobRunner, stopReason } from './job-runner.js';
 import { TrainingRunReporter } from './training-run-reporter.js';
 
@@ -37,9 +46,8 @@ export interface TrainingWorkerOptions {
   files: RunFileStore;
   bus: RunEventsBus;
   logger: FastifyBaseLogger;
-  /** "cpu", "cuda" or "cuda:N". */
-  device: string;
-  slots: number;
+  /** The devices it trains on ("cpu", "cuda" or "cuda:N"), how many runs each takes, and the runs at once. */
+  devices: TrainingDevices;
   /** Tries of one run whose process died before it fails (a graceful hand-back is not counted). */
   maxAttempts: number;
   leaseMs: number;
@@ -79,22 +87,79 @@ async function removeUnfinishedWrites(workDir: string): Promise<void> {
   }
 }
 
+/** The devices a run asks (runs stored before params.devices asked one). */
+function devicesOf(run: TrainingRunRow): number {
+  return storedTrainingParams(run.params).devices;
+}
+
 export class TrainingWorker extends JobRunner<TrainingRunRow> {
   readonly #options: TrainingWorkerOptions;
   readonly #results: TrainingResultsService;
+  readonly #pool: DevicePool;
+  #seenTimer: NodeJS.Timeout | undefined;
+  /** The last write of this worker's row: writes follow each other, so the newest figures land last. */
+  #seen: Promise<void> = Promise.resolve();
 
   constructor(options: TrainingWorkerOptions) {
+    const pool = new DevicePool(options.devices.devices, options.devices.runsPerDevice);
     super({
       kind: 'training run',
       queue: createTrainingRunsRepository(options.db),
       logger: options.logger,
-      slots: options.slots,
+      slots: options.devices.slots,
       leaseMs: options.leaseMs,
       heartbeatMs: options.heartbeatMs,
       pollMs: options.pollMs,
+      capacity: {
+        free: () => pool.free(),
+        take: (run) => {
+          pool.take(run.id, devicesOf(run));
+          this.#recordSeen();
+        },
+        give: (run) => {
+          pool.give(run.id);
+          this.#recordSeen();
+        },
+      },
     });
     this.#options = options;
+    this.#pool = pool;
     this.#results = new TrainingResultsService({ db: options.db, blobs: options.blobs, files: options.files });
+  }
+
+  /** The devices of this worker, for /metrics. */
+  get devicePool(): DevicePool {
+    return this.#pool;
+  }
+
+  /** Starts claiming, and records this worker's devices on every poll. */
+  override start(): void {
+    super.start();
+    if (this.#seenTimer !== undefined) return;
+    this.#recordSeen();
+    this.#seenTimer = setInterval(() => this.#recordSeen(), this.#options.pollMs);
+    this.#seenTimer.unref();
+  }
+
+  /** Stops as JobRunner.stop does, then takes this worker's row away: it takes no more runs. */
+  override async stop(): Promise<void> {
+    clearInterval(this.#seenTimer);
+    this.#seenTimer = undefined;
+    await super.stop();
+    await this.#seen;
+    await createTrainingWorkersRepository(this.#options.db).gone(this.owner)
+      .catch((error: unknown) => this.#options.logger.warn({ err: error }, 'could not remove this training worker\'s row'));
+  }
+
+  /** Writes this worker's devices and how many are free (none while every slot is taken). */
+  #recordSeen(): void {
+    this.#seen = this.#seen
+      .then(() => {
+        // Read when written: a claim or an end that asked for this write has settled by now.
+        const free = this.runningJobs().length < this.#options.devices.slots ? this.#pool.free() : 0;
+        return createTrainingWorkersRepository(this.#options.db).seen(this.owner, this.#pool.size, free);
+      })
+      .catch((error: unknown) => this.#options.logger.warn({ err: error }, 'could not record this training worker\'s devices'));
   }
 
   /** Prior preservation: the class images the run trains on beside its own (made now when not cached). */
@@ -125,8 +190,12 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
     const params = storedTrainingParams(run.params);
     const workDir = await files.workDir(run.id);
     const full = params.method === 'full';
+    // Claimed with its devices (the capacity's take); rank 0's device reports the memory.
+    const devices = this.#pool.of(run.id);
+    const device = devices[0]!;
+    const onDevices = devices.length > 1 ? `${devices.length} devices (${devices.join(', ')})` : device;
     const reporter = new TrainingRunReporter({
-      db, files, bus, logger: log, runId: run.id, owner, workDir, totalSteps: params.max_steps, device: this.#options.device,
+      db, files, bus, logger: log, runId: run.id, owner, workDir, totalSteps: params.max_steps, device, devices: devices.length,
       ...(full ? { unreported: MODEL_OUTPUT_NAMES } : {}),
       redactions: [[workDir + path.sep, ''], [workDir, '.']],
     });
@@ -167,15 +236,17 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       const resumeFrom = run.attempt > 1 ? await latestCheckpoint(workDir) : undefined;
       reporter.log(
         resumeFrom === undefined
-          ? `attempt ${run.attempt} on ${this.#options.device} (worker ${owner}): ${images.length} images, ${params.max_steps} steps`
-          : `attempt ${run.attempt} on ${this.#options.device} (worker ${owner}): resuming from ${path.relative(workDir, resumeFrom)}`,
+          ? `attempt ${run.attempt} on ${onDevices} (worker ${owner}): ${images.length} images, ${params.max_steps} steps`
+          : `attempt ${run.attempt} on ${onDevices} (worker ${owner}): resuming from ${path.relative(workDir, resumeFrom)}`,
       );
       log.info({ attempt: run.attempt, resumeFrom }, resumeFrom === undefined ? 'training run started' : 'training run resumed');
 
       const job = train({
         modelPath: model.modelPath,
         ...(model.configDir === undefined ? {} : { configDir: model.configDir }),
-        device: this.#options.device,
+        device,
+        // Two or more: data parallel, one rank per device.
+        ...(devices.length > 1 ? { devices } : {}),
         images,
         classImages,
         outputDir: workDir,
@@ -226,7 +297,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
 
     // What the run needed on its device: the trainer's figure, else the most its reports said.
     const peak = result.metrics.peak_memory_bytes ?? (reporter.peakMemoryBytes > 0 ? reporter.peakMemoryBytes : undefined);
-    const metrics = { steps: result.steps, ...result.metrics, ...(peak === undefined ? {} : { peak_memory_bytes: peak }) };
+    const metrics = { steps: result.steps, devices: devices.length, ...result.metrics, ...(peak === undefined ? {} : { peak_memory_bytes: peak }) };
     switch (stopReason(controller.signal)) {
       case 'lease-lost':
         log.warn('training run lease lost to another worker; leaving the run to it');

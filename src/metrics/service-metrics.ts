@@ -19,6 +19,8 @@ const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 const STEP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32];
 const GENERATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128];
 const LAG_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600];
+/** Seconds: summing a LoRA's gradients over two CPU ranks (a millisecond) to a full SDXL UNet's over slow links. */
+const ALLREDUCE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
 export type WebhookAttemptResult = 'delivered' | 'retrying' | 'failed';
 export type GenerationStatus = 'succeeded' | 'failed' | 'canceled';
@@ -44,12 +46,20 @@ interface DatabaseReading {
 /** Scrapes closer together than this share one database reading. */
 const READING_REUSE_MS = 1000;
 
+/** A training worker's devices, as /metrics reads them (jobs/device-pool.ts). */
+interface TrainingPool {
+  readonly size: number;
+  busy(): number;
+}
+
 /** What the scrape-time readings need; set once the plugins that own them exist. */
 export interface MetricsSources {
   db: Database;
   resident?: ResidentModels;
-  /** "cpu", "cuda" or "cuda:N": GPU memory is reported on a CUDA device only. */
-  device?: string;
+  /** The devices this process trains and generates on ("cpu", "cuda", "cuda:N"): GPU memory is reported for each CUDA one. */
+  devices?: readonly string[];
+  /** This process's training devices and how many are busy (absent: it trains nothing). */
+  trainingPool?: TrainingPool;
   logger: FastifyBaseLogger;
 }
 
@@ -71,6 +81,13 @@ export class ServiceMetrics {
     name: `${PREFIX}training_step_seconds`,
     help: 'Wall time of one optimizer step of the training runs in this process',
     buckets: STEP_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly #allreduce = new Histogram({
+    name: `${PREFIX}training_allreduce_seconds`,
+    help: "Time of one step's all-reduce of the gradients, of the runs on several devices in this process",
+    buckets: ALLREDUCE_BUCKETS,
     registers: [this.registry],
   });
 
@@ -131,6 +148,21 @@ export class ServiceMetrics {
         if (losses.length > 0) this.set(losses.reduce((a, b) => a + b, 0) / losses.length);
       },
     });
+    // This process's training devices (absent when it trains nothing).
+    for (const [name, help, read] of [
+      ['training_devices', 'Devices this process trains on (TRAIN_DEVICES, else the one TRAIN_DEVICE)', (pool) => pool.size],
+      ['training_devices_busy', 'Devices of this process training a run now', (pool) => pool.busy()],
+    ] as const satisfies ReadonlyArray<readonly [string, string, (pool: TrainingPool) => number]>) {
+      new Gauge({
+        name: `${PREFIX}${name}`,
+        help,
+        registers: [this.registry],
+        collect() {
+          const pool = metrics.#sources?.trainingPool;
+          if (pool !== undefined) this.set(read(pool));
+        },
+      });
+    }
     this.#databaseGauges();
     this.#residentGauges();
   }
@@ -168,6 +200,9 @@ export class ServiceMetrics {
         if (lastStep === undefined || progress.step > lastStep) {
           lastStep = progress.step;
           lastStepAt = now;
+          // Once per reported step: a run on several devices says its last step's all-reduce (older engines do not).
+          const allreduce = progress.metrics.allreduce_ms;
+          if (allreduce !== undefined && Number.isFinite(allreduce)) this.#allreduce.observe(allreduce / 1000);
         }
         const run = this.#runs.get(key) ?? { imagesPerSecond: 0, loss: Number.NaN };
         const { images_per_s: rate, loss } = progress.metrics;
@@ -300,18 +335,19 @@ export class ServiceMetrics {
     });
     new Gauge({
       name: `${PREFIX}gpu_memory_bytes`,
-      help: 'GPU memory of the CUDA caching allocator: in use now and the peak (CUDA devices only)',
-      labelNames: ['state'] as const,
+      help: 'GPU memory of the CUDA caching allocator by device: in use now and the peak (CUDA devices only)',
+      labelNames: ['device', 'state'] as const,
       registers: [this.registry],
       collect() {
-        const device = metrics.#sources?.device;
-        if (device === undefined || !device.startsWith('cuda')) return;
-        try {
-          const memory = memoryStats(device);
-          this.set({ state: 'in_use' }, memory.inUseBytes);
-          this.set({ state: 'peak' }, memory.peakBytes);
-        } catch (error) {
-          metrics.#sources?.logger.warn({ err: error }, 'metrics: could not read GPU memory');
+        for (const device of new Set(metrics.#sources?.devices ?? [])) {
+          if (!device.startsWith('cuda')) continue;
+          try {
+            const memory = memoryStats(device);
+            this.set({ device, state: 'in_use' }, memory.inUseBytes);
+            this.set({ device, state: 'peak' }, memory.peakBytes);
+          } catch (error) {
+            metrics.#sources?.logger.warn({ err: error, device }, 'metrics: could not read GPU memory');
+          }
         }
       },
     });

@@ -14,7 +14,7 @@ import { LorasService } from '../services/loras.js';
 import { ResidentModels } from '../services/resident-models.js';
 import { RunEventsBus } from '../services/run-events-bus.js';
 import { FsBlobStore } from '../storage/fs-blob-store.js';
-import { trainingDevice } from './device.js';
+import { trainingDevices } from './device.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -32,7 +32,8 @@ export default fp(
     fastify.addSchema(GenerationSchema);
     fastify.addSchema(LoraSchema);
     const config = fastify.config;
-    const device = trainingDevice(config.training.device);
+    // The first training device: with several, generations share it with the runs there.
+    const device = trainingDevices(config.training).devices[0]!;
     const blobs = new FsBlobStore(path.join(config.dataDir, BLOBS_SUBDIR));
     const bus = new RunEventsBus();
     const resident = new ResidentModels({

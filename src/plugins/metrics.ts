@@ -7,7 +7,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import { ProblemError } from '../errors.js';
 import { ServiceMetrics } from '../metrics/service-metrics.js';
-import { trainingDevice } from './device.js';
+import { trainingDevices } from './device.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -43,7 +43,9 @@ export default fp(
       metrics.setSources({
         db: fastify.db,
         resident: fastify.generations.resident,
-        device: trainingDevice(fastify.config.training.device),
+        devices: trainingDevices(fastify.config.training).devices,
+        // Registered after this plugin (it reports here); its worker exists by now.
+        ...(fastify.training.worker === undefined ? {} : { trainingPool: fastify.training.worker.devicePool }),
         logger: fastify.log,
       });
     });

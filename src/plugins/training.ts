@@ -1,7 +1,7 @@
 // Training runs: the services that create, list, cancel and delete them, follow their
-// events and serve their files, and the background worker (TRAINING_SLOTS runs at once;
-// started when the app is ready, stopped, with its runs checkpointed and handed back,
-// before the database closes). Publishes TrainingRun, TrainingRunEvent and TrainingRunArtifact.
+// events and serve their files, and the background worker (TRAINING_SLOTS runs at once on
+// its devices, TRAIN_DEVICES or TRAIN_DEVICE; started when the app is ready, stopped, with its
+// runs checkpointed and handed back, before the database closes). Publishes TrainingRun, TrainingRunEvent and TrainingRunArtifact.
 import fp from 'fastify-plugin';
 import path from 'node:path';
 import { DEFAULT_HEARTBEAT_MS, DEFAULT_POLL_MS } from '../jobs/job-runner.js';
@@ -19,9 +19,10 @@ import { TrainingRunsService } from '../services/training-runs.js';
 import { FsBlobStore } from '../storage/fs-blob-store.js';
 import { FsRunFileStore } from '../storage/fs-run-file-store.js';
 import { RUNS_SUBDIR } from '../storage/run-file-store.js';
-import { trainingDevice } from './device.js';
+import { trainingDevices } from './device.js';
 
 export { RUNS_SUBDIR };
+
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -40,10 +41,12 @@ export default fp(
     fastify.addSchema(TrainingRunEventSchema);
     fastify.addSchema(TrainingRunArtifactSchema);
     const config = fastify.config;
-    const device = trainingDevice(config.training.device);
+    // TRAIN_DEVICES=all asks the engine now: a process without the GPUs it was told to use does not start.
+    const devices = trainingDevices(config.training);
+    const device = devices.devices[0]!;
     const files = new FsRunFileStore(path.join(config.dataDir, RUNS_SUBDIR));
     const bus = new RunEventsBus();
-    const worker = config.training.slots === 0
+    const worker = devices.slots === 0
       ? undefined
       : new TrainingWorker({
         db: fastify.db,
@@ -53,8 +56,7 @@ export default fp(
         files,
         bus,
         logger: fastify.log.child({ component: 'training-worker' }),
-        device,
-        slots: config.training.slots,
+        devices,
         leaseMs: config.training.leaseMs,
         // Several heartbeats per lease, so one slow write does not lose the run.
         heartbeatMs: Math.min(DEFAULT_HEARTBEAT_MS, Math.floor(config.training.leaseMs / 3)),

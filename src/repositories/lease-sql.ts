@@ -4,7 +4,7 @@
 // also share their statuses (queued, starting, running, succeeded, failed, canceled) and
 // claimed_at, attempt, started_at, progress, metrics and completed_at: the statements
 // below marked "run-like" serve both.
-import type { Queryable } from '../db/database.js';
+import type { Queryable, SqlParam } from '../db/database.js';
 
 /** The columns of a leased job row, and why it failed when it did. */
 export interface LeasedJobColumns {
@@ -46,28 +46,36 @@ export const INTERRUPTION_COUNT = ", interruptions = interruptions + (status <> 
 /** The statuses in which a worker holds a run-like job under its lease. */
 const RUN_HELD = "('starting', 'running')";
 
+/** A condition a claimed job `j` must meet, on one parameter `$3` (e.g. the devices it asks fit the free ones). */
+export interface ClaimCondition {
+  sql: string;
+  value: SqlParam;
+}
+
 /**
  * Takes a run-like job of `table` that is queued, or claimed under an expired lease (its
  * worker died), for `owner` until the lease ends, returning `columns`. Fair between
  * tenants: the tenant whose jobs were claimed longest ago (or never) goes first, so one
  * tenant's long queue does not hold back another's first job; within a tenant, oldest
- * first. SKIP LOCKED lets replicas claim side by side. `alsoSet` adds assignments.
+ * first. SKIP LOCKED lets replicas claim side by side. `alsoSet` adds assignments; only a
+ * job meeting `fits` is taken (the first in that order that does: a later job that fits
+ * goes before an earlier one that does not).
  */
 export async function claimNextRunLike<Row>(
-  db: Queryable, table: string, columns: string, owner: string, leaseMs: number, alsoSet = '',
+  db: Queryable, table: string, columns: string, owner: string, leaseMs: number, alsoSet = '', fits?: ClaimCondition,
 ): Promise<Row | null> {
   const { rows } = await db.query(
     `UPDATE ${table}
         SET status = 'starting', lease_owner = $1, lease_expires_at = now() + ${leaseInterval(2)}, heartbeat_at = now(),
             claimed_at = clock_timestamp(), attempt = attempt + 1, started_at = coalesce(started_at, now())${alsoSet}
       WHERE id = (SELECT j.id FROM ${table} j
-                   WHERE j.status = 'queued' OR (j.status IN ${RUN_HELD} AND j.lease_expires_at < now())
+                   WHERE (j.status = 'queued' OR (j.status IN ${RUN_HELD} AND j.lease_expires_at < now()))${fits === undefined ? '' : ` AND ${fits.sql}`}
                    ORDER BY (SELECT max(o.claimed_at) FROM ${table} o WHERE o.tenant_id = j.tenant_id) NULLS FIRST,
                             j.created_at, j.id
                    LIMIT 1
                    FOR UPDATE SKIP LOCKED)
       RETURNING ${columns}`,
-    [owner, leaseMs],
+    fits === undefined ? [owner, leaseMs] : [owner, leaseMs, fits.value],
   );
   return (rows[0] as Row | undefined) ?? null;
 }

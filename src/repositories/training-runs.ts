@@ -39,6 +39,8 @@ export interface TrainingRunRow extends LeasedJobColumns {
   registered_model_id?: string | null;
   /** Full runs (SELECTs only): the names of its model artifacts by kind (model, model_ema, model_diffusers). */
   model_artifacts?: Record<string, string> | null;
+  /** Queued runs (not a column: the service sets it from training_workers): what the run waits for. */
+  queue_reason?: string | null;
   created_at: Date;
   started_at: Date | null;
   completed_at: Date | null;
@@ -172,9 +174,16 @@ export function createTrainingRunsRepository(db: Queryable) {
 
     // ---------------------------------------------------------------- worker side
 
-    /** Takes the next due run, fair between tenants (lease-sql.ts); a claim after an expired lease counts an interruption. */
-    claimNext(owner: string, leaseMs: number): Promise<TrainingRunRow | null> {
-      return claimNextRunLike<TrainingRunRow>(db, 'training_runs', COLUMNS, owner, leaseMs, INTERRUPTION_COUNT);
+    /**
+     * Takes the next due run that asks at most `freeDevices` devices (params.devices; 1 for runs
+     * stored before it), fair between tenants (lease-sql.ts); a claim after an expired lease
+     * counts an interruption.
+     */
+    claimNext(owner: string, leaseMs: number, freeDevices: number): Promise<TrainingRunRow | null> {
+      return claimNextRunLike<TrainingRunRow>(db, 'training_runs', COLUMNS, owner, leaseMs, INTERRUPTION_COUNT, {
+        sql: "coalesce((j.params->>'devices')::integer, 1) <= $3::integer",
+        value: freeDevices,
+      });
     },
 
     /** Extends the lease; whether a cancel was asked, or null when the lease was lost. */

@@ -11,8 +11,9 @@
 // in x-method-defaults instead of a schema default (Ajv would fill a schema default into
 // every request, and a full run could not tell a rank it was sent from one filled in).
 //
-// The device and the frozen weights' precision are the server's (TRAIN_DEVICE);
-// mixed_precision, when given, overrides the precision.
+// The device and the frozen weights' precision are the server's (TRAIN_DEVICES, TRAIN_DEVICE);
+// mixed_precision, when given, overrides the precision. `devices` asks how many of a worker's
+// devices the run trains on (the worker names them); zero_stage shards the optimizer over them.
 import { Type, type Static, type TSchema } from 'typebox';
 import type { TrainConfig } from '../engine/train.js';
 import { familiesOf, MAX_CLIP_SKIP, NO_CLIP_SKIP_ON_SDXL, onlyFor, type ModelFamily } from './model-families.js';
@@ -50,6 +51,8 @@ function methodDefault(schema: unknown, method: TrainingMethod): { value: unknow
 }
 
 const MAX_STEPS = 100_000;
+/** Devices of one run, and of one worker (the engine's limit). */
+export const MAX_RUN_DEVICES = 64;
 const MAX_VALIDATION_PROMPTS = 8;
 
 const integer = (minimum: number, maximum: number, value: number, description: string) =>
@@ -254,6 +257,28 @@ export const TRAINING_PARAMS = {
   },
   batch_size: direct('batchSize', integer(1, 16, 1, 'Images per forward')),
   gradient_accumulation: direct('gradientAccumulation', integer(1, 64, 1, 'Forwards per optimizer step')),
+  devices: {
+    schema: integer(1, MAX_RUN_DEVICES, 1,
+      'Devices (GPUs) the run trains on at once, data parallel: each takes batch_size / devices images of every batch (so ' +
+      'batch_size must be a multiple of it) and their gradients are summed every step. The run waits until one worker has ' +
+      'that many free; more than the largest running worker has is refused (422 devices-unavailable)'),
+    // The worker names the devices it gives the run (TrainConfig.devices).
+    train: () => ({}),
+    fields: { devices: '' },
+  },
+  zero_stage: {
+    // No schema default: it follows method and devices (fallback).
+    schema: Type.Integer({
+      minimum: 0, maximum: 2,
+      description: 'With several devices, what each keeps of the optimizer: 0 = every device all of its state; 1 (ZeRO-1) = each ' +
+        'keeps and updates only its shard of the optimizer state; 2 (ZeRO-2) = and of the gradients too. Default: 2 for full ' +
+        'runs on several devices (their optimizer state is gigabytes), else 0 (a LoRA\'s is megabytes: sharding only adds ' +
+        'communication). Must be 0 on one device',
+    }),
+    fallback: (resolved) => (resolved.method === 'full' && (resolved.devices as number) > 1 ? 2 : 0),
+    train: (value: number) => ({ zeroStage: value }),
+    fields: { zeroStage: '' },
+  },
   lr_scheduler: direct('lrScheduler', Type.Enum(['constant', 'constant_with_warmup', 'linear', 'cosine'], { default: 'constant' })),
   warmup_steps: direct('lrWarmupSteps', integer(0, MAX_STEPS, 0, 'Steps of linear warmup, at most max_steps')),
   min_snr_gamma: direct('minSnrGamma', Type.Number({ minimum: 0, maximum: 20, default: 5, description: 'Min-SNR loss weighting (5 converges faster); 0 = off' })),
@@ -419,7 +444,8 @@ export function paramsOutsideMethod(input: TrainingParamsInput, method: Training
 /**
  * A run's params as stored: runs queued before a param existed lack it. The first were
  * SDXL runs, trained with no clip skip and both text encoders at text_encoder_lr; every
- * run before `method` was a LoRA run that kept all its checkpoints.
+ * run before `method` was a LoRA run that kept all its checkpoints; every run before
+ * `devices` trained on one device.
  */
 export function storedTrainingParams(stored: unknown): ResolvedTrainingParams {
   const params = stored as ResolvedTrainingParams;
@@ -435,6 +461,8 @@ export function storedTrainingParams(stored: unknown): ResolvedTrainingParams {
     ema_start_step: has('ema_start_step') ? params.ema_start_step : null,
     ema_on_cpu: has('ema_on_cpu') ? params.ema_on_cpu : null,
     validation_weights: has('validation_weights') ? params.validation_weights : null,
+    devices: has('devices') ? params.devices : 1,
+    zero_stage: has('zero_stage') ? params.zero_stage : 0,
   };
 }
 

@@ -47,6 +47,9 @@ export const TrainingRunSchema = Type.Object(
     model: Type.String({ description: 'The base model id' }),
     name: Type.Union([Type.String(), Type.Null()]),
     status: Status,
+    queue_reason: Type.Union([Type.String(), Type.Null()], {
+      description: 'While queued: what the run waits for (a worker with params.devices devices, that many free ones, its turn); null otherwise',
+    }),
     params: ResolvedParams,
     metadata: Metadata,
     trigger_token: Type.String({ description: "The dataset's trigger token when the run was created" }),
@@ -69,14 +72,16 @@ export const TrainingRunSchema = Type.Object(
           device: Type.Union([Type.String(), Type.Null()], { description: 'The device the run trains on (cpu, cuda, cuda:N): whose memory the next two fields count' }),
           memory_bytes: nullableNumber("Memory the training holds now: on CUDA the allocator's bytes in use, on the CPU the process's resident set"),
           peak_memory_bytes: nullableNumber('The most memory the training has held on its device so far: what the run needs there'),
+          devices: Type.Optional(Type.Integer({ minimum: 1, description: 'Devices the run trains on (params.devices); with several, device is the first (rank 0), whose memory is counted' })),
+          allreduce_ms: Type.Optional(nullableNumber("With several devices: milliseconds the last step spent summing the ranks' gradients (null when the trainer does not say)")),
         },
         { additionalProperties: false },
       ),
       Type.Null(),
     ], { description: 'Written at most about once a second while the run trains; null before' }),
     metrics: Type.Union([Type.Record(Type.String(), Type.Number()), Type.Null()], {
-      description: 'When finished: steps, final_loss, mean_loss, validation losses, peak_memory_bytes (the most memory the run held on ' +
-        'its device, progress.device), ...',
+      description: 'When finished: steps, devices, final_loss, mean_loss, validation losses, peak_memory_bytes (the most memory the run held on ' +
+        'its device, progress.device), with several devices world_size and allreduce_ms_mean (the mean all-reduce time of a step), ...',
     }),
     error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }, { additionalProperties: false }), Type.Null()], {
       description: 'When failed: training_failed (the trainer stopped with an error; see message and /logs) or attempts_exhausted',

@@ -3,13 +3,15 @@
 // (an image without one trains on the instance prompt "a photo of <trigger> <class>").
 // A full fine-tuning run (params.method full) also counts against the tenant's model
 // storage (TENANT_MAX_MODEL_BYTES): what its models and full runs keep, plus what the
-// queued ones are expected to write.
+// queued ones are expected to write. A run on several devices (params.devices) is refused
+// when no live training worker has that many, and a queued run says what it waits for.
 import type { Database, Queryable } from '../db/database.js';
 import { fieldError, invalidInput, notFound, ProblemError, unsupportedByModel, type FieldError } from '../errors.js';
 import { createCaptionsRepository } from '../repositories/captions.js';
 import { createDatasetsRepository } from '../repositories/datasets.js';
 import { createTenantModelsRepository } from '../repositories/tenant-models.js';
 import { createTrainingRunsRepository, TRAINING_RUN_ID_PREFIX, type TrainingRunRow, type TrainingRunStatus } from '../repositories/training-runs.js';
+import { createTrainingWorkersRepository, type TrainingCapacity } from '../repositories/training-workers.js';
 import { idPattern } from '../db/ids.js';
 import { clipSkipBeyond, FAMILY_NAMES, notForFamily, type ModelFamily } from '../schemas/model-families.js';
 import type { BaseModel } from '../schemas/models.js';
@@ -72,6 +74,7 @@ export function toTrainingRun(row: TrainingRunRow): TrainingRun {
     model: row.model_id,
     name: row.name,
     status: row.status,
+    queue_reason: row.status === 'queued' ? row.queue_reason ?? null : null,
     params: storedTrainingParams(row.params) as TrainingRun['params'],
     metadata: row.metadata,
     trigger_token: row.trigger_token,
@@ -170,6 +173,32 @@ function fullParamConflicts(params: ResolvedTrainingParams): FieldError[] {
   return errors;
 }
 
+/** 400: devices that do not split the batch, or a ZeRO stage on one device. */
+function deviceConflicts(params: ResolvedTrainingParams): FieldError[] {
+  const errors: FieldError[] = [];
+  if (params.batch_size % params.devices !== 0) {
+    errors.push(fieldError('body', 'params.devices', `must divide batch_size (${params.batch_size}): each of the ${params.devices} devices ` +
+      `takes batch_size / devices images of every batch; use a batch_size that is a multiple of ${params.devices}`));
+  }
+  if (params.zero_stage !== 0 && params.devices === 1) {
+    errors.push(fieldError('body', 'params.zero_stage', `must be 0 on one device: ZeRO shards the optimizer state over several devices, and this run has devices 1`));
+  }
+  return errors;
+}
+
+/** A training worker seen within this long is live (it writes its row on every poll, DEFAULT_POLL_MS 2 s): its devices count. */
+export const TRAINING_WORKER_LIVE_MS = 10_000;
+
+const devicesNamed = (count: number) => `${count} ${count === 1 ? 'device' : 'devices'}`;
+
+/** Why a queued run asking `devices` is not claimed yet, from what the live training workers have. */
+export function queueReason(devices: number, capacity: TrainingCapacity): string {
+  if (capacity.workers === 0) return 'waiting for a training worker: none is running';
+  if (capacity.largest < devices) return `waiting for a worker with ${devicesNamed(devices)} (the largest running worker has ${capacity.largest})`;
+  if (capacity.mostFree < devices) return `waiting for ${devices} free ${devices === 1 ? 'device' : 'devices'} (the workers' devices are training other runs)`;
+  return 'waiting for a worker to claim it (a worker has the devices free; runs ahead of it go first)';
+}
+
 const GiB = 1024 ** 3;
 const inGiB = (bytes: number) => `${(bytes / GiB).toFixed(bytes < GiB ? 3 : 1)} GiB (${bytes} bytes)`;
 
@@ -219,8 +248,9 @@ export class TrainingRunsService {
       }),
       dataset.class_word,
     );
-    const conflicts = fullParamConflicts(params);
+    const conflicts = [...fullParamConflicts(params), ...deviceConflicts(params)];
     if (conflicts.length > 0) throw invalidInput(`Invalid params: ${conflicts.map((error) => error.field).join(', ')}`, conflicts);
+    await this.#checkDevicesAvailable(params.devices);
     const expected = method === 'full' ? expectedModelBytes(model, params) : null;
     const images = await createCaptionsRepository(this.db).allForDataset(tenantId, dataset.id);
     if (images.length === 0) {
@@ -268,7 +298,32 @@ export class TrainingRunsService {
   async get(tenantId: string, id: string): Promise<TrainingRunRow> {
     const run = await createTrainingRunsRepository(this.db).get(tenantId, id);
     if (run === null) throw notFound('Training run', id);
-    return run;
+    return (await this.#withQueueReasons([run]))[0]!;
+  }
+
+  /** Queued runs get what they wait for (one reading of the workers for all of them). */
+  async #withQueueReasons(rows: TrainingRunRow[]): Promise<TrainingRunRow[]> {
+    if (!rows.some((row) => row.status === 'queued')) return rows;
+    const capacity = await createTrainingWorkersRepository(this.db).capacity(TRAINING_WORKER_LIVE_MS);
+    return rows.map((row) => (row.status === 'queued' ? { ...row, queue_reason: queueReason(storedTrainingParams(row.params).devices, capacity) } : row));
+  }
+
+  /**
+   * 422 when live training workers exist and none has `devices` devices. With none live (an
+   * API-only deployment whose workers are down) the run is queued: a worker may come.
+   */
+  async #checkDevicesAvailable(devices: number): Promise<void> {
+    if (devices === 1) return;
+    const capacity = await createTrainingWorkersRepository(this.db).capacity(TRAINING_WORKER_LIVE_MS);
+    if (capacity.workers === 0 || capacity.largest >= devices) return;
+    throw new ProblemError({
+      status: 422,
+      type: 'devices-unavailable',
+      title: 'Not enough devices on any worker',
+      detail: `This run asks ${devicesNamed(devices)} but the largest running training worker has ${capacity.largest} ` +
+        '(its TRAIN_DEVICES); ask at most that many, or run a worker with more',
+      errors: [fieldError('body', 'params.devices', `must be at most ${capacity.largest}, the devices of the largest running training worker`)],
+    });
   }
 
   async list(tenantId: string, filter: { dataset_id?: string; status?: TrainingRunStatus }, limit: number, cursor?: string) {
@@ -279,7 +334,7 @@ export class TrainingRunsService {
       limit + 1,
       before,
     );
-    return toPage(rows, limit, toTrainingRun);
+    return toPage(await this.#withQueueReasons(rows), limit, toTrainingRun);
   }
 
   /**

@@ -1,6 +1,6 @@
 // The training-run queue (migrations/004): fair between tenants, one claim per run across
 // workers (SKIP LOCKED), runs of a dead worker claimed again after their lease, and every
-// worker statement scoped by its lease. On Postgres and on embedded PGlite.
+// worker statement scoped by its lease; a run is claimed only when the devices it asks are free. On Postgres and on embedded PGlite.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { createTrainingRunsRepository, type NewTrainingRun } from '../../src/repositories/training-runs.js';
@@ -11,13 +11,13 @@ async function tenant(ctx: TestApp): Promise<string> {
   return (await issueApiKey(ctx.db, testTenantName())).tenant.id;
 }
 
-function run(tenantId: string, name: string): NewTrainingRun {
+function run(tenantId: string, name: string, params: Record<string, unknown> = { rank: 16 }): NewTrainingRun {
   return {
     tenantId,
     datasetId: 'ds_01JD3Q5V8Z6ZK2W7M4N1T0X9PA',
     modelId: 'sdxl-tiny-demo',
     name,
-    params: { rank: 16 },
+    params,
     metadata: {},
     triggerToken: 'ohwx',
     classWord: 'dog',
@@ -36,8 +36,8 @@ async function appWithEmptyQueue(t: Parameters<typeof withTestApp>[0], embedded:
   return ctx;
 }
 
-async function queue(ctx: TestApp, tenantId: string, name: string) {
-  return ctx.db.transaction((tx) => createTrainingRunsRepository(tx).insert(run(tenantId, name)));
+async function queue(ctx: TestApp, tenantId: string, name: string, params?: Record<string, unknown>) {
+  return ctx.db.transaction((tx) => createTrainingRunsRepository(tx).insert(run(tenantId, name, params)));
 }
 
 for (const mode of DATABASE_MODES) {
@@ -64,14 +64,14 @@ for (const mode of DATABASE_MODES) {
       await queue(ctx, other, 'other-0');
       const order: string[] = [];
       for (let i = 0; i < 5; i++) {
-        const claimed = await runs.claimNext(`worker-${i}`, 60_000);
+        const claimed = await runs.claimNext(`worker-${i}`, 60_000, 1);
         assert.ok(claimed);
         assert.equal(claimed.status, 'starting');
         assert.equal(claimed.attempt, 1);
         order.push(claimed.name!);
       }
       assert.deepEqual(order, ['busy-0', 'other-0', 'busy-1', 'busy-2', 'busy-3']);
-      assert.equal(await runs.claimNext('worker-x', 60_000), null, 'nothing left to claim');
+      assert.equal(await runs.claimNext('worker-x', 60_000, 1), null, 'nothing left to claim');
     });
 
     test('concurrent workers claim each run once', async (t) => {
@@ -79,7 +79,7 @@ for (const mode of DATABASE_MODES) {
       const runs = createTrainingRunsRepository(ctx.db);
       const ids = new Set<string>();
       for (let i = 0; i < 6; i++) ids.add((await queue(ctx, ctx.tenantId, `r${i}`)).id);
-      const claims = await Promise.all(Array.from({ length: 10 }, (_, i) => runs.claimNext(`w${i}`, 60_000)));
+      const claims = await Promise.all(Array.from({ length: 10 }, (_, i) => runs.claimNext(`w${i}`, 60_000, 1)));
       const claimed = claims.filter((claim) => claim !== null).map((claim) => claim!.id);
       assert.equal(claimed.length, 6);
       assert.deepEqual(new Set(claimed), ids);
@@ -89,9 +89,9 @@ for (const mode of DATABASE_MODES) {
       const ctx = await appWithEmptyQueue(t, mode.embedded);
       const runs = createTrainingRunsRepository(ctx.db);
       const created = await queue(ctx, ctx.tenantId, 'crash');
-      assert.ok(await runs.claimNext('dead', 1));
+      assert.ok(await runs.claimNext('dead', 1, 1));
       await new Promise((resolve) => setTimeout(resolve, 20));
-      const again = await runs.claimNext('alive', 60_000);
+      const again = await runs.claimNext('alive', 60_000, 1);
       assert.equal(again?.id, created.id);
       assert.equal(again?.attempt, 2);
       assert.equal(again?.lease_owner, 'alive');
@@ -100,14 +100,27 @@ for (const mode of DATABASE_MODES) {
       assert.deepEqual(await runs.heartbeat(created.id, 'alive', 60_000), { cancelRequested: false });
     });
 
+    test('a run asking 2 devices is not claimed with 1 free; a later 1-device run (or one stored before devices) is', async (t) => {
+      const ctx = await appWithEmptyQueue(t, mode.embedded);
+      const runs = createTrainingRunsRepository(ctx.db);
+      const wide = await queue(ctx, ctx.tenantId, 'two devices', { rank: 16, devices: 2 });
+      const narrow = await queue(ctx, ctx.tenantId, 'one device', { rank: 16, devices: 1 });
+      const older = await queue(ctx, ctx.tenantId, 'stored before devices');
+      assert.equal((await runs.claimNext('w1', 60_000, 1))?.id, narrow.id, 'the oldest run that fits one free device');
+      assert.equal((await runs.claimNext('w1', 60_000, 1))?.id, older.id, 'a run without params.devices asks one');
+      assert.equal(await runs.claimNext('w1', 60_000, 1), null, 'the 2-device run waits for 2 free devices');
+      assert.equal((await runs.get(ctx.tenantId, wide.id))?.status, 'queued');
+      assert.equal((await runs.claimNext('w2', 60_000, 2))?.id, wide.id, 'claimed with 2 free');
+    });
+
     test('release hands a run back to the queue; finish ends it with its outcome', async (t) => {
       const ctx = await appWithEmptyQueue(t, mode.embedded);
       const runs = createTrainingRunsRepository(ctx.db);
       const created = await queue(ctx, ctx.tenantId, 'handback');
-      await runs.claimNext('w1', 60_000);
+      await runs.claimNext('w1', 60_000, 1);
       assert.equal(await runs.release(created.id, 'w1'), true);
       assert.equal((await runs.get(ctx.tenantId, created.id))?.status, 'queued');
-      const resumed = await runs.claimNext('w2', 60_000);
+      const resumed = await runs.claimNext('w2', 60_000, 1);
       assert.equal(resumed?.attempt, 2);
       assert.equal(await runs.finish(created.id, 'w2', 'failed', { error: { code: 'engine_error', message: 'out of memory' }, metrics: { steps: 3 } }), true);
       const done = await runs.get(ctx.tenantId, created.id);
@@ -116,7 +129,7 @@ for (const mode of DATABASE_MODES) {
       assert.deepEqual(done?.metrics, { steps: 3 });
       assert.ok(done?.completed_at instanceof Date);
       assert.equal(done?.lease_owner, null);
-      assert.equal(await runs.claimNext('w3', 60_000), null, 'a finished run is not claimed');
+      assert.equal(await runs.claimNext('w3', 60_000, 1), null, 'a finished run is not claimed');
     });
   });
 }

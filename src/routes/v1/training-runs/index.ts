@@ -34,10 +34,14 @@ const trainingRunRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           'family does not have is null in the run. params.method full fine-tunes every weight (DreamBooth) instead of a LoRA: ' +
           'its defaults differ (learning_rate 5e-6, prior preservation on), rank, alpha and save_peft are refused, and the ' +
           'succeeded run registers a model of yours (GET /v1/models); ema_decay, ema_start_step, ema_on_cpu, ' +
-          'validation_weights and full_bf16 are for full runs only. ' +
-          'Refusals: 404 unknown dataset, 400 an unknown or invalid param (named), 409 empty dataset, 422 unknown or unusable ' +
+          'validation_weights and full_bf16 are for full runs only. params.devices trains on several devices of one worker ' +
+          '(batch_size a multiple of it; zero_stage shards the optimizer over them); the run stays queued until a worker has ' +
+          'that many free, and queue_reason says what it waits for. ' +
+          'Refusals: 404 unknown dataset, 400 an unknown or invalid param (named; devices not dividing batch_size, zero_stage ' +
+          'on one device), 409 empty dataset, 422 unknown or unusable ' +
           'model, or a param the model cannot take (named: a resolution above its default_resolution, a param of another ' +
-          'family, clip_skip above its clip_skip_max; unsupported-by-method: a param of the other method), 429 the tenant has ' +
+          'family, clip_skip above its clip_skip_max; unsupported-by-method: a param of the other method), or more devices ' +
+          'than the largest running training worker has (devices-unavailable, naming params.devices), 429 the tenant has ' +
           'TENANT_MAX_QUEUED_RUNS runs queued or running (training-queue-full), or a full run would pass TENANT_MAX_MODEL_BYTES ' +
           '(model-storage-full).',
         body: CreateTrainingRunBody,
