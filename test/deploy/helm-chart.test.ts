@@ -471,8 +471,10 @@ test('api and worker: roles, listening address, shared volumes, probes, no migra
   const startup = worker.startupProbe!;
   assert.ok((startup.failureThreshold ?? 3) * (startup.periodSeconds ?? 10) >= 600, 'workers get at least 10 minutes to load models');
   const workerEnv = effectiveEnv(docs, worker);
-  assert.deepEqual(['TRAINING_SLOTS', 'GENERATION_SLOTS', 'CAPTION_WORKER_JOBS', 'WEBHOOK_SLOTS'].map((name) => workerEnv.get(name)?.value), ['1', '1', '2', '16']);
+  assert.deepEqual(['GENERATION_SLOTS', 'CAPTION_WORKER_JOBS', 'WEBHOOK_SLOTS'].map((name) => workerEnv.get(name)?.value), ['1', '2', '16']);
+  assert.equal(workerEnv.has('TRAINING_SLOTS'), false, 'TRAINING_SLOTS unset: one per training device');
   assert.equal(workerEnv.has('TRAIN_DEVICE'), false, 'TRAIN_DEVICE unset: the engine picks cuda when it sees a GPU');
+  assert.equal(workerEnv.has('TRAIN_DEVICES'), false, 'no GPU asked: no device list');
   assert.equal(one(docs, 'Deployment', 'api').spec.replicas, 2);
   assert.equal(one(docs, 'Deployment', 'worker').spec.strategy.rollingUpdate.maxSurge, 0, 'a rollout needs no spare GPU');
 });
@@ -555,7 +557,8 @@ test('GPU example: workers ask for nvidia.com/gpu on GPU nodes with the CUDA ima
   assert.deepEqual(pod(worker).spec.nodeSelector, { 'nvidia.com/gpu.present': 'true' });
   assert.equal(container.image, `sdxl-lora-service:${packageVersion}-cuda`);
   const env = effectiveEnv(docs, container);
-  assert.equal(env.get('TRAIN_DEVICE')?.value, 'cuda');
+  assert.equal(env.get('TRAIN_DEVICES')?.value, 'cuda:0', 'the pod\'s one GPU');
+  assert.equal(env.has('TRAIN_DEVICE'), false);
   assert.equal(env.get('PRELOAD_MODELS')?.value, 'stable-diffusion-xl-base-1.0');
   assert.equal(one(docs, 'Deployment', 'worker').spec.replicas, 2);
 
@@ -572,6 +575,25 @@ test('GPU example: workers ask for nvidia.com/gpu on GPU nodes with the CUDA ima
   const migWorker = one(mig.docs, 'Deployment', 'worker');
   assert.equal(mainContainer(migWorker).resources?.limits?.['nvidia.com/mig-3g.40gb'], 2);
   assert.equal(pod(migWorker).spec.runtimeClassName, 'nvidia');
+});
+
+test('worker.gpu.count: the GPU limit and TRAIN_DEVICES cuda:0..N-1; trainDevice and trainingSlots override', () => {
+  const workerOf = (overrides: Obj[]) => {
+    const { docs } = render([gpuExample, ...overrides]);
+    const container = mainContainer(one(docs, 'Deployment', 'worker'));
+    return { limits: container.resources?.limits, env: effectiveEnv(docs, container) };
+  };
+  const four = workerOf([{ worker: { gpu: { count: 4 } } }]);
+  assert.equal(four.limits?.['nvidia.com/gpu'], 4);
+  assert.equal(four.env.get('TRAIN_DEVICES')?.value, 'cuda:0,cuda:1,cuda:2,cuda:3');
+  assert.equal(four.env.has('TRAINING_SLOTS'), false, 'one run per GPU unless set');
+  const capped = workerOf([{ worker: { gpu: { count: 2 }, trainingSlots: 1 } }]);
+  assert.equal(capped.env.get('TRAINING_SLOTS')?.value, '1');
+  assert.equal(workerOf([{ worker: { trainingSlots: 0 } }]).env.get('TRAINING_SLOTS')?.value, '0', 'a worker pod that trains nothing');
+  const shared = workerOf([{ worker: { trainDevice: 'cuda' } }]);
+  assert.equal(shared.env.get('TRAIN_DEVICE')?.value, 'cuda');
+  assert.equal(shared.env.has('TRAIN_DEVICES'), false, 'never both (the service refuses both)');
+  assert.ok(schemaErrors(mergeValues(defaults, { worker: { gpu: { count: 0 } } })).some((line) => line.startsWith('/worker/gpu/count')));
 });
 
 test('optional parts: Ingress, ServiceMonitor with a token, HPA, existing claims and the Anthropic key file', () => {

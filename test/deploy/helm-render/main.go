@@ -251,6 +251,21 @@ func funcMap(root *template.Template) template.FuncMap {
 			return d
 		},
 		"hasKey": func(d map[string]interface{}, key string) bool { _, ok := d[key]; return ok },
+		// 0, 1, ..., n-1
+		"until": func(n interface{}) []int {
+			out := make([]int, 0)
+			for i := 0; i < int(toInt64(n)); i++ {
+				out = append(out, i)
+			}
+			return out
+		},
+		// The value's reflect kind; "invalid" for nil (an unset or null value).
+		"kindIs": func(kind string, v interface{}) bool {
+			if v == nil {
+				return kind == "invalid"
+			}
+			return reflect.ValueOf(v).Kind().String() == kind
+		},
 	}
 }
 
