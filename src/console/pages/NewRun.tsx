@@ -10,6 +10,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import paramsSchema, { type ParamSchema } from 'openapi:training-params';
 import { ApiError, newIdempotencyKey, unwrap, type ApiClient, type BaseModel, type Dataset } from '../api.js';
 import { ErrorNotice } from '../components/ErrorNotice.js';
+import { RadioChoices } from '../components/RadioChoices.js';
 import { fromFieldValue, ParamField, toFieldValue, type FieldValue } from '../components/ParamField.js';
 import { useLoad } from '../hooks.js';
 import { appliesTo, defaultFor, modelLabel } from '../model-family.js';
@@ -76,6 +77,8 @@ const LABELS: Record<string, string> = {
   gradient_checkpointing: 'Gradient checkpointing',
   batch_size: 'Batch size',
   gradient_accumulation: 'Gradient accumulation',
+  devices: 'Devices (GPUs)',
+  zero_stage: 'ZeRO stage',
   lr_scheduler: 'Learning-rate schedule',
   warmup_steps: 'Warm-up steps',
   min_snr_gamma: 'Min-SNR gamma',
@@ -478,49 +481,8 @@ function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
         </div>
       </div>
 
-      <fieldset>
-        <legend>What to train</legend>
-        {METHODS.map((option) => (
-          <div class="field" key={option.id}>
-            <div class="check">
-              <input
-                type="radio"
-                id={`run-method-${option.id}`}
-                name="run-method"
-                value={option.id}
-                checked={method === option.id}
-                onChange={() => chooseMethod(option.id)}
-                aria-describedby={`run-method-${option.id}-hint`}
-                aria-invalid={option.id === method && fieldError('params.method') !== undefined ? 'true' : undefined}
-              />
-              <label for={`run-method-${option.id}`}>{option.label}</label>
-            </div>
-            <p id={`run-method-${option.id}-hint`} class="hint">{option.description}</p>
-          </div>
-        ))}
-        {fieldError('params.method') === undefined ? null : <p class="field-error">{fieldError('params.method')}</p>}
-      </fieldset>
-
-      <fieldset>
-        <legend>Preset</legend>
-        {presetsFor(method).map((option) => (
-          <div class="field" key={option.id}>
-            <div class="check">
-              <input
-                type="radio"
-                id={`run-preset-${option.id}`}
-                name="run-preset"
-                value={option.id}
-                checked={presetId === option.id}
-                onChange={() => choosePreset(option.id)}
-                aria-describedby={`run-preset-${option.id}-hint`}
-              />
-              <label for={`run-preset-${option.id}`}>{option.label}</label>
-            </div>
-            <p id={`run-preset-${option.id}-hint`} class="hint">{option.description}</p>
-          </div>
-        ))}
-      </fieldset>
+      <RadioChoices legend="What to train" name="run-method" options={METHODS} value={method} onChange={chooseMethod} error={fieldError('params.method')} />
+      <RadioChoices legend="Preset" name="run-preset" options={presetsFor(method)} value={presetId} onChange={(id) => choosePreset(id)} />
 
       <fieldset>
         <legend>Training</legend>
