@@ -251,7 +251,7 @@ test('a newcomer signs in, builds a dataset, trains a LoRA while watching it, do
   assert.ok(requests.every((url) => !url.includes(ctx.apiKey)), 'the key never goes into a URL');
 });
 
-test("the run and generate forms follow the base model's family: clip skip for SD 1.x, the second text-encoder rate for SDXL", async (t) => {
+test("the run and generate forms follow the base model's family: clip skip for SD 1.x, the second text-encoder rate for SDXL; a run's devices", async (t) => {
   const ctx = await withTestApp(t, { env: { TRAINING_SLOTS: '0', GENERATION_SLOTS: '0' } });
   const base = await listen(ctx);
   const { page, problems } = await openConsole(t, base);
@@ -275,11 +275,18 @@ test("the run and generate forms follow the base model's family: clip skip for S
   assert.equal(await clipSkip.getAttribute('max'), '3', "the model's clip_skip_max");
   assert.equal(await page.getByLabel('Resolution', { exact: true }).getAttribute('max'), '128', "the model's default_resolution");
   await clipSkip.fill('2');
+  // Two devices (a batch of two, one image each); no worker runs here, so the run waits and says so.
+  const devices = page.getByLabel('Devices (GPUs)', { exact: true });
+  assert.equal(await devices.inputValue(), '1', 'one device by default');
+  await devices.fill('2');
+  await page.getByLabel('Batch size', { exact: true }).fill('2');
   assert.deepEqual(await unlabelledControls(page), []);
   await page.getByRole('button', { name: 'Start training' }).click();
   await page.waitForURL(/\/console\/runs\/tr_/);
   const run = await apiGet(base, ctx, `/v1/training-runs/${new URL(page.url()).pathname.split('/').pop()}`);
-  assert.deepEqual([run.model, run.params.clip_skip, run.params.text_encoder_2_lr], ['sd15-tiny-demo', 2, null]);
+  assert.deepEqual([run.model, run.params.clip_skip, run.params.text_encoder_2_lr, run.params.devices], ['sd15-tiny-demo', 2, null, 2]);
+  await page.getByText('waiting for a training worker: none is running').waitFor();
+  assert.equal(await page.locator('dt:text-is("Devices") + dd').innerText(), '2');
 
   // ---- the generate form: clip skip for the SD 1.5 demo only
   await page.goto('/console/generate');

@@ -305,6 +305,7 @@ export function RunPage({ id }: { id: string }) {
           max={100}
           text={progressText(progress, status)}
         />
+        {status === 'queued' && data.queue_reason !== null ? <p class="hint">{data.queue_reason}</p> : null}
         <LossChart series={stream.series} />
         <ErrorNotice error={streamError} prefix="Live updates stopped" />
       </section>
@@ -318,6 +319,8 @@ export function RunPage({ id }: { id: string }) {
           <dd>{data.model}</dd>
           <dt>Method</dt>
           <dd>{data.params.method === 'full' ? 'Full fine-tune' : 'LoRA'}</dd>
+          <dt>Devices</dt>
+          <dd>{data.params.devices}{data.params.zero_stage > 0 ? ` (ZeRO-${data.params.zero_stage})` : ''}</dd>
           {data.output?.model_id === null || data.output?.model_id === undefined ? null : (
             <>
               <dt>Trained model</dt>
