@@ -44,12 +44,17 @@ async function main(config: Config): Promise<void> {
   app.log.info({ role: config.role, training_slots: config.training.slots, generation_slots: config.generation.slots }, 'serving');
 }
 
-let config: Config;
-try {
-  config = loadConfig();
-} catch (error) {
+/** A configuration the service cannot run with (also one found at start: TRAIN_DEVICES=all without GPUs) is one line and exit 1. */
+function refuseConfig(error: unknown): never {
   if (!(error instanceof ConfigError)) throw error;
   console.error(error.message);
   process.exit(1);
 }
-await main(config);
+
+let config: Config;
+try {
+  config = loadConfig();
+} catch (error) {
+  refuseConfig(error);
+}
+await main(config).catch(refuseConfig);
