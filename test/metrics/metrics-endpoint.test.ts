@@ -89,3 +89,20 @@ test('METRICS_PORT: /metrics is served there alone, with its token, and not on P
   await ctx.app.close();
   await assert.rejects(fetch(`${url}/metrics`), 'closed with the app');
 });
+
+test('a run on several devices: its all-reduce time per reported step, and the pool of a TRAIN_DEVICES worker', async (t) => {
+  const ctx = await withTestApp(t, { env: { TRAIN_DEVICES: 'cpu*3', GENERATION_SLOTS: '0' } });
+  const meter = ctx.app.metrics.trainingRun();
+  const report = (step: number, metrics: Record<string, number>) => meter.report({ phase: 'training', step, total: 4, message: '', metrics, files: [] });
+  report(1, { allreduce_ms: 12 });
+  report(1, { allreduce_ms: 12 }); // the same step again: counted once
+  report(2, {}); // an engine that does not say it
+  report(3, { allreduce_ms: 3 });
+  meter.end();
+  const text = (await ctx.app.inject({ method: 'GET', url: '/metrics' })).body;
+  assert.equal(sample(text, 'sdxl_training_allreduce_seconds_count'), 2);
+  assert.equal(sample(text, 'sdxl_training_allreduce_seconds_sum'), 0.015);
+  assert.equal(sample(text, 'sdxl_training_devices'), 3);
+  assert.equal(sample(text, 'sdxl_training_devices_busy'), 0);
+  assert.ok(!/^sdxl_gpu_memory_bytes\{/m.test(text), 'no GPU memory series for CPU devices');
+});
