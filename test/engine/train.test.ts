@@ -108,6 +108,8 @@ describe('bad configs are refused naming the field, before any native work', () 
     ['an unknown device among devices', { devices: ['cpu', 'tpu'], batchSize: 2 }, /for config\.devices\[1\] but received "tpu"/],
     ['a batch that does not split over the devices', { devices: ['cpu', 'cpu', 'cpu'], batchSize: 2 },
       /^config\.batchSize \(2\) does not split evenly over the 3 config\.devices/],
+    ['zeroStage on one device', { zeroStage: 1 }, /^config\.zeroStage 1 shards over several ranks/],
+    ['zeroStage 3', { devices: ['cpu', 'cpu'], batchSize: 2, zeroStage: 3 }, /for config\.zeroStage but received 3$/],
     ['validation every N steps with nothing to validate', { validationEvery: 10, validationLossSamples: 0 },
       /^config\.validationEvery is 10 but there is nothing to validate/],
     ['empty validation prompt', { validationPrompts: ['a photo', ''] }, /config\.validationPrompts but received an array/],
@@ -346,6 +348,19 @@ describe('training the tiny model', () => {
     assert.ok(Math.abs(two.metrics.final_loss! - one.metrics.final_loss!) < 1e-6, `${two.metrics.final_loss} vs ${one.metrics.final_loss}`);
     assert.deepEqual(phasesOf(progress).slice(-2), ['saving', 'done'], 'rank 0 reports progress, once');
     assert.ok(existsSync(two.loraPath!));
+  });
+
+  test('a run on two CPU ranks with sharded optimizer states (zeroStage 2) trains what unsharded ranks train', async () => {
+    const config = { batchSize: 2, maxSteps: 3, seed: 9, validationLossSamples: 0, devices: ['cpu', 'cpu'], optimizer: 'adamw8bit' };
+    const unsharded = await train(baseConfig(config)).promise;
+    const progress: Progress[] = [];
+    const sharded = await train(baseConfig({ ...config, zeroStage: 2 }), (report) => progress.push(report)).promise;
+    assert.equal(sharded.status, 'completed');
+    assert.equal(sharded.metrics.zero_stage, 2);
+    assert.ok(sharded.metrics.optimizer_state_bytes! < unsharded.metrics.optimizer_state_bytes!, 'rank 0 keeps its shard only');
+    assert.ok(Math.abs(sharded.metrics.final_loss! - unsharded.metrics.final_loss!) < 1e-6);
+    const step = progress.find((report) => report.phase === 'training' && report.metrics.allreduce_ms !== undefined);
+    assert.ok(step !== undefined && step.metrics.memory_bytes_rank1! > 0, 'a step reports its all-reduce time and each rank\'s memory');
   });
 
   test('cancel before the native run starts rejects with ERR_SDXL_CANCELLED', async () => {
