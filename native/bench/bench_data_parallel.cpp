@@ -4,11 +4,13 @@
 // the gradients' all-reduce takes that backward did not hide:
 //
 //   bench_data_parallel [--model <diffusers folder>] [--method lora|full] [--devices 2]
-//                       [--threads 1] [--zero 0|1|2] [--overlap on|off] [--bucket-kb 25600]
+//                       [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--threads 1]
+//                       [--zero 0|1|2] [--overlap on|off] [--bucket-kb 25600]
+//                       [--gradient-checkpointing on|off] [--full-bf16 on|off]
 //                       [--steps 20] [--batch 4] [--resolution 128] [--optimizer adamw]
 //
-// --devices N > 1 trains N ranks on the CPU (Gloo), each with --threads intra-op
-// threads, on random-pixel images. Prints images/s over the training steps (after the
+// --devices N > 1 trains N ranks, on the CPU (Gloo; each with --threads intra-op
+// threads) or on cuda:0 to cuda:N-1 (NCCL), on random-pixel images. Prints images/s over the training steps (after the
 // first reported one), the mean step, the all-reduce time left after backward per step
 // and its share of the step, then one JSON line.
 #include "bench_common.h" // run_main, parse_arguments_or_help, parse_count, parse_switch
@@ -32,7 +34,9 @@ namespace {
 
 const char* const kUsage =
     "usage: bench_data_parallel [--model <diffusers folder>] [--method lora|full] [--devices 2]\n"
-    "                           [--threads 1] [--zero 0|1|2] [--overlap on|off] [--bucket-kb 25600]\n"
+    "                           [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--threads 1]\n"
+    "                           [--zero 0|1|2] [--overlap on|off] [--bucket-kb 25600]\n"
+    "                           [--gradient-checkpointing on|off] [--full-bf16 on|off]\n"
     "                           [--steps 20] [--batch 4] [--resolution 128] [--optimizer adamw]\n";
 
 // Random-pixel images: what they show does not change a step's time.
@@ -58,7 +62,8 @@ int run(int argc, char** argv) {
     return found == values.end() ? fallback : found->second;
   };
   for (const auto& [name, _] : values)
-    if (std::string(" model method devices threads zero overlap bucket-kb steps batch resolution optimizer ")
+    if (std::string(" model method devices device dtype threads zero overlap bucket-kb gradient-checkpointing full-bf16 "
+                    "steps batch resolution optimizer ")
             .find(" " + name + " ") == std::string::npos)
       throw std::invalid_argument("unknown option --" + name);
   const char* fixtures = std::getenv("SDXL_FIXTURES_DIR");
@@ -84,7 +89,14 @@ int run(int argc, char** argv) {
   options.zero_stage = bench::parse_count("zero", value("zero", "0"), 0);
   options.overlap_communication = bench::parse_switch("overlap", value("overlap", "on"));
   options.bucket_bytes = bench::parse_count("bucket-kb", value("bucket-kb", "25600"), 1) * 1024;
-  if (devices > 1) options.devices = std::vector<std::string>(static_cast<size_t>(devices), "cpu");
+  const std::string kind = value("device", "cpu");
+  if (kind != "cpu" && kind != "cuda") throw std::invalid_argument("--device: expected cpu or cuda");
+  const auto device_of_rank = [&](int64_t rank) { return kind == "cpu" ? kind : kind + ":" + std::to_string(rank); };
+  options.model.runtime.device = device_of_rank(0);
+  options.model.runtime.dtype = value("dtype", "float32");
+  options.gradient_checkpointing = bench::parse_switch("gradient-checkpointing", value("gradient-checkpointing", "off"));
+  options.full_bf16 = bench::parse_switch("full-bf16", value("full-bf16", "off"));
+  for (int64_t rank = 0; devices > 1 && rank < devices; ++rank) options.devices.push_back(device_of_rank(rank));
   at::set_num_threads(static_cast<int>(threads)); // every rank's intra-op pool
 
   // The training steps' time: from the first reported step to the last.
@@ -110,8 +122,8 @@ int run(int argc, char** argv) {
     return found == result.metrics.end() ? 0.0 : found->second;
   };
   const double allreduce_ms = metric("allreduce_ms_mean");
-  std::printf("bench_data_parallel: %s, %s, %lld rank(s) x %lld thread(s), ZeRO-%lld, overlap %s, batch %lld at %lld px\n",
-              model.c_str(), method.c_str(), static_cast<long long>(devices), static_cast<long long>(threads),
+  std::printf("bench_data_parallel: %s, %s, %lld %s rank(s) x %lld thread(s), ZeRO-%lld, overlap %s, batch %lld at %lld px\n",
+              model.c_str(), method.c_str(), static_cast<long long>(devices), kind.c_str(), static_cast<long long>(threads),
               static_cast<long long>(options.zero_stage), options.overlap_communication ? "on" : "off",
               static_cast<long long>(batch), static_cast<long long>(side));
   std::printf("  %.2f images/s, %.1f ms per step; all-reduce left after backward %.2f ms per step (%.1f%% of a step); "
@@ -119,13 +131,15 @@ int run(int argc, char** argv) {
               images_per_s, step_ms, allreduce_ms, 100 * allreduce_ms / step_ms, metric("gradient_buckets"),
               metric("buckets_sent_during_backward_mean"));
   const nlohmann::json summary = {
-      {"bench", "data_parallel"}, {"model", model}, {"method", method}, {"devices", devices}, {"threads_per_rank", threads},
+      {"bench", "data_parallel"}, {"model", model}, {"method", method}, {"devices", devices}, {"device", kind},
+      {"dtype", options.model.runtime.dtype}, {"threads_per_rank", threads},
       {"zero_stage", options.zero_stage}, {"overlap", options.overlap_communication}, {"batch", batch},
       {"resolution", side}, {"steps_timed", last_step - first_step}, {"images_per_s", images_per_s},
       {"step_ms", step_ms}, {"allreduce_exposed_ms", allreduce_ms}, {"allreduce_share", allreduce_ms / step_ms},
       {"gradient_buckets", metric("gradient_buckets")},
       {"buckets_sent_during_backward", metric("buckets_sent_during_backward_mean")},
-      {"optimizer_state_bytes_rank0", metric("optimizer_state_bytes")}, {"libtorch", TORCH_VERSION},
+      {"optimizer_state_bytes_rank0", metric("optimizer_state_bytes")},
+      {"peak_memory_bytes_rank0", metric("peak_memory_bytes")}, {"libtorch", TORCH_VERSION},
   };
   std::printf("%s\n", summary.dump().c_str());
   return 0;
