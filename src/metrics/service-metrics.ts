@@ -86,7 +86,7 @@ export class ServiceMetrics {
 
   readonly #allreduce = new Histogram({
     name: `${PREFIX}training_allreduce_seconds`,
-    help: "Time of one step's all-reduce of the gradients, of the runs on several devices in this process",
+    help: "Time a step of a run on several devices waited after backward for its gradients' all-reduce (the communication backward did not hide), in this process",
     buckets: ALLREDUCE_BUCKETS,
     registers: [this.registry],
   });
