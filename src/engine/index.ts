@@ -52,6 +52,8 @@ const MAX_CLIP_SKIP = 64;
 export { EngineLoadError, addonCandidates, loadNativeAddon } from './native.js';
 export { EngineArgumentError, isCancelled, isInvalidArgument } from './checks.js';
 export type { EngineJob } from './jobs.js';
+export { checkMetricNames, evaluate, metricNetworks, reportedScores, validateEvaluateOptions, type ReportedScores } from './metrics.js';
+export { METRIC_NAMES, METRIC_NETWORK_NAMES } from './types.js';
 export {
   TrainConfig,
   TrainImageSource,

@@ -24,7 +24,9 @@ import {
   expected,
 } from './checks.js';
 import { failedJob, withCallerStack, type EngineJob } from './jobs.js';
+import { checkMetricNames } from './metrics.js';
 import { loadNativeAddon } from './native.js';
+import { METRIC_NAMES } from './types.js';
 import type { NativeJob, NativeTrainImage, NativeTrainOptions, Progress, ProgressCallback, TrainResult } from './types.js';
 
 // ----------------------------------------------------------------------------
@@ -39,6 +41,8 @@ const MAX_IMAGES = 100_000;
 /** Class images of prior preservation (diffusers uses 100 by default; a few hundred is the most people use). */
 const MAX_CLASS_IMAGES = 1000;
 const MAX_VALIDATION_PROMPTS = 64;
+/** Images per validation prompt of the final set scored at the end. */
+const MAX_FINAL_IMAGES = 64;
 const MAX_DEVICES = 64; // ranks of one run (GPUs of one machine, or CPU ranks in tests)
 const MAX_SAMPLING_STEPS = 1000; // the scheduler's training timesteps
 const OUTPUT_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'; // a file name, never a path
@@ -160,6 +164,14 @@ export const TrainConfig = Type.Object({
   validationSteps: integer(1, MAX_SAMPLING_STEPS, 20, 'Sampling steps of a validation image'),
   validationGuidanceScale: number({ minimum: 0, maximum: 100 }, 5, 'Guidance of validation images'),
   validationLossSamples: integer(0, 1024, 4, 'Fixed (image, timestep, noise) triples of the validation loss'),
+  validationMetrics: Type.Array(Type.Enum([...METRIC_NAMES]), {
+    maxItems: METRIC_NAMES.length,
+    uniqueItems: true,
+    default: [],
+    description: 'Metrics of the validation images: at each validation the per-image ones (clip_t, clip_i, hps), at the end every one on the final set',
+  }),
+  validationFinalImages: integer(0, MAX_FINAL_IMAGES, 0, 'Images per validation prompt sampled with the final weights (seeds validationSeed + k) and scored with every metric; 0 = none'),
+  metricsModelsDir: Type.String({ default: '', description: "The metrics' networks (METRICS_MODELS_DIR); '' = no metric available (each reported unavailable)" }),
   savePeft: flag(false, 'Also write <outputName>_peft.safetensors'),
   saveDtype: Type.Enum(['float32', 'float16', 'bfloat16'], { default: 'float32', description: "The LoRA or model files' tensors; float32 keeps the trained values exactly" }),
   metadata: Type.Record(Type.String(), Type.String(), { default: {}, description: 'Extra LoRA or model file header entries' }),
@@ -280,6 +292,12 @@ function checkRelations(config: TrainConfig): void {
         'give config.validationPrompts or a config.validationLossSamples above 0',
     );
   }
+  if ((config.validationMetrics.length > 0 || config.validationFinalImages > 0) && config.validationPrompts.length === 0) {
+    refuse(
+      `config.validation${config.validationMetrics.length > 0 ? 'Metrics' : 'FinalImages'} needs config.validationPrompts: ` +
+        'the metrics score the images sampled from them',
+    );
+  }
   if (config.devices.length > 1 && config.batchSize % config.devices.length !== 0) {
     refuse(
       `config.batchSize (${config.batchSize}) does not split evenly over the ${config.devices.length} config.devices ` +
@@ -311,6 +329,8 @@ const SPECIAL_FIELDS: Record<string, (name: string, value: unknown) => unknown> 
   metadata: (_name, value) => checkMetadata(value),
   seed: (name, value) => checkSeed(name, value),
   validationSeed: (name, value) => checkSeed(name, value),
+  validationMetrics: (name, value) => checkMetricNames(name, value),
+  metricsModelsDir: (name, value) => (value === '' ? '' : checkPath(name, value, 'directory')),
 };
 
 /**

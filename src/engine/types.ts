@@ -31,6 +31,49 @@ export interface LoraSpec {
 export const SAMPLER_NAMES = ['euler', 'euler_a', 'dpmpp_2m_karras'] as const;
 export type SamplerName = (typeof SAMPLER_NAMES)[number];
 
+/** Image-quality metrics the engine computes (issue 25; native/src/metrics). */
+export const METRIC_NAMES = ['clip_t', 'clip_i', 'hps', 'lpips', 'fid', 'kid', 'is'] as const;
+export type MetricName = (typeof METRIC_NAMES)[number];
+/** The networks behind them, each a folder under the metrics models folder (METRICS_MODELS_DIR). */
+export const METRIC_NETWORK_NAMES = ['clip', 'hps', 'lpips', 'inception'] as const;
+export type MetricNetworkName = (typeof METRIC_NETWORK_NAMES)[number];
+
+/** Whether a metric's network is under the metrics models folder (metricNetworks: file checks only). */
+export interface MetricNetwork {
+  metric: MetricName;
+  network: MetricNetworkName;
+  available: boolean;
+  reason: string | null; // why not, e.g. "no inception/model.safetensors under the metrics models folder"
+}
+
+/** One image to score, raw RGB; caption = its prompt (clip_t, hps). */
+export interface EvaluateImage {
+  name: string;
+  width: number;
+  height: number;
+  rgb: Uint8Array; // width * height * 3, row-major
+  caption?: string;
+}
+
+export interface EvaluateOptions {
+  modelsDir: string; // the metrics models folder
+  metrics: MetricName[];
+  device?: string; // "cpu" (default), "cuda" or "cuda:N"
+  seed?: number | bigint; // KID subsets and the Inception Score's permutation
+  images: EvaluateImage[];
+  references?: EvaluateImage[]; // clip_i, fid, kid: the real images (a dataset's)
+}
+
+/**
+ * values: each computed metric, plus images, reference_images, kid_std, kid_subsets, kid_subset_size, is_std,
+ * is_splits. A metric that could not be computed (weights missing or unreadable, too few images, no prompts) is in
+ * unavailable with the reason, never an exception.
+ */
+export interface EvaluateResult {
+  values: Record<string, number>;
+  unavailable: Record<string, string>;
+}
+
 export interface GenerateOptions {
   prompt: string;
   negativePrompt?: string;
@@ -234,6 +277,10 @@ export interface NativeTrainOptions extends RuntimeOptions {
   validationSteps?: number;
   validationGuidanceScale?: number;
   validationLossSamples?: number;
+  /** Metrics of the validation images: at each validation the per-image ones (clip_t, clip_i, hps), at the end all of them on the final set. */
+  validationMetrics?: string[];
+  validationFinalImages?: number; // images per validation prompt sampled with the final weights and scored; 0 = none
+  metricsModelsDir?: string; // the metrics models folder; '' = no metric available
   savePeft?: boolean;
   saveDtype?: string;
   metadata?: Record<string, string>;
@@ -313,5 +360,7 @@ export interface NativeAddon {
   writeRandomWeights(options: RandomWeightsOptions): Promise<void>;
   verify(options: VerifyOptions, onProgress?: ProgressCallback): NativeJob<VerifyReport>;
   train(options: NativeTrainOptions, onProgress?: ProgressCallback): NativeJob<TrainResult>;
+  metricNetworks(modelsDir: string): MetricNetwork[];
+  evaluate(options: EvaluateOptions, onProgress?: ProgressCallback): NativeJob<EvaluateResult>;
   Model: abstract new (...args: never[]) => NativeModel;
 }
