@@ -31,6 +31,8 @@ export const EnvSchema = Type.Object({
   DATA_DIR: Type.String({ minLength: 1, default: './data' }),
   /** Base models: diffusers folders and SGM .safetensors files; empty means DATA_DIR/models. */
   MODELS_DIR: Type.String({ default: '' }),
+  /** The networks of the image-quality metrics (inception/, lpips/, clip/, hps/); empty = no metric available. */
+  METRICS_MODELS_DIR: Type.String({ default: '' }),
   /** Training runs this process trains side by side; 0 = none here (an API-only replica). Unset: one per device of TRAIN_DEVICES, else 1. */
   TRAINING_SLOTS: Type.Optional(Type.Integer({ minimum: 0, maximum: 64 })),
   /** Device of training runs: cpu, cuda or cuda:N; empty means cuda when the engine sees a GPU, else cpu. */
@@ -101,6 +103,8 @@ export interface Config {
   dataDir: string;
   /** Absolute path of the base models (the built-in demo model is written here too when it is DATA_DIR/models). */
   modelsDir: string;
+  /** Absolute path of the quality metrics' networks (METRICS_MODELS_DIR); undefined: no metric is available. */
+  metricsModelsDir: string | undefined;
   logLevel: Env['LOG_LEVEL'];
   bodyLimitBytes: number;
   uploadMaxFileBytes: number;
@@ -218,6 +222,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     databasePoolMax: e.DATABASE_POOL_MAX,
     dataDir: path.resolve(e.DATA_DIR),
     modelsDir: path.resolve(e.MODELS_DIR === '' ? path.join(e.DATA_DIR, 'models') : e.MODELS_DIR),
+    metricsModelsDir: e.METRICS_MODELS_DIR === '' ? undefined : path.resolve(e.METRICS_MODELS_DIR),
     logLevel: e.LOG_LEVEL,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     uploadMaxFileBytes: e.UPLOAD_MAX_FILE_BYTES,

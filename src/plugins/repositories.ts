@@ -6,6 +6,7 @@ import { createDatasetsRepository, type DatasetsRepository } from '../repositori
 import { createTenantsRepository, type TenantsRepository } from '../repositories/tenants.js';
 import { createDatasetsService, type DatasetsService } from '../services/datasets.js';
 import { ModelsService } from '../services/models.js';
+import { QualityMetricsService } from '../services/quality-metrics.js';
 import { FsRunFileStore } from '../storage/fs-run-file-store.js';
 import { RUNS_SUBDIR } from '../storage/run-file-store.js';
 
@@ -18,6 +19,8 @@ export interface Repositories {
 export interface Services {
   datasets: DatasetsService;
   models: ModelsService;
+  /** Which quality metrics this server has the networks of (METRICS_MODELS_DIR). */
+  qualityMetrics: QualityMetricsService;
 }
 
 declare module 'fastify' {
@@ -45,6 +48,7 @@ export default fp(
         fastify.log.child({ component: 'models' }),
         { db: fastify.db, runFiles: new FsRunFileStore(path.join(fastify.config.dataDir, RUNS_SUBDIR)) },
       ),
+      qualityMetrics: new QualityMetricsService(fastify.config.metricsModelsDir),
     });
   },
   { name: 'repositories', dependencies: ['database'] },

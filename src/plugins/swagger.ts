@@ -43,6 +43,7 @@ export default fp(
           { name: 'captions', description: "Each image's current caption, its history, edits and export" },
           { name: 'captioning-jobs', description: 'Background jobs that caption a dataset with a vision model or the template' },
           { name: 'models', description: 'Base models to train on and sample from' },
+          { name: 'quality-metrics', description: 'Image-quality metrics (CLIP-T, CLIP-I, HPS, LPIPS, FID, KID, Inception Score) and which this server can compute' },
           { name: 'training-runs', description: 'LoRA training runs: queued, trained by a worker, resumed after a crash' },
         ],
         components: {

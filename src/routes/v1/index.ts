@@ -8,6 +8,7 @@ import generationRoutes from './generations/index.js';
 import imageRoutes from './images/index.js';
 import loraRoutes from './loras/index.js';
 import modelRoutes from './models/index.js';
+import qualityMetricRoutes from './quality-metrics/index.js';
 import trainingRunRoutes from './training-runs/index.js';
 import webhookEndpointRoutes from './webhooks/endpoints.js';
 import webhookMessageRoutes from './webhooks/messages.js';
@@ -22,6 +23,7 @@ const v1Routes: FastifyPluginAsyncTypebox = async (fastify) => {
   await fastify.register(captionRoutes);
   await fastify.register(captioningJobRoutes);
   await fastify.register(modelRoutes, { prefix: '/models' });
+  await fastify.register(qualityMetricRoutes, { prefix: '/quality-metrics' });
   await fastify.register(trainingRunRoutes, { prefix: '/training-runs' });
   await fastify.register(loraRoutes, { prefix: '/loras' });
   await fastify.register(generationRoutes, { prefix: '/generations' });
