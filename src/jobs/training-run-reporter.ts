@@ -10,7 +10,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Database } from '../db/database.js';
-import type { Progress } from '../engine/index.js';
+import { METRIC_NAMES, reportedScores, type Progress } from '../engine/index.js';
 import { createTrainingRunArtifactsRepository, type ArtifactKind } from '../repositories/training-run-artifacts.js';
 import { createTrainingRunEventsRepository } from '../repositories/training-run-events.js';
 import { createTrainingRunsRepository } from '../repositories/training-runs.js';
@@ -142,7 +142,9 @@ export class TrainingRunReporter {
       }
     }
     const files = report.files.filter((file) => !this.#unreported(file));
-    if (report.phase === 'validating' && (files.length > 0 || Number.isFinite(report.metrics.validation_loss))) {
+    const scored = reportedScores(report);
+    const scoredAny = Object.keys(scored.values).length > 0 || Object.keys(scored.unavailable).length > 0;
+    if (report.phase === 'validating' && (files.length > 0 || Number.isFinite(report.metrics.validation_loss) || scoredAny || scored.final)) {
       this.#enqueue(() => this.#validation(report, files));
     } else if (files.length > 0) {
       this.#enqueue(() => this.#published(report.step, files));
@@ -247,11 +249,24 @@ export class TrainingRunReporter {
   }
 
   async #validation(report: Progress, reported: string[]): Promise<void> {
+    const { db, runId, owner } = this.#options;
     const images = await this.#publish(report.step, reported);
     const loss = report.metrics.validation_loss;
-    await this.#event('validation', { step: report.step, validation_loss: Number.isFinite(loss) ? loss : null, images });
-    const message = `validation at step ${report.step}` + (Number.isFinite(loss) ? `: loss ${round(loss!, 4)}` : '') +
-      (images.length > 0 ? `, ${images.length} image(s)` : '');
-    await this.#event('log', { level: 'info', message }); // inside this write: settled() covers it
+    const scored = reportedScores(report);
+    const { values, final } = scored;
+    const unavailable = Object.fromEntries(Object.entries(scored.unavailable).map(([metric, why]) => [metric, this.#redact(why)]));
+    // The run's latest scored set: what the console shows beside the loss chart (the final set last).
+    if (Object.keys(values).length > 0 || Object.keys(unavailable).length > 0) {
+      await createTrainingRunsRepository(db).qualityMetrics(runId, owner, { step: report.step, final, values, unavailable });
+    }
+    await this.#event('validation', {
+      step: report.step, validation_loss: Number.isFinite(loss) ? loss : null, images, metrics: values, unavailable, final,
+    });
+    const scores = Object.entries(values).filter(([key]) => (METRIC_NAMES as readonly string[]).includes(key));
+    const message = `${final ? 'final validation set' : 'validation'} at step ${report.step}` + (Number.isFinite(loss) ? `: loss ${round(loss!, 4)}` : '') +
+      (images.length > 0 ? `, ${images.length} image(s)` : '') +
+      (scores.length > 0 ? `; ${scores.map(([key, value]) => `${key} ${round(value, 4)}`).join(', ')}` : '') +
+      Object.entries(unavailable).map(([metric, why]) => `; ${metric} unavailable: ${why}`).join('');
+    await this.#event('log', { level: Object.keys(unavailable).length > 0 ? 'warn' : 'info', message }); // inside this write: settled() covers it
   }
 }

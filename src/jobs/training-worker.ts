@@ -26,6 +26,7 @@ import { createTrainingRunsRepository, type TrainingRunRow } from '../repositori
 import { createTrainingWorkersRepository } from '../repositories/training-workers.js';
 import { storedTrainingParams, trainConfigFields, type PriorPreservationParams, type ResolvedTrainingParams } from '../schemas/training-params.js';
 import type { ClassImagesService } from '../services/class-images.js';
+import type { QualityMetricsService } from '../services/quality-metrics.js';
 import { MODEL_OUTPUT_NAME, MODEL_OUTPUT_NAMES, type ModelsService, type ResolvedModel } from '../services/models.js';
 import type { RunEventsBus } from '../services/run-events-bus.js';
 import { TrainingResultsService } from '../services/training-results.js';
@@ -55,6 +56,8 @@ export interface TrainingWorkerOptions {
   pollMs: number;
   /** Step times, throughput and loss for /metrics. */
   metrics?: ServiceMetrics;
+  /** Where the quality metrics' networks are (METRICS_MODELS_DIR); absent: every metric a run asks is reported unavailable. */
+  qualityMetrics?: QualityMetricsService;
 }
 
 /**
@@ -253,6 +256,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
         ...(full ? { outputName: MODEL_OUTPUT_NAME } : {}),
         triggerPhrase: run.trigger_token,
         ...trainConfigFields(params),
+        metricsModelsDir: this.#options.qualityMetrics?.engineModelsDir ?? '',
         ...(resumeFrom === undefined ? {} : { resumeFrom }),
         metadata: {
           ...run.metadata,
@@ -264,7 +268,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       });
       controller.signal.addEventListener('abort', () => job.cancel(), { once: true });
       if (controller.signal.aborted) job.cancel(); // aborted while the images were read
-      const meter = this.#options.metrics?.trainingRun();
+      const meter = this.#options.metrics?.trainingRun(run.id);
       job.onProgress((report) => {
         reporter.report(report);
         meter?.report(report);

@@ -2,11 +2,13 @@
 // what happens as it happens (a training step, a generation, a webhook attempt); what is
 // a state rather than an event (queue depths, runs by status, the model cache, GPU
 // memory, the database pool) is read when /metrics is scraped. Labels take values from
-// small fixed sets (route templates, statuses, job kinds): never ids.
+// small fixed sets (route templates, statuses, job kinds), never ids, with one exception:
+// the validation metrics of the runs training in this process carry their run_id (a few
+// series per running run, gone when the run stops), so runs side by side can be told apart.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Database } from '../db/database.js';
-import { memoryStats, type Progress } from '../engine/index.js';
+import { memoryStats, reportedScores, type Progress } from '../engine/index.js';
 import { createQueueStatsRepository, type QueueStats } from '../repositories/queue-stats.js';
 import type { ResidentModels } from '../services/resident-models.js';
 import { processRegistry } from './process-metrics.js';
@@ -36,6 +38,9 @@ export interface GenerationPhases {
 interface RunFigures {
   imagesPerSecond: number;
   loss: number;
+  /** The run's id and the latest value of each validation metric it has scored (clip_t, fid, kid_std, ...). */
+  runId?: string;
+  validation: Map<string, number>;
 }
 
 interface DatabaseReading {
@@ -139,6 +144,18 @@ export class ServiceMetrics {
       },
     });
     new Gauge({
+      name: `${PREFIX}training_validation_metric`,
+      help: 'Latest value of each quality metric of the validation images (params.validation.metrics: clip_t, fid, ...) of the runs training in this process, by run',
+      labelNames: ['metric', 'run_id'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const run of metrics.#runs.values()) {
+          for (const [metric, value] of run.validation) this.set({ metric, run_id: run.runId ?? '' }, value);
+        }
+      },
+    });
+    new Gauge({
       name: `${PREFIX}training_loss`,
       help: 'Latest training loss of the runs in this process (mean when several train at once; absent when none does)',
       registers: [this.registry],
@@ -187,12 +204,21 @@ export class ServiceMetrics {
   }
 
   /** A training run started training in this process: give it the trainer's reports, end() it when it stops. */
-  trainingRun(): { report(progress: Progress): void; end(): void } {
+  trainingRun(runId?: string): { report(progress: Progress): void; end(): void } {
     const key = Symbol('run');
     let lastStep: number | undefined;
     let lastStepAt = 0;
+    const figures = () => this.#runs.get(key) ?? { imagesPerSecond: 0, loss: Number.NaN, ...(runId === undefined ? {} : { runId }), validation: new Map() };
     return {
       report: (progress) => {
+        if (progress.phase === 'validating') {
+          const { values } = reportedScores(progress);
+          if (Object.keys(values).length === 0) return;
+          const run = figures();
+          for (const [metric, value] of Object.entries(values)) run.validation.set(metric, value);
+          this.#runs.set(key, run);
+          return;
+        }
         if (progress.phase !== 'training') return;
         const now = performance.now();
         // Reports may skip steps: the time since the last report is spread over the steps it covers.
@@ -204,7 +230,7 @@ export class ServiceMetrics {
           const allreduce = progress.metrics.allreduce_ms;
           if (allreduce !== undefined && Number.isFinite(allreduce)) this.#allreduce.observe(allreduce / 1000);
         }
-        const run = this.#runs.get(key) ?? { imagesPerSecond: 0, loss: Number.NaN };
+        const run = figures();
         const { images_per_s: rate, loss } = progress.metrics;
         if (rate !== undefined && Number.isFinite(rate)) run.imagesPerSecond = rate;
         if (loss !== undefined && Number.isFinite(loss)) run.loss = loss;

@@ -63,11 +63,13 @@ export default fp(
         maxAttempts: config.training.maxAttempts,
         pollMs: DEFAULT_POLL_MS,
         metrics: fastify.metrics,
+        qualityMetrics: fastify.services.qualityMetrics,
       });
     const runs = new TrainingRunsService(fastify.db, fastify.services.models, {
       serverPrecision: device.startsWith('cuda') ? CUDA_PRECISION : CPU_PRECISION,
       tenantMaxQueuedRuns: config.training.tenantMaxQueuedRuns,
       tenantMaxModelBytes: config.training.tenantMaxModelBytes,
+      qualityMetrics: fastify.services.qualityMetrics,
       webhookPolicy: fastify.webhooks.policy,
       files,
       created: () => worker?.wake(),

@@ -91,6 +91,17 @@ export async function recordProgress(
   return (rowCount ?? 0) > 0;
 }
 
+/** Writes one jsonb column of a job this worker holds (a scored set of images); false when the lease was lost. */
+export async function recordHeldJson(
+  db: Queryable, table: string, column: 'quality_metrics' | 'evaluation', id: string, owner: string, value: Record<string, unknown>,
+): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE ${table} SET ${column} = $3 WHERE id = $1 AND lease_owner = $2 AND status IN ${RUN_HELD}`,
+    [id, owner, JSON.stringify(value)],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
 /** Gives a run-like job back to the queue (its process is shutting down); false when the lease was lost. */
 export async function releaseRunLike(db: Queryable, table: string, id: string, owner: string): Promise<boolean> {
   const { rowCount } = await db.query(

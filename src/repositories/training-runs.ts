@@ -4,7 +4,7 @@
 import type { Queryable } from '../db/database.js';
 import { newId } from '../db/ids.js';
 import {
-  claimNextRunLike, countOpenLocked, INTERRUPTION_COUNT, finishRunLike, recordProgress, releaseRunLike, renewLease, requestCancelRunLike,
+  claimNextRunLike, countOpenLocked, INTERRUPTION_COUNT, finishRunLike, recordHeldJson, recordProgress, releaseRunLike, renewLease, requestCancelRunLike,
   type LeasedJobColumns, type RunLikeOutcome,
 } from './lease-sql.js';
 
@@ -25,6 +25,8 @@ export interface TrainingRunRow extends LeasedJobColumns {
   class_word: string;
   progress: Record<string, unknown> | null;
   metrics: Record<string, number> | null;
+  /** The latest scored set of validation images (validation.metrics); null before one. */
+  quality_metrics: Record<string, unknown> | null;
   claimed_at: Date | null;
   attempt: number;
   /** Claims of this run after its lease ran out (its process died); graceful hand-backs do not count. */
@@ -71,7 +73,7 @@ export interface NewTrainingRun {
 }
 
 const COLUMNS =
-  'id, tenant_id, dataset_id, model_id, name, status, params, metadata, trigger_token, class_word, progress, metrics, ' +
+  'id, tenant_id, dataset_id, model_id, name, status, params, metadata, trigger_token, class_word, progress, metrics, quality_metrics, ' +
   'error_code, error_message, cancel_requested_at, lease_owner, lease_expires_at, heartbeat_at, claimed_at, attempt, ' +
   'interruptions, webhook_url, webhook_events, expected_model_bytes::float8 AS expected_model_bytes, created_at, started_at, completed_at';
 /** A full run's model, while it exists, and its model artifacts' names by kind. */
@@ -194,6 +196,11 @@ export function createTrainingRunsRepository(db: Queryable) {
     /** Records progress (and the move from starting to running); false when the lease was lost. */
     progress(runId: string, owner: string, progress: Record<string, unknown>, status: 'starting' | 'running'): Promise<boolean> {
       return recordProgress(db, 'training_runs', runId, owner, progress, status);
+    },
+
+    /** Records the run's latest scored set of validation images; false when the lease was lost. */
+    qualityMetrics(runId: string, owner: string, scored: Record<string, unknown>): Promise<boolean> {
+      return recordHeldJson(db, 'training_runs', 'quality_metrics', runId, owner, scored);
     },
 
     /** Gives the run back to the queue (this process is shutting down); false when the lease was lost. */

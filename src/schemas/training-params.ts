@@ -16,6 +16,7 @@
 // devices the run trains on (the worker names them); zero_stage shards the optimizer over them.
 import { Type, type Static, type TSchema } from 'typebox';
 import type { TrainConfig } from '../engine/train.js';
+import { METRIC_NAMES } from '../engine/types.js';
 import { familiesOf, MAX_CLIP_SKIP, NO_CLIP_SKIP_ON_SDXL, onlyFor, type ModelFamily } from './model-families.js';
 
 // ----------------------------------------------------------------------------
@@ -54,6 +55,8 @@ const MAX_STEPS = 100_000;
 /** Devices of one run, and of one worker (the engine's limit). */
 export const MAX_RUN_DEVICES = 64;
 const MAX_VALIDATION_PROMPTS = 8;
+/** Images per validation prompt of the end-of-run set the metrics score (the engine's limit). */
+export const MAX_FINAL_IMAGES = 64;
 
 const integer = (minimum: number, maximum: number, value: number, description: string) =>
   Type.Integer({ minimum, maximum, default: value, description });
@@ -70,6 +73,17 @@ export const ValidationParams = Type.Object(
     steps: integer(1, 150, 25, 'Sampling steps of a validation image'),
     guidance_scale: Type.Number({ minimum: 0, maximum: 30, default: 5, description: 'Classifier-free guidance of validation images' }),
     seed: integer(0, Number.MAX_SAFE_INTEGER, 0, 'Seed of the validation images'),
+    metrics: Type.Array(Type.Enum([...METRIC_NAMES]), {
+      uniqueItems: true,
+      maxItems: METRIC_NAMES.length,
+      default: [],
+      description: 'Quality metrics of the validation images (GET /v1/quality-metrics lists them and which this server has the ' +
+        'networks of): at each validation clip_t, clip_i and hps of that step\'s images, at the end every one on the final ' +
+        'set (final_images). clip_t and hps need prompts; fid, kid and is at least 10 final images (final_images x prompts); ' +
+        'lpips final_images 2 or more. A metric whose network is missing is refused (422 metric-unavailable)',
+    }),
+    final_images: integer(0, MAX_FINAL_IMAGES, 0,
+      'Images per prompt sampled with the final weights at the end (seeds seed + k) and scored with every metric; 0 = none'),
   },
   { additionalProperties: false, description: 'Validation during and after training' },
 );
@@ -301,6 +315,8 @@ export const TRAINING_PARAMS = {
       validationSteps: value.steps,
       validationGuidanceScale: value.guidance_scale,
       validationSeed: value.seed,
+      validationMetrics: value.metrics,
+      validationFinalImages: value.final_images,
     }),
     fields: {
       validationEvery: 'every',
@@ -308,6 +324,8 @@ export const TRAINING_PARAMS = {
       validationSteps: 'steps',
       validationGuidanceScale: 'guidance_scale',
       validationSeed: 'seed',
+      validationMetrics: 'metrics',
+      validationFinalImages: 'final_images',
     },
   },
   prior_preservation: {
@@ -445,8 +463,10 @@ export function paramsOutsideMethod(input: TrainingParamsInput, method: Training
  * A run's params as stored: runs queued before a param existed lack it. The first were
  * SDXL runs, trained with no clip skip and both text encoders at text_encoder_lr; every
  * run before `method` was a LoRA run that kept all its checkpoints; every run before
- * `devices` trained on one device.
+ * `devices` trained on one device; every run before `validation.metrics` scored nothing.
  */
+const NO_METRICS = { metrics: [], final_images: 0 };
+
 export function storedTrainingParams(stored: unknown): ResolvedTrainingParams {
   const params = stored as ResolvedTrainingParams;
   const has = (name: ParamName) => Object.hasOwn(params, name);
@@ -463,6 +483,8 @@ export function storedTrainingParams(stored: unknown): ResolvedTrainingParams {
     validation_weights: has('validation_weights') ? params.validation_weights : null,
     devices: has('devices') ? params.devices : 1,
     zero_stage: has('zero_stage') ? params.zero_stage : 0,
+    // Runs before the quality metrics scored nothing.
+    validation: { ...NO_METRICS, ...params.validation },
   };
 }
 

@@ -10,7 +10,9 @@ export const TrainingRunEventSchema = Type.Object(
     id: Type.String({ pattern: '^[0-9]+$', description: 'Increasing; the SSE id, and what Last-Event-ID and `after` take' }),
     type: Type.Enum([...EVENT_TYPES], {
       description: 'status: {status, attempt, error}; progress: the run\'s progress; log: {level, message}; ' +
-        'checkpoint: {step, artifact}; validation: {step, validation_loss, images}; artifact: a LoRA file written',
+        'checkpoint: {step, artifact}; validation: {step, validation_loss, images, metrics, unavailable, final} (metrics: the quality ' +
+        'metrics scored by name, {} when none; unavailable: each asked metric not computed, with why; final: the end-of-run set); ' +
+        'artifact: a LoRA file written',
     }),
     data: Type.Record(Type.String(), Type.Unknown()),
     created_at: Timestamp,

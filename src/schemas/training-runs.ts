@@ -3,6 +3,7 @@
 import { Type, type Static } from 'typebox';
 import { Page, PaginationQuery, ResourceId, Timestamp } from './common.js';
 import { DatasetId } from './datasets.js';
+import { RunQualityMetrics } from './quality-metrics.js';
 import { resolvedParamSchema, TRAINING_PARAMS, TrainingParams } from './training-params.js';
 import { WebhookSubscription, WebhookSubscriptionView } from './webhooks.js';
 
@@ -82,6 +83,11 @@ export const TrainingRunSchema = Type.Object(
     metrics: Type.Union([Type.Record(Type.String(), Type.Number()), Type.Null()], {
       description: 'When finished: steps, devices, final_loss, mean_loss, validation losses, peak_memory_bytes (the most memory the run held on ' +
         'its device, progress.device), with several devices world_size and allreduce_ms_mean (the mean all-reduce time of a step), ...',
+    }),
+    quality_metrics: Type.Union([RunQualityMetrics, Type.Null()], {
+      description: 'The latest scored set of validation images (params.validation.metrics): at each validation clip_t, clip_i and hps of ' +
+        "that step's images; after a completed run with validation.final_images, the final set with every metric. metrics then " +
+        'also has each final value as final_<key>. Null before the first, and on runs that ask no metric',
     }),
     error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }, { additionalProperties: false }), Type.Null()], {
       description: 'When failed: training_failed (the trainer stopped with an error; see message and /logs) or attempts_exhausted',

@@ -29,6 +29,7 @@ import {
 import type { TrainingRun } from '../schemas/training-runs.js';
 import type { RunFileStore } from '../storage/run-file-store.js';
 import type { ModelsService } from './models.js';
+import type { QualityMetricsService } from './quality-metrics.js';
 import { artifactUrl } from './training-run-artifacts.js';
 import { decodeCursor, toPage } from './pagination.js';
 import type { AddressPolicy } from '../webhooks/address-policy.js';
@@ -82,6 +83,7 @@ export function toTrainingRun(row: TrainingRunRow): TrainingRun {
     image_count: row.image_count ?? 0,
     progress: row.progress as TrainingRun['progress'],
     metrics: row.metrics,
+    quality_metrics: (row.quality_metrics ?? null) as TrainingRun['quality_metrics'],
     error: row.error_code === null ? null : { code: row.error_code, message: row.error_message ?? '' },
     output: row.status !== 'succeeded' ? null : runOutput(row),
     attempt: row.attempt,
@@ -110,6 +112,8 @@ export interface TrainingRunsServiceOptions {
   tenantMaxQueuedRuns: number;
   /** Bytes of models (and full runs' checkpoints) one tenant may keep (TENANT_MAX_MODEL_BYTES). */
   tenantMaxModelBytes: number;
+  /** Which quality metrics this server has the networks of (params.validation.metrics). */
+  qualityMetrics: QualityMetricsService;
   /** Where runs' files are, to remove a deleted run's. */
   files: RunFileStore;
   /** Where a per-request webhook may point (WEBHOOK_ALLOW_HTTP, WEBHOOK_ALLOWED_HOSTS). */
@@ -186,6 +190,35 @@ function deviceConflicts(params: ResolvedTrainingParams): FieldError[] {
   return errors;
 }
 
+/** Images FID, KID and the Inception Score need at the least: below it their estimates mean nothing (the service's floor). */
+export const MIN_DISTRIBUTION_IMAGES = 10;
+const NEEDS_PROMPTS = ['clip_t', 'hps'] as const;
+const DISTRIBUTION_METRICS = ['fid', 'kid', 'is'] as const;
+
+/** 400: quality metrics the run's validation images cannot give (no prompts, too few final images). */
+function metricConflicts(params: ResolvedTrainingParams): FieldError[] {
+  const { metrics, prompts, final_images: finalImages } = params.validation;
+  const errors: FieldError[] = [];
+  if (metrics.length > 0 && prompts.length === 0) {
+    const named = metrics.filter((metric) => (NEEDS_PROMPTS as readonly string[]).includes(metric));
+    errors.push(fieldError('body', 'params.validation.metrics', named.length > 0
+      ? `${named.join(' and ')} ${named.length === 1 ? 'scores' : 'score'} images against their prompts, and validation.prompts is empty: give prompts`
+      : 'the metrics score the images sampled from validation.prompts, and it is empty: give prompts'));
+  }
+  const distribution = metrics.filter((metric) => (DISTRIBUTION_METRICS as readonly string[]).includes(metric));
+  const finalSet = finalImages * prompts.length;
+  if (distribution.length > 0 && finalSet < MIN_DISTRIBUTION_IMAGES) {
+    errors.push(fieldError('body', 'params.validation.final_images', `${distribution.join(', ')} ${distribution.length === 1 ? 'needs' : 'need'} ` +
+      `at least ${MIN_DISTRIBUTION_IMAGES} final images (final_images x prompts), and this run has ${finalImages} x ${prompts.length} = ${finalSet}: ` +
+      `fewer give meaningless estimates; use final_images ${Math.ceil(MIN_DISTRIBUTION_IMAGES / Math.max(1, prompts.length))} or more`));
+  } else if (metrics.includes('lpips') && finalImages < 2) {
+    errors.push(fieldError('body', 'params.validation.final_images', `lpips compares pairs of final images of one prompt: it needs final_images 2 or more, and this run has ${finalImages}`));
+  } else if (finalImages > 0 && prompts.length === 0 && metrics.length === 0) {
+    errors.push(fieldError('body', 'params.validation.final_images', 'samples final_images per validation prompt, and validation.prompts is empty: give prompts'));
+  }
+  return errors;
+}
+
 /** A training worker seen within this long is live (it writes its row on every poll, DEFAULT_POLL_MS 2 s): its devices count. */
 export const TRAINING_WORKER_LIVE_MS = 10_000;
 
@@ -248,9 +281,10 @@ export class TrainingRunsService {
       }),
       dataset.class_word,
     );
-    const conflicts = [...fullParamConflicts(params), ...deviceConflicts(params)];
+    const conflicts = [...fullParamConflicts(params), ...deviceConflicts(params), ...metricConflicts(params)];
     if (conflicts.length > 0) throw invalidInput(`Invalid params: ${conflicts.map((error) => error.field).join(', ')}`, conflicts);
     await this.#checkDevicesAvailable(params.devices);
+    this.options.qualityMetrics.checkAvailable(params.validation.metrics, 'params.validation.metrics');
     const expected = method === 'full' ? expectedModelBytes(model, params) : null;
     const images = await createCaptionsRepository(this.db).allForDataset(tenantId, dataset.id);
     if (images.length === 0) {

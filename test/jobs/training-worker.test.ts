@@ -58,6 +58,7 @@ async function setUp(t: Parameters<typeof withTestApp>[0]) {
     serverPrecision: CPU_PRECISION,
     webhookPolicy: new AddressPolicy({ allowHttp: false, allowedHosts: [] }), tenantMaxQueuedRuns: 10, tenantMaxModelBytes: 1024 ** 4,
     files: new FsRunFileStore(runsDir),
+    qualityMetrics: ctx.app.services.qualityMetrics,
     created: () => worker.wake(),
   });
   return { ctx, datasetId, runsDir, worker, service, newWorker };

@@ -125,6 +125,7 @@ test('full fine-tuning and tenant models: refusals name the field and store noth
   const capped = (cap: number) => new TrainingRunsService(ctx.db, ctx.app.services.models, {
     serverPrecision: CPU_PRECISION, tenantMaxQueuedRuns: 100, tenantMaxModelBytes: cap,
     files: new FsRunFileStore(path.join(ctx.config.dataDir, 'runs')), webhookPolicy: new AddressPolicy({ allowHttp: false, allowedHosts: [] }),
+    qualityMetrics: ctx.app.services.qualityMetrics,
   });
   const refusedForStorage = (error: unknown) =>
     error instanceof ProblemError && error.status === 429 && error.type.endsWith(':model-storage-full') && error.errors?.[0]?.field === 'params.method' &&

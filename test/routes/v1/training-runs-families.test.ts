@@ -50,6 +50,7 @@ test('params resolve by family: clip_skip 1 and no second text-encoder rate on S
     tenantMaxModelBytes: 1024 ** 4,
     files: new FsRunFileStore(ctx.config.dataDir),
     webhookPolicy: new AddressPolicy({ allowHttp: false, allowedHosts: [] }),
+    qualityMetrics: ctx.app.services.qualityMetrics,
   });
   const precision = async (model: string, params = {}) =>
     ((await cuda.create(ctx.tenantId, { dataset_id: datasetId, model, params })).params as { mixed_precision: string }).mixed_precision;
