@@ -11,6 +11,7 @@ import type { Progress, RgbImage } from '../engine/index.js';
 import { createGenerationsRepository, type GenerationRow } from '../repositories/generations.js';
 import { createImagesRepository } from '../repositories/images.js';
 import { a1111Parameters, PARAMETERS_KEYWORD, withPngText } from '../services/png-parameters.js';
+import type { ImageEvaluationService } from '../services/image-evaluation.js';
 import type { ResidentModels } from '../services/resident-models.js';
 import type { RunEventsBus } from '../services/run-events-bus.js';
 import type { BlobStore } from '../storage/blob-store.js';
@@ -30,6 +31,8 @@ export interface GenerationWorkerOptions {
   pollMs: number;
   /** Durations and outcomes for /metrics. */
   metrics?: ServiceMetrics;
+  /** Scores the images of generations that ask it (params.evaluation); absent: their metrics are reported unavailable. */
+  evaluation?: ImageEvaluationService;
 }
 
 const PROGRESS_INTERVAL_MS = 500;
@@ -151,6 +154,27 @@ export class GenerationWorker extends JobRunner<GenerationRow> {
       return;
     }
     const generateSeconds = (performance.now() - generateStart) / 1000 - loadSeconds;
+
+    // Asked to be scored: right after the images are made; a metric that cannot be is reported, never a failure.
+    if (params.evaluation !== undefined) {
+      const scored = this.#options.evaluation === undefined
+        ? { values: {}, unavailable: Object.fromEntries(params.evaluation.metrics.map((metric) => [metric, 'this worker scores no images'])) }
+        : await this.#options.evaluation.evaluate(
+          { tenantId: row.tenant_id, request: params.evaluation, prompt: params.prompt, seed: params.seed }, images, controller.signal);
+      switch (stopReason(controller.signal)) {
+        case 'lease-lost':
+          return;
+        case 'shutdown':
+          await writes;
+          await generations.release(row.id, owner);
+          return;
+        case 'canceled':
+          await end('canceled');
+          return;
+        default:
+          await generations.evaluation(row.id, owner, scored);
+      }
+    }
 
     const encodeStart = performance.now();
     report('encoding', params.steps, true);

@@ -10,6 +10,7 @@ import { BLOBS_SUBDIR } from '../routes/v1/images/index.js';
 import { GenerationSchema } from '../schemas/generations.js';
 import { LoraSchema } from '../schemas/loras.js';
 import { GenerationsService } from '../services/generations.js';
+import { ImageEvaluationService } from '../services/image-evaluation.js';
 import { LorasService } from '../services/loras.js';
 import { ResidentModels } from '../services/resident-models.js';
 import { RunEventsBus } from '../services/run-events-bus.js';
@@ -58,6 +59,7 @@ export default fp(
         // A generation takes seconds: look for ones queued on other replicas often.
         pollMs: Math.min(DEFAULT_POLL_MS, 500),
         metrics: fastify.metrics,
+        evaluation: new ImageEvaluationService({ db: fastify.db, blobs, qualityMetrics: fastify.services.qualityMetrics, device }),
       });
     const service = new GenerationsService({
       db: fastify.db,

@@ -3,7 +3,7 @@
 import type { Queryable } from '../db/database.js';
 import { newId } from '../db/ids.js';
 import {
-  claimNextRunLike, countOpenLocked, INTERRUPTION_COUNT, finishRunLike, recordProgress, releaseRunLike, renewLease, requestCancelRunLike,
+  claimNextRunLike, countOpenLocked, INTERRUPTION_COUNT, finishRunLike, recordHeldJson, recordProgress, releaseRunLike, renewLease, requestCancelRunLike,
   type LeasedJobColumns, type RunLikeOutcome,
 } from './lease-sql.js';
 import { GENERATION_ID_PREFIX, type GenerationParams } from '../schemas/generations.js';
@@ -28,6 +28,8 @@ export interface GenerationRow extends LeasedJobColumns {
   loras: GenerationLora[];
   progress: Record<string, unknown> | null;
   metrics: Record<string, number> | null;
+  /** What the worker scored of its images (params.evaluation); null before, or when not asked. */
+  evaluation: { values: Record<string, number>; unavailable: Record<string, string> } | null;
   claimed_at: Date | null;
   attempt: number;
   /** Claims after its process died (graceful hand-backs do not count). */
@@ -50,7 +52,7 @@ export interface GenerationImageRow {
 }
 
 const COLUMNS =
-  'id, tenant_id, model_id, status, params, loras, progress, metrics, error_code, error_message, cancel_requested_at, ' +
+  'id, tenant_id, model_id, status, params, loras, progress, metrics, evaluation, error_code, error_message, cancel_requested_at, ' +
   'lease_owner, lease_expires_at, heartbeat_at, claimed_at, attempt, interruptions, webhook_url, webhook_events, created_at, started_at, completed_at';
 
 const HELD = ['starting', 'running'] as const;
@@ -145,6 +147,11 @@ export function createGenerationsRepository(db: Queryable) {
          ON CONFLICT (generation_id, index) DO UPDATE SET seed = EXCLUDED.seed, sha256 = EXCLUDED.sha256, byte_size = EXCLUDED.byte_size`,
         [image.generation_id, image.index, image.seed, image.width, image.height, image.sha256, image.byte_size],
       );
+    },
+
+    /** Records what the worker scored of the generation's images; false when the lease was lost. */
+    evaluation(id: string, owner: string, scored: { values: Record<string, number>; unavailable: Record<string, string> }): Promise<boolean> {
+      return recordHeldJson(db, 'generations', 'evaluation', id, owner, scored);
     },
 
     finish(id: string, owner: string, status: 'succeeded' | 'failed' | 'canceled', outcome: RunLikeOutcome = {}): Promise<boolean> {

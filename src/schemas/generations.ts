@@ -1,8 +1,11 @@
 // Generation: text-to-image from a base model and LoRAs, queued like training runs and
 // run by a worker on the shared job queue; its images are PNGs with AUTOMATIC1111 parameters.
 import { Type, type Static } from 'typebox';
+import { METRIC_NAMES } from '../engine/types.js';
 import { Page, PaginationQuery, ResourceId, Timestamp } from './common.js';
+import { DATASET_ID_PREFIX } from './datasets.js';
 import { LoraId } from './loras.js';
+import { MetricName, ScoredImages } from './quality-metrics.js';
 import { MAX_CLIP_SKIP, onlyFor } from './model-families.js';
 import { TrainingRunId } from './training-runs.js';
 import { WebhookSubscription, WebhookSubscriptionView } from './webhooks.js';
@@ -78,6 +81,21 @@ const LoraUse = Type.Object(
   { additionalProperties: false, description: 'A LoRA by its id, or by the training run that trained it (exactly one of the two)' },
 );
 
+/** Scoring a generation's images (issue 25): for comparing base models, or LoRAs trained elsewhere. */
+export const EvaluationRequest = Type.Object(
+  {
+    metrics: Type.Array(MetricName, { minItems: 1, maxItems: METRIC_NAMES.length, uniqueItems: true, description: 'The quality metrics to score the images with (GET /v1/quality-metrics)' }),
+    reference_dataset_id: Type.Optional(ResourceId(DATASET_ID_PREFIX, "The real images clip_i, fid and kid compare with: this dataset's (needed by those three)")),
+  },
+  {
+    additionalProperties: false,
+    description: "Score the images once made, against the generation's prompt (clip_t, hps) and a dataset's images (clip_i, fid, kid). " +
+      'A metric that cannot be computed (its network missing on the server, too few images: fid, kid and is need 2 or more, lpips ' +
+      '2 or more) is reported in evaluation.unavailable; the generation still succeeds',
+  },
+);
+export type EvaluationRequest = Static<typeof EvaluationRequest>;
+
 export const CreateGenerationBody = Type.Object(
   {
     model: Type.String({ minLength: 1, maxLength: 255, description: 'A base model id from GET /v1/models: the server\'s, or one of yours (mdl_...)', examples: ['sdxl-tiny-demo'] }),
@@ -97,6 +115,7 @@ export const CreateGenerationBody = Type.Object(
     clip_skip: Type.Optional(ClipSkip),
     size_conditioning: Type.Optional(SizeConditioning),
     loras: Type.Array(LoraUse, { maxItems: GENERATION_LIMITS.maxLoras, default: [], description: 'Applied unmerged, each with its own scale; LoRAs of the same base model' }),
+    evaluation: Type.Optional(EvaluationRequest),
     webhook: Type.Optional(WebhookSubscription('generation')),
   },
   { additionalProperties: false },
@@ -130,6 +149,7 @@ export const GenerationParams = Type.Object(
     num_images: Type.Integer(),
     clip_skip: Type.Optional(Type.Integer({ description: 'When the request gave one (SD 1.x/2.x)' })),
     size_conditioning: Type.Optional(ResolvedSizeConditioning),
+    evaluation: Type.Optional(EvaluationRequest),
   },
   { additionalProperties: false },
 );
@@ -178,6 +198,9 @@ export const GenerationSchema = Type.Object(
     output: Type.Union([Type.Array(GenerationImage), Type.Null()], { description: 'When succeeded: the images, seed, seed+1, ...' }),
     metrics: Type.Union([Type.Record(Type.String(), Type.Number()), Type.Null()], {
       description: 'When finished: queue_seconds, load_seconds (0 when the model was resident), generate_seconds, encode_seconds',
+    }),
+    evaluation: Type.Union([ScoredImages, Type.Null()], {
+      description: 'When the request asked for one (params.evaluation) and the images are made: the quality metrics of the images; null otherwise',
     }),
     error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }, { additionalProperties: false }), Type.Null()]),
     cancel_requested: Type.Boolean(),

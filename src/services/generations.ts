@@ -5,7 +5,8 @@ import { randomInt } from 'node:crypto';
 import sharp from 'sharp';
 import type { Database } from '../db/database.js';
 import { idPattern } from '../db/ids.js';
-import { fieldError, notFound, ProblemError, unsupportedByModel, type FieldError } from '../errors.js';
+import { fieldError, invalidInput, notFound, ProblemError, unsupportedByModel, type FieldError } from '../errors.js';
+import { createDatasetsRepository } from '../repositories/datasets.js';
 import { createGenerationsRepository, type GenerationImageRow, type GenerationRow, type GenerationStatus } from '../repositories/generations.js';
 import {
   CreateGenerationBody,
@@ -50,6 +51,18 @@ function fieldsBeyondModel(model: BaseModel, request: CreateGenerationBody): Fie
   return errors;
 }
 
+/** The metrics that compare the images with real ones: they need the evaluation's reference dataset. */
+const NEEDS_REFERENCES = ['clip_i', 'fid', 'kid'] as const;
+
+/** 400: an evaluation asking metrics that need reference images without naming a dataset. */
+function evaluationConflicts(evaluation: CreateGenerationBody['evaluation']): FieldError[] {
+  if (evaluation === undefined || evaluation.reference_dataset_id !== undefined) return [];
+  const needing = evaluation.metrics.filter((metric) => (NEEDS_REFERENCES as readonly string[]).includes(metric));
+  if (needing.length === 0) return [];
+  return [fieldError('body', 'evaluation.reference_dataset_id', `${needing.join(', ')} compare${needing.length === 1 ? 's' : ''} the images ` +
+    "with real ones: name the dataset whose images they are")];
+}
+
 /** Every size-conditioning field, as diffusers defaults those left out: the output size, no crop. */
 function resolveSizeConditioning(given: NonNullable<CreateGenerationBody['size_conditioning']>, width: number, height: number): SizeConditioning {
   return {
@@ -82,6 +95,7 @@ export function toGeneration(row: GenerationRow, images: GenerationImageRow[]): 
       content_url: generationImageUrl(row.id, image.index),
     })),
     metrics: row.metrics,
+    evaluation: row.evaluation ?? null,
     error: row.error_code === null ? null : { code: row.error_code, message: row.error_message ?? '' },
     cancel_requested: row.cancel_requested_at !== null,
     webhook: row.webhook_url === null ? null : { url: row.webhook_url, events: row.webhook_events ?? [] },
@@ -122,6 +136,10 @@ export class GenerationsService {
     if (beyond.length > 0) {
       throw unsupportedByModel(`Model ${model.id} (${FAMILY_NAMES[model.family]}) cannot take ${beyond.map((error) => error.field).join(', ')}`, beyond);
     }
+    const conflicts = evaluationConflicts(request.evaluation);
+    if (conflicts.length > 0) throw invalidInput(`Invalid body: ${conflicts.map((error) => error.field).join(', ')}`, conflicts);
+    const reference = request.evaluation?.reference_dataset_id;
+    if (reference !== undefined && (await createDatasetsRepository(db).findById(tenantId, reference)) === null) throw notFound('Dataset', reference);
     const width = request.width ?? model.default_resolution;
     const height = request.height ?? model.default_resolution;
     const params: GenerationParams = {
@@ -137,6 +155,7 @@ export class GenerationsService {
       num_images: request.num_images,
       ...(request.clip_skip === undefined ? {} : { clip_skip: request.clip_skip }),
       ...(request.size_conditioning === undefined ? {} : { size_conditioning: resolveSizeConditioning(request.size_conditioning, width, height) }),
+      ...(request.evaluation === undefined ? {} : { evaluation: request.evaluation }),
     };
     const row = await db.transaction(async (tx) => {
       const generations = createGenerationsRepository(tx);
