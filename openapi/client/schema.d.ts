@@ -324,6 +324,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/quality-metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List quality metrics
+         * @description Every image-quality metric (clip_t, clip_i, hps, lpips, fid, kid, is): what it measures, the network it needs, and whether this server has that network under METRICS_MODELS_DIR (the weights are never downloaded: the operator puts them there). A training run may ask the available ones (params.validation.metrics; a missing one is refused, 422 metric-unavailable), a generation any (evaluation.metrics; a missing one is reported unavailable).
+         */
+        get: operations["listQualityMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/training-runs": {
         parameters: {
             query?: never;
@@ -336,7 +356,7 @@ export interface paths {
         put?: never;
         /**
          * Train a LoRA (or fine-tune the whole model) on a dataset
-         * @description Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. The run trains on the dataset's images and current captions as they are now (an image without a caption uses "a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. Params follow the model's family: clip_skip is for SD 1.x/2.x models, text_encoder_2_lr for SDXL; the one a family does not have is null in the run. params.method full fine-tunes every weight (DreamBooth) instead of a LoRA: its defaults differ (learning_rate 5e-6, prior preservation on), rank, alpha and save_peft are refused, and the succeeded run registers a model of yours (GET /v1/models); ema_decay, ema_start_step, ema_on_cpu, validation_weights and full_bf16 are for full runs only. params.devices trains on several devices of one worker (batch_size a multiple of it; zero_stage shards the optimizer over them); the run stays queued until a worker has that many free, and queue_reason says what it waits for. Refusals: 404 unknown dataset, 400 an unknown or invalid param (named; devices not dividing batch_size, zero_stage on one device), 409 empty dataset, 422 unknown or unusable model, or a param the model cannot take (named: a resolution above its default_resolution, a param of another family, clip_skip above its clip_skip_max; unsupported-by-method: a param of the other method), or more devices than the largest running training worker has (devices-unavailable, naming params.devices), 429 the tenant has TENANT_MAX_QUEUED_RUNS runs queued or running (training-queue-full), or a full run would pass TENANT_MAX_MODEL_BYTES (model-storage-full).
+         * @description Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. The run trains on the dataset's images and current captions as they are now (an image without a caption uses "a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. Params follow the model's family: clip_skip is for SD 1.x/2.x models, text_encoder_2_lr for SDXL; the one a family does not have is null in the run. params.method full fine-tunes every weight (DreamBooth) instead of a LoRA: its defaults differ (learning_rate 5e-6, prior preservation on), rank, alpha and save_peft are refused, and the succeeded run registers a model of yours (GET /v1/models); ema_decay, ema_start_step, ema_on_cpu, validation_weights and full_bf16 are for full runs only. params.devices trains on several devices of one worker (batch_size a multiple of it; zero_stage shards the optimizer over them); the run stays queued until a worker has that many free, and queue_reason says what it waits for. Refusals: 404 unknown dataset, 400 an unknown or invalid param (named; devices not dividing batch_size, zero_stage on one device), 409 empty dataset, 422 unknown or unusable model, or a param the model cannot take (named: a resolution above its default_resolution, a param of another family, clip_skip above its clip_skip_max; unsupported-by-method: a param of the other method), or more devices than the largest running training worker has (devices-unavailable, naming params.devices), or a quality metric whose network this server does not have (metric-unavailable, naming params.validation.metrics.N; 400 when the validation images cannot give one: no prompts, fewer than 10 final images for fid, kid or is), 429 the tenant has TENANT_MAX_QUEUED_RUNS runs queued or running (training-queue-full), or a full run would pass TENANT_MAX_MODEL_BYTES (model-storage-full).
          */
         post: operations["createTrainingRun"];
         delete?: never;
@@ -537,7 +557,7 @@ export interface paths {
         put?: never;
         /**
          * Generate images from a base model and LoRAs
-         * @description Answers at once with the queued generation (202, Location: /v1/generations/{id}). With `Prefer: wait=N` (RFC 7240, N up to 60 seconds; a bare `wait` means 60) the answer waits until the generation has finished, as Replicate's sync mode: 201 with the finished generation, or 202 as it is when N runs out; both say `Preference-Applied: wait=N`. Refusals: 400 an invalid field (named), 404 a LoRA or training run you do not have, 422 unknown or unusable model, a LoRA of another base model (lora-model-mismatch) or model family (lora-family-mismatch), or a field the model cannot take (clip_skip on SDXL or above its clip_skip_max, size_conditioning on SD 1.x/2.x), 429 the tenant has TENANT_MAX_QUEUED_GENERATIONS generations queued or running.
+         * @description Answers at once with the queued generation (202, Location: /v1/generations/{id}). With `Prefer: wait=N` (RFC 7240, N up to 60 seconds; a bare `wait` means 60) the answer waits until the generation has finished, as Replicate's sync mode: 201 with the finished generation, or 202 as it is when N runs out; both say `Preference-Applied: wait=N`. With `evaluation` the worker scores the images with quality metrics once made (GET /v1/quality-metrics; the generation shows evaluation.values, and in evaluation.unavailable each metric it could not compute). Refusals: 400 an invalid field (named; clip_i, fid or kid without evaluation.reference_dataset_id), 404 a LoRA, training run or reference dataset you do not have, 422 unknown or unusable model, a LoRA of another base model (lora-model-mismatch) or model family (lora-family-mismatch), or a field the model cannot take (clip_skip on SDXL or above its clip_skip_max, size_conditioning on SD 1.x/2.x), 429 the tenant has TENANT_MAX_QUEUED_GENERATIONS generations queued or running.
          */
         post: operations["createGeneration"];
         delete?: never;
@@ -1185,6 +1205,16 @@ export interface components {
                     target_width: number;
                     target_height: number;
                 };
+                /** @description Score the images once made, against the generation's prompt (clip_t, hps) and a dataset's images (clip_i, fid, kid). A metric that cannot be computed (its network missing on the server, too few images: fid, kid and is need 2 or more, lpips 2 or more) is reported in evaluation.unavailable; the generation still succeeds */
+                evaluation?: {
+                    /** @description The quality metrics to score the images with (GET /v1/quality-metrics) */
+                    metrics: ("clip_t" | "clip_i" | "hps" | "lpips" | "fid" | "kid" | "is")[];
+                    /**
+                     * @description The real images clip_i, fid and kid compare with: this dataset's (needed by those three)
+                     * @example ds_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+                     */
+                    reference_dataset_id?: string;
+                };
             };
             loras: {
                 lora_id: string;
@@ -1211,6 +1241,17 @@ export interface components {
             /** @description When finished: queue_seconds, load_seconds (0 when the model was resident), generate_seconds, encode_seconds */
             metrics: {
                 [key: string]: number;
+            } | null;
+            /** @description When the request asked for one (params.evaluation) and the images are made: the quality metrics of the images; null otherwise */
+            evaluation: {
+                /** @description Each computed metric by name (clip_t, fid, ...) and what it was computed from: images, reference_images, kid_std, kid_subsets, kid_subset_size, is_std, is_splits */
+                values: {
+                    [key: string]: number;
+                };
+                /** @description Each asked metric that could not be computed (its network missing, too few images, no prompt), with why */
+                unavailable: {
+                    [key: string]: string;
+                };
             } | null;
             error: {
                 code: string;
@@ -1440,6 +1481,16 @@ export interface components {
                      * @default 0
                      */
                     seed: number;
+                    /**
+                     * @description Quality metrics of the validation images (GET /v1/quality-metrics lists them and which this server has the networks of): at each validation clip_t, clip_i and hps of that step's images, at the end every one on the final set (final_images). clip_t and hps need prompts; fid, kid and is at least 10 final images (final_images x prompts); lpips final_images 2 or more. A metric whose network is missing is refused (422 metric-unavailable)
+                     * @default []
+                     */
+                    metrics: ("clip_t" | "clip_i" | "hps" | "lpips" | "fid" | "kid" | "is")[];
+                    /**
+                     * @description Images per prompt sampled with the final weights at the end (seeds seed + k) and scored with every metric; 0 = none
+                     * @default 0
+                     */
+                    final_images: number;
                 };
                 /** @description DreamBooth's prior preservation (diffusers' --with_prior_preservation): the base model makes class images from the class prompt, and every step also trains on them, keeping the class from drifting to the subject. null = off. Default: lora null; full on, with every field at its default (a full fine-tune forgets the class without it) */
                 prior_preservation: {
@@ -1504,6 +1555,21 @@ export interface components {
             metrics: {
                 [key: string]: number;
             } | null;
+            /** @description The latest scored set of validation images (params.validation.metrics): at each validation clip_t, clip_i and hps of that step's images; after a completed run with validation.final_images, the final set with every metric. metrics then also has each final value as final_<key>. Null before the first, and on runs that ask no metric */
+            quality_metrics: {
+                /** @description The step whose validation images were scored */
+                step: number;
+                /** @description The end-of-run set (validation.final_images per prompt, every metric) */
+                final: boolean;
+                /** @description Each computed metric by name (clip_t, fid, ...) and what it was computed from: images, reference_images, kid_std, kid_subsets, kid_subset_size, is_std, is_splits */
+                values: {
+                    [key: string]: number;
+                };
+                /** @description Each asked metric that could not be computed (its network missing, too few images, no prompt), with why */
+                unavailable: {
+                    [key: string]: string;
+                };
+            } | null;
             /** @description When failed: training_failed (the trainer stopped with an error; see message and /logs) or attempts_exhausted */
             error: {
                 code: string;
@@ -1546,7 +1612,7 @@ export interface components {
             /** @description Increasing; the SSE id, and what Last-Event-ID and `after` take */
             id: string;
             /**
-             * @description status: {status, attempt, error}; progress: the run's progress; log: {level, message}; checkpoint: {step, artifact}; validation: {step, validation_loss, images}; artifact: a LoRA file written
+             * @description status: {status, attempt, error}; progress: the run's progress; log: {level, message}; checkpoint: {step, artifact}; validation: {step, validation_loss, images, metrics, unavailable, final} (metrics: the quality metrics scored by name, {} when none; unavailable: each asked metric not computed, with why; final: the end-of-run set); artifact: a LoRA file written
              * @enum {unknown}
              */
             type: "status" | "progress" | "log" | "checkpoint" | "validation" | "artifact";
@@ -3507,6 +3573,72 @@ export interface operations {
             };
         };
     };
+    listQualityMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description Every metric, in a fixed order */
+                        data: {
+                            /**
+                             * @description A quality metric (GET /v1/quality-metrics)
+                             * @enum {unknown}
+                             */
+                            metric: "clip_t" | "clip_i" | "hps" | "lpips" | "fid" | "kid" | "is";
+                            /**
+                             * @description The network it needs: a folder of METRICS_MODELS_DIR (inception, lpips, clip, hps)
+                             * @enum {unknown}
+                             */
+                            network: "clip" | "hps" | "lpips" | "inception";
+                            /** @description Whether the network's files are on this server: runs may ask it (params.validation.metrics) */
+                            available: boolean;
+                            /** @description Why it is not available; null when it is */
+                            reason: string | null;
+                            description: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The service is not ready, or the native engine is not built */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     listTrainingRuns: {
         parameters: {
             query?: {
@@ -3747,6 +3879,16 @@ export interface operations {
                              * @default 0
                              */
                             seed?: number;
+                            /**
+                             * @description Quality metrics of the validation images (GET /v1/quality-metrics lists them and which this server has the networks of): at each validation clip_t, clip_i and hps of that step's images, at the end every one on the final set (final_images). clip_t and hps need prompts; fid, kid and is at least 10 final images (final_images x prompts); lpips final_images 2 or more. A metric whose network is missing is refused (422 metric-unavailable)
+                             * @default []
+                             */
+                            metrics?: ("clip_t" | "clip_i" | "hps" | "lpips" | "fid" | "kid" | "is")[];
+                            /**
+                             * @description Images per prompt sampled with the final weights at the end (seeds seed + k) and scored with every metric; 0 = none
+                             * @default 0
+                             */
+                            final_images?: number;
                         };
                         /** @description DreamBooth's prior preservation (diffusers' --with_prior_preservation): the base model makes class images from the class prompt, and every step also trains on them, keeping the class from drifting to the subject. null = off. Default: lora null; full on, with every field at its default (a full fine-tune forgets the class without it) */
                         prior_preservation?: {
@@ -4775,6 +4917,16 @@ export interface operations {
                          */
                         scale?: number;
                     }[];
+                    /** @description Score the images once made, against the generation's prompt (clip_t, hps) and a dataset's images (clip_i, fid, kid). A metric that cannot be computed (its network missing on the server, too few images: fid, kid and is need 2 or more, lpips 2 or more) is reported in evaluation.unavailable; the generation still succeeds */
+                    evaluation?: {
+                        /** @description The quality metrics to score the images with (GET /v1/quality-metrics) */
+                        metrics: ("clip_t" | "clip_i" | "hps" | "lpips" | "fid" | "kid" | "is")[];
+                        /**
+                         * @description The real images clip_i, fid and kid compare with: this dataset's (needed by those three)
+                         * @example ds_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+                         */
+                        reference_dataset_id?: string;
+                    };
                     /** @description Sends this resource's events to `url`, signed with the tenant's secret (GET /v1/webhook-secret) as Standard Webhooks specifies */
                     webhook?: {
                         /**

@@ -34,7 +34,10 @@ const generationRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           'Answers at once with the queued generation (202, Location: /v1/generations/{id}). With `Prefer: wait=N` (RFC 7240, ' +
           'N up to 60 seconds; a bare `wait` means 60) the answer waits until the generation has finished, as Replicate\'s sync mode: ' +
           '201 with the finished generation, or 202 as it is when N runs out; both say `Preference-Applied: wait=N`. ' +
-          'Refusals: 400 an invalid field (named), 404 a LoRA or training run you do not have, 422 unknown or unusable model, ' +
+          'With `evaluation` the worker scores the images with quality metrics once made (GET /v1/quality-metrics; the ' +
+          'generation shows evaluation.values, and in evaluation.unavailable each metric it could not compute). ' +
+          'Refusals: 400 an invalid field (named; clip_i, fid or kid without evaluation.reference_dataset_id), 404 a LoRA, ' +
+          'training run or reference dataset you do not have, 422 unknown or unusable model, ' +
           'a LoRA of another base model (lora-model-mismatch) or model family (lora-family-mismatch), or a field the model ' +
           'cannot take (clip_skip on SDXL or above its clip_skip_max, size_conditioning on SD 1.x/2.x), 429 the tenant has ' +
           'TENANT_MAX_QUEUED_GENERATIONS generations queued or running.',

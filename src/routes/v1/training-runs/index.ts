@@ -41,7 +41,9 @@ const trainingRunRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           'on one device), 409 empty dataset, 422 unknown or unusable ' +
           'model, or a param the model cannot take (named: a resolution above its default_resolution, a param of another ' +
           'family, clip_skip above its clip_skip_max; unsupported-by-method: a param of the other method), or more devices ' +
-          'than the largest running training worker has (devices-unavailable, naming params.devices), 429 the tenant has ' +
+          'than the largest running training worker has (devices-unavailable, naming params.devices), or a quality metric ' +
+          'whose network this server does not have (metric-unavailable, naming params.validation.metrics.N; 400 when the ' +
+          'validation images cannot give one: no prompts, fewer than 10 final images for fid, kid or is), 429 the tenant has ' +
           'TENANT_MAX_QUEUED_RUNS runs queued or running (training-queue-full), or a full run would pass TENANT_MAX_MODEL_BYTES ' +
           '(model-storage-full).',
         body: CreateTrainingRunBody,
