@@ -41,7 +41,7 @@ test('the defaults, mapped to TrainConfig, are what the engine accepts, and land
   assert.equal(params.mixed_precision, 'bf16', "the server's precision");
   assert.equal(resolveTrainingParams({}, { family: 'sdxl', mixed_precision: 'no', resolution: 128 }).resolution, 128, "the model's resolution");
   assert.equal(resolveTrainingParams({ resolution: 64 }, { family: 'sdxl', mixed_precision: 'no', resolution: 128 }).resolution, 64, 'the request over it');
-  assert.deepEqual(params.validation, { every: 0, prompts: [], steps: 25, guidance_scale: 5, seed: 0 });
+  assert.deepEqual(params.validation, { every: 0, prompts: [], steps: 25, guidance_scale: 5, seed: 0, metrics: [], final_images: 0 });
   const config = validateTrainConfig({ ...FILES, ...trainConfigFields(params) });
   assert.equal(config.resolution, 1024);
   assert.equal(config.maxSteps, 1000);
@@ -69,6 +69,7 @@ test('every param sets TrainConfig fields the engine knows', () => {
   assert.equal(config.validationEvery, 10);
   assert.deepEqual(config.validationPrompts, ['a photo of ohwx dog']);
   assert.equal(config.validationSteps, 25, 'the validation fields left out keep their defaults');
+  assert.deepEqual([config.validationMetrics, config.validationFinalImages], [[], 0]);
   assert.equal(Object.keys(TRAINING_PARAMS).length, Object.keys(everything).length);
 });
 
@@ -169,6 +170,22 @@ test('runs stored before clip_skip and text_encoder_2_lr existed read as the SDX
   assert.equal(stored.text_encoder_2_lr, 3e-5);
   const sd1 = resolveTrainingParams({}, { family: 'sd1', mixed_precision: 'no', resolution: 512 });
   assert.deepEqual(storedTrainingParams(structuredClone(sd1)), sd1, 'a null stays null');
+});
+
+test('validation.metrics and final_images map to the engine; runs stored before them scored nothing', () => {
+  const context = { family: 'sdxl', mixed_precision: 'no', resolution: 128 } as const;
+  const scored = resolveTrainingParams({ validation: { prompts: ['a photo of ohwx dog'], metrics: ['clip_t', 'fid'], final_images: 10 } }, context);
+  const config = validateTrainConfig({ ...FILES, ...trainConfigFields(scored) });
+  assert.deepEqual([config.validationMetrics, config.validationFinalImages], [['clip_t', 'fid'], 10]);
+  assert.equal(paramOfTrainField('validationMetrics'), 'validation.metrics');
+  assert.equal(paramOfTrainField('validationFinalImages'), 'validation.final_images');
+  assert.equal(Value.Check(TrainingParams, withDefaults({ validation: { metrics: ['clip_t', 'clip_t'] } })), false, 'each metric once');
+  assert.equal(Value.Check(TrainingParams, withDefaults({ validation: { metrics: ['dino'] } })), false, 'known metrics only');
+  assert.equal(Value.Check(TrainingParams, withDefaults({ validation: { final_images: 65 } })), false, 'at most 64 per prompt');
+  const old = structuredClone(resolveTrainingParams({}, context)) as Record<string, any>;
+  delete old.validation.metrics;
+  delete old.validation.final_images;
+  assert.deepEqual(storedTrainingParams(old).validation, { every: 0, prompts: [], steps: 25, guidance_scale: 5, seed: 0, metrics: [], final_images: 0 });
 });
 
 test('method full resolves DreamBooth defaults, nulls the LoRA params, and maps to what the engine accepts', () => {
