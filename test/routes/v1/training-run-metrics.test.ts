@@ -69,10 +69,11 @@ test('every metric on the demo model: in events, in the run, on /metrics; the sa
   const { run, validations } = first;
   assert.equal(run.status, 'succeeded', JSON.stringify(run.error));
 
-  // Each validation: its images scored with the per-image metrics, nothing unavailable.
+  // Each validation (before training, every 2 steps): its images scored with the per-image metrics, nothing unavailable.
   const during = validations.filter((event) => !event.data.final);
-  assert.deepEqual([...new Set(during.map((event) => event.data.step))], [2, 4], JSON.stringify(validations.map((e) => e.data)));
-  for (const event of during.filter((e) => e.data.images.length > 0)) {
+  assert.deepEqual(during.map((event) => event.data.step), [0, 2, 4], JSON.stringify(validations.map((e) => e.data)));
+  for (const event of during) {
+    assert.equal(event.data.images.length, PROMPTS.length);
     for (const metric of PER_IMAGE) assert.ok(Number.isFinite(event.data.metrics[metric]), `step ${event.data.step} ${metric}: ${JSON.stringify(event.data)}`);
     assert.ok(event.data.metrics.clip_t >= 0 && event.data.metrics.clip_t <= 100);
     assert.deepEqual(event.data.unavailable, {});
