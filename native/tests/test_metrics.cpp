@@ -3,13 +3,13 @@
 // then FID, KID and the Inception Score from the goldens' own features (the statistics
 // alone) and from ours (the whole path), within the README's tolerances.
 #include "check.h"
-#include "test_support.h" // fresh_dir
+#include "test_support.h" // fresh_dir, metrics_models_dir
 
 #include <ATen/CPUGeneratorImpl.h> // at::detail::createCPUGenerator
 
 #include <cmath>   // std::abs, std::isfinite
 #include <cstdio>  // std::printf
-#include <filesystem> // the models folder of symlinks
+#include <filesystem> // folders of broken and missing networks
 #include <fstream> // golden.json
 #include <string>
 
@@ -183,18 +183,6 @@ std::vector<torch::Tensor> images_of(const std::string& set) {
   return images;
 }
 
-// A metrics models folder in the operator's layout, of symlinks to the fixtures.
-std::string models_dir() {
-  static const std::string dir = [] {
-    const std::filesystem::path root = fresh_dir("metrics-models");
-    for (const auto& [link, target] : std::vector<std::pair<std::string, std::string>>{
-             {"inception", "inception"}, {"lpips", "lpips"}, {"clip", "clip-tiny"}, {"hps", "openclip-tiny"}})
-      std::filesystem::create_directory_symlink(std::filesystem::absolute(metrics_dir() + "/" + target), root / link);
-    return root.string();
-  }();
-  return dir;
-}
-
 } // namespace
 
 TEST_CASE(clip_preprocessing_matches_the_clip_image_processor) {
@@ -239,7 +227,7 @@ TEST_CASE(clip_embeddings_and_score_match_transformers_and_torchmetrics) {
   CHECK(image_gap < 1e-5);
   CHECK(text_gap < 1e-5);
 
-  metrics::Evaluator evaluator(models_dir(), torch::kCPU, 0);
+  metrics::Evaluator evaluator(metrics_models_dir(), torch::kCPU, 0);
   std::vector<metrics::ScoredImage> pairs;
   for (int i = 0; i < 4; ++i) pairs.push_back({images_of("A")[i], clip_prompts()[i]});
   const metrics::Scores scores = evaluator.score(pairs, {"clip_t"});
@@ -254,7 +242,7 @@ TEST_CASE(clip_i_is_the_mean_cosine_of_generated_and_reference_images) {
   const torch::Tensor a = metric_goldens().at("clip.image_embeds").to(torch::kFloat64);
   const torch::Tensor b = model.image_embeds(images_of("B")).to(torch::kFloat64);
   const double expected = (a / a.norm(2, -1, true)).matmul((b / b.norm(2, -1, true)).t()).mean().item<double>();
-  metrics::Evaluator evaluator(models_dir(), torch::kCPU, 0);
+  metrics::Evaluator evaluator(metrics_models_dir(), torch::kCPU, 0);
   evaluator.set_references(images_of("A"));
   std::vector<metrics::ScoredImage> generated;
   for (const torch::Tensor& image : images_of("B")) generated.push_back({image, ""});
@@ -273,7 +261,7 @@ TEST_CASE(open_clip_features_and_the_hps_score_match_open_clip) {
   CHECK(image_gap < 1e-5);
   CHECK(text_gap < 1e-5);
 
-  metrics::Evaluator evaluator(models_dir(), torch::kCPU, 0);
+  metrics::Evaluator evaluator(metrics_models_dir(), torch::kCPU, 0);
   std::vector<metrics::ScoredImage> pairs;
   for (int i = 0; i < 4; ++i) pairs.push_back({images_of("A")[i], clip_prompts()[i]});
   const double expected = metric_goldens().at("openclip.hps_score").to(torch::kFloat64).mean().item<double>();
@@ -281,7 +269,7 @@ TEST_CASE(open_clip_features_and_the_hps_score_match_open_clip) {
 }
 
 TEST_CASE(the_evaluator_gives_fid_kid_is_and_lpips_diversity) {
-  metrics::Evaluator evaluator(models_dir(), torch::kCPU, 7);
+  metrics::Evaluator evaluator(metrics_models_dir(), torch::kCPU, 7);
   evaluator.set_references(images_of("A"));
   std::vector<metrics::ScoredImage> generated;
   for (const torch::Tensor& image : images_of("B")) generated.push_back({image, "one prompt"});
@@ -296,7 +284,7 @@ TEST_CASE(the_evaluator_gives_fid_kid_is_and_lpips_diversity) {
   CHECK(scores.values.at("kid_subset_size") == 8 && scores.values.at("kid_subsets") == 100);
   CHECK(scores.values.at("is_splits") == 4 && scores.values.at("is") >= 1.0);
   // The same seed draws the same permutation: the same numbers again.
-  metrics::Evaluator again(models_dir(), torch::kCPU, 7);
+  metrics::Evaluator again(metrics_models_dir(), torch::kCPU, 7);
   again.set_references(images_of("A"));
   CHECK(again.score(generated, {"is"}).values.at("is") == scores.values.at("is"));
 
@@ -312,8 +300,8 @@ TEST_CASE(metrics_without_their_networks_are_unavailable_not_errors) {
   std::filesystem::create_directories(empty / "clip");
   for (const metrics::MetricNetworkStatus& status : metrics::metric_network_status(empty.string())) CHECK(!status.available);
   CHECK(metrics::metric_network_status("").front().reason == "no metrics models folder is configured");
-  CHECK(metrics::metric_network_status(models_dir()).size() == 7);
-  for (const metrics::MetricNetworkStatus& status : metrics::metric_network_status(models_dir())) CHECK(status.available);
+  CHECK(metrics::metric_network_status(metrics_models_dir()).size() == 7);
+  for (const metrics::MetricNetworkStatus& status : metrics::metric_network_status(metrics_models_dir())) CHECK(status.available);
 
   metrics::Evaluator evaluator(empty.string(), torch::kCPU, 0);
   evaluator.set_references(images_of("A"));
