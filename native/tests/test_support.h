@@ -143,6 +143,20 @@ inline std::filesystem::path fresh_dir(const std::string& name) {
   return dir;
 }
 
+// A metrics models folder in the operator's layout (inception/, lpips/, clip/, hps/), of
+// links to the fixtures' tiny networks (fixtures/metrics/README.md).
+inline std::string metrics_models_dir() {
+  static const std::string dir = [] {
+    const std::filesystem::path root = fresh_dir("metrics-models");
+    const std::filesystem::path metrics = std::filesystem::absolute(fixtures_dir() + "/metrics");
+    for (const auto& [link, target] : std::vector<std::pair<std::string, std::string>>{
+             {"inception", "inception"}, {"lpips", "lpips"}, {"clip", "clip-tiny"}, {"hps", "openclip-tiny"}})
+      std::filesystem::create_directory_symlink(metrics / target, root / link);
+    return root.string();
+  }();
+  return dir;
+}
+
 // A file's bytes (byte-identical outputs of interrupted and uninterrupted runs).
 inline std::string read_bytes(const std::string& path) {
   std::ifstream file(path, std::ios::binary);

@@ -309,4 +309,70 @@ TEST_CASE(validation_images_are_written_as_png) {
   }
 }
 
+TEST_CASE(validation_images_are_scored_with_the_quality_metrics) {
+  const auto run = [](const std::string& name) {
+    TrainOptions options = base_options(fresh_dir(name));
+    options.max_steps = 2;
+    options.validation_every = 1;
+    options.validation_steps = 2;
+    options.validation_prompts = {"a photo of sks toy", "sks toy on a beach"};
+    options.validation_metrics = {"clip_t", "clip_i", "hps", "lpips", "fid", "kid", "is"};
+    options.validation_final_images = 2;
+    options.metrics_models_dir = metrics_models_dir();
+    std::vector<Progress> scored; // the validating reports with scores
+    const TrainResult result = train_lora(options, [&](const Progress& p) {
+      if (p.phase == "validating" && p.metrics.count("metric_images") == 1) scored.push_back(p);
+    }, CancelFlag{});
+    CHECK(result.status == "completed");
+    return std::make_pair(result, scored);
+  };
+  const auto [result, scored] = run("scored");
+  // Steps 0, 1 and 2 (one image per prompt: the per-image metrics), then the final set.
+  CHECK(scored.size() == 4);
+  for (size_t i = 0; i + 1 < scored.size(); ++i) {
+    for (const char* key : {"metric_clip_t", "metric_clip_i", "metric_hps"}) CHECK(scored[i].metrics.count(key) == 1);
+    CHECK(scored[i].metrics.count("metric_fid") == 0 && scored[i].metrics.count("final_set") == 0);
+    CHECK(scored[i].metrics.at("metric_images") == 2);
+  }
+  const Progress& final_set = scored.back();
+  CHECK(final_set.metrics.at("final_set") == 1);
+  CHECK(final_set.metrics.at("metric_images") == 4); // 2 prompts x 2
+  for (const char* key : {"metric_clip_t", "metric_clip_i", "metric_hps", "metric_lpips", "metric_fid", "metric_kid", "metric_is"})
+    CHECK(final_set.metrics.count(key) == 1);
+  CHECK(final_set.metrics.at("metric_lpips_pairs") == 2);
+  CHECK(final_set.files.size() == 4 && final_set.files.back().find("final-01-01.png") != std::string::npos);
+  CHECK(result.metrics.at("final_fid") == final_set.metrics.at("metric_fid"));
+  std::printf("  final set: clip_t %.4f, clip_i %.4f, hps %.4f, lpips %.4f, fid %.4f, kid %.6f, is %.4f\n",
+              final_set.metrics.at("metric_clip_t"), final_set.metrics.at("metric_clip_i"), final_set.metrics.at("metric_hps"),
+              final_set.metrics.at("metric_lpips"), final_set.metrics.at("metric_fid"), final_set.metrics.at("metric_kid"),
+              final_set.metrics.at("metric_is"));
+  // The same seed scores the same.
+  const auto scores = [](const Progress& p) {
+    std::map<std::string, double> values;
+    for (const auto& [key, value] : p.metrics)
+      if (key.rfind("metric_", 0) == 0) values[key] = value;
+    return values;
+  };
+  const auto again = run("scored-again");
+  CHECK(again.second.size() == scored.size());
+  for (size_t i = 0; i < scored.size() && i < again.second.size(); ++i) CHECK(scores(again.second[i]) == scores(scored[i]));
+
+  // Without the networks: the run completes and says which metrics it could not compute.
+  TrainOptions missing = base_options(fresh_dir("unscored"));
+  missing.max_steps = 1;
+  missing.validation_steps = 2;
+  missing.validation_prompts = {"a photo of sks toy"};
+  missing.validation_metrics = {"clip_t", "fid"};
+  missing.validation_final_images = 1;
+  std::string message;
+  const TrainResult unscored = train_lora(missing, [&](const Progress& p) {
+    if (p.phase == "validating" && p.metrics.count("final_set")) message = p.message;
+  }, CancelFlag{});
+  CHECK(unscored.status == "completed");
+  CHECK(message.find("clip_t unavailable: no metrics models folder is configured") != std::string::npos);
+  CHECK(unscored.metrics.count("final_fid") == 0);
+  CHECK_THROWS_WITH(train_lora([&] { TrainOptions bad = missing; bad.validation_metrics = {"dino"}; return bad; }(), nullptr, CancelFlag{}),
+                    "validation_metrics: unknown metric \"dino\"");
+}
+
 SDXL_TEST_MAIN()

@@ -364,6 +364,12 @@ struct TrainOptions {
   int64_t validation_steps = 20;
   double validation_guidance_scale = 5.0;
   int64_t validation_loss_samples = 4; // fixed (image, timestep, noise) triples for the validation loss
+  // Quality metrics of the validation images (evaluate() below): the per-image ones
+  // (clip_t, clip_i, hps) at every validation, every one on the final set. The
+  // references of clip_i, fid and kid are `images`; seeded by validation_seed.
+  std::vector<std::string> validation_metrics;
+  int64_t validation_final_images = 0; // > 0: images per prompt sampled at the end and scored
+  std::string metrics_models_dir;      // the metric networks (evaluate()'s models_dir)
   bool save_peft = false;              // also write <output_name>_peft.safetensors
   std::string save_dtype = "float32";  // LoRA / model file tensors: "float32", "float16" or "bfloat16"
   std::map<std::string, std::string> metadata; // extra header entries for the LoRA or model file
@@ -381,7 +387,8 @@ struct TrainResult {
   std::string ema_model_path;  // with EMA: the same file of the EMA weights
   std::string checkpoint_path; // the last checkpoint written, if any
   std::vector<std::string> sample_paths; // validation PNGs
-  std::map<std::string, double> metrics; // final_loss, mean_loss, validation_loss_first/last, skipped_steps, ...
+  std::map<std::string, double> metrics; // final_loss, mean_loss, validation_loss_first/last, skipped_steps,
+                                         // final_<metric> (the final set's quality metrics), ...
 };
 
 // (Named train_lora because sdxl::train is the trainer's namespace.)
@@ -389,5 +396,38 @@ struct TrainResult {
 // Reports phases "loading", "caching", "training", "validating", "saving".
 // Throws std::invalid_argument for bad options, before any model work.
 TrainResult train_lora(const TrainOptions& options, const ProgressFn& progress, const CancelFlag& cancel);
+
+// ----------------------------------------------------------------------------
+// Quality metrics of generated images (native/src/metrics/): CLIP-T, CLIP-I, an
+// HPS-style OpenCLIP score, LPIPS diversity, FID, KID and the Inception Score, each
+// with its network from a folder the operator fills (inception/, lpips/, clip/, hps/).
+
+// Whether each metric's network files are present in `models_dir` (not whether they load).
+struct MetricNetwork {
+  std::string metric;  // clip_t, clip_i, hps, lpips, fid, kid, is
+  std::string network; // its folder: clip, hps, lpips, inception
+  bool available = false;
+  std::string reason;  // why not, when not
+};
+std::vector<MetricNetwork> metric_networks(const std::string& models_dir);
+
+struct EvaluateOptions {
+  std::string models_dir;
+  std::vector<std::string> metrics;
+  std::vector<TrainImage> images;     // scored; caption = the prompt an image was made from
+  std::vector<TrainImage> references; // what clip_i, fid and kid compare the images with
+  std::string device = "cpu";
+  uint64_t seed = 0;                  // KID's subsets, the Inception Score's permutation
+};
+
+struct EvaluateResult {
+  std::map<std::string, double> values;           // each metric, plus images, reference_images,
+                                                  // kid_std, kid_subsets, kid_subset_size, is_std, is_splits, lpips_pairs
+  std::map<std::string, std::string> unavailable; // metric -> why it was not computed
+};
+
+// Throws std::invalid_argument for an unknown metric or a bad image; a metric that
+// cannot be computed is in `unavailable`, never an error.
+EvaluateResult evaluate(const EvaluateOptions& options, const ProgressFn& progress, const CancelFlag& cancel);
 
 } // namespace sdxl

@@ -7,6 +7,8 @@
 //   writeRandomWeights(options)           -> Promise<void>  (a folder of configs gets seeded random weights)
 //   verify(options, onProgress?)          -> { promise, cancel() }
 //   train(options, onProgress?)           -> { promise, cancel() }  (resolves { status: "cancelled" } when cancelled mid-run)
+//   evaluate(options, onProgress?)        -> { promise ({ values, unavailable }), cancel() }  (quality metrics)
+//   metricNetworks(modelsDir)             -> [{ metric, network, available, reason }] (file checks only)
 //   Model#describe()                      -> ModelInfo
 //   Model#tokenize(prompt)                -> Promise<TokenIds>
 //   Model#encodePrompt(prompt)            -> Promise<PromptEmbeddings>
@@ -24,7 +26,7 @@
 #include "addon/model_wrap.h" // ModelWrap, AddonData
 #include "addon/workers.h"    // LoadModelWorker, InspectSafetensorsWorker, RandomWeightsWorker
 #include "engine/memory_stats.h" // memory_stats
-#include "sdxl/engine.h"      // build_info, verify, train_lora
+#include "sdxl/engine.h"      // build_info, verify, train_lora, evaluate, metric_networks
 
 namespace sdxl::addon {
 namespace {
@@ -82,6 +84,21 @@ Napi::Value train_js(const Napi::CallbackInfo& info) {
                         });
 }
 
+Napi::Value evaluate_js(const Napi::CallbackInfo& info) {
+  EvaluateOptions options = evaluate_options_from_js(info[0]);
+  return start_long_job(info.Env(), "sdxl.evaluate", info[1],
+                        [options = std::move(options)](const ProgressFn& progress, const CancelFlag& cancel) {
+                          auto result = std::make_shared<EvaluateResult>(sdxl::evaluate(options, progress, cancel));
+                          return ResultBuilder([result](Napi::Env env) { return evaluate_result_to_js(env, *result); });
+                        });
+}
+
+Napi::Value metric_networks_js(const Napi::CallbackInfo& info) {
+  return guard(info, [&] {
+    return metric_networks_to_js(info.Env(), metric_networks(string_argument(info, 0, "modelsDir")));
+  });
+}
+
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   const Napi::Function model_class = ModelWrap::define_class(env);
@@ -95,6 +112,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("writeRandomWeights", Napi::Function::New(env, write_random_weights_js, "writeRandomWeights"));
   exports.Set("verify", Napi::Function::New(env, verify_js, "verify"));
   exports.Set("train", Napi::Function::New(env, train_js, "train"));
+  exports.Set("evaluate", Napi::Function::New(env, evaluate_js, "evaluate"));
+  exports.Set("metricNetworks", Napi::Function::New(env, metric_networks_js, "metricNetworks"));
   exports.Set("memoryStats", Napi::Function::New(env, memory_stats_js, "memoryStats"));
   exports.Set("Model", model_class);
   return exports;

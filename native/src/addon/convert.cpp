@@ -257,7 +257,7 @@ TrainImage train_image_from_js(const Napi::Value& value, const std::string& path
   const FieldReader reader(value, path);
   TrainImage image;
   image.name = reader.string("name");
-  image.caption = reader.string("caption");
+  image.caption = reader.string("caption", ""); // evaluate(): the prompt, when known
   image.width = reader.integer("width");
   image.height = reader.integer("height");
   if (image.width <= 0 || image.height <= 0)
@@ -357,9 +357,33 @@ TrainOptions train_options_from_js(const Napi::Value& value) {
   options.validation_steps = reader.integer("validationSteps", options.validation_steps);
   options.validation_guidance_scale = reader.number("validationGuidanceScale", options.validation_guidance_scale);
   options.validation_loss_samples = reader.integer("validationLossSamples", options.validation_loss_samples);
+  options.validation_metrics = reader.string_list("validationMetrics", options.validation_metrics);
+  options.validation_final_images = reader.integer("validationFinalImages", options.validation_final_images);
+  options.metrics_models_dir = reader.string("metricsModelsDir", "");
   options.save_peft = reader.boolean("savePeft", options.save_peft);
   options.save_dtype = reader.string("saveDtype", options.save_dtype);
   options.metadata = reader.string_map("metadata");
+  return options;
+}
+
+EvaluateOptions evaluate_options_from_js(const Napi::Value& value) {
+  const FieldReader reader(value, "options");
+  EvaluateOptions options;
+  options.models_dir = reader.string("modelsDir");
+  options.metrics = reader.string_list("metrics", {});
+  options.device = reader.string("device", options.device);
+  options.seed = reader.unsigned_integer("seed", options.seed);
+  const Napi::Array images = reader.array("images");
+  for (uint32_t i = 0; i < images.Length(); ++i)
+    options.images.push_back(train_image_from_js(images.Get(i), "options.images[" + std::to_string(i) + "]"));
+  const Napi::Value references = reader.raw("references");
+  if (!references.IsUndefined()) {
+    if (!references.IsArray())
+      throw invalid_argument(value.Env(), "Expected array for options.references but received " + js_type_name(references));
+    const Napi::Array list = references.As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i)
+      options.references.push_back(train_image_from_js(list.Get(i), "options.references[" + std::to_string(i) + "]"));
+  }
   return options;
 }
 
@@ -481,6 +505,28 @@ Napi::Object progress_to_js(Napi::Env env, const Progress& progress) {
   result.Set("metrics", metrics_to_js(env, progress.metrics));
   result.Set("files", strings_to_js(env, progress.files));
   return result;
+}
+
+Napi::Object evaluate_result_to_js(Napi::Env env, const EvaluateResult& evaluation) {
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("values", metrics_to_js(env, evaluation.values));
+  Napi::Object unavailable = Napi::Object::New(env);
+  for (const auto& [metric, why] : evaluation.unavailable) unavailable.Set(metric, why);
+  result.Set("unavailable", unavailable);
+  return result;
+}
+
+Napi::Array metric_networks_to_js(Napi::Env env, const std::vector<MetricNetwork>& networks) {
+  Napi::Array list = Napi::Array::New(env, networks.size());
+  for (uint32_t i = 0; i < networks.size(); ++i) {
+    Napi::Object entry = Napi::Object::New(env);
+    entry.Set("metric", networks[i].metric);
+    entry.Set("network", networks[i].network);
+    entry.Set("available", networks[i].available);
+    entry.Set("reason", networks[i].available ? env.Null() : Napi::String::New(env, networks[i].reason));
+    list.Set(i, entry);
+  }
+  return list;
 }
 
 Napi::Object train_result_to_js(Napi::Env env, const TrainResult& train_result) {

@@ -21,6 +21,7 @@ GenerateOptions generate_options_from_js(const Napi::Value& value);
 VerifyOptions verify_options_from_js(const Napi::Value& value);
 // Copies every training image's rgb bytes: the job thread never reads JS memory.
 TrainOptions train_options_from_js(const Napi::Value& value);
+EvaluateOptions evaluate_options_from_js(const Napi::Value& value);
 std::string string_argument(const Napi::CallbackInfo& info, size_t index, const char* name);
 
 // ---- C++ -> JS ---------------------------------------------------------------
@@ -35,6 +36,8 @@ Napi::Object lora_cache_info_to_js(Napi::Env env, const LoraCacheInfo& info);
 Napi::Object verify_report_to_js(Napi::Env env, const VerifyReport& report);
 Napi::Object progress_to_js(Napi::Env env, const Progress& progress);
 Napi::Object train_result_to_js(Napi::Env env, const TrainResult& result);
+Napi::Object evaluate_result_to_js(Napi::Env env, const EvaluateResult& result);
+Napi::Array metric_networks_to_js(Napi::Env env, const std::vector<MetricNetwork>& networks);
 
 // Header of a .safetensors file: { tensors: { name: { dtype, shape, dataOffsets } }, metadata }.
 struct SafetensorsHeader {

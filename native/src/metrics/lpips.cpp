@@ -4,25 +4,11 @@
 #include <stdexcept> // std::invalid_argument
 
 #include "io/safetensors.h"    // load_safetensors
-#include "models/state_dict.h" // load_state_dict
+#include "models/state_dict.h" // load_state_dict, add_parameter
 
 namespace sdxl::metrics {
 
 namespace {
-
-// A parameter under a dotted name ("net.slice1.0.weight"), making the modules on its way.
-torch::Tensor add_parameter(torch::nn::Module& root, const std::string& dotted, const torch::Tensor& value) {
-  torch::nn::Module* module = &root;
-  std::string rest = dotted;
-  for (size_t dot = rest.find('.'); dot != std::string::npos; dot = rest.find('.')) {
-    const std::string name = rest.substr(0, dot);
-    rest = rest.substr(dot + 1);
-    const auto children = module->named_children();
-    module = children.contains(name) ? children[name].get()
-                                     : module->register_module(name, std::make_shared<torch::nn::Module>()).get();
-  }
-  return module->register_parameter(rest, value, /*requires_grad=*/false);
-}
 
 // torchvision AlexNet.features[0:12]: the five convolutions' shapes, strides and padding.
 struct ConvShape {
@@ -38,14 +24,14 @@ constexpr ConvShape kTrunk[5] = {{"slice1.0", 3, 64, 11, 4, 2},
 } // namespace
 
 LpipsImpl::LpipsImpl() {
-  shift_ = add_parameter(*this, "scaling_layer.shift", torch::tensor({-.030, -.088, -.188}).view({1, 3, 1, 1}));
-  scale_ = add_parameter(*this, "scaling_layer.scale", torch::tensor({.458, .448, .450}).view({1, 3, 1, 1}));
+  shift_ = models::add_parameter(*this, "scaling_layer.shift", torch::tensor({-.030, -.088, -.188}).view({1, 3, 1, 1}));
+  scale_ = models::add_parameter(*this, "scaling_layer.scale", torch::tensor({.458, .448, .450}).view({1, 3, 1, 1}));
   for (int l = 0; l < 5; ++l) {
     const ConvShape& conv = kTrunk[l];
     const std::string key = std::string("net.") + conv.key;
-    conv_weight_.push_back(add_parameter(*this, key + ".weight", torch::zeros({conv.out, conv.in, conv.kernel, conv.kernel})));
-    conv_bias_.push_back(add_parameter(*this, key + ".bias", torch::zeros({conv.out})));
-    lin_.push_back(add_parameter(*this, "lin" + std::to_string(l) + ".model.1.weight", torch::zeros({1, conv.out, 1, 1})));
+    conv_weight_.push_back(models::add_parameter(*this, key + ".weight", torch::zeros({conv.out, conv.in, conv.kernel, conv.kernel})));
+    conv_bias_.push_back(models::add_parameter(*this, key + ".bias", torch::zeros({conv.out})));
+    lin_.push_back(models::add_parameter(*this, "lin" + std::to_string(l) + ".model.1.weight", torch::zeros({1, conv.out, 1, 1})));
   }
 }
 

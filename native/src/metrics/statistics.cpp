@@ -103,8 +103,12 @@ MeanAndSpread inception_score(const torch::Tensor& logits, const torch::Tensor& 
   for (const torch::Tensor& chunk : all.chunk(splits, 0)) {
     const torch::Tensor log_p = torch::log_softmax(chunk, 1);
     const torch::Tensor p = log_p.exp();
-    const torch::Tensor log_py = p.mean(0, /*keepdim=*/true).log();
-    scores.push_back(std::exp((p * (log_p - log_py)).sum(1).mean().item<double>()));
+    // log of the mean probability through logsumexp: a class whose probabilities are
+    // subnormal keeps a finite log (p.mean().log() would give -inf there, and inf scores).
+    const torch::Tensor log_py = torch::logsumexp(log_p, 0, /*keepdim=*/true) - std::log(static_cast<double>(chunk.size(0)));
+    // A class no sample gives any probability adds nothing (0 log 0 = 0), not NaN.
+    const torch::Tensor kl = torch::where(p > 0, p * (log_p - log_py), torch::zeros_like(p));
+    scores.push_back(std::exp(kl.sum(1).mean().item<double>()));
   }
   double mean = 0;
   for (const double score : scores) mean += score;

@@ -16,8 +16,8 @@ constexpr int64_t kLegacyEosTokenId = 2;   // configs predating the real eos id:
 // ----------------------------------------------------------------------------
 // Attention and MLP
 
-ClipAttentionImpl::ClipAttentionImpl(int64_t hidden, int64_t heads_, torch::TensorOptions options)
-    : heads(heads_) {
+ClipAttentionImpl::ClipAttentionImpl(int64_t hidden, int64_t heads_, bool causal_, torch::TensorOptions options)
+    : heads(heads_), causal(causal_) {
   k_proj = register_module("k_proj", Linear(hidden, hidden, true, options));
   v_proj = register_module("v_proj", Linear(hidden, hidden, true, options));
   q_proj = register_module("q_proj", Linear(hidden, hidden, true, options));
@@ -30,7 +30,7 @@ torch::Tensor ClipAttentionImpl::forward(const torch::Tensor& x) {
   torch::Tensor q = split(q_proj(x)); // [B, heads, N, d]
   torch::Tensor k = split(k_proj(x)); // [B, heads, N, d]
   torch::Tensor v = split(v_proj(x)); // [B, heads, N, d]
-  torch::Tensor attended = attend(q, k, v, /*causal=*/true);              // [B, heads, N, d]
+  torch::Tensor attended = attend(q, k, v, causal);            // [B, heads, N, d]
   return out_proj(attended.transpose(1, 2).reshape({batch, tokens, -1})); // [B, N, hidden]
 }
 
@@ -46,8 +46,8 @@ torch::Tensor ClipMlpImpl::forward(const torch::Tensor& x) {
   return fc2(h);            // [B, N, hidden]
 }
 
-ClipEncoderLayerImpl::ClipEncoderLayerImpl(const ClipTextConfig& c, torch::TensorOptions options) {
-  self_attn = register_module("self_attn", ClipAttention(c.hidden_size, c.num_attention_heads, options));
+ClipEncoderLayerImpl::ClipEncoderLayerImpl(const ClipEncoderConfig& c, torch::TensorOptions options, bool causal) {
+  self_attn = register_module("self_attn", ClipAttention(c.hidden_size, c.num_attention_heads, causal, options));
   layer_norm1 = register_module("layer_norm1", LayerNorm(c.hidden_size, c.layer_norm_eps, options));
   mlp = register_module("mlp", ClipMlp(c.hidden_size, c.intermediate_size, c.hidden_act, options));
   layer_norm2 = register_module("layer_norm2", LayerNorm(c.hidden_size, c.layer_norm_eps, options));

@@ -23,14 +23,15 @@ struct ClipTextOutput {
 };
 
 // ----------------------------------------------------------------------------
-// Encoder layer: pre-norm self-attention (causal) and MLP
+// Encoder layer: pre-norm self-attention (causal in the text tower) and MLP
 
 class ClipAttentionImpl : public torch::nn::Module {
  public:
-  ClipAttentionImpl(int64_t hidden, int64_t heads, torch::TensorOptions options);
-  torch::Tensor forward(const torch::Tensor& x); // [B, N, hidden] -> same, causal
+  ClipAttentionImpl(int64_t hidden, int64_t heads, bool causal, torch::TensorOptions options);
+  torch::Tensor forward(const torch::Tensor& x); // [B, N, hidden] -> same
 
   int64_t heads;
+  bool causal; // each token sees only those before it (the text tower)
   Linear q_proj{nullptr};
   Linear k_proj{nullptr};
   Linear v_proj{nullptr};
@@ -51,7 +52,7 @@ TORCH_MODULE(ClipMlp);
 
 class ClipEncoderLayerImpl : public torch::nn::Module {
  public:
-  ClipEncoderLayerImpl(const ClipTextConfig& config, torch::TensorOptions options);
+  ClipEncoderLayerImpl(const ClipEncoderConfig& config, torch::TensorOptions options, bool causal = true);
   // [B, N, hidden] -> same; through checkpoint() when gradient_checkpointing is set,
   // the layer is training and grad mode is on.
   torch::Tensor forward(const torch::Tensor& x);

@@ -176,24 +176,30 @@ UNetConfig UNetConfig::sd15_base() {
 // ----------------------------------------------------------------------------
 // CLIP text
 
-ClipTextConfig ClipTextConfig::from_json(const json& config) {
-  ClipTextConfig c;
-  c.vocab_size = value_or(config, "vocab_size", c.vocab_size);
+ClipEncoderConfig ClipEncoderConfig::from_json(const json& config, const std::string& component) {
+  ClipEncoderConfig c;
   c.hidden_size = value_or(config, "hidden_size", c.hidden_size);
   c.intermediate_size = value_or(config, "intermediate_size", c.intermediate_size);
   c.num_hidden_layers = value_or(config, "num_hidden_layers", c.num_hidden_layers);
   c.num_attention_heads = value_or(config, "num_attention_heads", c.num_attention_heads);
-  c.max_position_embeddings = value_or(config, "max_position_embeddings", c.max_position_embeddings);
   c.hidden_act = value_or(config, "hidden_act", c.hidden_act);
   c.layer_norm_eps = value_or(config, "layer_norm_eps", c.layer_norm_eps);
+  require(c.hidden_act == "quick_gelu" || c.hidden_act == "gelu", component, "hidden_act " + c.hidden_act);
+  require(c.hidden_size % c.num_attention_heads == 0, component, "head count");
+  return c;
+}
+
+ClipTextConfig ClipTextConfig::from_json(const json& config) {
+  ClipTextConfig c;
+  static_cast<ClipEncoderConfig&>(c) = ClipEncoderConfig::from_json(config, "CLIP text");
+  c.vocab_size = value_or(config, "vocab_size", c.vocab_size);
+  c.max_position_embeddings = value_or(config, "max_position_embeddings", c.max_position_embeddings);
   c.projection_dim = value_or(config, "projection_dim", c.projection_dim);
   c.bos_token_id = value_or(config, "bos_token_id", c.bos_token_id);
   c.eos_token_id = value_or(config, "eos_token_id", c.eos_token_id);
   c.pad_token_id = value_or(config, "pad_token_id", c.pad_token_id);
   const auto architectures = value_or(config, "architectures", std::vector<std::string>{});
   c.with_projection = !architectures.empty() && architectures.front() == "CLIPTextModelWithProjection";
-  require(c.hidden_act == "quick_gelu" || c.hidden_act == "gelu", "CLIP text", "hidden_act " + c.hidden_act);
-  require(c.hidden_size % c.num_attention_heads == 0, "CLIP text", "head count");
   return c;
 }
 

@@ -69,17 +69,24 @@ struct UNetConfig {
 };
 
 // ----------------------------------------------------------------------------
-// CLIPTextModel / CLIPTextModelWithProjection
+// CLIP's transformer encoder (both towers), CLIPTextModel / CLIPTextModelWithProjection
 
-struct ClipTextConfig {
-  int64_t vocab_size = 49408;
+// The encoder layers' shape, shared by the text and the vision tower (metrics/clip_model.h).
+struct ClipEncoderConfig {
   int64_t hidden_size = 768;
   int64_t intermediate_size = 3072;
   int64_t num_hidden_layers = 12;
   int64_t num_attention_heads = 12;
-  int64_t max_position_embeddings = 77;
   std::string hidden_act = "quick_gelu"; // "quick_gelu" or "gelu"
   double layer_norm_eps = 1e-5;
+
+  // Throws std::invalid_argument("<component>: ...") for an unsupported activation or head count.
+  static ClipEncoderConfig from_json(const nlohmann::json& config, const std::string& component);
+};
+
+struct ClipTextConfig : ClipEncoderConfig {
+  int64_t vocab_size = 49408;
+  int64_t max_position_embeddings = 77;
   int64_t projection_dim = 768;
   int64_t bos_token_id = 0;
   int64_t eos_token_id = 2; // 2 = legacy: the pooled token is argmax(input_ids)

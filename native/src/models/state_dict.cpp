@@ -103,6 +103,19 @@ void load_state_dict(torch::nn::Module& module, const StateDict& tensors, const 
   }
 }
 
+torch::Tensor add_parameter(torch::nn::Module& root, const std::string& dotted, const torch::Tensor& value) {
+  torch::nn::Module* module = &root;
+  std::string rest = dotted;
+  for (size_t dot = rest.find('.'); dot != std::string::npos; dot = rest.find('.')) {
+    const std::string name = rest.substr(0, dot);
+    rest = rest.substr(dot + 1);
+    const auto children = module->named_children();
+    module = children.contains(name) ? children[name].get()
+                                     : module->register_module(name, std::make_shared<torch::nn::Module>()).get();
+  }
+  return module->register_parameter(rest, value, /*requires_grad=*/false);
+}
+
 int64_t count_parameters(const torch::nn::Module& module) {
   int64_t total = 0;
   for (const auto& parameter : module.parameters(/*recurse=*/true)) total += parameter.numel();

@@ -29,6 +29,11 @@ void load_state_dict(torch::nn::Module& module, const StateDict& tensors,
 // names where a prefix was missing, ignored buffers dropped.
 StateDict normalize_state_dict_keys(const torch::nn::Module& module, const StateDict& tensors);
 
+// Registers `value` as a frozen parameter under a dotted name ("net.slice1.0.weight"),
+// making plain modules on its way: for networks written with raw tensors whose state
+// dict keys must still match (metrics/lpips.cpp, metrics/open_clip.cpp). Returns it.
+torch::Tensor add_parameter(torch::nn::Module& root, const std::string& dotted, const torch::Tensor& value);
+
 // Total number of parameter elements (works on meta-device modules).
 int64_t count_parameters(const torch::nn::Module& module);
 

@@ -3,6 +3,7 @@
 
 #include "dist/process_group.h"  // dist::has_backend_for
 #include "engine/runtime.h"       // parse_device
+#include "metrics/evaluator.h"    // metric_network
 #include "sample/conditioning.h" // sample::check_clip_skip
 
 #include <cmath>     // std::isfinite
@@ -14,6 +15,8 @@
 namespace sdxl::train {
 
 namespace {
+constexpr int64_t kMaxFinalImages = 64; // per validation prompt
+
 [[noreturn]] void refuse(const std::string& field, const std::string& why) {
   throw std::invalid_argument(field + ": " + why);
 }
@@ -178,6 +181,17 @@ void check_train_options(const TrainOptions& o) {
   if (o.validation_every < 0) refuse("validation_every", "must be >= 0");
   require_positive("validation_steps", o.validation_steps);
   if (o.validation_loss_samples < 0) refuse("validation_loss_samples", "must be >= 0");
+  for (const std::string& metric : o.validation_metrics) {
+    try {
+      metrics::metric_network(metric);
+    } catch (const std::invalid_argument& error) {
+      refuse("validation_metrics", error.what());
+    }
+  }
+  if (o.validation_final_images < 0 || o.validation_final_images > kMaxFinalImages)
+    refuse("validation_final_images", "must be between 0 and " + std::to_string(kMaxFinalImages));
+  if (o.validation_final_images > 0 && o.validation_prompts.empty())
+    refuse("validation_final_images", "needs validation_prompts to sample from");
   check_devices(o);
 }
 

@@ -22,10 +22,12 @@
 #endif
 
 #include <chrono>     // wall-clock seconds in the result
+#include <cstdio>     // std::snprintf validation image names
 #include <cmath>      // std::isfinite
 #include <exception>  // std::exception_ptr: the first rank's error
 #include <filesystem> // output directories
 #include <functional> // std::function
+#include <memory>     // std::unique_ptr evaluator
 #include <mutex>      // the first rank's error
 #include <sstream>    // option fingerprints
 #include <thread>     // one thread per rank
@@ -35,6 +37,7 @@
 #include "engine/model.h"         // Model, load_model_from
 #include "engine/runtime.h"       // parse_device, parse_dtype
 #include "io/key_conversion.h"    // io::UNetLayout
+#include "metrics/evaluator.h"     // Evaluator, image_tensor
 #include "models/grad_checkpoint.h" // set_gradient_checkpointing
 #include "sample/noise_schedule.h"  // train_alphas_cumprod
 #include "sdxl/engine.h"
@@ -50,7 +53,7 @@
 #include "train/progress_meter.h"  // ProgressMeter
 #include "train/training_method.h" // TrainingMethod, make_lora_method, make_full_method
 #include "train/training_set.h"    // build_training_set
-#include "train/validation.h"      // validation_loss, write_validation_images
+#include "train/validation.h"      // validation_loss, write_validation_images, quality_metrics
 
 namespace sdxl {
 
@@ -172,6 +175,9 @@ class Trainer {
   at::Generator make_device_generator(uint64_t seed) const;
   std::string save_checkpoint(int64_t steps_done);
   void validate(int64_t steps_done);
+  // The end-of-run set: validation_final_images per prompt, scored with every metric.
+  void validate_final(int64_t steps_done);
+  metrics::Evaluator& evaluator();
   void save_outputs(TrainResult& result, int64_t steps_done);
   bool on_main(const std::function<void()>& work);
 
@@ -203,6 +209,7 @@ class Trainer {
   double last_prior_loss_ = 0;
   std::vector<std::string> sample_paths_;
   std::string last_checkpoint_;
+  std::unique_ptr<metrics::Evaluator> evaluator_; // quality metrics; made at the first validation that scores
 };
 
 void Trainer::load() {
@@ -535,11 +542,47 @@ void Trainer::validate(int64_t steps_done) {
     metrics_["validation_loss_last"] = loss;
   }
   std::vector<std::string> files;
+  std::string message;
   if (!validation_.prompts.empty()) {
-    files = train::write_validation_images(*model_, options_, validation_, conditioner_.get(), steps_done, cancel_);
+    char name[32];
+    std::snprintf(name, sizeof name, "step-%06lld", static_cast<long long>(steps_done));
+    const train::ValidationImages written =
+        train::write_validation_images(*model_, options_, validation_, conditioner_.get(), name, 1, cancel_);
+    files = written.paths;
     sample_paths_.insert(sample_paths_.end(), files.begin(), files.end());
+    // One image per prompt: the metrics of single images; the set metrics wait for the final set.
+    std::vector<std::string> per_image;
+    for (const std::string& metric : options_.validation_metrics)
+      if (metric == "clip_t" || metric == "clip_i" || metric == "hps") per_image.push_back(metric);
+    if (!per_image.empty()) results.merge(train::quality_metrics(evaluator(), written.images, per_image, message));
   }
-  meter_.report("validating", steps_done, options_.max_steps, "", results, files);
+  meter_.report("validating", steps_done, options_.max_steps, message, results, files);
+}
+
+void Trainer::validate_final(int64_t steps_done) {
+  meter_.report("validating", steps_done, options_.max_steps, "final set");
+  const ValidationWeights weights(*method_);
+  const train::ValidationImages written = train::write_validation_images(
+      *model_, options_, validation_, conditioner_.get(), "final", options_.validation_final_images, cancel_);
+  sample_paths_.insert(sample_paths_.end(), written.paths.begin(), written.paths.end());
+  std::string message;
+  std::map<std::string, double> results =
+      train::quality_metrics(evaluator(), written.images, options_.validation_metrics, message);
+  const std::string prefix = "metric_";
+  for (const auto& [key, value] : results)
+    if (key.rfind(prefix, 0) == 0) metrics_["final_" + key.substr(prefix.size())] = value;
+  results["final_set"] = 1;
+  meter_.report("validating", steps_done, options_.max_steps, message, results, written.paths);
+}
+
+metrics::Evaluator& Trainer::evaluator() {
+  if (!evaluator_) {
+    evaluator_ = std::make_unique<metrics::Evaluator>(options_.metrics_models_dir, device_, options_.validation_seed);
+    std::vector<torch::Tensor> references;
+    for (const TrainImage& image : options_.images) references.push_back(metrics::image_tensor(image));
+    evaluator_->set_references(std::move(references));
+  }
+  return *evaluator_;
 }
 
 void Trainer::save_outputs(TrainResult& result, int64_t steps_done) {
@@ -604,6 +647,7 @@ TrainResult Trainer::run() {
   } else {
     if (parallel_.is_main()) {
       if (!validation_.prompts.empty() || !validation_.triples.empty()) validate(done);
+      if (options_.validation_final_images > 0) validate_final(done);
       save_outputs(result, done);
     }
     // With checkpoints on, the final state is kept too (kohya's --save_state_on_train_end).

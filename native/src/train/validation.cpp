@@ -79,47 +79,67 @@ double validation_loss(Model& model, const TrainingSet& set, const ValidationSet
   return sum / static_cast<double>(validation.triples.size());
 }
 
-std::vector<std::string> write_validation_images(Model& model, const TrainOptions& options,
-                                                 const ValidationSet& validation,
-                                                 const sample::TextConditioner* conditioner, int64_t step,
-                                                 const CancelFlag& cancel) {
-  std::vector<std::string> paths;
-  if (validation.prompts.empty()) return paths;
+ValidationImages write_validation_images(Model& model, const TrainOptions& options, const ValidationSet& validation,
+                                         const sample::TextConditioner* conditioner, const std::string& name,
+                                         int64_t per_prompt, const CancelFlag& cancel) {
+  ValidationImages written;
+  if (validation.prompts.empty()) return written;
   torch::NoGradGuard no_grad;
   EvalModeGuard eval(model);
   const auto directory = std::filesystem::path(options.output_dir) / "samples";
   std::filesystem::create_directories(directory);
   const int64_t factor = vae_scale_factor(model);
   const int64_t size = options.resolution;
-  for (size_t i = 0; i < validation.prompts.size(); ++i) {
-    throw_if_cancelled(cancel);
-    sample::Text2ImageInputs inputs;
-    if (conditioner != nullptr) { // trained encoders: encode with their current LoRAs
-      inputs.positive = conditioner->encode({validation.prompts[i]});
-      inputs.negative = conditioner->unconditional({""}, inputs.positive);
-    } else {
-      inputs.positive = validation.positive[i];
-      inputs.negative = validation.negative;
+  const auto prompts = static_cast<int64_t>(validation.prompts.size());
+  for (int64_t i = 0; i < prompts; ++i) { // prompt by prompt, as the names sort
+    for (int64_t k = 0; k < per_prompt; ++k) {
+      throw_if_cancelled(cancel);
+      sample::Text2ImageInputs inputs;
+      if (conditioner != nullptr) { // trained encoders: encode with their current LoRAs
+        inputs.positive = conditioner->encode({validation.prompts[i]});
+        inputs.negative = conditioner->unconditional({""}, inputs.positive);
+      } else {
+        inputs.positive = validation.positive[i];
+        inputs.negative = validation.negative;
+      }
+      if (model.unet->config().has_added_embedding())
+        inputs.positive.time_ids =
+            sample::add_time_ids(sample::SizeConditioning::for_output(size, size), 1, model.dtype, model.device); // [1, 6]
+      // One seed per prompt (and image), fixed across the run, so samples at different steps compare.
+      auto generator = at::detail::createCPUGenerator(options.validation_seed + static_cast<uint64_t>(i + k * prompts));
+      inputs.latents = torch::randn({1, model.unet->config().in_channels, size / factor, size / factor}, generator,
+                                    torch::kFloat32)
+                           .to(model.device, model.dtype);
+      inputs.steps = options.validation_steps;
+      inputs.guidance_scale = options.validation_guidance_scale;
+      const auto result = sample::text_to_image(model.unet, model.vae, model.scheduler, inputs,
+                                                [&](int64_t, int64_t) { throw_if_cancelled(cancel); });
+      char suffix[32];
+      if (per_prompt == 1) std::snprintf(suffix, sizeof suffix, "-%02lld.png", static_cast<long long>(i));
+      else std::snprintf(suffix, sizeof suffix, "-%02lld-%02lld.png", static_cast<long long>(i), static_cast<long long>(k));
+      const std::string path = (directory / (name + suffix)).string();
+      std::vector<uint8_t> rgb = sample::image_to_rgb8(result.image);
+      write_png(path, size, size, rgb);
+      written.paths.push_back(path);
+      const torch::Tensor pixels = torch::from_blob(rgb.data(), {size, size, 3}, torch::kUInt8).permute({2, 0, 1}).clone();
+      written.images.push_back(metrics::ScoredImage{pixels, validation.prompts[i]}); // [3, size, size]
     }
-    if (model.unet->config().has_added_embedding())
-      inputs.positive.time_ids =
-          sample::add_time_ids(sample::SizeConditioning::for_output(size, size), 1, model.dtype, model.device); // [1, 6]
-    // One seed per prompt, fixed across the run, so samples at different steps compare.
-    auto generator = at::detail::createCPUGenerator(options.validation_seed + i);
-    inputs.latents = torch::randn({1, model.unet->config().in_channels, size / factor, size / factor}, generator,
-                                  torch::kFloat32)
-                         .to(model.device, model.dtype);
-    inputs.steps = options.validation_steps;
-    inputs.guidance_scale = options.validation_guidance_scale;
-    const auto result = sample::text_to_image(model.unet, model.vae, model.scheduler, inputs,
-                                              [&](int64_t, int64_t) { throw_if_cancelled(cancel); });
-    char name[64];
-    std::snprintf(name, sizeof name, "step-%06lld-%02zu.png", static_cast<long long>(step), i);
-    const std::string path = (directory / name).string();
-    write_png(path, size, size, sample::image_to_rgb8(result.image));
-    paths.push_back(path);
   }
-  return paths;
+  return written;
+}
+
+std::map<std::string, double> quality_metrics(metrics::Evaluator& evaluator,
+                                              const std::vector<metrics::ScoredImage>& images,
+                                              const std::vector<std::string>& wanted, std::string& message) {
+  std::map<std::string, double> results;
+  if (wanted.empty()) return results;
+  const metrics::Scores scores = evaluator.score(images, wanted);
+  for (const auto& [key, value] : scores.values) results["metric_" + key] = value;
+  for (const auto& [metric, why] : scores.unavailable) {
+    results["unavailable_" + metric] = 1;
+    message += (message.empty() ? "" : "; ") + metric + " unavailable: " + why;
+  }
+  return results;
 }
 
 } // namespace sdxl::train

@@ -6,12 +6,14 @@
 #pragma once
 
 #include <cstdint> // int64_t
+#include <map>
 #include <string>
 #include <vector>
 
 #include <torch/torch.h> // torch::Tensor
 
 #include "engine/model.h"         // Model
+#include "metrics/evaluator.h"    // ScoredImage
 #include "sdxl/engine.h"          // TrainOptions
 #include "train/training_set.h"   // TrainingSet
 
@@ -43,10 +45,24 @@ ValidationSet make_validation_set(Model& model, const TrainOptions& options, con
 double validation_loss(Model& model, const TrainingSet& set, const ValidationSet& validation,
                        const torch::Tensor& alphas_cumprod, const sample::TextConditioner* conditioner);
 
-// One PNG per prompt: <output_dir>/samples/step-000050-00.png. Returns the paths.
-std::vector<std::string> write_validation_images(Model& model, const TrainOptions& options,
-                                                 const ValidationSet& validation,
-                                                 const sample::TextConditioner* conditioner, int64_t step,
-                                                 const CancelFlag& cancel);
+struct ValidationImages {
+  std::vector<std::string> paths;
+  std::vector<metrics::ScoredImage> images; // the same images with their prompts, for the quality metrics
+};
+
+// `per_prompt` PNGs per prompt under <output_dir>/samples/: <name>-00.png per prompt when
+// one (name "step-000050"), else <name>-PP-KK.png. Prompt p's k-th image is seeded with
+// validation_seed + p + k * prompts, so the first of each prompt is the one every
+// validation step samples.
+ValidationImages write_validation_images(Model& model, const TrainOptions& options, const ValidationSet& validation,
+                                         const sample::TextConditioner* conditioner, const std::string& name,
+                                         int64_t per_prompt, const CancelFlag& cancel);
+
+// The quality metrics of validation images as progress metrics: metric_<key> for each
+// value the evaluator gives (metric_clip_t, metric_kid_std, metric_images, ...) and
+// unavailable_<metric> = 1 for each it could not compute, with the reasons in `message`.
+std::map<std::string, double> quality_metrics(metrics::Evaluator& evaluator,
+                                              const std::vector<metrics::ScoredImage>& images,
+                                              const std::vector<std::string>& wanted, std::string& message);
 
 } // namespace sdxl::train
