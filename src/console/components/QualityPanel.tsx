@@ -60,21 +60,23 @@ export function QualityPanel({ sets, fallback, requested }: QualityPanelProps) {
       {rows.length === 0 || columns.length === 0 ? null : (
         <>
           <h3 id="run-quality-steps-heading">By validation</h3>
-          <table class="list" aria-labelledby="run-quality-steps-heading">
-            <TableHead columns={['Step', ...columns.map(metricLabel)]} />
-            <tbody>
-              {rows.map((set) => (
-                <tr key={`${set.step}-${set.final}`} class={set.final ? 'final-set' : undefined}>
-                  <td data-label="Step">{set.final ? <strong>{setLabel(set)}</strong> : set.step}</td>
-                  {columns.map((metric) => (
-                    <td key={metric} data-label={metricLabel(metric)}>
-                      {metric in set.values ? formatMetric(set, metric) : metric in set.unavailable ? <span class="muted" title={set.unavailable[metric]}>unavailable</span> : '—'}
-                    </td>
-                  ))}
-                </tr>
-              ))}
-            </tbody>
-          </table>
+          <div class="table-scroll">
+            <table class="list" aria-labelledby="run-quality-steps-heading">
+              <TableHead columns={['Step', ...columns.map(metricLabel)]} />
+              <tbody>
+                {rows.map((set) => (
+                  <tr key={`${set.step}-${set.final}`} data-final={set.final ? 'true' : undefined}>
+                    <td data-label="Step">{set.final ? <strong>{setLabel(set)}</strong> : set.step}</td>
+                    {columns.map((metric) => (
+                      <td key={metric} class="metric" data-label={metricLabel(metric)}>
+                        {metric in set.values ? formatMetric(set, metric) : metric in set.unavailable ? <span class="muted" title={set.unavailable[metric]}>unavailable</span> : '—'}
+                      </td>
+                    ))}
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
         </>
       )}
     </section>

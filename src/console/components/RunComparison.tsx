@@ -42,26 +42,28 @@ export function RunComparison({ datasetId }: { datasetId: string }) {
               ? 'No run of this dataset has quality metrics: choose some under Validation when you start one.'
               : `Quality metrics of each run: its final set's, else its latest validation's. ${QUALITY_READING}`}
           </p>
-          <table class="list" aria-labelledby="dataset-runs-heading">
-            <TableHead columns={['Run', 'Method', 'Steps', 'Status', ...(columns.length === 0 ? [] : ['Scored']), ...columns.map(metricLabel)]} />
-            <tbody>
-              {runs.map((run) => {
-                const set = quality.get(run.id) ?? null;
-                return (
-                  <tr key={run.id} data-run-id={run.id}>
-                    <td data-label="Run"><Link to={`/runs/${run.id}`}>{run.name ?? run.id}</Link></td>
-                    <td data-label="Method">{methodLabel(run)}</td>
-                    <td data-label="Steps">{run.params.max_steps}</td>
-                    <td data-label="Status"><span class={`status status-${run.status}`}>{run.status}</span></td>
-                    {columns.length === 0 ? null : <td data-label="Scored">{set === null ? '—' : setLabel(set)}</td>}
-                    {columns.map((metric) => (
-                      <td key={metric} data-label={metricLabel(metric)} data-metric={metric}>{formatMetric(set, metric)}</td>
-                    ))}
-                  </tr>
-                );
-              })}
-            </tbody>
-          </table>
+          <div class="table-scroll">
+            <table class="list" aria-labelledby="dataset-runs-heading">
+              <TableHead columns={['Run', 'Method', 'Steps', 'Status', ...(columns.length === 0 ? [] : ['Scored']), ...columns.map(metricLabel)]} />
+              <tbody>
+                {runs.map((run) => {
+                  const set = quality.get(run.id) ?? null;
+                  return (
+                    <tr key={run.id} data-run-id={run.id}>
+                      <td data-label="Run"><Link to={`/runs/${run.id}`}>{run.name ?? run.id}</Link></td>
+                      <td data-label="Method">{methodLabel(run)}</td>
+                      <td data-label="Steps">{run.params.max_steps}</td>
+                      <td data-label="Status"><span class={`status status-${run.status}`}>{run.status}</span></td>
+                      {columns.length === 0 ? null : <td data-label="Scored">{set === null ? '—' : setLabel(set)}</td>}
+                      {columns.map((metric) => (
+                        <td key={metric} class="metric" data-label={metricLabel(metric)} data-metric={metric}>{formatMetric(set, metric)}</td>
+                      ))}
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
+          </div>
         </>
       )}
     </section>
