@@ -77,6 +77,18 @@ export async function fetchBlob(apiKey: string, path: string): Promise<Blob> {
   return response.blob();
 }
 
+/**
+ * The JSON at an API path the generated client does not know yet (a route newer than
+ * openapi/openapi.json, such as GET /v1/quality-metrics), fetched with the key.
+ */
+export async function fetchJson(apiKey: string, path: string): Promise<unknown> {
+  const response = await fetch(path, { headers: { authorization: `Bearer ${apiKey}`, accept: 'application/json' } }).catch(() => {
+    throw new ApiError(0, undefined);
+  });
+  if (!response.ok) throw new ApiError(response.status, await problemOf(response));
+  return response.json();
+}
+
 /** Saves the bytes at an API path as a file, through a short-lived object URL. */
 export async function download(apiKey: string, path: string, filename: string): Promise<void> {
   const url = URL.createObjectURL(await fetchBlob(apiKey, path));

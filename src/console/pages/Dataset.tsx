@@ -1,10 +1,11 @@
-// One dataset: what it is, its photos with their captions, uploads, captioning, and the
-// way on to training.
+// One dataset: what it is, its photos with their captions, uploads, captioning, the way on
+// to training, and the runs trained on it compared by their quality metrics.
 import { useState } from 'preact/hooks';
 import { unwrap, type Dataset, type Image } from '../api.js';
 import { CaptioningPanel } from '../components/CaptioningPanel.js';
 import { ErrorNotice } from '../components/ErrorNotice.js';
 import { ImageCard } from '../components/ImageCard.js';
+import { RunComparison } from '../components/RunComparison.js';
 import { Uploader } from '../components/Uploader.js';
 import { formatTime } from '../format.js';
 import { useLoad } from '../hooks.js';
@@ -47,6 +48,7 @@ export function DatasetPage({ id }: { id: string }) {
       ) : (
         <ImageGrid images={images.data.data} onChanged={reload} />
       )}
+      <RunComparison datasetId={id} />
     </section>
   );
 }

@@ -8,12 +8,14 @@
 // lists your own models (full fine-tunes) after the server's.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import paramsSchema, { type ParamSchema } from 'openapi:training-params';
-import { ApiError, newIdempotencyKey, unwrap, type ApiClient, type BaseModel, type Dataset } from '../api.js';
+import { ApiError, fetchJson, newIdempotencyKey, unwrap, type ApiClient, type BaseModel, type Dataset } from '../api.js';
 import { ErrorNotice } from '../components/ErrorNotice.js';
+import { MetricChoices } from '../components/MetricChoices.js';
 import { RadioChoices } from '../components/RadioChoices.js';
 import { fromFieldValue, ParamField, toFieldValue, type FieldValue } from '../components/ParamField.js';
 import { useLoad } from '../hooks.js';
 import { appliesTo, defaultFor, modelLabel } from '../model-family.js';
+import { metricInfosOf, QUALITY_METRICS, type QualityMetricInfo } from '../quality-metrics.js';
 import { Link, navigate } from '../router.js';
 import { useSession } from '../session.js';
 import { presetById, presetsFor, subjectPrompt, type PresetId, type Subject, type TrainingMethod, type TrainingParamsInput } from '../training-presets.js';
@@ -54,11 +56,32 @@ function fieldsOf(schema: typeof paramsSchema): FieldSpec[] {
   return fields;
 }
 
-const FIELDS = fieldsOf(paramsSchema);
+/**
+ * validation.metrics and validation.final_images (issue 25) as the API's contract gives
+ * them, for as long as openapi/openapi.json lacks them; the document's own take their place
+ * once it has them. At their defaults (none, 0) they are not sent, so a service without
+ * them is not asked for them.
+ */
+const QUALITY_FIELDS: FieldSpec[] = [
+  {
+    key: 'validation.metrics',
+    path: ['validation', 'metrics'],
+    group: 'validation',
+    schema: { type: 'array', items: { type: 'string', enum: QUALITY_METRICS }, default: [], description: 'Quality metrics to score validation images with' },
+  },
+  {
+    key: 'validation.final_images',
+    path: ['validation', 'final_images'],
+    group: 'validation',
+    schema: { type: 'integer', minimum: 0, maximum: 64, default: 0, description: 'Images per validation prompt made with the final weights at the end, scored with every metric chosen' },
+  },
+];
+
+const FIELDS = [...fieldsOf(paramsSchema), ...QUALITY_FIELDS.filter((field) => paramsSchema.properties.validation?.properties?.[field.path[1]!] === undefined)];
 const FIELD_BY_KEY = new Map(FIELDS.map((field) => [field.key, field]));
 /** Shown outside "Advanced settings", in this order. */
 const TRAINING_KEYS = ['max_steps', 'rank', 'learning_rate', 'resolution'];
-const VALIDATION_KEYS = ['validation.prompts', 'validation.every'];
+const VALIDATION_KEYS = ['validation.prompts', 'validation.every', 'validation.metrics', 'validation.final_images'];
 const MAIN_KEYS = new Set([...TRAINING_KEYS, ...VALIDATION_KEYS]);
 
 /** Labels of the params this console knows; a param it does not know is named from its key. */
@@ -94,6 +117,8 @@ const LABELS: Record<string, string> = {
   'validation.steps': 'Validation sampling steps',
   'validation.guidance_scale': 'Validation guidance scale',
   'validation.seed': 'Validation seed',
+  'validation.metrics': 'Quality metrics',
+  'validation.final_images': 'Final images per prompt',
   prior_preservation: 'Prior preservation',
   'prior_preservation:toggle': 'Use prior preservation',
   'prior_preservation.class_prompt': 'Class prompt',
@@ -207,7 +232,7 @@ function paramsOf(values: Values, presetKeys: ReadonlySet<string>, family: BaseM
 /** A server's message about the field at `path` (e.g. "params.max_steps") or inside it ("params.validation.prompts.0"). */
 function messageFor(error: unknown, path: string): string | undefined {
   if (!(error instanceof ApiError)) return undefined;
-  return error.fieldMessage(path) ?? error.problem?.errors?.find((field) => field.field.startsWith(`${path}.`))?.message;
+  return error.fieldMessage(path) ?? error.problem?.errors?.find((field) => field.field.startsWith(`${path}.`) || field.field.startsWith(`${path}[`))?.message;
 }
 
 async function allDatasets(api: ApiClient): Promise<Dataset[]> {
@@ -225,12 +250,25 @@ async function allDatasets(api: ApiClient): Promise<Dataset[]> {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** The quality metrics the service offers; null when it offers none (a service before issue 25 answers 404). */
+async function qualityMetrics(apiKey: string): Promise<QualityMetricInfo[] | null> {
+  try {
+    return metricInfosOf(await fetchJson(apiKey, '/v1/quality-metrics'));
+  } catch {
+    return null;
+  }
+}
+
 export function NewRunPage({ datasetId }: { datasetId: string | undefined }) {
-  const { api } = useSession();
+  const { api, apiKey } = useSession();
   const choices = useLoad(async () => {
-    const [datasets, models] = await Promise.all([allDatasets(api), unwrap(api.GET('/v1/models')).then((body) => body.data)]);
-    return { datasets, models };
-  }, [api]);
+    const [datasets, models, metrics] = await Promise.all([
+      allDatasets(api),
+      unwrap(api.GET('/v1/models')).then((body) => body.data),
+      qualityMetrics(apiKey),
+    ]);
+    return { datasets, models, metrics };
+  }, [api, apiKey]);
   const data = choices.data;
   return (
     <>
@@ -243,7 +281,7 @@ export function NewRunPage({ datasetId }: { datasetId: string | undefined }) {
       ) : data.models.length === 0 ? (
         <p>The service has no base model. Put one under MODELS_DIR and restart it.</p>
       ) : (
-        <NewRunForm datasets={data.datasets} models={data.models} initialDatasetId={datasetId} />
+        <NewRunForm datasets={data.datasets} models={data.models} metrics={data.metrics} initialDatasetId={datasetId} />
       )}
     </>
   );
@@ -252,10 +290,12 @@ export function NewRunPage({ datasetId }: { datasetId: string | undefined }) {
 interface FormProps {
   datasets: Dataset[];
   models: BaseModel[];
+  /** GET /v1/quality-metrics; null: the service offers none, and the form asks for none. */
+  metrics: QualityMetricInfo[] | null;
   initialDatasetId: string | undefined;
 }
 
-function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
+function NewRunForm({ datasets, models, metrics, initialDatasetId }: FormProps) {
   const { api } = useSession();
   const [datasetId, setDatasetId] = useState(() => (datasets.find((dataset) => dataset.id === initialDatasetId) ?? datasets[0]!).id);
   const [modelId, setModelId] = useState(models[0]!.id);
@@ -504,7 +544,26 @@ function NewRunForm({ datasets, models, initialDatasetId }: FormProps) {
           rows: 3,
           hint: `One prompt per line (at most ${FIELD_BY_KEY.get('validation.prompts')?.schema.maxItems ?? 8}); each makes an image at every validation. None: the validation loss only.`,
         })}
-        <div class="form-grid">{paramField('validation.every')}</div>
+        <div class="form-grid">
+          {paramField('validation.every')}
+          {metrics === null || metrics.length === 0
+            ? null
+            : paramField('validation.final_images', {
+                hint:
+                  'Images per validation prompt made with the final weights at the end and scored with every metric chosen (0: none). ' +
+                  'FID, KID and IS need at least 10 in all (this times the prompts), LPIPS at least 2.',
+              })}
+        </div>
+        {metrics === null || metrics.length === 0 || !shownFields.some((field) => field.key === 'validation.metrics') ? null : (
+          <MetricChoices
+            id={idOf('validation.metrics')}
+            legend={labelOf('validation.metrics')}
+            metrics={metrics}
+            chosen={String(values['validation.metrics'] ?? '').split('\n').filter((line) => line !== '')}
+            onChange={(chosen) => setParam('validation.metrics', chosen.join('\n'))}
+            error={paramError('validation.metrics')}
+          />
+        )}
       </fieldset>
 
       <details class="advanced">

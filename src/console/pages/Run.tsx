@@ -1,4 +1,4 @@
-// One training run, live: its facts, progress, loss chart, validation images, log and
+// One training run, live: its facts, progress, loss chart, quality metrics, validation images, log and
 // files. The event stream replays every event from the run's start, so a reload rebuilds
 // the chart and the log; events are applied in batches (a replay brings thousands at once).
 import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
@@ -8,9 +8,11 @@ import { AuthImage } from '../components/AuthImage.js';
 import { ErrorNotice } from '../components/ErrorNotice.js';
 import { LossChart, type LossSeries } from '../components/LossChart.js';
 import { Progress } from '../components/Progress.js';
+import { QualityPanel } from '../components/QualityPanel.js';
 import { TableHead } from '../components/TableHead.js';
 import { formatBytes, formatDuration, formatNumber, formatTime } from '../format.js';
 import { useInterval, useLoad } from '../hooks.js';
+import { qualitySetOf, requestedQuality, runQuality, type QualitySet } from '../quality-metrics.js';
 import { Link } from '../router.js';
 import { useSession } from '../session.js';
 import { ACTIVE_STATUSES } from './Runs.js';
@@ -24,8 +26,12 @@ interface ValidationImage {
 
 interface ValidationResult {
   step: number;
+  /** The end-of-run set (validation.final_images per prompt): at the last step, beside that step's own validation. */
+  final: boolean;
   loss: number | null;
   images: ValidationImage[];
+  /** Its quality metrics, when the run asked for any. */
+  quality: QualitySet | null;
 }
 
 /** What the event stream has said so far. */
@@ -34,7 +40,7 @@ interface StreamState {
   status: string | undefined;
   progress: RunProgress | undefined;
   series: LossSeries;
-  /** By step, ascending; a resumed run's repeat of a step replaces it. */
+  /** By step, ascending, the final set last; a resumed run's repeat of a step replaces it. */
   validations: ValidationResult[];
   log: string[];
   /** Log lines left out at the start (the page keeps the last MAX_LOG_LINES). */
@@ -96,8 +102,11 @@ function applyEvents(state: StreamState, events: readonly TrainingRunEvent[]): S
       case 'validation': {
         const step = numberOrNull(data.step) ?? 0;
         const images = Array.isArray(data.images) ? (data.images as ValidationImage[]) : [];
-        const result = { step, loss: numberOrNull(data.validation_loss), images };
-        validations = [...validations.filter((other) => other.step !== step), result].sort((a, b) => a.step - b.step);
+        const final = data.final === true;
+        const result = { step, final, loss: numberOrNull(data.validation_loss), images, quality: qualitySetOf(data, step) };
+        validations = [...validations.filter((other) => other.step !== step || other.final !== final), result].sort(
+          (a, b) => a.step - b.step || Number(a.final) - Number(b.final),
+        );
         break;
       }
       case 'log':
@@ -246,6 +255,10 @@ export function RunPage({ id }: { id: string }) {
   const progress = stream.progress ?? data.progress ?? undefined;
   const lora = artifacts.data?.find((artifact) => artifact.kind === 'lora');
   const prompts = data.params.validation.prompts;
+  const requested = requestedQuality(data);
+  /** The prompt of a validation image: one image per prompt, or final_images per prompt in the final set (prompt by prompt). */
+  const promptOf = (validation: ValidationResult, i: number) =>
+    prompts[validation.final && requested.finalImages > 0 ? Math.floor(i / requested.finalImages) : i];
 
   const save = async (artifact: TrainingRunArtifact) => {
     setActionError(undefined);
@@ -309,6 +322,12 @@ export function RunPage({ id }: { id: string }) {
         <LossChart series={stream.series} />
         <ErrorNotice error={streamError} prefix="Live updates stopped" />
       </section>
+
+      <QualityPanel
+        sets={stream.validations.flatMap((validation) => (validation.quality === null ? [] : [validation.quality]))}
+        fallback={runQuality(data)}
+        requested={requested.metrics}
+      />
 
       <section class="card" aria-labelledby="run-facts-heading">
         <h2 id="run-facts-heading">Details</h2>
@@ -382,22 +401,7 @@ export function RunPage({ id }: { id: string }) {
           </p>
         ) : (
           stream.validations.map((validation) => (
-            <section key={validation.step} aria-labelledby={`run-validation-${validation.step}`}>
-              <h3 id={`run-validation-${validation.step}`}>Step {validation.step}</h3>
-              <p class="muted">Validation loss {formatNumber(validation.loss)}</p>
-              {validation.images.length === 0 ? null : (
-                <ul class="gallery">
-                  {validation.images.map((image, i) => (
-                    <li key={image.name}>
-                      <figure>
-                        <AuthImage path={image.content_url} alt={`Validation image ${i + 1} at step ${validation.step}`} />
-                        {prompts[i] === undefined ? null : <figcaption>{prompts[i]}</figcaption>}
-                      </figure>
-                    </li>
-                  ))}
-                </ul>
-              )}
-            </section>
+            <ValidationSection key={`${validation.step}-${validation.final}`} validation={validation} promptOf={(i) => promptOf(validation, i)} />
           ))
         )}
       </section>
@@ -431,6 +435,32 @@ export function RunPage({ id }: { id: string }) {
         )}
       </section>
     </>
+  );
+}
+
+/** One validation's images (or the final set's), each captioned with its prompt. */
+function ValidationSection({ validation, promptOf }: { validation: ValidationResult; promptOf: (i: number) => string | undefined }) {
+  const id = `run-validation-${validation.step}${validation.final ? '-final' : ''}`;
+  return (
+    <section aria-labelledby={id}>
+      <h3 id={id}>{validation.final ? `Final set (step ${validation.step})` : `Step ${validation.step}`}</h3>
+      {validation.final && validation.loss === null ? null : <p class="muted">Validation loss {formatNumber(validation.loss)}</p>}
+      {validation.images.length === 0 ? null : (
+        <ul class="gallery">
+          {validation.images.map((image, i) => (
+            <li key={image.name}>
+              <figure>
+                <AuthImage
+                  path={image.content_url}
+                  alt={validation.final ? `Final image ${i + 1}` : `Validation image ${i + 1} at step ${validation.step}`}
+                />
+                {promptOf(i) === undefined ? null : <figcaption>{promptOf(i)}</figcaption>}
+              </figure>
+            </li>
+          ))}
+        </ul>
+      )}
+    </section>
   );
 }
 

@@ -18,19 +18,29 @@ interface RunList {
   datasets: Map<string, Dataset>;
 }
 
-/** The first `pages` pages of runs (a refresh reloads all that are shown), and the datasets' names. */
-async function loadRuns(api: ApiClient, pages: number): Promise<RunList> {
+/** The first `pages` pages of `pageSize` runs, newest first, of one dataset or all; `more` when there are older ones. */
+export async function listRuns(
+  api: ApiClient,
+  { pages, pageSize = PAGE_SIZE, datasetId }: { pages: number; pageSize?: number; datasetId?: string },
+): Promise<{ runs: TrainingRun[]; more: boolean }> {
   const runs: TrainingRun[] = [];
   let cursor: string | null = null;
   for (let page = 0; page < pages; page++) {
-    const body: { data: TrainingRun[]; next_cursor: string | null } = await unwrap(api.GET('/v1/training-runs', { params: { query: { limit: PAGE_SIZE, ...(cursor === null ? {} : { cursor }) } } }));
+    const query = { limit: pageSize, ...(datasetId === undefined ? {} : { dataset_id: datasetId }), ...(cursor === null ? {} : { cursor }) };
+    const body: { data: TrainingRun[]; next_cursor: string | null } = await unwrap(api.GET('/v1/training-runs', { params: { query } }));
     runs.push(...body.data);
     cursor = body.next_cursor;
     if (cursor === null) break;
   }
+  return { runs, more: cursor !== null };
+}
+
+/** The first `pages` pages of runs (a refresh reloads all that are shown), and the datasets' names. */
+async function loadRuns(api: ApiClient, pages: number): Promise<RunList> {
+  const { runs, more } = await listRuns(api, { pages });
   // Names for the dataset column; a run whose dataset is gone (or past this page) shows its id.
   const datasets = await unwrap(api.GET('/v1/datasets', { params: { query: { limit: 100 } } }));
-  return { runs, more: cursor !== null, datasets: new Map(datasets.data.map((dataset) => [dataset.id, dataset])) };
+  return { runs, more, datasets: new Map(datasets.data.map((dataset) => [dataset.id, dataset])) };
 }
 
 function progressText(run: TrainingRun): string {
