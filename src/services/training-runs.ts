@@ -211,9 +211,11 @@ function metricConflicts(params: ResolvedTrainingParams): FieldError[] {
     errors.push(fieldError('body', 'params.validation.final_images', `${distribution.join(', ')} ${distribution.length === 1 ? 'needs' : 'need'} ` +
       `at least ${MIN_DISTRIBUTION_IMAGES} final images (final_images x prompts), and this run has ${finalImages} x ${prompts.length} = ${finalSet}: ` +
       `fewer give meaningless estimates; use final_images ${Math.ceil(MIN_DISTRIBUTION_IMAGES / Math.max(1, prompts.length))} or more`));
-  } else if (metrics.includes('lpips') && finalImages < 2) {
+  }
+  if (metrics.includes('lpips') && finalImages < 2) {
     errors.push(fieldError('body', 'params.validation.final_images', `lpips compares pairs of final images of one prompt: it needs final_images 2 or more, and this run has ${finalImages}`));
-  } else if (finalImages > 0 && prompts.length === 0 && metrics.length === 0) {
+  }
+  if (finalImages > 0 && prompts.length === 0 && metrics.length === 0) {
     errors.push(fieldError('body', 'params.validation.final_images', 'samples final_images per validation prompt, and validation.prompts is empty: give prompts'));
   }
   return errors;
