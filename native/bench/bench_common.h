@@ -67,6 +67,19 @@ inline std::map<std::string, std::string> parse_arguments(int argc, char** argv,
   return values;
 }
 
+// std::invalid_argument("unknown option --x") for an option not in `known`.
+inline void require_known_options(const std::map<std::string, std::string>& values, const std::set<std::string>& known) {
+  for (const auto& entry : values)
+    if (known.count(entry.first) == 0) throw std::invalid_argument("unknown option --" + entry.first);
+}
+
+// The value given for --name, else `fallback`.
+inline std::string option_or(const std::map<std::string, std::string>& values, const std::string& name,
+                             const std::string& fallback) {
+  const auto found = values.find(name);
+  return found == values.end() ? fallback : found->second;
+}
+
 // parse_arguments, where --help/-h prints `usage` and exits 0.
 inline std::map<std::string, std::string> parse_arguments_or_help(int argc, char** argv,
                                                                   const std::set<std::string>& flags,

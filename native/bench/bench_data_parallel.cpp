@@ -57,15 +57,10 @@ std::vector<TrainImage> random_images(int64_t count, int64_t side) {
 
 int run(int argc, char** argv) {
   const auto values = bench::parse_arguments_or_help(argc, argv, {}, kUsage);
-  const auto value = [&](const std::string& name, const std::string& fallback) {
-    const auto found = values.find(name);
-    return found == values.end() ? fallback : found->second;
-  };
-  for (const auto& [name, _] : values)
-    if (std::string(" model method devices device dtype threads zero overlap bucket-kb gradient-checkpointing full-bf16 "
-                    "steps batch resolution optimizer ")
-            .find(" " + name + " ") == std::string::npos)
-      throw std::invalid_argument("unknown option --" + name);
+  bench::require_known_options(values, {"model", "method", "devices", "device", "dtype", "threads", "zero", "overlap",
+                                         "bucket-kb", "gradient-checkpointing", "full-bf16", "steps", "batch",
+                                         "resolution", "optimizer"});
+  const auto value = [&](const std::string& name, const std::string& fallback) { return bench::option_or(values, name, fallback); };
   const char* fixtures = std::getenv("SDXL_FIXTURES_DIR");
   const std::string model = value("model", std::string(fixtures ? fixtures : "../shared/fixtures") + "/tiny-sdxl");
   const std::string method = value("method", "lora");

@@ -56,13 +56,8 @@ double time_ms(const std::function<void()>& work, const torch::Device& device) {
 
 int run(int argc, char** argv) {
   const auto values = bench::parse_arguments_or_help(argc, argv, {}, kUsage);
-  const auto value = [&](const std::string& name, const std::string& fallback) {
-    const auto found = values.find(name);
-    return found == values.end() ? fallback : found->second;
-  };
-  for (const auto& [name, _] : values)
-    if (std::string(" models images size references device ").find(" " + name + " ") == std::string::npos)
-      throw std::invalid_argument("unknown option --" + name);
+  bench::require_known_options(values, {"models", "images", "size", "references", "device"});
+  const auto value = [&](const std::string& name, const std::string& fallback) { return bench::option_or(values, name, fallback); };
   const bool own_folder = values.count("models") == 0;
   const std::string models = own_folder ? fixture_models() : value("models", "");
   const int64_t count = bench::parse_count("images", value("images", "16"), 2);
