@@ -1,10 +1,11 @@
 // The trainer end to end on the tiny fixture model (CPU, float32 unless a case
 // says otherwise), with images generated here: bad options, learning, exact
 // resume after a stop and after a cancel, the saved file against the adapter
-// in memory, bfloat16 weights and validation images.
+// in memory, bfloat16 weights, validation images, held-out images and epochs.
 #include "check.h"
 #include "test_support.h" // tiny_dir, max_abs_diff, scratch_path
 
+#include <cmath>      // std::abs
 #include <filesystem> // temp dirs, file checks
 #include <fstream>    // byte comparison
 #include <iterator>   // std::istreambuf_iterator
@@ -376,3 +377,58 @@ TEST_CASE(validation_images_are_scored_with_the_quality_metrics) {
 }
 
 SDXL_TEST_MAIN()
+
+TEST_CASE(held_out_images_are_validated_on_and_never_trained_on) {
+  TrainOptions options = base_options(fresh_dir("without-split"));
+  const TrainResult without = train_lora(options, nullptr, CancelFlag{});
+
+  options.output_dir = fresh_dir("with-split").string();
+  options.validation_images = make_images(3, 64, 80);
+  for (TrainImage& image : options.validation_images) image.caption = "a photo of sks toy outdoors";
+  const TrainResult with = train_lora(options, nullptr, CancelFlag{});
+  CHECK(with.status == "completed");
+  CHECK(with.metrics.at("held_out_images") == 3);
+  CHECK(without.metrics.at("held_out_images") == 0);
+  // Training saw the same images in the same order with the same draws: the same LoRA.
+  CHECK(read_bytes(with.lora_path) == read_bytes(without.lora_path));
+  // The validation loss is over other images (and other timesteps and noise).
+  CHECK(std::abs(with.metrics.at("validation_loss_last") - without.metrics.at("validation_loss_last")) > 1e-6);
+
+  // A held-out image is refused as a training image would be.
+  TrainOptions bad = options;
+  bad.model.model_path = "/nonexistent/model";
+  bad.validation_images[2].rgb.pop_back();
+  CHECK_THROWS_WITH(train_lora(bad, nullptr, CancelFlag{}), "validation_images[2].rgb");
+}
+
+TEST_CASE(progress_reports_the_epoch_and_epochs_count_in_micro_batches) {
+  // 4 images of one bucket, batch 1: an epoch is 4 micro-batches, 2 optimizer steps with accumulation 2.
+  TrainOptions options = base_options(fresh_dir("epochs"));
+  options.max_steps = 7;
+  options.gradient_accumulation = 2;
+  CHECK(batches_per_epoch(options) == 4);
+  std::vector<Progress> training;
+  const TrainResult result = train_lora(
+      options, [&](const Progress& p) { if (p.phase == "training") training.push_back(p); }, CancelFlag{});
+  CHECK(result.status == "completed");
+  CHECK(!training.empty());
+  const Progress& last = training.back();
+  CHECK(last.step == 7);
+  CHECK(last.metrics.at("epoch") == 4); // the last step's micro-batches, 13 and 14, open epoch 4
+  CHECK(last.metrics.at("epochs") == 4); // ceil(14 / 4)
+  CHECK(result.metrics.at("epochs") == 4);
+
+  // Buckets and repeats: 3 square images and 1 of 2:1 (the 320x192 bucket at resolution 256),
+  // three times each, in batches of 2: ceil(9 / 2) + ceil(3 / 2) (one bucket would be ceil(12 / 2)).
+  TrainOptions plan;
+  plan.resolution = 256;
+  plan.min_bucket_side = 64;
+  plan.max_bucket_side = 512;
+  plan.images = make_images(3, 512, 512);
+  plan.images.push_back(make_images(1, 1024, 512).front());
+  plan.repeats = 3;
+  plan.batch_size = 2;
+  CHECK(batches_per_epoch(plan) == 7);
+  plan.images.clear();
+  CHECK_THROWS_WITH(batches_per_epoch(plan), "images:");
+}

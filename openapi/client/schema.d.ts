@@ -1347,6 +1347,11 @@ export interface components {
                 resolution: number;
                 /** @description Optimizer steps. Default: lora 1000 (about 100 passes over 10 photos); full 800 (diffusers' DreamBooth with prior preservation) */
                 max_steps: number;
+                /**
+                 * @description Passes over the dataset (its training part, with validation_split), instead of max_steps: the run then takes ceil(max_epochs x batches per epoch / gradient_accumulation) steps, which its params.max_steps shows once created (an epoch holds each aspect-ratio bucket's images x repeats, in batches of batch_size). Giving both is refused. null = max_steps decides
+                 * @default null
+                 */
+                max_epochs: number | null;
                 /** @description lora only: the LoRA rank; 16 keeps a likeness (93 MB as float32 on SDXL, 13 MB on SD 1.5; half that as float16). Default 16. Null on full runs */
                 rank: number | null;
                 /** @description lora only: LoRA alpha; the scale is alpha / rank. Default 16. Null on full runs */
@@ -1427,6 +1432,11 @@ export interface components {
                  * @default 0
                  */
                 noise_offset: number;
+                /**
+                 * @description Share of the dataset's images held out of training (each chosen by a hash of its sha256, the same images in every run of the dataset); the validation loss of each validation is then over them, one timestep each. 0 = none: the validation loss is over training images
+                 * @default 0
+                 */
+                validation_split: number;
                 /**
                  * @description Probability of training a step on the empty prompt
                  * @default 0
@@ -1525,6 +1535,10 @@ export interface components {
                 phase: string;
                 step: number;
                 total_steps: number;
+                /** @description The epoch (pass over the training images, 1-based) the last step was in; null before training */
+                epoch?: number | null;
+                /** @description The epochs the run spans: params.max_epochs, or ceil(max_steps x gradient_accumulation / batches per epoch) */
+                epochs?: number | null;
                 percent: number;
                 /** @description Loss of the last step */
                 loss: number | null;
@@ -1551,7 +1565,7 @@ export interface components {
                 /** @description With several devices: milliseconds the last step spent summing the ranks' gradients (null when the trainer does not say) */
                 allreduce_ms?: number | null;
             } | null;
-            /** @description When finished: steps, devices, final_loss, mean_loss, validation losses, peak_memory_bytes (the most memory the run held on its device, progress.device), with several devices world_size and allreduce_ms_mean (the mean all-reduce time of a step), ... */
+            /** @description When finished: steps, epochs, held_out_images (params.validation_split), devices, final_loss, mean_loss, validation losses, peak_memory_bytes (the most memory the run held on its device, progress.device), with several devices world_size and allreduce_ms_mean (the mean all-reduce time of a step), ... */
             metrics: {
                 [key: string]: number;
             } | null;
@@ -3742,6 +3756,11 @@ export interface operations {
                         resolution?: number;
                         /** @description Optimizer steps. Default: lora 1000 (about 100 passes over 10 photos); full 800 (diffusers' DreamBooth with prior preservation) */
                         max_steps?: number;
+                        /**
+                         * @description Passes over the dataset (its training part, with validation_split), instead of max_steps: the run then takes ceil(max_epochs x batches per epoch / gradient_accumulation) steps, which its params.max_steps shows once created (an epoch holds each aspect-ratio bucket's images x repeats, in batches of batch_size). Giving both is refused. null = max_steps decides
+                         * @default null
+                         */
+                        max_epochs?: number | null;
                         /** @description lora only: the LoRA rank; 16 keeps a likeness (93 MB as float32 on SDXL, 13 MB on SD 1.5; half that as float16). Default 16. Null on full runs */
                         rank?: number;
                         /** @description lora only: LoRA alpha; the scale is alpha / rank. Default 16. Null on full runs */
@@ -3825,6 +3844,11 @@ export interface operations {
                          * @default 0
                          */
                         noise_offset?: number;
+                        /**
+                         * @description Share of the dataset's images held out of training (each chosen by a hash of its sha256, the same images in every run of the dataset); the validation loss of each validation is then over them, one timestep each. 0 = none: the validation loss is over training images
+                         * @default 0
+                         */
+                        validation_split?: number;
                         /**
                          * @description Probability of training a step on the empty prompt
                          * @default 0

@@ -57,9 +57,11 @@ export { METRIC_NAMES, METRIC_NETWORK_NAMES } from './types.js';
 export {
   TrainConfig,
   TrainImageSource,
+  batchesPerEpoch,
   decodeTrainImage,
   train,
   validateTrainConfig,
+  type EpochPlan,
   type TrainConfigInput,
   type TrainJob,
 } from './train.js';

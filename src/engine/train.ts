@@ -14,6 +14,7 @@ import { Value } from 'typebox/value';
 
 import {
   checkDevice,
+  checkInteger,
   checkObject,
   checkPath,
   checkProgressCallback,
@@ -43,6 +44,8 @@ const MAX_CLASS_IMAGES = 1000;
 const MAX_VALIDATION_PROMPTS = 64;
 /** Images per validation prompt of the final set scored at the end. */
 const MAX_FINAL_IMAGES = 64;
+/** Widest side an image to plan may have (the service's pixel limits keep real ones far below). */
+const MAX_IMAGE_SIDE = 1 << 16;
 const MAX_DEVICES = 64; // ranks of one run (GPUs of one machine, or CPU ranks in tests)
 const MAX_SAMPLING_STEPS = 1000; // the scheduler's training timesteps
 const OUTPUT_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'; // a file name, never a path
@@ -101,6 +104,11 @@ export const TrainConfig = Type.Object({
     description: 'Prior preservation: class images (one size), each micro-batch trains on as many; [] = off',
   }),
   priorLossWeight: number({ minimum: 0, maximum: 100 }, 1, 'Weight of the loss on class images'),
+  validationImages: Type.Array(TrainImageSource, {
+    maxItems: MAX_IMAGES,
+    default: [],
+    description: 'Held out (a validation split): never trained on; the validation loss is over them instead of over images. [] = none',
+  }),
   // What is trained
   method: Type.Enum(['lora', 'full'], {
     default: 'lora',
@@ -326,6 +334,7 @@ const SPECIAL_FIELDS: Record<string, (name: string, value: unknown) => unknown> 
   devices: (name, value) => checkDevices(name, value),
   images: (_name, value) => checkImages(value),
   classImages: (_name, value) => checkImages(value, 'classImages', MAX_CLASS_IMAGES),
+  validationImages: (_name, value) => checkImages(value, 'validationImages'),
   metadata: (_name, value) => checkMetadata(value),
   seed: (name, value) => checkSeed(name, value),
   validationSeed: (name, value) => checkSeed(name, value),
@@ -408,6 +417,35 @@ function progress(phase: string, step: number, total: number, message: string): 
   return { phase, step, total, message, metrics: {}, files: [] };
 }
 
+/** The bucketing and batching fields of a train config that decide how many micro-batches an epoch holds. */
+export interface EpochPlan {
+  /** Each training image's size as displayed (after its EXIF orientation), as the trainer decodes it. */
+  images: Array<{ width: number; height: number }>;
+  resolution: number;
+  bucketStep: number;
+  minBucketSide: number;
+  maxBucketSide: number;
+  repeats: number;
+  batchSize: number;
+}
+
+/**
+ * Micro-batches in one epoch of training on these image sizes: the images of each aspect-ratio bucket, times
+ * repeats, in batches of batchSize that never mix buckets (what the trainer's sampler does). A number of epochs
+ * is ceil(epochs * this / gradientAccumulation) optimizer steps.
+ */
+export function batchesPerEpoch(plan: EpochPlan): number {
+  if (plan.images.length === 0) throw new EngineArgumentError('plan.images is empty: an epoch needs at least one image');
+  for (const [index, image] of plan.images.entries()) {
+    checkInteger(`plan.images[${index}].width`, image.width, 1, MAX_IMAGE_SIDE);
+    checkInteger(`plan.images[${index}].height`, image.height, 1, MAX_IMAGE_SIDE);
+  }
+  for (const field of ['resolution', 'bucketStep', 'minBucketSide', 'maxBucketSide', 'repeats', 'batchSize'] as const) {
+    checkInteger(`plan.${field}`, plan[field], 1, MAX_IMAGE_SIDE);
+  }
+  return loadNativeAddon().batchesPerEpoch(plan);
+}
+
 /**
  * Trains a LoRA, or the whole model (method "full"). A bad config gives a job whose promise rejects with an EngineArgumentError
  * before any image is decoded and before the native trainer is called.
@@ -431,9 +469,9 @@ export function train(config: TrainConfigInput, onProgress?: ProgressCallback): 
 
   const run = async (): Promise<TrainResult> => {
     await Promise.resolve(); // report nothing before train() has returned the job to its caller
-    const { images, classImages, ...options } = checked;
+    const { images, classImages, validationImages, ...options } = checked;
     const maxSide = Math.min(MAX_SIDE, checked.resolution * DECODE_SIDE_FACTOR);
-    const all = [...images, ...classImages];
+    const all = [...images, ...classImages, ...validationImages];
     const decoded: NativeTrainImage[] = [];
     for (const [index, image] of all.entries()) {
       if (cancelled) throw cancelledError();
@@ -443,7 +481,12 @@ export function train(config: TrainConfigInput, onProgress?: ProgressCallback): 
     report(progress('decoding', all.length, all.length, ''));
     if (cancelled) throw cancelledError();
     mkdirSync(checked.outputDir, { recursive: true });
-    const nativeOptions: NativeTrainOptions = { ...options, images: decoded.slice(0, images.length), classImages: decoded.slice(images.length) };
+    const nativeOptions: NativeTrainOptions = {
+      ...options,
+      images: decoded.slice(0, images.length),
+      classImages: decoded.slice(images.length, images.length + classImages.length),
+      validationImages: decoded.slice(images.length + classImages.length),
+    };
     native = loadNativeAddon().train(nativeOptions, report);
     return native.promise;
   };

@@ -219,6 +219,7 @@ export interface NativeTrainOptions extends RuntimeOptions {
   configDir?: string;
   images: NativeTrainImage[];
   classImages: NativeTrainImage[]; // prior preservation; [] = off
+  validationImages: NativeTrainImage[]; // held out: the validation loss is over them; [] = none
   outputDir: string;
   outputName?: string;
   resumeFrom?: string;
@@ -360,6 +361,7 @@ export interface NativeAddon {
   writeRandomWeights(options: RandomWeightsOptions): Promise<void>;
   verify(options: VerifyOptions, onProgress?: ProgressCallback): NativeJob<VerifyReport>;
   train(options: NativeTrainOptions, onProgress?: ProgressCallback): NativeJob<TrainResult>;
+  batchesPerEpoch(plan: { images: Array<{ width: number; height: number }>; resolution: number; bucketStep: number; minBucketSide: number; maxBucketSide: number; repeats: number; batchSize: number }): number;
   metricNetworks(modelsDir: string): MetricNetwork[];
   evaluate(options: EvaluateOptions, onProgress?: ProgressCallback): NativeJob<EvaluateResult>;
   Model: abstract new (...args: never[]) => NativeModel;

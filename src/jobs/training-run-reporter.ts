@@ -57,6 +57,9 @@ export function runProgress(report: Progress, totalSteps: number, device: string
     phase: report.phase,
     step: steps,
     total_steps: totalSteps,
+    // 1-based; epochs: how many max_steps spans (the engine counts micro-batches, as kohya does).
+    epoch: metric('epoch'),
+    epochs: metric('epochs'),
     percent: totalSteps > 0 ? Math.round((1000 * steps) / totalSteps) / 10 : 0,
     loss: metric('loss'),
     loss_avg: metric('loss_avg'),

@@ -22,13 +22,14 @@ import { createHash } from 'node:crypto';
 import { train, type TrainResult } from '../engine/index.js';
 import type { Database } from '../db/database.js';
 import type { ServiceMetrics } from '../metrics/service-metrics.js';
-import { createTrainingRunsRepository, type TrainingRunRow } from '../repositories/training-runs.js';
+import { createTrainingRunsRepository, type TrainingRunImage, type TrainingRunRow } from '../repositories/training-runs.js';
 import { createTrainingWorkersRepository } from '../repositories/training-workers.js';
 import { storedTrainingParams, trainConfigFields, type PriorPreservationParams, type ResolvedTrainingParams } from '../schemas/training-params.js';
 import type { ClassImagesService } from '../services/class-images.js';
 import type { QualityMetricsService } from '../services/quality-metrics.js';
 import { MODEL_OUTPUT_NAME, MODEL_OUTPUT_NAMES, type ModelsService, type ResolvedModel } from '../services/models.js';
 import type { RunEventsBus } from '../services/run-events-bus.js';
+import { splitHeldOut } from '../services/training-data-plan.js';
 import { TrainingResultsService } from '../services/training-results.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { RunFileStore } from '../storage/run-file-store.js';
@@ -166,6 +167,17 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
   }
 
   /** Prior preservation: the class images the run trains on beside its own (made now when not cached). */
+  /** The snapshot images' bytes, as the engine takes them. */
+  async #trainImages(snapshot: TrainingRunImage[]) {
+    const images = [];
+    for (const image of snapshot) {
+      const bytes = await this.#options.blobs.get(image.sha256);
+      if (bytes === null) throw new Error(`the bytes of image ${image.image_id} are missing from storage`);
+      images.push({ name: image.original_filename ?? image.image_id, caption: image.caption, data: bytes });
+    }
+    return images;
+  }
+
   async #classImages(run: TrainingRunRow, params: ResolvedTrainingParams, reporter: TrainingRunReporter, signal: AbortSignal) {
     // Resolved: every field filled (resolveTrainingParams).
     const prior = params.prior_preservation as PriorPreservationParams | null;
@@ -224,12 +236,10 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       model = await this.#options.models.get(run.tenant_id, run.model_id);
       reporter.redact(model.modelPath, run.model_id);
       const snapshot = await runs.images(run.id);
-      const images = [];
-      for (const image of snapshot) {
-        const bytes = await this.#options.blobs.get(image.sha256);
-        if (bytes === null) throw new Error(`the bytes of image ${image.image_id} are missing from storage`);
-        images.push({ name: image.original_filename ?? image.image_id, caption: image.caption, data: bytes });
-      }
+      // The split is recomputed from the stored share and the images' hashes: the same on every attempt.
+      const split = splitHeldOut(snapshot, params.validation_split);
+      const images = await this.#trainImages(split.training);
+      const validationImages = await this.#trainImages(split.heldOut);
       const classImages = await this.#classImages(run, params, reporter, controller.signal);
       if (run.attempt > 1) {
         await removeUnfinishedWrites(workDir);
@@ -239,7 +249,8 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       const resumeFrom = run.attempt > 1 ? await latestCheckpoint(workDir) : undefined;
       reporter.log(
         resumeFrom === undefined
-          ? `attempt ${run.attempt} on ${onDevices} (worker ${owner}): ${images.length} images, ${params.max_steps} steps`
+          ? `attempt ${run.attempt} on ${onDevices} (worker ${owner}): ${images.length} images` +
+            `${validationImages.length > 0 ? ` (${validationImages.length} more held out)` : ''}, ${params.max_steps} steps`
           : `attempt ${run.attempt} on ${onDevices} (worker ${owner}): resuming from ${path.relative(workDir, resumeFrom)}`,
       );
       log.info({ attempt: run.attempt, resumeFrom }, resumeFrom === undefined ? 'training run started' : 'training run resumed');
@@ -252,6 +263,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
         ...(devices.length > 1 ? { devices } : {}),
         images,
         classImages,
+        validationImages,
         outputDir: workDir,
         ...(full ? { outputName: MODEL_OUTPUT_NAME } : {}),
         triggerPhrase: run.trigger_token,

@@ -36,6 +36,9 @@ export interface ImageCaptionRow {
   sha256: string;
   format: 'jpeg' | 'png' | 'webp';
   byte_size: number;
+  /** As displayed: after the EXIF orientation. */
+  width: number;
+  height: number;
   caption_row: CaptionRow | null;
 }
 
@@ -80,7 +83,7 @@ const C_COLUMNS = COLUMNS.split(', ').map((c) => `c.${c}`).join(', ');
 type JoinedRow = Omit<ImageCaptionRow, 'caption_row'> & { caption_json: CaptionRow | null };
 
 const JOINED_SELECT = `
-  SELECT i.id AS image_id, i.dataset_id, i.original_filename, i.sha256, i.format, i.byte_size,
+  SELECT i.id AS image_id, i.dataset_id, i.original_filename, i.sha256, i.format, i.byte_size, i.width, i.height,
          CASE WHEN c.id IS NULL THEN NULL ELSE row_to_json(c) END AS caption_json
     FROM images i
     LEFT JOIN LATERAL (SELECT ${C_COLUMNS} FROM image_captions c
@@ -96,6 +99,8 @@ function fromJoined(row: JoinedRow): ImageCaptionRow {
     sha256: row.sha256,
     format: row.format,
     byte_size: Number(row.byte_size),
+    width: row.width,
+    height: row.height,
     caption_row: c === null ? null : { ...c, created_at: new Date(c.created_at) },
   };
 }

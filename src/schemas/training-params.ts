@@ -51,7 +51,7 @@ function methodDefault(schema: unknown, method: TrainingMethod): { value: unknow
   return defaults !== undefined && Object.hasOwn(defaults, method) ? { value: structuredClone(defaults[method]) } : undefined;
 }
 
-const MAX_STEPS = 100_000;
+export const MAX_STEPS = 100_000;
 /** Devices of one run, and of one worker (the engine's limit). */
 export const MAX_RUN_DEVICES = 64;
 const MAX_VALIDATION_PROMPTS = 8;
@@ -183,6 +183,16 @@ export const TRAINING_PARAMS = {
     minimum: 1, maximum: MAX_STEPS, ...byMethod({ lora: 1000, full: 800 }),
     description: 'Optimizer steps. Default: lora 1000 (about 100 passes over 10 photos); full 800 (diffusers\' DreamBooth with prior preservation)',
   })),
+  max_epochs: {
+    schema: Type.Union([Type.Integer({ minimum: 1, maximum: 10_000 }), Type.Null()], {
+      default: null,
+      description: 'Passes over the dataset (its training part, with validation_split), instead of max_steps: the run then ' +
+        'takes ceil(max_epochs x batches per epoch / gradient_accumulation) steps, which its params.max_steps shows once ' +
+        'created (an epoch holds each aspect-ratio bucket\'s images x repeats, in batches of batch_size). Giving both is refused. null = max_steps decides',
+    }),
+    train: () => ({}), // turned into max_steps when the run is created
+    fields: {},
+  },
   rank: {
     ...direct('rank', Type.Integer({
       minimum: 1, maximum: 256, ...onlyForMethod('lora', 16),
@@ -297,6 +307,16 @@ export const TRAINING_PARAMS = {
   warmup_steps: direct('lrWarmupSteps', integer(0, MAX_STEPS, 0, 'Steps of linear warmup, at most max_steps')),
   min_snr_gamma: direct('minSnrGamma', Type.Number({ minimum: 0, maximum: 20, default: 5, description: 'Min-SNR loss weighting (5 converges faster); 0 = off' })),
   noise_offset: direct('noiseOffset', Type.Number({ minimum: 0, maximum: 1, default: 0, description: 'Offset noise strength' })),
+  validation_split: {
+    schema: Type.Number({
+      minimum: 0, maximum: 0.5, default: 0,
+      description: "Share of the dataset's images held out of training (each chosen by a hash of its sha256, the same " +
+        'images in every run of the dataset); the validation loss of each validation is then over them, one timestep each. ' +
+        '0 = none: the validation loss is over training images',
+    }),
+    train: () => ({}), // the worker passes the held-out images (services/training-data-plan.ts)
+    fields: {},
+  },
   caption_dropout: direct('captionDropout', Type.Number({ minimum: 0, maximum: 0.5, default: 0, description: 'Probability of training a step on the empty prompt' })),
   random_flip: direct('randomFlip', flag(false, 'Mirror images at random (off: faces are not symmetric)')),
   repeats: direct('repeats', integer(1, 100, 1, 'Times each image is seen per epoch')),
@@ -482,6 +502,8 @@ export function storedTrainingParams(stored: unknown): ResolvedTrainingParams {
     ema_on_cpu: has('ema_on_cpu') ? params.ema_on_cpu : null,
     validation_weights: has('validation_weights') ? params.validation_weights : null,
     devices: has('devices') ? params.devices : 1,
+    max_epochs: has('max_epochs') ? params.max_epochs : null,
+    validation_split: has('validation_split') ? params.validation_split : 0,
     zero_stage: has('zero_stage') ? params.zero_stage : 0,
     // Runs before the quality metrics scored nothing.
     validation: { ...NO_METRICS, ...params.validation },

@@ -62,6 +62,8 @@ export const TrainingRunSchema = Type.Object(
           phase: Type.String({ description: 'loading, decoding, caching, training, validating, saving' }),
           step: Type.Integer({ minimum: 0 }),
           total_steps: Type.Integer({ minimum: 0 }),
+          epoch: Type.Optional(nullableNumber('The epoch (pass over the training images, 1-based) the last step was in; null before training')),
+          epochs: Type.Optional(nullableNumber('The epochs the run spans: params.max_epochs, or ceil(max_steps x gradient_accumulation / batches per epoch)')),
           percent: Type.Number({ minimum: 0, maximum: 100 }),
           loss: nullableNumber('Loss of the last step'),
           loss_avg: nullableNumber('Mean loss of the last 50 steps'),
@@ -81,7 +83,7 @@ export const TrainingRunSchema = Type.Object(
       Type.Null(),
     ], { description: 'Written at most about once a second while the run trains; null before' }),
     metrics: Type.Union([Type.Record(Type.String(), Type.Number()), Type.Null()], {
-      description: 'When finished: steps, devices, final_loss, mean_loss, validation losses, peak_memory_bytes (the most memory the run held on ' +
+      description: 'When finished: steps, epochs, held_out_images (params.validation_split), devices, final_loss, mean_loss, validation losses, peak_memory_bytes (the most memory the run held on ' +
         'its device, progress.device), with several devices world_size and allreduce_ms_mean (the mean all-reduce time of a step), ...',
     }),
     quality_metrics: Type.Union([RunQualityMetrics, Type.Null()], {

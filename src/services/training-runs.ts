@@ -35,6 +35,7 @@ import { decodeCursor, toPage } from './pagination.js';
 import type { AddressPolicy } from '../webhooks/address-policy.js';
 import { defaultEvents } from '../webhooks/event-types.js';
 import { checkWebhookUrl } from './webhook-urls.js';
+import { dataPlanConflicts, splitHeldOut, stepsOfEpochs } from './training-data-plan.js';
 
 const RUN_ID = new RegExp(idPattern(TRAINING_RUN_ID_PREFIX));
 // The trainer's default outputName: <outputDir>/lora.safetensors (+ lora_peft.safetensors).
@@ -275,7 +276,7 @@ export class TrainingRunsService {
         beyond,
       );
     }
-    const params = withClassPrompt(
+    const resolved = withClassPrompt(
       resolveTrainingParams(input, {
         family: model.family,
         mixed_precision: this.options.serverPrecision[model.family],
@@ -283,12 +284,23 @@ export class TrainingRunsService {
       }),
       dataset.class_word,
     );
-    const conflicts = [...fullParamConflicts(params), ...deviceConflicts(params), ...metricConflicts(params)];
+    const images = await createCaptionsRepository(this.db).allForDataset(tenantId, dataset.id);
+    const conflicts = [
+      ...fullParamConflicts(resolved), ...deviceConflicts(resolved), ...metricConflicts(resolved),
+      ...(images.length === 0 ? [] : dataPlanConflicts(resolved, input.max_steps !== undefined, images.length)),
+    ];
+    // max_epochs becomes the steps it takes over the images trained on (the held-out ones excluded).
+    let maxSteps = resolved.max_steps;
+    if (conflicts.length === 0 && resolved.max_epochs !== null && images.length > 0) {
+      const steps = stepsOfEpochs(resolved, resolved.max_epochs, splitHeldOut(images, resolved.validation_split).training);
+      if (typeof steps === 'number') maxSteps = steps;
+      else conflicts.push(steps);
+    }
     if (conflicts.length > 0) throw invalidInput(`Invalid params: ${conflicts.map((error) => error.field).join(', ')}`, conflicts);
+    const params = { ...resolved, max_steps: maxSteps };
     await this.#checkDevicesAvailable(params.devices);
     this.options.qualityMetrics.checkAvailable(params.validation.metrics, 'params.validation.metrics');
     const expected = method === 'full' ? expectedModelBytes(model, params) : null;
-    const images = await createCaptionsRepository(this.db).allForDataset(tenantId, dataset.id);
     if (images.length === 0) {
       throw new ProblemError({ status: 409, type: 'dataset-empty', title: 'Dataset is empty', detail: `Dataset ${dataset.id} has no images to train on` });
     }

@@ -12,6 +12,7 @@ import sharp from 'sharp';
 
 import {
   EngineArgumentError,
+  batchesPerEpoch,
   decodeTrainImage,
   inspectSafetensors,
   train,
@@ -377,4 +378,16 @@ describe('training the tiny model', () => {
     await assert.rejects(job.promise, { code: 'ERR_SDXL_CANCELLED', message: 'cancelled' });
     assert.ok(!existsSync(config.outputDir));
   });
+});
+
+test('batchesPerEpoch: the trainer\'s batches of one epoch, by bucket, repeats and batch size; a bad plan names the field', () => {
+  const plan = { resolution: 256, bucketStep: 64, minBucketSide: 64, maxBucketSide: 512, repeats: 2, batchSize: 2 };
+  const square = { width: 512, height: 512 };
+  const wide = { width: 1024, height: 512 }; // 2:1, in the 320x192 bucket, not 256x256
+  assert.equal(batchesPerEpoch({ ...plan, images: [square, square, square] }), 3); // ceil(3 x 2 / 2)
+  assert.equal(batchesPerEpoch({ ...plan, images: [square, square, square, wide] }), 4); // 3 + ceil(1 x 2 / 2)
+  assert.equal(batchesPerEpoch({ ...plan, repeats: 1, batchSize: 4, images: [square, square, square, wide] }), 2);
+  assert.throws(() => batchesPerEpoch({ ...plan, images: [] }), { code: 'ERR_SDXL_INVALID_ARGUMENT', message: /plan\.images is empty/ });
+  assert.throws(() => batchesPerEpoch({ ...plan, images: [{ width: 0, height: 8 }] }), { code: 'ERR_SDXL_INVALID_ARGUMENT', message: /plan\.images\[0\]\.width/ });
+  assert.throws(() => batchesPerEpoch({ ...plan, batchSize: 0, images: [square] }), { code: 'ERR_SDXL_INVALID_ARGUMENT', message: /plan\.batchSize/ });
 });

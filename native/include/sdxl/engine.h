@@ -254,6 +254,10 @@ struct TrainImage {
 struct TrainOptions {
   LoadOptions model; // runtime.dtype is the frozen weights' dtype: "float32", "bfloat16" or "float16"
   std::vector<TrainImage> images;
+  // Held out from training (a validation split): never trained on. When given, the
+  // validation loss is computed over them (one (timestep, noise) pair each, at least
+  // validation_loss_samples in all) instead of over `images`.
+  std::vector<TrainImage> validation_images;
   std::string output_dir;  // receives the LoRA file(s) or the model, checkpoints/ and samples/
   std::string output_name = "lora"; // <output_dir>/<output_name>.safetensors (+ _peft.safetensors);
                                     // method "full": also the folder <output_dir>/<output_name>/
@@ -396,6 +400,12 @@ struct TrainResult {
 // Reports phases "loading", "caching", "training", "validating", "saving".
 // Throws std::invalid_argument for bad options, before any model work.
 TrainResult train_lora(const TrainOptions& options, const ProgressFn& progress, const CancelFlag& cancel);
+
+// Micro-batches in one epoch of training on `options.images` (of which only width and
+// height are read): the images of each aspect-ratio bucket, times repeats, in batches of
+// batch_size that never mix buckets. What a number of epochs becomes in steps (divided by
+// gradient_accumulation). Throws std::invalid_argument for no images or bad sizes.
+int64_t batches_per_epoch(const TrainOptions& options);
 
 // ----------------------------------------------------------------------------
 // Quality metrics of generated images (native/src/metrics/): CLIP-T, CLIP-I, an

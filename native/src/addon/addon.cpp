@@ -26,7 +26,7 @@
 #include "addon/model_wrap.h" // ModelWrap, AddonData
 #include "addon/workers.h"    // LoadModelWorker, InspectSafetensorsWorker, RandomWeightsWorker
 #include "engine/memory_stats.h" // memory_stats
-#include "sdxl/engine.h"      // build_info, verify, train_lora, evaluate, metric_networks
+#include "sdxl/engine.h"      // build_info, verify, train_lora, batches_per_epoch, evaluate, metric_networks
 
 namespace sdxl::addon {
 namespace {
@@ -99,6 +99,12 @@ Napi::Value metric_networks_js(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value batches_per_epoch_js(const Napi::CallbackInfo& info) {
+  return guard(info, [&] {
+    return Napi::Number::New(info.Env(), static_cast<double>(batches_per_epoch(epoch_plan_from_js(info[0]))));
+  });
+}
+
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   const Napi::Function model_class = ModelWrap::define_class(env);
@@ -112,6 +118,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("writeRandomWeights", Napi::Function::New(env, write_random_weights_js, "writeRandomWeights"));
   exports.Set("verify", Napi::Function::New(env, verify_js, "verify"));
   exports.Set("train", Napi::Function::New(env, train_js, "train"));
+  exports.Set("batchesPerEpoch", Napi::Function::New(env, batches_per_epoch_js, "batchesPerEpoch"));
   exports.Set("evaluate", Napi::Function::New(env, evaluate_js, "evaluate"));
   exports.Set("metricNetworks", Napi::Function::New(env, metric_networks_js, "metricNetworks"));
   exports.Set("memoryStats", Napi::Function::New(env, memory_stats_js, "memoryStats"));

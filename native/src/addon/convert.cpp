@@ -273,7 +273,40 @@ TrainImage train_image_from_js(const Napi::Value& value, const std::string& path
   return image;
 }
 
+// The images of an optional array field `name` ([] when it is absent).
+std::vector<TrainImage> optional_train_images(const FieldReader& reader, const char* name) {
+  std::vector<TrainImage> images;
+  const Napi::Value list = reader.raw(name);
+  if (list.IsUndefined()) return images;
+  if (!list.IsArray())
+    throw invalid_argument(list.Env(), "Expected array for " + reader.field(name) + " but received " + js_type_name(list));
+  const Napi::Array array = list.As<Napi::Array>();
+  for (uint32_t i = 0; i < array.Length(); ++i)
+    images.push_back(train_image_from_js(array.Get(i), reader.field(name) + "[" + std::to_string(i) + "]"));
+  return images;
+}
+
 } // namespace
+
+TrainOptions epoch_plan_from_js(const Napi::Value& value) {
+  const FieldReader reader(value, "options");
+  TrainOptions options;
+  const Napi::Array images = reader.array("images");
+  for (uint32_t i = 0; i < images.Length(); ++i) {
+    const FieldReader image(images.Get(i), reader.field("images") + "[" + std::to_string(i) + "]");
+    TrainImage size;
+    size.width = image.integer("width");
+    size.height = image.integer("height");
+    options.images.push_back(std::move(size));
+  }
+  options.resolution = reader.integer("resolution", options.resolution);
+  options.bucket_step = reader.integer("bucketStep", options.bucket_step);
+  options.min_bucket_side = reader.integer("minBucketSide", options.min_bucket_side);
+  options.max_bucket_side = reader.integer("maxBucketSide", options.max_bucket_side);
+  options.repeats = reader.integer("repeats", options.repeats);
+  options.batch_size = reader.integer("batchSize", options.batch_size);
+  return options;
+}
 
 TrainOptions train_options_from_js(const Napi::Value& value) {
   const FieldReader reader(value, "options");
@@ -285,14 +318,8 @@ TrainOptions train_options_from_js(const Napi::Value& value) {
   options.images.reserve(images.Length());
   for (uint32_t i = 0; i < images.Length(); ++i)
     options.images.push_back(train_image_from_js(images.Get(i), "options.images[" + std::to_string(i) + "]"));
-  const Napi::Value class_images = reader.raw("classImages");
-  if (!class_images.IsUndefined()) {
-    if (!class_images.IsArray())
-      throw invalid_argument(value.Env(), "Expected array for options.classImages but received " + js_type_name(class_images));
-    const Napi::Array list = class_images.As<Napi::Array>();
-    for (uint32_t i = 0; i < list.Length(); ++i)
-      options.class_images.push_back(train_image_from_js(list.Get(i), "options.classImages[" + std::to_string(i) + "]"));
-  }
+  options.class_images = optional_train_images(reader, "classImages");
+  options.validation_images = optional_train_images(reader, "validationImages");
   options.prior_loss_weight = reader.number("priorLossWeight", options.prior_loss_weight);
   options.output_dir = reader.string("outputDir");
   options.output_name = reader.string("outputName", options.output_name);

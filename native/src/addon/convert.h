@@ -21,6 +21,8 @@ GenerateOptions generate_options_from_js(const Napi::Value& value);
 VerifyOptions verify_options_from_js(const Napi::Value& value);
 // Copies every training image's rgb bytes: the job thread never reads JS memory.
 TrainOptions train_options_from_js(const Napi::Value& value);
+// batchesPerEpoch's options: images as {width, height}, and the bucketing and batching fields of train's.
+TrainOptions epoch_plan_from_js(const Napi::Value& value);
 EvaluateOptions evaluate_options_from_js(const Napi::Value& value);
 std::string string_argument(const Napi::CallbackInfo& info, size_t index, const char* name);
 

@@ -104,14 +104,16 @@ void check_train_options(const TrainOptions& o) {
     refuse("output_name", "must be a file name without '/'");
 
   if (o.images.empty()) refuse("images", "at least one image is required");
-  for (size_t i = 0; i < o.images.size(); ++i) {
-    const TrainImage& image = o.images[i];
-    const std::string field = "images[" + std::to_string(i) + "]";
-    if (image.width <= 0 || image.height <= 0) refuse(field, "width and height must be positive");
-    if (image.rgb.size() != static_cast<size_t>(image.width * image.height * 3))
-      refuse(field + ".rgb", "must hold width * height * 3 bytes (" + std::to_string(image.width * image.height * 3) +
-                                 "), got " + std::to_string(image.rgb.size()));
-    if (image.caption.find_first_not_of(" \t\r\n") == std::string::npos) refuse(field + ".caption", "is empty");
+  for (const auto& [list, name] : {std::pair{&o.images, "images"}, std::pair{&o.validation_images, "validation_images"}}) {
+    for (size_t i = 0; i < list->size(); ++i) {
+      const TrainImage& image = (*list)[i];
+      const std::string field = std::string(name) + "[" + std::to_string(i) + "]";
+      if (image.width <= 0 || image.height <= 0) refuse(field, "width and height must be positive");
+      if (image.rgb.size() != static_cast<size_t>(image.width * image.height * 3))
+        refuse(field + ".rgb", "must hold width * height * 3 bytes (" + std::to_string(image.width * image.height * 3) +
+                                   "), got " + std::to_string(image.rgb.size()));
+      if (image.caption.find_first_not_of(" \t\r\n") == std::string::npos) refuse(field + ".caption", "is empty");
+    }
   }
 
   for (size_t i = 0; i < o.class_images.size(); ++i) {

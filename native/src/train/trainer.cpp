@@ -42,6 +42,7 @@
 #include "sample/noise_schedule.h"  // train_alphas_cumprod
 #include "sdxl/engine.h"
 #include "train/batch_sampler.h"   // BatchSampler
+#include "train/buckets.h"         // make_buckets, assign_bucket
 #include "train/checkpoint_file.h" // TrainingState, write_checkpoint
 #include "train/ddpm_loss.h"       // add_noise
 #include "train/lora_metadata.h"   // dataset_hash, BaseModelTraits
@@ -205,6 +206,7 @@ class Trainer {
   torch::Tensor alphas_cumprod_;
   std::map<std::string, double> metrics_;
   std::vector<int64_t> class_order_; // class images in the order micro-batches take them, cyclically
+  int64_t epoch_ = 0;                // the sampler epoch of the last micro-batch taken
   double last_instance_loss_ = 0;    // the parts of the last micro-batch's loss (prior preservation)
   double last_prior_loss_ = 0;
   std::vector<std::string> sample_paths_;
@@ -371,6 +373,7 @@ std::vector<double> Trainer::learning_rates(double multiplier) const {
 MicroBatch Trainer::next_micro_batch(int64_t micro_batch_index) {
   MicroBatch batch;
   std::vector<torch::Tensor> latents, time_ids;
+  epoch_ = sampler_->state().epoch; // next() may roll over into the next epoch
   for (const train::SampleRef& ref : sampler_->next()) {
     const train::CachedImage& image = set_.images[ref.image];
     const int orientation = ref.flip ? 1 : 0;
@@ -503,7 +506,13 @@ double Trainer::train_step(int64_t step) {
   instance_sum = losses[1];
   prior_sum = losses[2];
   const double loss = loss_sum / micro_batches;
-  std::map<std::string, double> extra{{"grad_norm", grad_norm},
+  // Epochs are counted in micro-batches, as kohya counts them: max_steps spans
+  // ceil(max_steps * gradient_accumulation / batches_per_epoch) of them.
+  const int64_t micro_batches_total = options_.max_steps * options_.gradient_accumulation;
+  std::map<std::string, double> extra{{"epoch", static_cast<double>(epoch_ + 1)},
+                                      {"epochs", static_cast<double>((micro_batches_total + sampler_->batches_per_epoch() - 1) /
+                                                                     sampler_->batches_per_epoch())},
+                                      {"grad_norm", grad_norm},
                                       {"loss_scale", scaler_.scale()},
                                       {"skipped_steps", static_cast<double>(scaler_.skipped_steps())}};
   if (ranks > 1) { // each device's memory, and the all-reduce time backward did not hide
@@ -664,6 +673,8 @@ TrainResult Trainer::run() {
   for (const auto& [name, value] : method_->metrics()) metrics_[name] = value;
   for (const auto& [name, value] : parallel_.metrics()) metrics_[name] = value;
   metrics_["peak_memory_bytes"] = static_cast<double>(memory_stats(device_).peak_bytes);
+  metrics_["epochs"] = static_cast<double>(epoch_ + (done > 0 ? 1 : 0));
+  metrics_["held_out_images"] = static_cast<double>(set_.held_out.size());
   metrics_["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   result.metrics = metrics_;
   meter_.report(result.status == "completed" ? "done" : "cancelled", done, options_.max_steps, result.status,
@@ -754,6 +765,22 @@ TrainResult train_as_process_rank(const TrainOptions& options, const ProgressFn&
 }
 
 } // namespace
+
+int64_t batches_per_epoch(const TrainOptions& options) {
+  if (options.images.empty()) throw std::invalid_argument("images: at least one image is required");
+  if (options.repeats < 1) throw std::invalid_argument("repeats: must be >= 1");
+  if (options.batch_size < 1) throw std::invalid_argument("batch_size: must be >= 1");
+  const std::vector<train::Bucket> buckets =
+      train::make_buckets(options.resolution, options.bucket_step, options.min_bucket_side, options.max_bucket_side);
+  std::vector<size_t> bucket_of_image;
+  for (size_t i = 0; i < options.images.size(); ++i) {
+    const TrainImage& image = options.images[i];
+    if (image.width <= 0 || image.height <= 0)
+      throw std::invalid_argument("images[" + std::to_string(i) + "]: width and height must be positive");
+    bucket_of_image.push_back(train::assign_bucket(buckets, image.width, image.height));
+  }
+  return train::BatchSampler(bucket_of_image, options.repeats, options.batch_size, false, 0).batches_per_epoch();
+}
 
 TrainResult train_lora(const TrainOptions& options, const ProgressFn& progress, const CancelFlag& cancel) {
   train::check_train_options(options);

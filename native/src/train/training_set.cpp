@@ -3,17 +3,22 @@
 
 #include <map> // caption -> index
 
+#include <ATen/CPUGeneratorImpl.h> // at::detail::createCPUGenerator
+
 #include "train/image_prep.h" // prepare_image
 
 namespace sdxl::train {
 
 namespace {
 
+// Seeds the held-out images' latent draws apart from the training stream (any fixed odd constant).
+constexpr uint64_t kHeldOutSeedSalt = 0xD1B54A32D192ED03ull;
+
 // Distinct captions in first-seen order, then "" for caption dropout.
 PromptSet collect_prompts(const TrainOptions& options, std::vector<int64_t>& caption_of_image) {
   PromptSet prompts;
   std::map<std::string, int64_t> index_of;
-  for (const auto* list : {&options.images, &options.class_images}) {
+  for (const auto* list : {&options.images, &options.class_images, &options.validation_images}) {
     for (const TrainImage& image : *list) {
       auto [it, inserted] = index_of.emplace(image.caption, static_cast<int64_t>(prompts.texts.size()));
       if (inserted) prompts.texts.push_back(image.caption);
@@ -55,28 +60,44 @@ TrainingSet build_training_set(Model& model, const sample::TextConditioner& cond
 
   const double scaling_factor = model.vae->config().scaling_factor;
   const auto vae_dtype = model.vae->parameters().front().scalar_type();
-  // Instance images first, then class images: without class images the draws are as before.
-  const int64_t total = static_cast<int64_t>(options.images.size() + options.class_images.size());
-  for (int64_t i = 0; i < total; ++i) {
-    throw_if_cancelled(cancel);
-    const bool is_class = i >= static_cast<int64_t>(options.images.size());
-    const TrainImage& image = is_class ? options.class_images[i - options.images.size()] : options.images[i];
-    CachedImage cached;
-    cached.bucket = assign_bucket(set.buckets, image.width, image.height);
-    cached.caption = caption_of_image[i];
-    for (int flip = 0; flip < (options.random_flip ? 2 : 1); ++flip) {
-      const PreparedImage prepared =
-          prepare_image(image.rgb.data(), image.width, image.height, set.buckets[cached.bucket], flip == 1);
-      const torch::Tensor pixels = prepared.pixels.unsqueeze(0).to(model.device, vae_dtype); // [1, 3, H, W]
-      const models::LatentDistribution dist = model.vae->encode(pixels);
-      // Drawn on the CPU from the run's generator, so the cache is the same on every device.
-      const torch::Tensor noise = torch::randn(dist.mean.sizes(), generator, torch::kFloat32);
-      const torch::Tensor latents = dist.sample(noise.to(model.device, dist.mean.scalar_type())) * scaling_factor;
-      cached.latents[flip] = latents[0].to(torch::kFloat32); // [4, h, w]
-      cached.time_ids[flip] = time_ids_of(prepared);
+  // Instance images first, then class images, then held-out ones: without the later
+  // lists the draws are as before.
+  // Held-out latents are drawn from a stream of their own: holding images out leaves
+  // every draw of the training (these latents' and the loop's) as it was.
+  auto held_out_generator = at::detail::createCPUGenerator(options.seed ^ kHeldOutSeedSalt);
+  struct Part {
+    const std::vector<TrainImage>& images;
+    std::vector<CachedImage>& cached;
+    bool flips; // held-out images are only ever seen as they are: no mirrored copy
+    at::Generator& generator;
+  };
+  const Part parts[] = {{options.images, set.images, options.random_flip, generator},
+                        {options.class_images, set.class_images, options.random_flip, generator},
+                        {options.validation_images, set.held_out, false, held_out_generator}};
+  int64_t total = 0;
+  for (const Part& part : parts) total += static_cast<int64_t>(part.images.size());
+  int64_t done = 0;
+  for (const Part& part : parts) {
+    for (const TrainImage& image : part.images) {
+      throw_if_cancelled(cancel);
+      CachedImage cached;
+      cached.bucket = assign_bucket(set.buckets, image.width, image.height);
+      cached.caption = caption_of_image[static_cast<size_t>(done)];
+      for (int flip = 0; flip < (part.flips ? 2 : 1); ++flip) {
+        const PreparedImage prepared =
+            prepare_image(image.rgb.data(), image.width, image.height, set.buckets[cached.bucket], flip == 1);
+        const torch::Tensor pixels = prepared.pixels.unsqueeze(0).to(model.device, vae_dtype); // [1, 3, H, W]
+        const models::LatentDistribution dist = model.vae->encode(pixels);
+        // Drawn on the CPU from the run's generator, so the cache is the same on every device.
+        const torch::Tensor noise = torch::randn(dist.mean.sizes(), part.generator, torch::kFloat32);
+        const torch::Tensor latents = dist.sample(noise.to(model.device, dist.mean.scalar_type())) * scaling_factor;
+        cached.latents[flip] = latents[0].to(torch::kFloat32); // [4, h, w]
+        cached.time_ids[flip] = time_ids_of(prepared);
+      }
+      part.cached.push_back(std::move(cached));
+      ++done;
+      if (on_image) on_image(done, total);
     }
-    (is_class ? set.class_images : set.images).push_back(std::move(cached));
-    if (on_image) on_image(i + 1, total);
   }
   return set;
 }

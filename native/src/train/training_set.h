@@ -45,10 +45,12 @@ struct TrainingSet {
   std::vector<Bucket> buckets;
   std::vector<CachedImage> images;
   std::vector<CachedImage> class_images; // prior preservation; empty when off
+  std::vector<CachedImage> held_out;     // options.validation_images (never flipped); empty without a split
   PromptSet prompts;
 };
 
-// Buckets, resizes and VAE-encodes every image, then every class image; `on_image(done, total)` after each.
+// Buckets, resizes and VAE-encodes every image, then every class image, then every
+// held-out image; `on_image(done, total)` after each.
 // Latents are sampled from the encoder's distribution with `generator` (as kohya caches them).
 // Prompts are encoded with `conditioner` when `encode_prompts`, else only tokenized.
 TrainingSet build_training_set(Model& model, const sample::TextConditioner& conditioner, const TrainOptions& options,

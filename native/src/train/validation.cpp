@@ -1,6 +1,7 @@
 // Validation loss and sample images; see validation.h.
 #include "train/validation.h"
 
+#include <algorithm>  // std::max
 #include <cstdio>     // std::snprintf
 #include <filesystem> // create_directories
 
@@ -33,19 +34,28 @@ class EvalModeGuard {
 };
 } // namespace
 
+const std::vector<CachedImage>& validation_images(const TrainingSet& set) {
+  return set.held_out.empty() ? set.images : set.held_out;
+}
+
 ValidationSet make_validation_set(Model& model, const TrainOptions& options, const TrainingSet& set,
                                   const sample::TextConditioner* frozen_conditioner) {
   torch::NoGradGuard no_grad;
   ValidationSet validation;
   auto generator = at::detail::createCPUGenerator(options.seed ^ kValidationSeedSalt);
-  const int64_t count = options.validation_loss_samples;
+  const std::vector<CachedImage>& images = validation_images(set);
+  // With held-out images, each is measured once (and some again when they are fewer than
+  // validation_loss_samples); 0 samples turns the loss off either way.
+  const int64_t count = options.validation_loss_samples == 0 || set.held_out.empty()
+                            ? options.validation_loss_samples
+                            : std::max<int64_t>(options.validation_loss_samples, static_cast<int64_t>(images.size()));
   const int64_t timesteps = model.scheduler.num_train_timesteps;
   for (int64_t k = 0; k < count; ++k) {
     ValidationTriple triple;
-    triple.image = k % static_cast<int64_t>(set.images.size());
+    triple.image = k % static_cast<int64_t>(images.size());
     // Midpoints of `count` equal slices of [0, T): every noise level is represented.
     triple.timestep = torch::tensor({(2 * k + 1) * timesteps / (2 * count)}, torch::kInt64);
-    const torch::Tensor& latents = set.images[triple.image].latents[0];
+    const torch::Tensor& latents = images[triple.image].latents[0];
     triple.noise = torch::randn({1, latents.size(0), latents.size(1), latents.size(2)}, generator, torch::kFloat32);
     validation.triples.push_back(std::move(triple));
   }
@@ -65,7 +75,7 @@ double validation_loss(Model& model, const TrainingSet& set, const ValidationSet
   EvalModeGuard eval(model);
   double sum = 0;
   for (const ValidationTriple& triple : validation.triples) {
-    const CachedImage& image = set.images[triple.image];
+    const CachedImage& image = validation_images(set)[triple.image];
     DdpmLossInputs inputs;
     inputs.latents = image.latents[0].unsqueeze(0).to(model.dtype);
     inputs.noise = triple.noise.to(model.device, model.dtype);

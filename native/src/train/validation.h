@@ -20,7 +20,7 @@
 namespace sdxl::train {
 
 struct ValidationTriple {
-  int64_t image = 0;
+  int64_t image = 0; // into validation_images(set): the held-out images, else the training ones
   torch::Tensor timestep; // [1] int64
   torch::Tensor noise;    // [1, 4, h, w] float32
 };
@@ -34,7 +34,12 @@ struct ValidationSet {
   models::UNetConditioning negative;
 };
 
-// The loss triples (images taken in turn, timesteps spread over the schedule) and,
+// The images the validation loss is computed over: the held-out ones when the run has
+// them, else the training images.
+const std::vector<CachedImage>& validation_images(const TrainingSet& set);
+
+// The loss triples (images taken in turn, timesteps spread over the schedule: with
+// held-out images at least one per image) and,
 // when the encoders stay frozen (`conditioner` given), the encoded prompts (before
 // the encoders are freed).
 ValidationSet make_validation_set(Model& model, const TrainOptions& options, const TrainingSet& set,
