@@ -348,3 +348,41 @@ test('"Full fine-tune" in the new-run form: its own presets and params; the mode
   await until('the model listed', async () => (await runModel.locator('option').allInnerTexts()).at(-1) === label);
   assert.deepEqual(problems, []);
 });
+
+test('the photo grid of a large dataset renders only the rows on screen and the rest as it is scrolled to; the count is the dataset\'s', async (t) => {
+  const ctx = await withTestApp(t, { env: { IMAGE_MIN_SIDE: '64', TRAINING_SLOTS: '0', GENERATION_SLOTS: '0' } });
+  const base = await listen(ctx);
+  const { page, problems } = await openConsole(t, base);
+  await signIn(page, ctx.apiKey);
+  const dataset = await (await fetch(`${base}/v1/datasets`, {
+    method: 'POST', headers: { ...ctx.auth, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'Many', class_word: 'dog' }),
+  })).json();
+  const form = new FormData();
+  for (let i = 0; i < 60; i++) {
+    const photo = await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: i * 4, g: 255 - i * 4, b: (i * 37) % 256 } } }).jpeg().toBuffer();
+    form.append('files', new Blob([new Uint8Array(photo)], { type: 'image/jpeg' }), `photo-${i}.jpg`);
+  }
+  assert.equal((await fetch(`${base}/v1/datasets/${dataset.id}/images`, { method: 'POST', headers: ctx.auth, body: form })).status, 201);
+  const listed = (await apiGet(base, ctx, `/v1/datasets/${dataset.id}/images?limit=100`)).data as Array<{ original_filename: string }>;
+  const [newest, oldest] = [listed[0]!.original_filename, listed.at(-1)!.original_filename];
+
+  await page.goto(`/console/datasets/${dataset.id}`);
+  await page.getByRole('heading', { name: 'Photos (60)' }).waitFor();
+  const cards = page.locator('ul.image-grid li.image-card');
+  const caption = (name: string) => page.getByRole('textbox', { name: `Caption of ${name}` });
+  await caption(newest).waitFor();
+  const rendered = await cards.count();
+  assert.ok(rendered > 0 && rendered < 60, `a window of the 60 photos is in the page (${rendered})`);
+  assert.equal(await caption(oldest).count(), 0);
+  assert.equal(await cards.first().getAttribute('aria-setsize'), '60');
+
+  await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
+  await caption(oldest).waitFor();
+  assert.equal(await caption(newest).count(), 0, 'the rows scrolled past are out of the page');
+  assert.ok((await cards.count()) < 60);
+  await fitsPhone(page, 'the windowed grid');
+  assert.deepEqual(problems, []);
+  // Closed before the app: a socket Chromium opened ahead for the many thumbnails and never
+  // used is not idle to Node, and would hold app.close() for the 72 s keep-alive timeout.
+  await page.context().close();
+});

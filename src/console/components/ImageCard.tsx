@@ -9,7 +9,14 @@ import { ErrorNotice } from './ErrorNotice.js';
 
 type Caption = Schemas['Caption'];
 
-export function ImageCard({ image, onChanged }: { image: Image; onChanged: () => void }) {
+export interface ImageCardProps {
+  image: Image;
+  onChanged: () => void;
+  /** Its place in a windowed grid (only some cards are in the page): told to screen readers. */
+  position?: { index: number; count: number };
+}
+
+export function ImageCard({ image, onChanged, position }: ImageCardProps) {
   const { api } = useSession();
   const [draft, setDraft] = useState(image.caption ?? '');
   const [saved, setSaved] = useState(image.caption ?? '');
@@ -57,7 +64,7 @@ export function ImageCard({ image, onChanged }: { image: Image; onChanged: () =>
   };
 
   return (
-    <li class="image-card">
+    <li class="image-card" aria-setsize={position?.count} aria-posinset={position === undefined ? undefined : position.index + 1}>
       <AuthImage path={`${image.content_url}?variant=thumbnail`} alt={label} class="thumb" />
       <form onSubmit={save}>
         <label for={captionId}>Caption of {label}</label>

@@ -2,42 +2,7 @@
 // checkbox, a select of an enum, a text input, or a textarea of strings (one per line),
 // with the schema's description as its hint and a server's message about it next to it.
 import type { ParamSchema } from 'openapi:training-params';
-
-/** What a control holds: text (numbers as typed, lines of a list) or a checkbox's state. */
-export type FieldValue = string | boolean;
-
-export type ParamKind = 'number' | 'boolean' | 'enum' | 'text' | 'lines';
-
-export function paramKind(schema: ParamSchema): ParamKind {
-  if (schema.enum !== undefined) return 'enum';
-  if (schema.type === 'integer' || schema.type === 'number') return 'number';
-  if (schema.type === 'boolean') return 'boolean';
-  if (schema.type === 'array') return 'lines';
-  return 'text';
-}
-
-/** The control's value for a param value (the schema's default, a preset's). */
-export function toFieldValue(schema: ParamSchema, value: unknown): FieldValue {
-  if (paramKind(schema) === 'boolean') return value === true;
-  if (value === undefined || value === null) return '';
-  if (Array.isArray(value)) return value.map(String).join('\n');
-  return String(value);
-}
-
-/** The param value of a control's value; undefined when blank (the param is left out). */
-export function fromFieldValue(schema: ParamSchema, value: FieldValue): unknown {
-  const kind = paramKind(schema);
-  if (kind === 'boolean') return value === true;
-  const text = String(value).trim();
-  if (kind === 'lines') {
-    const lines = String(value).split('\n').map((line) => line.trim()).filter((line) => line !== '');
-    return lines.length === 0 && schema.default === undefined ? undefined : lines;
-  }
-  if (text === '') return undefined;
-  if (kind === 'number') return Number(text); // NaN reaches the API, which names the field
-  if (kind === 'enum') return schema.enum!.find((option) => String(option) === text) ?? text;
-  return text;
-}
+import { paramKind, type FieldValue } from '../param-values.js';
 
 export interface ParamFieldProps {
   /** Unique in the page: the control's id; its hint and error take it as a prefix. */
@@ -54,11 +19,13 @@ export interface ParamFieldProps {
   /** The empty choice of an enum without a default (e.g. "Server default"). */
   emptyLabel?: string;
   disabled?: boolean;
+  /** The browser refuses a blank value (a param the form's other choices make necessary). */
+  required?: boolean;
   rows?: number;
 }
 
 export function ParamField(props: ParamFieldProps) {
-  const { id, label, schema, value, onChange, error, placeholder, emptyLabel, disabled, rows } = props;
+  const { id, label, schema, value, onChange, error, placeholder, emptyLabel, disabled, required, rows } = props;
   const hint = props.hint ?? schema.description;
   const hintId = `${id}-hint`;
   const errorId = `${id}-error`;
@@ -67,6 +34,7 @@ export function ParamField(props: ParamFieldProps) {
     id,
     name: id,
     disabled,
+    required,
     'aria-describedby': describedBy,
     'aria-invalid': error === undefined ? undefined : ('true' as const),
   };

@@ -1,10 +1,12 @@
-// One dataset: what it is, its photos with their captions, uploads, captioning, the way on
-// to training, and the runs trained on it compared by their quality metrics.
+// One dataset: what it is, its photos with their captions (thousands of them: a windowed
+// grid), uploads and archive imports, captioning, the way on to training, and the runs
+// trained on it compared by their quality metrics.
 import { useState } from 'preact/hooks';
-import { unwrap, type Dataset, type Image } from '../api.js';
+import { unwrap, type Dataset } from '../api.js';
+import { ArchiveImport } from '../components/ArchiveImport.js';
 import { CaptioningPanel } from '../components/CaptioningPanel.js';
 import { ErrorNotice } from '../components/ErrorNotice.js';
-import { ImageCard } from '../components/ImageCard.js';
+import { ImageGrid } from '../components/ImageGrid.js';
 import { RunComparison } from '../components/RunComparison.js';
 import { Uploader } from '../components/Uploader.js';
 import { formatTime } from '../format.js';
@@ -12,18 +14,14 @@ import { useLoad } from '../hooks.js';
 import { Link, navigate } from '../router.js';
 import { useSession } from '../session.js';
 
-/** A dataset holds at most a few dozen photos: one page of the largest size shows them all. */
-const IMAGE_PAGE = 100;
-
 export function DatasetPage({ id }: { id: string }) {
   const { api } = useSession();
   const dataset = useLoad(() => unwrap(api.GET('/v1/datasets/{id}', { params: { path: { id } } })), [api, id]);
-  const images = useLoad(
-    () => unwrap(api.GET('/v1/datasets/{id}/images', { params: { path: { id }, query: { limit: IMAGE_PAGE } } })),
-    [api, id],
-  );
+  // Bumped when the photos may have changed: the grid fetches the rows on screen again.
+  const [imagesChanged, setImagesChanged] = useState(0);
+  const refreshImages = () => setImagesChanged((count) => count + 1);
   const reload = () => {
-    void images.reload();
+    refreshImages();
     void dataset.reload();
   };
 
@@ -40,25 +38,17 @@ export function DatasetPage({ id }: { id: string }) {
     <section>
       <DatasetHeader dataset={dataset.data} />
       <Uploader datasetId={id} onUploaded={reload} />
-      <CaptioningPanel datasetId={id} onProgress={() => void images.reload()} />
+      <ArchiveImport datasetId={id} onImported={reload} />
+      <CaptioningPanel datasetId={id} onProgress={refreshImages} />
+      <RunComparison datasetId={id} />
+      {/* the count is the dataset's: the grid loads its pages as they are scrolled to */}
       <h2 id="images-heading">Photos ({dataset.data.image_count})</h2>
-      <ErrorNotice error={images.error} />
-      {images.data === undefined ? null : images.data.data.length === 0 ? (
+      {dataset.data.image_count === 0 ? (
         <p>No photos yet. Add 5 to 20 photos of the subject: different places, light and angles work best.</p>
       ) : (
-        <ImageGrid images={images.data.data} onChanged={reload} />
+        <ImageGrid datasetId={id} count={dataset.data.image_count} refreshKey={imagesChanged} onChanged={reload} />
       )}
-      <RunComparison datasetId={id} />
     </section>
-  );
-}
-
-function ImageGrid({ images, onChanged }: { images: Image[]; onChanged: () => void }) {
-  return (
-    <ul class="image-grid" aria-labelledby="images-heading">
-      {/* keyed by id and caption: a caption written by a job replaces the draft shown */}
-      {images.map((image) => <ImageCard key={`${image.id}:${image.caption ?? ''}`} image={image} onChanged={onChanged} />)}
-    </ul>
   );
 }
 

@@ -12,26 +12,15 @@ import { ApiError, fetchJson, newIdempotencyKey, unwrap, type ApiClient, type Ba
 import { ErrorNotice } from '../components/ErrorNotice.js';
 import { MetricChoices } from '../components/MetricChoices.js';
 import { RadioChoices } from '../components/RadioChoices.js';
-import { fromFieldValue, ParamField, toFieldValue, type FieldValue } from '../components/ParamField.js';
+import { ParamField } from '../components/ParamField.js';
 import { useLoad } from '../hooks.js';
 import { appliesTo, defaultFor, modelLabel } from '../model-family.js';
+import { toFieldValue, type FieldValue } from '../param-values.js';
 import { metricInfosOf, QUALITY_METRICS, type QualityMetricInfo } from '../quality-metrics.js';
 import { Link, navigate } from '../router.js';
+import { fieldsForLength, LARGE_DATASET_FIELDS, LENGTH_PARAMS, missingFields, nonNullSchema, paramsOf, type FieldSpec, type RunLength, type Values } from '../run-params.js';
 import { useSession } from '../session.js';
 import { presetById, presetsFor, subjectPrompt, type PresetId, type Subject, type TrainingMethod, type TrainingParamsInput } from '../training-presets.js';
-
-/** One control of the form: a param, or a field of an object param ("validation.every"). */
-interface FieldSpec {
-  key: string;
-  path: [string] | [string, string];
-  schema: ParamSchema;
-  /** The checkbox that turns a nullable object param on (prior_preservation). */
-  toggle?: boolean;
-  /** The toggle this field needs on. */
-  under?: string;
-  /** The object param this field belongs to (its fieldset among the advanced settings). */
-  group?: string;
-}
 
 /** The param the method choice sets: not a field of its own. */
 const METHOD_PARAM = 'method';
@@ -50,7 +39,7 @@ function fieldsOf(schema: typeof paramsSchema): FieldSpec[] {
         fields.push({ key: `${name}.${sub}`, path: [name, sub], schema: field, under: name, group: name });
       }
     } else {
-      fields.push({ key: name, path: [name], schema: param });
+      fields.push({ key: name, path: [name], schema: nonNullSchema(param) });
     }
   }
   return fields;
@@ -77,16 +66,22 @@ const QUALITY_FIELDS: FieldSpec[] = [
   },
 ];
 
-const FIELDS = [...fieldsOf(paramsSchema), ...QUALITY_FIELDS.filter((field) => paramsSchema.properties.validation?.properties?.[field.path[1]!] === undefined)];
+const FIELDS = [
+  ...fieldsOf(paramsSchema),
+  ...QUALITY_FIELDS.filter((field) => paramsSchema.properties.validation?.properties?.[field.path[1]!] === undefined),
+  ...missingFields(LARGE_DATASET_FIELDS, paramsSchema.properties),
+];
 const FIELD_BY_KEY = new Map(FIELDS.map((field) => [field.key, field]));
 /** Shown outside "Advanced settings", in this order. */
-const TRAINING_KEYS = ['max_steps', 'rank', 'learning_rate', 'resolution'];
-const VALIDATION_KEYS = ['validation.prompts', 'validation.every', 'validation.metrics', 'validation.final_images'];
+const TRAINING_KEYS = ['max_steps', 'max_epochs', 'rank', 'learning_rate', 'resolution'];
+const VALIDATION_KEYS = ['validation.prompts', 'validation.every', 'validation_split', 'validation.metrics', 'validation.final_images'];
 const MAIN_KEYS = new Set([...TRAINING_KEYS, ...VALIDATION_KEYS]);
 
 /** Labels of the params this console knows; a param it does not know is named from its key. */
 const LABELS: Record<string, string> = {
   max_steps: 'Steps',
+  max_epochs: 'Epochs',
+  validation_split: 'Held-out share',
   rank: 'Rank',
   alpha: 'Alpha',
   learning_rate: 'Learning rate',
@@ -161,9 +156,17 @@ function toggleLabelOf(key: string): string {
   return LABELS[`${key}:toggle`] ?? `Use ${labelOf(key).toLowerCase()}`;
 }
 
-const idOf = (key: string) => `run-${key.replace(/\./g, '-')}`;
+/** The run's two lengths, as the form offers them. */
+const LENGTHS: ReadonlyArray<{ id: RunLength; label: string; description: string }> = [
+  { id: 'steps', label: 'A number of steps', description: 'Optimizer steps, whatever the size of the dataset: what the presets give.' },
+  {
+    id: 'epochs',
+    label: 'A number of epochs',
+    description: 'Passes over every training photo: a run as long as the dataset is large (the photos held out for validation do not count).',
+  },
+];
 
-type Values = Record<string, FieldValue>;
+const idOf = (key: string) => `run-${key.replace(/\./g, '-')}`;
 
 /** A field's default on a run of `method`: a toggle is on when its object param is on by default (prior preservation of full runs). */
 function fieldDefault(field: FieldSpec, method: TrainingMethod): unknown {
@@ -203,30 +206,6 @@ function presetValues(id: PresetId, subject: Subject): Values {
 /** The fields of a model's family and a method: the params of another family or method are neither shown nor sent. */
 function fieldsFor(family: BaseModel['family'], method: TrainingMethod): FieldSpec[] {
   return FIELDS.filter((field) => appliesTo(paramsSchema.properties[field.path[0]], family, method));
-}
-
-/**
- * The request's params: the method (when not the default), and a control when it differs
- * from its default for the method or a preset set it; a blank one is left out (the API's
- * default, or the model's own). A toggle off whose param is on by default sends null.
- */
-function paramsOf(values: Values, presetKeys: ReadonlySet<string>, family: BaseModel['family'], method: TrainingMethod): TrainingParamsInput {
-  const params: Record<string, unknown> = method === 'lora' ? {} : { [METHOD_PARAM]: method };
-  for (const field of fieldsFor(family, method)) {
-    const [name, sub] = field.path;
-    if (field.toggle) {
-      if (values[field.key] === true) params[name] = {};
-      else if (fieldDefault(field, method) === true) params[name] = null;
-      continue;
-    }
-    if (field.under !== undefined && values[field.under] !== true) continue;
-    const value = fromFieldValue(field.schema, values[field.key] ?? '');
-    if (value === undefined) continue;
-    if (!presetKeys.has(field.key) && JSON.stringify(value) === JSON.stringify(fieldDefault(field, method))) continue;
-    if (sub === undefined) params[name] = value;
-    else params[name] = { ...(params[name] as object | undefined), [sub]: value };
-  }
-  return params as TrainingParamsInput;
 }
 
 /** A server's message about the field at `path` (e.g. "params.max_steps") or inside it ("params.validation.prompts.0"). */
@@ -301,6 +280,7 @@ function NewRunForm({ datasets, models, metrics, initialDatasetId }: FormProps) 
   const [modelId, setModelId] = useState(models[0]!.id);
   const [name, setName] = useState('');
   const [method, setMethod] = useState<TrainingMethod>('lora');
+  const [length, setLength] = useState<RunLength>('steps');
   // The demo model starts on the quick test: it makes noise, so a long run teaches nothing.
   const [presetId, setPresetId] = useState<PresetId>(models[0]!.demo ? 'quick' : 'likeness');
   const dataset = datasets.find((candidate) => candidate.id === datasetId) ?? datasets[0]!;
@@ -327,6 +307,7 @@ function NewRunForm({ datasets, models, metrics, initialDatasetId }: FormProps) 
   const choosePreset = (id: PresetId, forMethod = method) => {
     setPresetId(id);
     if (id === 'custom') return; // keeps every value as it is
+    setLength('steps'); // the presets are in steps
     const preset = presetValues(id, dataset);
     setValues({ ...defaultValues(dataset, forMethod), ...preset });
     setPresetKeys(new Set(Object.keys(preset)));
@@ -349,6 +330,12 @@ function NewRunForm({ datasets, models, metrics, initialDatasetId }: FormProps) 
     if (next === undefined || promptsFrom === null) return;
     const prompts = presetById(promptsFrom).prompts ?? ((subject: Subject) => [subjectPrompt(subject)]);
     setValues((current) => ({ ...current, 'validation.prompts': prompts(next).join('\n') }));
+  };
+
+  const chooseLength = (next: RunLength) => {
+    setLength(next);
+    if (next !== 'steps') setPresetId('custom'); // no preset is in epochs
+    markEdited(`params.${LENGTH_PARAMS[next]}`);
   };
 
   const setParam = (key: string, value: FieldValue) => {
@@ -383,7 +370,7 @@ function NewRunForm({ datasets, models, metrics, initialDatasetId }: FormProps) 
       dataset_id: datasetId,
       model: modelId,
       ...(name.trim() === '' ? {} : { name: name.trim() }),
-      params: paramsOf(values, presetKeys, model.family, method),
+      params: paramsOf(fieldsFor(model.family, method), values, presetKeys, method, length, (field) => fieldDefault(field, method)) as TrainingParamsInput,
     };
     try {
       for (let attempt = 1; ; attempt++) {
@@ -411,8 +398,11 @@ function NewRunForm({ datasets, models, metrics, initialDatasetId }: FormProps) 
     if (details && !details.open) details.open = true;
   };
 
-  const shownFields = fieldsFor(model.family, method);
-  const paramField = (key: string, extra: { hint?: string; placeholder?: string; emptyLabel?: string; rows?: number; maximum?: number } = {}) => {
+  const shownFields = fieldsForLength(fieldsFor(model.family, method), length);
+  const paramField = (
+    key: string,
+    extra: { hint?: string; placeholder?: string; emptyLabel?: string; rows?: number; maximum?: number; required?: boolean } = {},
+  ) => {
     const field = FIELD_BY_KEY.get(key);
     if (field === undefined) return null; // a param the API no longer has
     if (!shownFields.includes(field)) return null; // a param of another family or method
@@ -526,8 +516,12 @@ function NewRunForm({ datasets, models, metrics, initialDatasetId }: FormProps) 
 
       <fieldset>
         <legend>Training</legend>
+        {FIELD_BY_KEY.has(LENGTH_PARAMS.epochs) ? (
+          <RadioChoices legend="Train for" name="run-length" options={LENGTHS} value={length} onChange={chooseLength} />
+        ) : null}
         <div class="form-grid">
           {paramField('max_steps')}
+          {paramField('max_epochs', { required: true })}
           {paramField('rank')}
           {paramField('learning_rate')}
           {paramField('resolution', {
@@ -546,6 +540,11 @@ function NewRunForm({ datasets, models, metrics, initialDatasetId }: FormProps) 
         })}
         <div class="form-grid">
           {paramField('validation.every')}
+          {paramField('validation_split', {
+            hint:
+              'The share of the photos held out from training, 0 to 0.5 (the same photos on every run of this dataset): ' +
+              'each validation then reports the loss on them, so overfitting shows. 0: none held out.',
+          })}
           {metrics === null || metrics.length === 0
             ? null
             : paramField('validation.final_images', {

@@ -1,17 +1,19 @@
 // One training run, live: its facts, progress, loss chart, quality metrics, validation images, log and
 // files. The event stream replays every event from the run's start, so a reload rebuilds
 // the chart and the log; events are applied in batches (a replay brings thousands at once).
-import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { followEvents } from '../../../openapi/client/index.js';
 import { download, unwrap, type TrainingRun, type TrainingRunArtifact, type TrainingRunEvent } from '../api.js';
 import { AuthImage } from '../components/AuthImage.js';
 import { ErrorNotice } from '../components/ErrorNotice.js';
-import { LossChart, type LossSeries } from '../components/LossChart.js';
+import { LossChart } from '../components/LossChart.js';
 import { Progress } from '../components/Progress.js';
 import { QualityPanel } from '../components/QualityPanel.js';
 import { TableHead } from '../components/TableHead.js';
 import { formatBytes, formatDuration, formatNumber, formatTime } from '../format.js';
 import { useInterval, useLoad } from '../hooks.js';
+import { epochText, heldOutImagesOf, maxEpochsOf, validationLossLabel, validationSplitOf } from '../large-dataset-runs.js';
+import type { LossSeries, ValidationPoint } from '../loss-series.js';
 import { qualitySetOf, requestedQuality, runQuality, type QualitySet } from '../quality-metrics.js';
 import { Link } from '../router.js';
 import { useSession } from '../session.js';
@@ -155,7 +157,8 @@ function trailing(fn: () => void, ms: number): { call: () => void; cancel: () =>
 
 function progressText(progress: RunProgress | undefined, status: string | undefined): string {
   if (progress === undefined) return status === 'queued' ? 'Waiting for a worker' : status ?? '—';
-  const parts = [`step ${progress.step} / ${progress.total_steps}`, `${formatNumber(progress.percent, 3)}%`];
+  const epoch = epochText(progress);
+  const parts = [`step ${progress.step} / ${progress.total_steps}`, ...(epoch === null ? [] : [epoch]), `${formatNumber(progress.percent, 3)}%`];
   if (progress.phase === 'training') {
     if (progress.eta_seconds !== null) parts.push(`ETA ${formatDuration(progress.eta_seconds)}`);
   } else if (status === undefined || !FINISHED.has(status)) {
@@ -167,6 +170,15 @@ function progressText(progress: RunProgress | undefined, status: string | undefi
 /** The most memory the run has held on its device: its final metrics, else its last progress. */
 function peakMemory(run: TrainingRun): number | undefined {
   return run.metrics?.peak_memory_bytes ?? run.progress?.peak_memory_bytes ?? undefined;
+}
+
+/** The validation loss of each validated step; the end-of-run set's only where that step has no other. */
+function validationPoints(validations: readonly ValidationResult[]): ValidationPoint[] {
+  const points = new Map<number, number>();
+  for (const validation of validations) {
+    if (validation.loss !== null && (!validation.final || !points.has(validation.step))) points.set(validation.step, validation.loss);
+  }
+  return [...points].map(([step, loss]) => ({ step, loss }));
 }
 
 function basename(name: string): string {
@@ -189,6 +201,7 @@ export function RunPage({ id }: { id: string }) {
   const [streamError, setStreamError] = useState<unknown>(undefined);
   const [actionError, setActionError] = useState<unknown>(undefined);
   const [cancelling, setCancelling] = useState(false);
+  const validationLoss = useMemo(() => validationPoints(stream.validations), [stream.validations]);
 
   // The latest reloads, for the stream's effect (which starts once per run).
   const reloads = useRef({ run: run.reload, artifacts: artifacts.reload });
@@ -319,7 +332,7 @@ export function RunPage({ id }: { id: string }) {
           text={progressText(progress, status)}
         />
         {status === 'queued' && data.queue_reason !== null ? <p class="hint">{data.queue_reason}</p> : null}
-        <LossChart series={stream.series} />
+        <LossChart series={stream.series} validation={validationLoss} validationLabel={validationLossLabel(data)} />
         <ErrorNotice error={streamError} prefix="Live updates stopped" />
       </section>
 
@@ -350,8 +363,26 @@ export function RunPage({ id }: { id: string }) {
           <dd><code>{data.trigger_token}</code> {data.class_word}</dd>
           <dt>Images</dt>
           <dd>{data.image_count}</dd>
-          <dt>Steps</dt>
-          <dd>{data.params.max_steps}</dd>
+          {maxEpochsOf(data) === null ? (
+            <>
+              <dt>Steps</dt>
+              <dd>{data.params.max_steps}</dd>
+            </>
+          ) : (
+            <>
+              <dt>Epochs</dt>
+              <dd>{maxEpochsOf(data)}</dd>
+            </>
+          )}
+          {validationSplitOf(data) === 0 ? null : (
+            <>
+              <dt>Held out</dt>
+              <dd>
+                {formatNumber(validationSplitOf(data) * 100, 3)}% of the photos
+                {heldOutImagesOf(data) === null ? '' : ` (${heldOutImagesOf(data)})`}, for the held-out loss
+              </dd>
+            </>
+          )}
           {data.params.rank === null ? null : (
             <>
               <dt>Rank</dt>
