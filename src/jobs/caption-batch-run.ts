@@ -1,0 +1,178 @@
+// A captioning job in batch mode: its queued images go to the provider's batch API (at most
+// maxRequests requests and the provider's byte limit per batch), each batch is recorded with
+// the items it carries before anything else happens, and the job's open batches are polled
+// every pollMs until they end; then their results are read as a stream and written one by
+// one through the same steps as an interactive answer (caption-items.ts). A failed request
+// goes into a new batch while the retry budget lasts (shouldResubmit), then becomes the
+// item's error. A worker that takes the job over (restart, lost lease) finds the batches in
+// the database and polls them: no image is sent twice, none already captioned is sent again.
+import { setTimeout as delay } from 'node:timers/promises';
+import { CaptionError, type BatchRequest, type CaptionBatches } from '../captioning/captioner.js';
+import type { CaptionRequestPolicy } from '../captioning/config.js';
+import { shouldResubmit } from '../captioning/retry.js';
+import { createCaptionBatchesRepository, type BatchRow } from '../repositories/caption-batches.js';
+import { createCaptioningJobsRepository } from '../repositories/captioning-jobs.js';
+import type { CaptionItems, CaptionItemsContext } from './caption-items.js';
+
+export interface BatchRunPolicy {
+  /** Most requests in one batch. */
+  maxRequests: number;
+  /** Time between two looks at the batches in flight. */
+  pollMs: number;
+  /** The retry budget a failed request shares with interactive mode. */
+  request: CaptionRequestPolicy;
+}
+
+export interface BatchRunContext extends CaptionItemsContext {
+  batches: CaptionBatches;
+  items: CaptionItems;
+  policy: BatchRunPolicy;
+  /** A failure every other request would share (a refused key): stops the job. */
+  fatal(error: CaptionError): void;
+}
+
+/** Runs the job's batches until no item is queued or carried by an open batch, or the run is aborted. */
+export async function captionInBatches(ctx: BatchRunContext): Promise<void> {
+  const { db, job, controller, policy } = ctx;
+  const signal = controller.signal;
+  const jobs = createCaptioningJobsRepository(db);
+  const batches = createCaptionBatchesRepository(db);
+  for (;;) {
+    await submitQueued(ctx, await jobs.queuedItems(job.id));
+    for (const batch of await batches.open(job.id)) {
+      if (signal.aborted) return;
+      await poll(ctx, batch);
+    }
+    if (signal.aborted) return;
+    if ((await batches.open(job.id)).length === 0 && (await jobs.queuedItems(job.id)).length === 0) return;
+    try {
+      await delay(policy.pollMs, undefined, { signal });
+    } catch {
+      return;
+    }
+  }
+}
+
+/** Cancels the job's open batches at the provider (best effort) and gives them up. */
+export async function abandonBatches(ctx: Pick<BatchRunContext, 'db' | 'job' | 'logger'>, provider: CaptionBatches | undefined): Promise<void> {
+  const batches = createCaptionBatchesRepository(ctx.db);
+  for (const batch of await batches.open(ctx.job.id)) {
+    if (provider === undefined || batch.status === 'ended') continue;
+    try {
+      await provider.cancel(batch.provider_batch_id);
+    } catch (error) {
+      ctx.logger.warn({ job: ctx.job.id, batch: batch.provider_batch_id, err: error }, 'could not cancel a caption batch');
+    }
+  }
+  await batches.abandonOpen(ctx.job.id);
+}
+
+/** Builds the requests of the queued items that need one and sends them in batches within the limits. */
+async function submitQueued(ctx: BatchRunContext, queued: readonly string[]): Promise<void> {
+  const { controller, items, batches, subject, policy } = ctx;
+  let pending: BatchRequest[] = [];
+  let bytes = 0;
+  for (const imageId of queued) {
+    if (controller.signal.aborted) return;
+    const found = await items.lookup(imageId);
+    if (found.settled) continue;
+    let request: BatchRequest;
+    try {
+      request = await batches.request(imageId, found.image, subject, controller.signal);
+    } catch (error) {
+      if (!(error instanceof CaptionError) || error.code === 'canceled') throw error;
+      await items.finish(imageId, { status: 'failed', error: { code: error.code, message: error.message, attempts: 0, httpStatus: null } });
+      continue;
+    }
+    if (pending.length >= policy.maxRequests || (pending.length > 0 && bytes + request.bytes > batches.maxBatchBytes)) {
+      if (!(await submit(ctx, pending))) return;
+      pending = [];
+      bytes = 0;
+    }
+    pending.push(request);
+    bytes += request.bytes;
+  }
+  if (pending.length > 0) await submit(ctx, pending);
+}
+
+/** Sends one batch and records it with its items; false when it could not be sent (the items stay queued, or failed). */
+async function submit(ctx: BatchRunContext, requests: readonly BatchRequest[]): Promise<boolean> {
+  const { db, job, batches, items, logger } = ctx;
+  const imageIds = requests.map((r) => r.customId);
+  let state;
+  try {
+    // Not aborted on shutdown: a batch the provider accepted must be recorded, or it would be paid twice.
+    state = await batches.submit(requests);
+  } catch (error) {
+    if (!(error instanceof CaptionError)) throw error;
+    if (error.code === 'auth') {
+      ctx.fatal(error);
+    } else if (error.retryable) {
+      logger.warn({ job: job.id, code: error.code, status: error.status, requests: requests.length }, 'caption batch not accepted; trying again at the next poll');
+    } else {
+      for (const imageId of imageIds) {
+        await items.finish(imageId, { status: 'failed', error: { code: error.code, message: error.message, attempts: 1, httpStatus: error.status ?? null } });
+      }
+    }
+    return false;
+  }
+  const row = await db.transaction((tx) => createCaptionBatchesRepository(tx).insert(job.id, state, imageIds));
+  logger.info({ job: job.id, batch: row.id, providerBatch: state.providerBatchId, requests: requests.length }, 'caption batch submitted');
+  return true;
+}
+
+/** One look at a batch; an ended one has its results written. */
+async function poll(ctx: BatchRunContext, batch: BatchRow): Promise<void> {
+  const { db, job, batches, logger } = ctx;
+  let state;
+  try {
+    state = await batches.retrieve(batch.provider_batch_id);
+  } catch (error) {
+    if (!(error instanceof CaptionError)) throw error;
+    if (error.code === 'auth') ctx.fatal(error);
+    else logger.warn({ job: job.id, batch: batch.id, code: error.code, status: error.status }, 'could not look at a caption batch; trying again at the next poll');
+    return;
+  }
+  await createCaptionBatchesRepository(db).updateState(batch.id, state);
+  if (state.status === 'ended') await collect(ctx, batch);
+}
+
+/** Writes an ended batch's results as they stream in; a result read again after a restart is skipped. */
+async function collect(ctx: BatchRunContext, batch: BatchRow): Promise<void> {
+  const { db, job, batches, items, subject, controller, policy, logger } = ctx;
+  const repo = createCaptionBatchesRepository(db);
+  const waiting = await repo.waitingItems(job.id, batch);
+  try {
+    for await (const result of batches.results(batch.provider_batch_id, subject, controller.signal)) {
+      const attempts = waiting.get(result.customId);
+      if (attempts === undefined) continue;
+      waiting.delete(result.customId);
+      const imageId = result.customId;
+      if (result.ok) {
+        const key = await items.keyFor(imageId);
+        if (key !== null) await items.record(imageId, key, result.outcome);
+        continue;
+      }
+      const { error } = result;
+      if (result.usage.inputTokens + result.usage.outputTokens > 0) {
+        await createCaptioningJobsRepository(db).addUsage(job.id, result.usage.inputTokens, result.usage.outputTokens, result.costUsd);
+      }
+      if (shouldResubmit(error, attempts, policy.request)) {
+        await repo.requeueItem(job.id, imageId);
+      } else {
+        await items.finish(imageId, { status: 'failed', error: { code: error.code, message: error.message, attempts, httpStatus: error.status ?? null } });
+        logger.warn({ job: job.id, image: imageId, code: error.code, attempts }, 'image caption failed');
+      }
+      if (error.code === 'auth') ctx.fatal(error);
+      if (controller.signal.aborted) return;
+    }
+  } catch (error) {
+    if (controller.signal.aborted) return;
+    if (!(error instanceof CaptionError)) throw error;
+    logger.warn({ job: job.id, batch: batch.id, code: error.code, status: error.status }, 'could not read a caption batch\'s results; trying again at the next poll');
+    return;
+  }
+  if (controller.signal.aborted) return;
+  await db.transaction((tx) => createCaptionBatchesRepository(tx).markCollected(job.id, batch));
+  logger.info({ job: job.id, batch: batch.id, providerBatch: batch.provider_batch_id }, 'caption batch results written');
+}
