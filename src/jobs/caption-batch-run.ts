@@ -12,6 +12,7 @@ import type { CaptionRequestPolicy } from '../captioning/config.js';
 import { shouldResubmit } from '../captioning/retry.js';
 import { createCaptionBatchesRepository, type BatchRow } from '../repositories/caption-batches.js';
 import { createCaptioningJobsRepository } from '../repositories/captioning-jobs.js';
+import { BatchPacker } from './caption-batch-packer.js';
 import type { CaptionItems, CaptionItemsContext } from './caption-items.js';
 
 export interface BatchRunPolicy {
@@ -70,8 +71,7 @@ export async function abandonBatches(ctx: Pick<BatchRunContext, 'db' | 'job' | '
 /** Builds the requests of the queued items that need one and sends them in batches within the limits. */
 async function submitQueued(ctx: BatchRunContext, queued: readonly string[]): Promise<void> {
   const { controller, items, batches, subject, policy } = ctx;
-  let pending: BatchRequest[] = [];
-  let bytes = 0;
+  const packer = new BatchPacker({ maxRequests: policy.maxRequests, maxBytes: batches.maxBatchBytes });
   for (const imageId of queued) {
     if (controller.signal.aborted) return;
     const found = await items.lookup(imageId);
@@ -80,19 +80,18 @@ async function submitQueued(ctx: BatchRunContext, queued: readonly string[]): Pr
     try {
       request = await batches.request(imageId, found.image, subject, controller.signal);
     } catch (error) {
-      if (!(error instanceof CaptionError) || error.code === 'canceled') throw error;
+      if (!(error instanceof CaptionError)) throw error;
+      // The run was aborted while the image was being prepared.
+      if (error.code === 'canceled') return;
       await items.finish(imageId, { status: 'failed', error: { code: error.code, message: error.message, attempts: 0, httpStatus: null } });
       continue;
     }
-    if (pending.length >= policy.maxRequests || (pending.length > 0 && bytes + request.bytes > batches.maxBatchBytes)) {
-      if (!(await submit(ctx, pending))) return;
-      pending = [];
-      bytes = 0;
-    }
-    pending.push(request);
-    bytes += request.bytes;
+    const full = packer.add(request);
+    // Not sent (the provider is unreachable for now, or refused it): the rest waits for the next poll.
+    if (full !== undefined && !(await submit(ctx, full))) return;
   }
-  if (pending.length > 0) await submit(ctx, pending);
+  const last = packer.flush();
+  if (last.length > 0) await submit(ctx, last);
 }
 
 /** Sends one batch and records it with its items; false when it could not be sent (the items stay queued, or failed). */
