@@ -183,14 +183,20 @@ export function createCaptioningJobsRepository(db: Queryable) {
 
     /**
      * Asks the job to stop. A queued job is canceled at once (with its items); a running
-     * one is marked and its worker stops it. Null when the tenant has no such job.
+     * one is marked and its worker stops it, and so is a queued one with batches in flight
+     * (given back by a stopping worker): the worker that claims it next cancels them at the
+     * provider. Null when the tenant has no such job.
      */
     async requestCancel(tenantId: string, id: string): Promise<JobRow | null> {
       const { rows } = await db.query<JobRow>(
-        `UPDATE captioning_jobs
+        `WITH settle AS (
+           SELECT status = 'queued' AND NOT EXISTS (
+                    SELECT 1 FROM caption_batches b WHERE b.job_id = $2 AND b.status IN ('in_progress', 'canceling', 'ended')) AS at_once
+             FROM captioning_jobs WHERE tenant_id = $1 AND id = $2)
+         UPDATE captioning_jobs
             SET cancel_requested_at = coalesce(cancel_requested_at, now()),
-                status = CASE WHEN status = 'queued' THEN 'canceled' ELSE status END,
-                finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
+                status = CASE WHEN (SELECT at_once FROM settle) THEN 'canceled' ELSE status END,
+                finished_at = CASE WHEN (SELECT at_once FROM settle) THEN now() ELSE finished_at END
           WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'running')
           RETURNING ${COLUMNS}`,
         [tenantId, id],

@@ -170,6 +170,28 @@ describe('captioning jobs in batch mode', () => {
     assert.equal(done.progress.canceled, 3);
   });
 
+  test('a job given back with a batch in flight and canceled while no worker runs: the next worker cancels the batch', async (t) => {
+    const first = await withCaptioningApp(t, { env: env() });
+    const { datasetId } = await datasetWithPhotos(first, 3);
+    api.processingMs = Infinity;
+    const job = await startJob(first, datasetId, { mode: 'batch' });
+    const inFlight = await waitForJob(first, job.id, (j) => j.batches.length === 1);
+    await first.close();
+
+    const apiOnly = await withCaptioningApp(t, { env: env({ CAPTION_WORKER_JOBS: '0' }), apiKey: first.apiKey });
+    const cancel = await apiOnly.app.inject({ method: 'POST', url: `/v1/captioning-jobs/${job.id}/cancel`, headers: apiOnly.auth });
+    assert.equal(cancel.statusCode, 202, cancel.body);
+    assert.equal(cancel.json().status, 'queued', 'not canceled before its batch is');
+    assert.equal(cancel.json().cancel_requested, true);
+    await apiOnly.close();
+
+    const next = await withCaptioningApp(t, { env: env(), apiKey: first.apiKey });
+    const done = await waitForJob(next, job.id);
+    assert.equal(done.status, 'canceled');
+    assert.deepEqual(api.canceled, [inFlight.batches[0].provider_batch_id]);
+    assert.equal(done.progress.canceled, 3);
+  });
+
   test('mode: batch by default above CAPTION_BATCH_THRESHOLD with anthropic; interactive otherwise or when asked; 422 for a provider without batches', async (t) => {
     const ctx = await withCaptioningApp(t, { env: env({ CAPTION_BATCH_THRESHOLD: '2' }) });
     const three = await datasetWithPhotos(ctx, 3);
