@@ -57,6 +57,14 @@ async function datasetOfTinyImages(ctx: TestApp, count: number): Promise<{ datas
   return { datasetId, imageIds: (response.json().data as Array<{ id: string }>).map((d) => d.id) };
 }
 
+/** A batch job on 3 photos whose one batch the provider holds in progress, as it shows then. */
+async function jobWithBatchInFlight(ctx: TestApp) {
+  const { datasetId } = await datasetWithPhotos(ctx, 3);
+  api.processingMs = Infinity;
+  const job = await startJob(ctx, datasetId, { mode: 'batch' });
+  return waitForJob(ctx, job.id, (j) => j.batches.length === 1);
+}
+
 /** How many captions the job wrote for each image. */
 async function captionsWritten(ctx: TestApp, jobId: string): Promise<Map<string, number>> {
   const { rows } = await ctx.db.query<{ image_id: string; n: number }>('SELECT image_id, count(*)::int AS n FROM image_captions WHERE job_id = $1 GROUP BY image_id', [jobId]);
@@ -157,25 +165,19 @@ describe('captioning jobs in batch mode', () => {
 
   test('canceling a job cancels its batches in flight', async (t) => {
     const ctx = await withCaptioningApp(t, { env: env() });
-    const { datasetId } = await datasetWithPhotos(ctx, 3);
-    api.processingMs = Infinity;
-    const job = await startJob(ctx, datasetId, { mode: 'batch' });
-    const inFlight = await waitForJob(ctx, job.id, (j) => j.batches.length === 1);
+    const job = await jobWithBatchInFlight(ctx);
     const cancel = await ctx.app.inject({ method: 'POST', url: `/v1/captioning-jobs/${job.id}/cancel`, headers: ctx.auth });
     assert.equal(cancel.statusCode, 202, cancel.body);
     const done = await waitForJob(ctx, job.id);
     assert.equal(done.status, 'canceled');
-    assert.deepEqual(api.canceled, [inFlight.batches[0].provider_batch_id]);
+    assert.deepEqual(api.canceled, [job.batches[0].provider_batch_id]);
     assert.equal(done.batches[0].status, 'abandoned');
     assert.equal(done.progress.canceled, 3);
   });
 
   test('a job given back with a batch in flight and canceled while no worker runs: the next worker cancels the batch', async (t) => {
     const first = await withCaptioningApp(t, { env: env() });
-    const { datasetId } = await datasetWithPhotos(first, 3);
-    api.processingMs = Infinity;
-    const job = await startJob(first, datasetId, { mode: 'batch' });
-    const inFlight = await waitForJob(first, job.id, (j) => j.batches.length === 1);
+    const job = await jobWithBatchInFlight(first);
     await first.close();
 
     const apiOnly = await withCaptioningApp(t, { env: env({ CAPTION_WORKER_JOBS: '0' }), apiKey: first.apiKey });
@@ -188,7 +190,7 @@ describe('captioning jobs in batch mode', () => {
     const next = await withCaptioningApp(t, { env: env(), apiKey: first.apiKey });
     const done = await waitForJob(next, job.id);
     assert.equal(done.status, 'canceled');
-    assert.deepEqual(api.canceled, [inFlight.batches[0].provider_batch_id]);
+    assert.deepEqual(api.canceled, [job.batches[0].provider_batch_id]);
     assert.equal(done.progress.canceled, 3);
   });
 
