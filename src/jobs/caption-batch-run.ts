@@ -7,10 +7,10 @@
 // item's error. A worker that takes the job over (restart, lost lease) finds the batches in
 // the database and polls them: no image is sent twice, none already captioned is sent again.
 import { setTimeout as delay } from 'node:timers/promises';
-import { CaptionError, type BatchRequest, type CaptionBatches } from '../captioning/captioner.js';
+import { CaptionError, type BatchItemResult, type BatchRequest, type CaptionBatches } from '../captioning/captioner.js';
 import type { CaptionRequestPolicy } from '../captioning/config.js';
 import { shouldResubmit } from '../captioning/retry.js';
-import { createCaptionBatchesRepository, type BatchRow } from '../repositories/caption-batches.js';
+import { createCaptionBatchesRepository, type BatchRow, type WaitingItem } from '../repositories/caption-batches.js';
 import { createCaptioningJobsRepository } from '../repositories/captioning-jobs.js';
 import { BatchPacker } from './caption-batch-packer.js';
 import type { CaptionItems, CaptionItemsContext } from './caption-items.js';
@@ -28,6 +28,8 @@ export interface BatchRunContext extends CaptionItemsContext {
   batches: CaptionBatches;
   items: CaptionItems;
   policy: BatchRunPolicy;
+  /** Results written at once (CAPTION_CONCURRENCY). */
+  writers: number;
   /** A failure every other request would share (a refused key): stops the job. */
   fatal(error: CaptionError): void;
 }
@@ -136,42 +138,56 @@ async function poll(ctx: BatchRunContext, batch: BatchRow): Promise<void> {
   if (state.status === 'ended') await collect(ctx, batch);
 }
 
-/** Writes an ended batch's results as they stream in; a result read again after a restart is skipped. */
+/**
+ * Writes an ended batch's results as they stream in, at most `writers` at once (the stream is
+ * read no further meanwhile, so memory stays bounded); a result read again after a restart is skipped.
+ */
 async function collect(ctx: BatchRunContext, batch: BatchRow): Promise<void> {
-  const { db, job, batches, items, subject, controller, policy, logger } = ctx;
-  const repo = createCaptionBatchesRepository(db);
-  const waiting = await repo.waitingItems(job.id, batch);
+  const { db, job, batches, subject, controller, logger } = ctx;
+  const waiting = await createCaptionBatchesRepository(db).waitingItems(job.id, batch);
+  const writes = new Set<Promise<void>>();
   try {
     for await (const result of batches.results(batch.provider_batch_id, subject, controller.signal)) {
-      const attempts = waiting.get(result.customId);
-      if (attempts === undefined) continue;
+      const item = waiting.get(result.customId);
+      if (item === undefined) continue;
       waiting.delete(result.customId);
-      const imageId = result.customId;
-      if (result.ok) {
-        const key = await items.keyFor(imageId);
-        if (key !== null) await items.record(imageId, key, result.outcome);
-        continue;
-      }
-      const { error } = result;
-      if (result.usage.inputTokens + result.usage.outputTokens > 0) {
-        await createCaptioningJobsRepository(db).addUsage(job.id, result.usage.inputTokens, result.usage.outputTokens, result.costUsd);
-      }
-      if (shouldResubmit(error, attempts, policy.request)) {
-        await repo.requeueItem(job.id, imageId);
-      } else {
-        await items.finish(imageId, { status: 'failed', error: { code: error.code, message: error.message, attempts, httpStatus: error.status ?? null } });
-        logger.warn({ job: job.id, image: imageId, code: error.code, attempts }, 'image caption failed');
-      }
-      if (error.code === 'auth') ctx.fatal(error);
-      if (controller.signal.aborted) return;
+      if (writes.size >= ctx.writers) await Promise.race(writes);
+      const write: Promise<void> = writeResult(ctx, result, item).finally(() => writes.delete(write));
+      // Seen by Promise.race/all; this handler only keeps a failure from being "unhandled" meanwhile.
+      write.catch(() => {});
+      writes.add(write);
+      if (controller.signal.aborted) break;
     }
   } catch (error) {
+    await Promise.allSettled(writes);
     if (controller.signal.aborted) return;
     if (!(error instanceof CaptionError)) throw error;
     logger.warn({ job: job.id, batch: batch.id, code: error.code, status: error.status }, 'could not read a caption batch\'s results; trying again at the next poll');
     return;
   }
+  await Promise.all(writes);
   if (controller.signal.aborted) return;
   await db.transaction((tx) => createCaptionBatchesRepository(tx).markCollected(job.id, batch));
   logger.info({ job: job.id, batch: batch.id, providerBatch: batch.provider_batch_id }, 'caption batch results written');
+}
+
+/** One result: a caption written like an interactive answer, or a failure sent again or recorded. */
+async function writeResult(ctx: BatchRunContext, result: BatchItemResult, item: WaitingItem): Promise<void> {
+  const { db, job, items, policy, logger } = ctx;
+  const imageId = result.customId;
+  if (result.ok) {
+    await items.record(imageId, items.keyOf(item.sha256), result.outcome);
+    return;
+  }
+  const { error } = result;
+  if (result.usage.inputTokens + result.usage.outputTokens > 0) {
+    await createCaptioningJobsRepository(db).addUsage(job.id, result.usage.inputTokens, result.usage.outputTokens, result.costUsd);
+  }
+  if (shouldResubmit(error, item.attempts, policy.request)) {
+    await createCaptionBatchesRepository(db).requeueItem(job.id, imageId);
+  } else {
+    await items.finish(imageId, { status: 'failed', error: { code: error.code, message: error.message, attempts: item.attempts, httpStatus: error.status ?? null } });
+    logger.warn({ job: job.id, image: imageId, code: error.code, attempts: item.attempts }, 'image caption failed');
+  }
+  if (error.code === 'auth') ctx.fatal(error);
 }

@@ -52,7 +52,7 @@ export class CaptionItems {
       await this.finish(imageId, { status: 'skipped' });
       return { settled: true };
     }
-    const key = this.#keyOf(image.sha256);
+    const key = this.keyOf(image.sha256);
     const cached = await createCaptionsRepository(db).cached(key);
     if (cached !== null) {
       await this.#write(imageId, cached, { model: key.model, promptVersion: key.promptVersion, cached: true });
@@ -68,12 +68,6 @@ export class CaptionItems {
       key,
       image: { imageId, filename: image.original_filename ?? imageId, sha256: image.sha256, bytes, mediaType: IMAGE_MEDIA_TYPES[image.format] },
     };
-  }
-
-  /** The cache key of an image of the job; null when the image was deleted. */
-  async keyFor(imageId: string): Promise<CacheKey | null> {
-    const image = await createCaptionsRepository(this.ctx.db).findImage(this.ctx.job.tenant_id, imageId);
-    return image === null ? null : this.#keyOf(image.sha256);
   }
 
   /** A provider's answer: cached before anything else can fail, counted, then written. */
@@ -103,7 +97,8 @@ export class CaptionItems {
     else if (write.reason === 'human-caption') await this.finish(imageId, { status: 'skipped' });
   }
 
-  #keyOf(sha256: string): CacheKey {
+  /** The cache key of the job's answer for an image with this hash. */
+  keyOf(sha256: string): CacheKey {
     const { job, captioner, subject } = this.ctx;
     return {
       tenantId: job.tenant_id,

@@ -135,6 +135,7 @@ export class CaptioningWorker extends JobRunner<JobRow> {
           db, blobs, captions, logger: log, owner: this.owner, job, captioner, subject, controller, items,
           batches: captioner.batches,
           policy: this.#options.batch,
+          writers: this.#options.concurrency,
           fatal: (error) => this.#fatal(run, error),
         });
       } else {

@@ -18,6 +18,13 @@ export interface BatchRow extends BatchCounts {
   ended_at: Date | null;
 }
 
+/** An item a batch's result is awaited for. */
+export interface WaitingItem {
+  /** Requests made for it so far (batches it was sent in). */
+  attempts: number;
+  sha256: string;
+}
+
 /** Statuses of a batch whose results are still to be written. */
 const OPEN = "('in_progress', 'canceling', 'ended')";
 /** Item i ($1 its job) is carried by no batch newer than $3 (it was sent again since). */
@@ -68,17 +75,19 @@ export function createCaptionBatchesRepository(db: Queryable) {
     },
 
     /**
-     * The batch's items still waiting for its answer, with the requests made for each so far: running,
-     * and carried by no later batch (a result read twice after a restart must not count twice).
+     * The batch's items still waiting for its answer, with the requests made for each so far and
+     * the image's hash: running, and carried by no later batch (a result read twice after a
+     * restart must not count twice).
      */
-    async waitingItems(jobId: string, batch: BatchRow): Promise<Map<string, number>> {
-      const { rows } = await db.query<{ image_id: string; attempts: number }>(
-        `SELECT i.image_id, i.attempts FROM captioning_job_items i
+    async waitingItems(jobId: string, batch: BatchRow): Promise<Map<string, WaitingItem>> {
+      const { rows } = await db.query<{ image_id: string; attempts: number; sha256: string }>(
+        `SELECT i.image_id, i.attempts, img.sha256 FROM captioning_job_items i
+           JOIN images img ON img.tenant_id = i.tenant_id AND img.id = i.image_id
           WHERE i.job_id = $1 AND i.image_id = ANY($2::text[]) AND i.status = 'running'
             AND ${NOT_IN_LATER_BATCH}`,
         [jobId, batch.image_ids, batch.id],
       );
-      return new Map(rows.map((r) => [r.image_id, Number(r.attempts)]));
+      return new Map(rows.map((r) => [r.image_id, { attempts: Number(r.attempts), sha256: r.sha256 }]));
     },
 
     /** Puts an item back in the queue for the next batch (its error was transient). */
