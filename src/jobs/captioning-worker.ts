@@ -115,6 +115,7 @@ export class CaptioningWorker extends JobRunner<JobRow> {
     const captioner = this.#options.captioners.get(job.provider as CaptionProvider);
     if (captioner === undefined) {
       const message = `provider ${job.provider} is not configured on the process that ran the job`;
+      await abandonBatches({ db, job, logger: log }, undefined);
       await jobs.requeueRunningItems(job.id);
       await jobs.failQueuedItems(job.id, 'provider_not_configured', message);
       await jobs.finish(job.id, this.owner, 'failed', { code: 'provider_not_configured', message });
@@ -126,14 +127,16 @@ export class CaptioningWorker extends JobRunner<JobRow> {
     const items = new CaptionItems({ db, blobs, captions, logger: log, owner: this.owner, job, captioner, subject, controller });
     const run: JobRun = { job, captioner, controller, subject, items };
 
+    // A provider that lost its batch API since the job was created (configuration changed) answers one request per image.
+    const batchApi = job.mode === 'batch' ? captioner.batches : undefined;
+    if (job.mode === 'batch' && batchApi === undefined) await abandonBatches({ db, job, logger: log }, undefined);
     // Images a dead worker had in flight are tried again (those a batch carries are on the way).
     await jobs.requeueRunningItems(job.id);
     try {
-      // A provider that lost its batch API since the job was created (configuration changed) answers one request per image.
-      if (job.mode === 'batch' && captioner.batches !== undefined) {
+      if (batchApi !== undefined) {
         await captionInBatches({
           db, blobs, captions, logger: log, owner: this.owner, job, captioner, subject, controller, items,
-          batches: captioner.batches,
+          batches: batchApi,
           policy: this.#options.batch,
           writers: this.#options.concurrency,
           fatal: (error) => this.#fatal(run, error),
