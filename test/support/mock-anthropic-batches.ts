@@ -40,6 +40,8 @@ export class MockBatchesApi {
   /** Provider batch ids, in creation order. */
   readonly created: string[] = [];
   readonly canceled: string[] = [];
+  /** API keys answered 401 authentication_error (a revoked key). */
+  readonly refusedKeys = new Set<string>();
   /** How long a new batch stays in_progress; Infinity holds it until release(). */
   processingMs = 0;
   answer: BatchAnswer;
@@ -73,6 +75,7 @@ export class MockBatchesApi {
     this.submissions.clear();
     this.created.length = 0;
     this.canceled.length = 0;
+    this.refusedKeys.clear();
     this.#batches.clear();
     this.processingMs = 0;
   }
@@ -89,6 +92,8 @@ export class MockBatchesApi {
     if (!request.path.startsWith('/v1/messages/batches')) return messagesPrecheck(request);
     const denied = headerCheck(request);
     if (denied !== undefined) return denied;
+    const key = request.headers['x-api-key'] ?? request.headers.authorization?.replace(/^Bearer /, '');
+    if (this.refusedKeys.has(String(key))) return anthropicError(401, 'authentication_error', 'invalid x-api-key');
     const [, id, action] = /^\/v1\/messages\/batches(?:\/([^/?]+))?(?:\/([^/?]+))?/.exec(request.path) ?? [];
     if (request.method === 'POST' && id === undefined) return this.#create(request.body);
     const batch = id === undefined ? undefined : this.#batches.get(id);

@@ -147,6 +147,19 @@ describe('captioning jobs in batch mode', () => {
     assert.deepEqual([...written.keys()].sort(), [overloaded, expired, invalid, imageIds[5]!].sort());
   });
 
+  test('a refused API key stops the job at its first batch', async (t) => {
+    const revoked = 'sk-ant-test-revoked-key-0123456789';
+    api.refusedKeys.add(revoked);
+    const ctx = await withCaptioningApp(t, { env: env({ ANTHROPIC_API_KEY: revoked }) });
+    const { datasetId } = await datasetWithPhotos(ctx, 2);
+    const done = await waitForJob(ctx, (await startJob(ctx, datasetId, { mode: 'batch' })).id);
+    assert.equal(done.status, 'failed', JSON.stringify(done));
+    assert.equal(done.error.code, 'auth');
+    assert.deepEqual(done.errors.map((e: { code: string; attempts: number }) => [e.code, e.attempts]), [['auth', 0], ['auth', 0]]);
+    assert.deepEqual(done.batches, []);
+    assert.equal(api.submissions.size, 0);
+  });
+
   test('the consistency pass runs after the batches, and a re-run answers from the cache without a batch', async (t) => {
     const ctx = await withCaptioningApp(t, { env: env() });
     const { datasetId, imageIds } = await datasetWithPhotos(ctx, 3);
