@@ -13,6 +13,7 @@ import { shouldResubmit } from '../captioning/retry.js';
 import { createCaptionBatchesRepository, type BatchRow, type WaitingItem } from '../repositories/caption-batches.js';
 import { createCaptioningJobsRepository } from '../repositories/captioning-jobs.js';
 import { BatchPacker } from './caption-batch-packer.js';
+import { forEachLimited } from './for-each-limited.js';
 import type { CaptionItems, CaptionItemsContext } from './caption-items.js';
 
 export interface BatchRunPolicy {
@@ -28,8 +29,8 @@ export interface BatchRunContext extends CaptionItemsContext {
   batches: CaptionBatches;
   items: CaptionItems;
   policy: BatchRunPolicy;
-  /** Results written at once (CAPTION_CONCURRENCY). */
-  writers: number;
+  /** Images prepared, and results written, at once (CAPTION_CONCURRENCY). */
+  concurrency: number;
   /** A failure every other request would share (a refused key): stops the job. */
   fatal(error: CaptionError): void;
 }
@@ -70,14 +71,25 @@ export async function abandonBatches(ctx: Pick<BatchRunContext, 'db' | 'job' | '
   await batches.abandonOpen(ctx.job.id);
 }
 
-/** Builds the requests of the queued items that need one and sends them in batches within the limits. */
+/**
+ * Builds the requests of the queued items that need one, `concurrency` images at a time, and sends
+ * them in batches within the limits, one batch after another. While a batch is being sent no
+ * lane starts another image, so memory holds about one batch and a few requests.
+ */
 async function submitQueued(ctx: BatchRunContext, queued: readonly string[]): Promise<void> {
   const { controller, items, batches, subject, policy } = ctx;
   const packer = new BatchPacker({ maxRequests: policy.maxRequests, maxBytes: batches.maxBatchBytes });
-  for (const imageId of queued) {
-    if (controller.signal.aborted) return;
+  // Resolves false once a batch could not be sent (the provider is unreachable for now, or refused
+  // it): the images not sent stay queued for the next poll.
+  let sending: Promise<boolean> = Promise.resolve(true);
+  const send = (batch: BatchRequest[]): Promise<boolean> => {
+    sending = sending.then((ok) => ok && submit(ctx, batch));
+    return sending;
+  };
+  await forEachLimited(queued, ctx.concurrency, controller.signal, async (imageId) => {
+    if (!(await sending)) return;
     const found = await items.lookup(imageId);
-    if (found.settled) continue;
+    if (found.settled) return;
     let request: BatchRequest;
     try {
       request = await batches.request(imageId, found.image, subject, controller.signal);
@@ -86,14 +98,14 @@ async function submitQueued(ctx: BatchRunContext, queued: readonly string[]): Pr
       // The run was aborted while the image was being prepared.
       if (error.code === 'canceled') return;
       await items.finish(imageId, { status: 'failed', error: { code: error.code, message: error.message, attempts: 0, httpStatus: null } });
-      continue;
+      return;
     }
     const full = packer.add(request);
-    // Not sent (the provider is unreachable for now, or refused it): the rest waits for the next poll.
-    if (full !== undefined && !(await submit(ctx, full))) return;
-  }
+    if (full !== undefined) await send(full);
+  });
   const last = packer.flush();
-  if (last.length > 0) await submit(ctx, last);
+  if (last.length > 0 && !controller.signal.aborted) await send(last);
+  await sending;
 }
 
 /** Sends one batch and records it with its items; false when it could not be sent (the items stay queued, or failed). */
@@ -139,7 +151,7 @@ async function poll(ctx: BatchRunContext, batch: BatchRow): Promise<void> {
 }
 
 /**
- * Writes an ended batch's results as they stream in, at most `writers` at once (the stream is
+ * Writes an ended batch's results as they stream in, at most `concurrency` at once (the stream is
  * read no further meanwhile, so memory stays bounded); a result read again after a restart is skipped.
  */
 async function collect(ctx: BatchRunContext, batch: BatchRow): Promise<void> {
@@ -151,7 +163,7 @@ async function collect(ctx: BatchRunContext, batch: BatchRow): Promise<void> {
       const item = waiting.get(result.customId);
       if (item === undefined) continue;
       waiting.delete(result.customId);
-      if (writes.size >= ctx.writers) await Promise.race(writes);
+      if (writes.size >= ctx.concurrency) await Promise.race(writes);
       const write: Promise<void> = writeResult(ctx, result, item).finally(() => writes.delete(write));
       // Seen by Promise.race/all; this handler only keeps a failure from being "unhandled" meanwhile.
       write.catch(() => {});

@@ -20,6 +20,7 @@ import type { CaptionsService } from '../services/captions.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { abandonBatches, captionInBatches, type BatchRunPolicy } from './caption-batch-run.js';
 import { CaptionItems } from './caption-items.js';
+import { forEachLimited } from './for-each-limited.js';
 import { DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MS, DEFAULT_POLL_MS, JobRunner, stopReason, type StopReason } from './job-runner.js';
 
 export { DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MS, DEFAULT_POLL_MS } from './job-runner.js';
@@ -64,15 +65,6 @@ interface JobRun {
   fatal?: CaptionError;
   /** Why the consistency pass failed, when it did. */
   consistencyError?: CaptionError;
-}
-
-/** Runs `task` on every item, at most `limit` at a time, and starts no new one once `signal` is aborted. */
-async function forEachLimited<T>(items: readonly T[], limit: number, signal: AbortSignal, task: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lane = async (): Promise<void> => {
-    while (!signal.aborted && next < items.length) await task(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }
 
 export class CaptioningWorker extends JobRunner<JobRow> {
@@ -138,7 +130,7 @@ export class CaptioningWorker extends JobRunner<JobRow> {
           db, blobs, captions, logger: log, owner: this.owner, job, captioner, subject, controller, items,
           batches: batchApi,
           policy: this.#options.batch,
-          writers: this.#options.concurrency,
+          concurrency: this.#options.concurrency,
           fatal: (error) => this.#fatal(run, error),
         });
       } else {
