@@ -1,8 +1,8 @@
 // A captioning job in batch mode: its queued images go to the provider's batch API (at most
 // maxRequests requests and the provider's byte limit per batch), each batch is recorded with
 // the items it carries before anything else happens, and the job's open batches are polled
-// every pollMs until they end; then their results are read as a stream and written one by
-// one through the same steps as an interactive answer (caption-items.ts). A failed request
+// every pollMs until they end; then their results are read as a stream and written as they
+// come, through the same steps as an interactive answer (caption-items.ts). A failed request
 // goes into a new batch while the retry budget lasts (shouldResubmit), then becomes the
 // item's error. A worker that takes the job over (restart, lost lease) finds the batches in
 // the database and polls them: no image is sent twice, none already captioned is sent again.
