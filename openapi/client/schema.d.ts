@@ -1095,6 +1095,11 @@ export interface components {
              */
             status: "queued" | "running" | "succeeded" | "failed" | "canceled";
             /**
+             * @description interactive: one request per image, answered in seconds; batch: the provider's batch API (anthropic's Message Batches), half the price, answered within 24 hours
+             * @enum {unknown}
+             */
+            mode: "interactive" | "batch";
+            /**
              * @description Who writes the captions: anthropic (Claude), openai-compatible (a vision model behind an OpenAI-compatible API) or template (a fixed sentence from the trigger and class word, free and offline)
              * @enum {unknown}
              */
@@ -1143,13 +1148,49 @@ export interface components {
             /** @description One entry per failed image; retry them alone with a new job naming their image_ids */
             errors: {
                 image_id: string;
-                /** @description rate_limited, overloaded, server_error, timeout, invalid_output, bad_request, auth, network, image_missing, ... */
+                /** @description rate_limited, overloaded, server_error, timeout, invalid_output, bad_request, auth, network, expired, image_missing, ... */
                 code: string;
                 message: string;
-                /** @description Requests made for the image, retries included */
+                /** @description Requests made for the image, retries included (in batch mode: the batches it was sent in) */
                 attempts: number;
                 /** @description HTTP status of the provider's last answer, when there was one */
                 http_status: number | null;
+            }[];
+            /** @description Batch mode: every batch the job submitted, oldest first (empty in interactive mode) */
+            batches: {
+                /**
+                 * @description Caption batch id
+                 * @example cb_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+                 */
+                id: string;
+                /** @description The provider's id of the batch (msgbatch_...) */
+                provider_batch_id: string;
+                /**
+                 * @description in_progress | canceling | ended (as the provider said at the last look), collected (ended and every result written), abandoned (canceled with its job)
+                 * @enum {unknown}
+                 */
+                status: "in_progress" | "canceling" | "ended" | "collected" | "abandoned";
+                /** @description Requests (images) the batch carries */
+                requests: number;
+                /** @description As the provider counted them at the last look */
+                request_counts: {
+                    /** @description Requests not answered yet */
+                    processing: number;
+                    /** @description Requests answered */
+                    succeeded: number;
+                    /** @description Requests that failed (retried in a new batch while the retry budget lasts) */
+                    errored: number;
+                    /** @description Requests canceled before they ran */
+                    canceled: number;
+                    /** @description Requests the provider did not get to within 24 hours */
+                    expired: number;
+                };
+                /**
+                 * Format: date-time
+                 * @description RFC 3339 UTC timestamp
+                 */
+                submitted_at: string;
+                ended_at: string | null;
             }[];
             /** @description Why the job as a whole failed; null otherwise */
             error: {
@@ -3171,6 +3212,11 @@ export interface operations {
                      * @enum {unknown}
                      */
                     provider?: "anthropic" | "openai-compatible" | "template";
+                    /**
+                     * @description How the requests are sent. Default: batch when the provider has a batch API (anthropic) and the job has more than CAPTION_BATCH_THRESHOLD images, else interactive. batch with a provider that has none is refused (422 naming mode).
+                     * @enum {unknown}
+                     */
+                    mode?: "interactive" | "batch";
                     /**
                      * @description Also replace captions a person wrote (source manual or upload); otherwise those images are skipped. Earlier captions always stay in the history.
                      * @default false

@@ -4,22 +4,22 @@
 // none. No temperature is sent: SDK 1.x speaks API version 2026-10-21, which answers 400 to any
 // sampling parameter (CAPTION_TEMPERATURE applies to the openai-compatible provider only);
 // consistency comes from the fixed prompt, the strict schema and the consistency pass.
-// The SDK's retries are off (maxRetries: 0); retry.ts retries so that retry-after is honoured
-// and attempts are counted. The SDK's own logging and tracing are off: at debug level they
-// would print request bodies, image bytes included.
-import Anthropic, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from '@anthropic-ai/sdk';
+// The client and the request for one image are built in anthropic-requests.ts, shared with
+// the Message Batches path (anthropic-batches.ts), which sends the same requests at half price.
+import type Anthropic from '@anthropic-ai/sdk';
 import type { FastifyBaseLogger } from 'fastify';
-import { CaptionError, type CaptionImageInput, type CaptionOutcome, type Captioner, type CaptionSubject, type CaptionUsage, type NormalizedCaptions } from './captioner.js';
+import { AnthropicCaptionBatches } from './anthropic-batches.js';
+import { anthropicFailure, captionParams, createAnthropicClient, toolInput, usageOf, type MessageParams } from './anthropic-requests.js';
+import type { CaptionImageInput, CaptionOutcome, Captioner, CaptionSubject, CaptionUsage, NormalizedCaptions } from './captioner.js';
 import { checkCaptionAnswer, checkNormalizeAnswer, type Checked } from './caption-output.js';
 import type { CaptionRequestPolicy } from './config.js';
 import { prepareForCaption } from './image-preparation.js';
 import { addUsage, estimateCostUsd, NO_USAGE } from './pricing.js';
 import {
-  CAPTION_SCHEMA, CAPTION_TOOL_DESCRIPTION, CAPTION_TOOL_NAME, captionSystemPrompt, captionUserText,
-  NORMALIZE_SCHEMA, NORMALIZE_TOOL_DESCRIPTION, NORMALIZE_TOOL_NAME, normalizeSystemPrompt, normalizeUserText, PROMPT_VERSION,
+  CAPTION_TOOL_NAME, NORMALIZE_SCHEMA, NORMALIZE_TOOL_DESCRIPTION, NORMALIZE_TOOL_NAME, normalizeSystemPrompt, normalizeUserText, PROMPT_VERSION,
 } from './prompts.js';
-import { AttemptFailure, failureForStatus, withRetries } from './retry.js';
-import { redactText, type Secret } from './secrets.js';
+import { AttemptFailure, withRetries } from './retry.js';
+import type { Secret } from './secrets.js';
 
 export interface AnthropicCaptionerOptions {
   apiKey: Secret;
@@ -32,47 +32,25 @@ export interface AnthropicCaptionerOptions {
   logger?: FastifyBaseLogger | undefined;
 }
 
-type MessageParams = Anthropic.MessageCreateParamsNonStreaming;
-
 export class AnthropicCaptioner implements Captioner {
   readonly provider = 'anthropic' as const;
   readonly model: string;
   readonly promptVersion = PROMPT_VERSION;
+  /** The Message Batches API: the same requests at half the price, answered within 24 h. */
+  readonly batches: AnthropicCaptionBatches;
   readonly #client: Anthropic;
   readonly #options: AnthropicCaptionerOptions;
 
   constructor(options: AnthropicCaptionerOptions) {
     this.model = options.model;
     this.#options = options;
-    this.#client = new Anthropic({
-      apiKey: options.apiKey.reveal(),
-      // Not ANTHROPIC_AUTH_TOKEN from the environment: the key is the only credential.
-      authToken: null,
-      ...(options.baseUrl !== undefined ? { baseURL: options.baseUrl } : {}),
-      maxRetries: 0,
-      timeout: options.request.timeoutMs,
-      logLevel: 'off',
-      openTelemetry: false,
-    });
+    this.#client = createAnthropicClient(options);
+    this.batches = new AnthropicCaptionBatches(this.#client, options);
   }
 
   async caption(image: CaptionImageInput, subject: CaptionSubject, signal: AbortSignal): Promise<CaptionOutcome> {
     const prepared = await prepareForCaption(image, signal);
-    const params: MessageParams = {
-      model: this.model,
-      max_tokens: this.#options.maxTokens,
-      system: captionSystemPrompt(subject),
-      thinking: { type: 'disabled' },
-      tools: [{ name: CAPTION_TOOL_NAME, description: CAPTION_TOOL_DESCRIPTION, input_schema: CAPTION_SCHEMA as unknown as Anthropic.Tool.InputSchema, strict: true }],
-      tool_choice: { type: 'tool', name: CAPTION_TOOL_NAME, disable_parallel_tool_use: true },
-      messages: [{
-        role: 'user',
-        content: [
-          { type: 'image', source: { type: 'base64', media_type: prepared.mediaType, data: prepared.data.toString('base64') } },
-          { type: 'text', text: captionUserText(subject) },
-        ],
-      }],
-    };
+    const params = captionParams(this.model, this.#options.maxTokens, subject, prepared);
     const { value, usage } = await this.#call(params, CAPTION_TOOL_NAME, image.imageId, signal,
       (input) => checkCaptionAnswer(input, subject, this.#options.maxChars));
     return { caption: value, model: this.model, promptVersion: this.promptVersion, usage, costUsd: estimateCostUsd(this.model, usage) };
@@ -114,40 +92,13 @@ export class AnthropicCaptioner implements Captioner {
       try {
         message = await this.#client.messages.create(params, { signal });
       } catch (err) {
-        throw this.#failure(err);
+        throw anthropicFailure(err, this.#options.apiKey, this.#options.request.timeoutMs);
       }
       usage = addUsage(usage, usageOf(message.usage));
-      const block = message.content.find((b): b is Anthropic.ToolUseBlock => b.type === 'tool_use' && b.name === toolName);
-      if (block === undefined) {
-        throw new AttemptFailure('invalid_output', `answer has no ${toolName} tool call (stop_reason ${message.stop_reason ?? 'null'})`, false);
-      }
-      const checked = check(block.input);
+      const checked = check(toolInput(message, toolName));
       if (!checked.ok) throw new AttemptFailure('invalid_output', `invalid ${toolName} input: ${checked.reason}`, false);
       return checked.value;
     }, this.#options.request, signal, { provider: this.provider, subjectId, logger: this.#options.logger });
     return { value, usage };
   }
-
-  /** Classifies an SDK error; the message is redacted of the key and of any echoed data. */
-  #failure(err: unknown): AttemptFailure {
-    const safe = (text: string) => redactText(text, [this.#options.apiKey]);
-    if (err instanceof APIUserAbortError) return new AttemptFailure('canceled', 'caption request canceled', false);
-    if (err instanceof APIConnectionTimeoutError) {
-      return new AttemptFailure('timeout', `no answer within ${this.#options.request.timeoutMs} ms`, true);
-    }
-    if (err instanceof APIConnectionError) return new AttemptFailure('network', safe(`connection failed: ${err.message}`), true);
-    if (err instanceof APIError && typeof err.status === 'number') {
-      const detail = err.apiMessage ?? err.message;
-      return failureForStatus(err.status, safe(`anthropic ${err.status}${err.type ? ` ${err.type}` : ''}: ${detail}`), err.headers ?? undefined);
-    }
-    return new AttemptFailure('network', safe(`request failed: ${err instanceof Error ? err.message : String(err)}`), true);
-  }
-}
-
-function usageOf(usage: Anthropic.Usage | undefined): CaptionUsage {
-  if (usage === undefined) return { ...NO_USAGE };
-  return {
-    inputTokens: (usage.input_tokens ?? 0) + (usage.cache_creation_input_tokens ?? 0) + (usage.cache_read_input_tokens ?? 0),
-    outputTokens: usage.output_tokens ?? 0,
-  };
 }

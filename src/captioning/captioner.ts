@@ -50,6 +50,8 @@ export interface Captioner {
   readonly promptVersion: string;
   /** Retries inside; throws CaptionError. */
   caption(image: CaptionImageInput, subject: CaptionSubject, signal: AbortSignal): Promise<CaptionOutcome>;
+  /** The provider's batch API (anthropic only); undefined when it has none. */
+  readonly batches?: CaptionBatches;
   /** The consistency pass: one vocabulary and structure for a whole set, nothing invented. Template: identity. */
   normalize(
     captions: { imageId: string; caption: string }[],
@@ -67,7 +69,9 @@ export type CaptionErrorCode =
   | 'bad_request'
   | 'auth'
   | 'network'
-  | 'canceled';
+  | 'canceled'
+  /** A batch request the provider did not get to within its 24 hours. */
+  | 'expired';
 
 /** A caption request that failed for good (after any retries). The message never holds keys or image bytes. */
 export class CaptionError extends Error {
@@ -87,6 +91,50 @@ export class CaptionError extends Error {
     this.attempts = opts.attempts;
     if (opts.status !== undefined) this.status = opts.status;
   }
+}
+
+// ---------------------------------------------------------------- batches
+
+/** One image's request in a batch: exactly what caption() would send, under a custom id. */
+export interface BatchRequest {
+  customId: string;
+  /** Size of the request in the batch's body, for the provider's per-batch limit. */
+  bytes: number;
+  params: unknown;
+}
+
+export type BatchStatus = 'in_progress' | 'canceling' | 'ended';
+
+export interface BatchCounts {
+  processing: number;
+  succeeded: number;
+  errored: number;
+  canceled: number;
+  expired: number;
+}
+
+export interface BatchState {
+  providerBatchId: string;
+  status: BatchStatus;
+  counts: BatchCounts;
+}
+
+/** One request's result; usage and cost are what it was billed (an invalid answer is paid for too). */
+export type BatchItemResult =
+  | { customId: string; ok: true; outcome: CaptionOutcome }
+  | { customId: string; ok: false; error: CaptionError; usage: CaptionUsage; costUsd: number | null };
+
+/** A provider's asynchronous batch API. Every call throws CaptionError (attempts 1) when it fails. */
+export interface CaptionBatches {
+  /** Largest body of one batch the provider accepts, in bytes. */
+  readonly maxBatchBytes: number;
+  /** Builds the request for one image (throws CaptionError 'bad_request' when it cannot be decoded). */
+  request(customId: string, image: CaptionImageInput, subject: CaptionSubject, signal: AbortSignal): Promise<BatchRequest>;
+  submit(requests: readonly BatchRequest[]): Promise<BatchState>;
+  retrieve(providerBatchId: string): Promise<BatchState>;
+  /** Streams the results of an ended batch, one at a time (never all of them in memory). */
+  results(providerBatchId: string, subject: CaptionSubject, signal: AbortSignal): AsyncIterable<BatchItemResult>;
+  cancel(providerBatchId: string): Promise<BatchState>;
 }
 
 export interface CaptionerRegistry {

@@ -43,6 +43,12 @@ export const CaptionEnvProperties = {
   CAPTION_RETRY_BASE_MS: Type.Integer({ minimum: 0, default: 500 }),
   /** Longest caption accepted from a provider, in characters. */
   CAPTION_MAX_CHARS: Type.Integer({ minimum: 16, maximum: 10_000, default: 1000 }),
+  /** Jobs of more images than this go through the provider's batch API (anthropic) unless they ask for mode interactive. */
+  CAPTION_BATCH_THRESHOLD: Type.Integer({ minimum: 0, default: 50 }),
+  /** Most requests in one batch (the Message Batches API takes up to 100,000). */
+  CAPTION_BATCH_MAX_REQUESTS: Type.Integer({ minimum: 1, maximum: 100_000, default: 10_000 }),
+  /** Milliseconds between two looks at a job's batches in flight. */
+  CAPTION_BATCH_POLL_MS: Type.Integer({ minimum: 10, default: 30_000 }),
   /** Provider used when a request names none: anthropic, openai-compatible or template; empty means anthropic when its key is set, else template. */
   CAPTION_DEFAULT_PROVIDER: Type.Enum(['', ...CAPTION_PROVIDERS], { default: '' }),
 };
@@ -64,6 +70,17 @@ export interface CaptionEnv {
   CAPTION_RETRY_BASE_MS: number;
   CAPTION_MAX_CHARS: number;
   CAPTION_DEFAULT_PROVIDER: string;
+  CAPTION_BATCH_THRESHOLD: number;
+  CAPTION_BATCH_MAX_REQUESTS: number;
+  CAPTION_BATCH_POLL_MS: number;
+}
+
+/** Batch mode (the provider's batch API): when a job uses it by default, and how it is sent and watched. */
+export interface CaptionBatchPolicy {
+  /** Jobs of more images than this default to batch mode. */
+  threshold: number;
+  maxRequests: number;
+  pollMs: number;
 }
 
 /** Timeouts and retries shared by the HTTP providers. */
@@ -86,6 +103,7 @@ export interface CaptionConfig {
   concurrency: number;
   maxChars: number;
   request: CaptionRequestPolicy;
+  batch: CaptionBatchPolicy;
 }
 
 export class CaptionConfigError extends Error {
@@ -141,6 +159,11 @@ export function captionConfigFromEnv(env: CaptionEnv): CaptionConfig {
       timeoutMs: env.CAPTION_REQUEST_TIMEOUT_MS,
       maxRetries: env.CAPTION_MAX_RETRIES,
       retryBaseMs: env.CAPTION_RETRY_BASE_MS,
+    },
+    batch: {
+      threshold: env.CAPTION_BATCH_THRESHOLD,
+      maxRequests: env.CAPTION_BATCH_MAX_REQUESTS,
+      pollMs: env.CAPTION_BATCH_POLL_MS,
     },
   };
 }

@@ -9,7 +9,7 @@ import { OpenAiCompatibleCaptioner } from './openai-compatible.js';
 import { TemplateCaptioner } from './template.js';
 
 export * from './captioner.js';
-export { CaptionEnvProperties, captionConfigFromEnv, CaptionConfigError, DEFAULT_ANTHROPIC_MODEL, type CaptionConfig, type CaptionEnv } from './config.js';
+export { CaptionEnvProperties, captionConfigFromEnv, CaptionConfigError, DEFAULT_ANTHROPIC_MODEL, type CaptionBatchPolicy, type CaptionConfig, type CaptionEnv } from './config.js';
 export { SecretFileError } from './secrets.js';
 export { PROMPT_VERSION } from './prompts.js';
 export { templateCaption, TEMPLATE_PROMPT_VERSION } from './template.js';

@@ -1,6 +1,7 @@
 // Estimated cost of a caption request from its token usage and the model's list price
 // (USD per million tokens, platform.claude.com "Models overview" / pricing). Unknown models,
-// self-hosted ones included, have no estimate (null) rather than a wrong one.
+// self-hosted ones included, have no estimate (null) rather than a wrong one. Requests sent
+// through the Message Batches API are billed at half the list price, input and output alike.
 import type { CaptionUsage } from './captioner.js';
 
 interface Price {
@@ -28,11 +29,15 @@ function priceOf(model: string): Price | undefined {
   return ANTHROPIC_PRICES[model] ?? ANTHROPIC_PRICES[model.replace(/-\d{8}$/, '')];
 }
 
+/** What a batch request costs, as a share of the same request sent on its own. */
+export const BATCH_PRICE_FACTOR = 0.5;
+
 /** Estimated USD, rounded to a millionth of a dollar; null when the model's price is unknown. */
-export function estimateCostUsd(model: string, usage: CaptionUsage): number | null {
+export function estimateCostUsd(model: string, usage: CaptionUsage, options: { batch?: boolean } = {}): number | null {
   const price = priceOf(model);
   if (price === undefined) return null;
-  const usd = (usage.inputTokens * price.inputPerMTok + usage.outputTokens * price.outputPerMTok) / 1_000_000;
+  const factor = options.batch === true ? BATCH_PRICE_FACTOR : 1;
+  const usd = factor * (usage.inputTokens * price.inputPerMTok + usage.outputTokens * price.outputPerMTok) / 1_000_000;
   return Math.round(usd * 1_000_000) / 1_000_000;
 }
 

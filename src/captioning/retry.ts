@@ -79,6 +79,15 @@ export function backoffMs(retry: number, baseMs: number, random: () => number = 
   return Math.round(step / 2 + random() * (step / 2));
 }
 
+/**
+ * Whether a batch request that failed, sent `attempts` times so far, goes into a new batch: the
+ * same budget as withRetries (an invalid answer once more, transient failures up to the retries).
+ */
+export function shouldResubmit(error: CaptionError, attempts: number, policy: CaptionRequestPolicy): boolean {
+  if (error.code === 'invalid_output') return attempts <= INVALID_OUTPUT_RETRIES;
+  return error.retryable && attempts <= policy.maxRetries;
+}
+
 export interface RetryContext {
   provider: string;
   /** What is being captioned, for the log (an image id, or "normalize"). */

@@ -4,6 +4,8 @@
 // a job within one heartbeat of a cancel (at once when the cancel arrives at this
 // process). On close it aborts its requests, puts unfinished images back in the queue and
 // releases its jobs, so the next process to start (or another replica) resumes them.
+// A job in batch mode sends its images through the provider's batch API instead
+// (caption-batch-run.ts); its batches in flight stay in flight across a restart.
 //
 // Never lose work: each image's caption is committed as soon as it is answered, a
 // provider's answer goes to the cache before anything else, and one image's failure
@@ -12,11 +14,13 @@ import type { FastifyBaseLogger } from 'fastify';
 import { Type } from 'typebox';
 import { CaptionError, type Captioner, type CaptionerRegistry, type CaptionProvider, type CaptionSubject } from '../captioning/captioner.js';
 import type { Database } from '../db/database.js';
-import { createCaptioningJobsRepository, type ItemOutcome, type JobRow } from '../repositories/captioning-jobs.js';
-import { createCaptionsRepository, type CacheKey, type CaptionSource } from '../repositories/captions.js';
-import { isHumanCaption, type CaptionsService } from '../services/captions.js';
-import { IMAGE_MEDIA_TYPES } from '../services/file-sniffing.js';
+import { createCaptioningJobsRepository, type JobRow } from '../repositories/captioning-jobs.js';
+import { createCaptionsRepository, type CaptionSource } from '../repositories/captions.js';
+import type { CaptionsService } from '../services/captions.js';
 import type { BlobStore } from '../storage/blob-store.js';
+import { abandonBatches, captionInBatches, type BatchRunPolicy } from './caption-batch-run.js';
+import { CaptionItems } from './caption-items.js';
+import { forEachLimited } from './for-each-limited.js';
 import { DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MS, DEFAULT_POLL_MS, JobRunner, stopReason, type StopReason } from './job-runner.js';
 
 export { DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MS, DEFAULT_POLL_MS } from './job-runner.js';
@@ -43,6 +47,8 @@ export interface CaptioningWorkerOptions {
   logger: FastifyBaseLogger;
   /** Most caption requests in flight at once per job. */
   concurrency: number;
+  /** Jobs in batch mode: batch size, polling, retry budget. */
+  batch: BatchRunPolicy;
   maxJobs?: number;
   leaseMs?: number;
   heartbeatMs?: number;
@@ -54,19 +60,11 @@ interface JobRun {
   captioner: Captioner;
   subject: CaptionSubject;
   controller: AbortController;
+  items: CaptionItems;
   /** The error that stopped the job (an API key the provider refused). */
   fatal?: CaptionError;
   /** Why the consistency pass failed, when it did. */
   consistencyError?: CaptionError;
-}
-
-/** Runs `task` on every item, at most `limit` at a time, and starts no new one once `signal` is aborted. */
-async function forEachLimited<T>(items: readonly T[], limit: number, signal: AbortSignal, task: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lane = async (): Promise<void> => {
-    while (!signal.aborted && next < items.length) await task(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }
 
 export class CaptioningWorker extends JobRunner<JobRow> {
@@ -100,6 +98,7 @@ export class CaptioningWorker extends JobRunner<JobRow> {
 
     if (job.cancel_requested_at !== null) {
       // Canceled while its worker was dead.
+      await abandonBatches({ db, job, logger: log }, this.#options.captioners.get(job.provider as CaptionProvider)?.batches);
       await jobs.cancelOpenItems(job.id);
       await jobs.finish(job.id, this.owner, 'canceled');
       log.info('captioning job canceled');
@@ -108,24 +107,36 @@ export class CaptioningWorker extends JobRunner<JobRow> {
     const captioner = this.#options.captioners.get(job.provider as CaptionProvider);
     if (captioner === undefined) {
       const message = `provider ${job.provider} is not configured on the process that ran the job`;
+      await abandonBatches({ db, job, logger: log }, undefined);
       await jobs.requeueRunningItems(job.id);
       await jobs.failQueuedItems(job.id, 'provider_not_configured', message);
       await jobs.finish(job.id, this.owner, 'failed', { code: 'provider_not_configured', message });
       log.warn({ provider: job.provider }, 'captioning job failed: provider not configured');
       return;
     }
-    const run: JobRun = {
-      job,
-      captioner,
-      controller,
-      subject: { trigger: job.trigger_token, classWord: job.class_word, ...(job.style_hint !== null ? { styleHint: job.style_hint } : {}) },
-    };
+    const subject: CaptionSubject = { trigger: job.trigger_token, classWord: job.class_word, ...(job.style_hint !== null ? { styleHint: job.style_hint } : {}) };
+    const { captions, blobs } = this.#options;
+    const items = new CaptionItems({ db, blobs, captions, logger: log, owner: this.owner, job, captioner, subject, controller });
+    const run: JobRun = { job, captioner, controller, subject, items };
 
-    // Images a dead worker had in flight are tried again.
+    // A provider that lost its batch API since the job was created (configuration changed) answers one request per image.
+    const batchApi = job.mode === 'batch' ? captioner.batches : undefined;
+    if (job.mode === 'batch' && batchApi === undefined) await abandonBatches({ db, job, logger: log }, undefined);
+    // Images a dead worker had in flight are tried again (those a batch carries are on the way).
     await jobs.requeueRunningItems(job.id);
-    const queued = await jobs.queuedItems(job.id);
     try {
-      await forEachLimited(queued, this.#options.concurrency, controller.signal, (imageId) => this.#runItem(run, imageId));
+      if (batchApi !== undefined) {
+        await captionInBatches({
+          db, blobs, captions, logger: log, owner: this.owner, job, captioner, subject, controller, items,
+          batches: batchApi,
+          policy: this.#options.batch,
+          concurrency: this.#options.concurrency,
+          fatal: (error) => this.#fatal(run, error),
+        });
+      } else {
+        const queued = await jobs.queuedItems(job.id);
+        await forEachLimited(queued, this.#options.concurrency, controller.signal, (imageId) => this.#runItem(run, imageId));
+      }
     } catch (error) {
       // The database failed under us: stop the other lanes; the lease expires and a worker resumes the job.
       controller.abort('lease-lost' satisfies StopReason);
@@ -154,12 +165,14 @@ export class CaptioningWorker extends JobRunner<JobRow> {
         log.warn('captioning job lease lost to another worker; leaving the job to it');
         return;
       case 'canceled':
+        await abandonBatches({ db: this.#options.db, job, logger: log }, run.captioner.batches);
         await jobs.cancelOpenItems(job.id);
         await jobs.finish(job.id, this.owner, 'canceled');
         log.info('captioning job canceled');
         return;
       case 'fatal': {
         const fatal = run.fatal!;
+        await abandonBatches({ db: this.#options.db, job, logger: log }, run.captioner.batches);
         await jobs.requeueRunningItems(job.id);
         await jobs.failQueuedItems(job.id, fatal.code, `not attempted: ${fatal.message}`);
         await jobs.finish(job.id, this.owner, 'failed', { code: fatal.code, message: fatal.message });
@@ -183,71 +196,13 @@ export class CaptioningWorker extends JobRunner<JobRow> {
 
   /** Captions one image: from the cache when possible, else with one provider request (retried inside). */
   async #runItem(run: JobRun, imageId: string): Promise<void> {
-    const { job, captioner, subject, controller } = run;
+    const { job, captioner, subject, controller, items } = run;
     const signal = controller.signal;
-    const jobs = createCaptioningJobsRepository(this.#options.db);
-    const finish = async (outcome: ItemOutcome): Promise<void> => {
-      // Nothing updated: the image was deleted meanwhile (its item went with it), or another worker owns the job now.
-      if (!(await jobs.finishItem(job.id, this.owner, imageId, outcome)) && !(await jobs.holdsLease(job.id, this.owner))) {
-        controller.abort('lease-lost' satisfies StopReason);
-      }
-    };
-    if (!(await jobs.startItem(job.id, this.owner, imageId))) return;
+    if (!(await createCaptioningJobsRepository(this.#options.db).startItem(job.id, this.owner, imageId))) return;
     try {
-      const captionsRepo = createCaptionsRepository(this.#options.db);
-      const image = await captionsRepo.findImage(job.tenant_id, imageId);
-      // A deleted image takes its item with it (ON DELETE CASCADE): nothing to record.
-      if (image === null) return;
-      if (!job.overwrite && isHumanCaption(image)) {
-        await finish({ status: 'skipped' });
-        return;
-      }
-      const key: CacheKey = {
-        tenantId: job.tenant_id,
-        sha256: image.sha256,
-        provider: captioner.provider,
-        model: captioner.model,
-        promptVersion: captioner.promptVersion,
-        trigger: subject.trigger,
-        classWord: subject.classWord,
-        styleHint: subject.styleHint ?? '',
-      };
-      let answer = await captionsRepo.cached(key);
-      const cached = answer !== null;
-      let model = captioner.model;
-      let promptVersion = captioner.promptVersion;
-      if (answer === null) {
-        const bytes = await this.#options.blobs.get(image.sha256);
-        if (bytes === null) {
-          await finish({ status: 'failed', error: { code: 'image_missing', message: 'the image\'s bytes are missing from storage', attempts: 0, httpStatus: null } });
-          return;
-        }
-        const outcome = await captioner.caption(
-          { imageId, filename: image.original_filename ?? imageId, sha256: image.sha256, bytes, mediaType: IMAGE_MEDIA_TYPES[image.format] },
-          subject,
-          signal,
-        );
-        model = outcome.model;
-        promptVersion = outcome.promptVersion;
-        answer = { caption: outcome.caption, input_tokens: outcome.usage.inputTokens, output_tokens: outcome.usage.outputTokens, cost_usd: outcome.costUsd };
-        // Paid for: remember it before anything else can fail.
-        await captionsRepo.cache(key, answer);
-        await jobs.addUsage(job.id, answer.input_tokens, answer.output_tokens, answer.cost_usd);
-      }
-      const write = await this.#options.captions.writeFromJob(job.tenant_id, imageId, {
-        caption: answer.caption,
-        source: captioner.provider as CaptionSource,
-        model,
-        promptVersion,
-        inputTokens: answer.input_tokens,
-        outputTokens: answer.output_tokens,
-        costUsd: answer.cost_usd,
-        cached,
-        jobId: job.id,
-      }, job.overwrite);
-      if (write.written) await finish({ status: 'succeeded', cached, captionId: write.caption.id });
-      // A person wrote a caption while the provider was answering: theirs stays.
-      else if (write.reason === 'human-caption') await finish({ status: 'skipped' });
+      const found = await items.lookup(imageId);
+      if (found.settled) return;
+      await items.record(imageId, found.key, await captioner.caption(found.image, subject, signal));
     } catch (error) {
       const reason = stopReason(signal);
       if (reason !== undefined && reason !== 'fatal') {
@@ -256,18 +211,21 @@ export class CaptioningWorker extends JobRunner<JobRow> {
       }
       if (error instanceof CaptionError) {
         if (error.code === 'canceled' && reason === 'fatal') return;
-        await finish({ status: 'failed', error: { code: error.code, message: error.message, attempts: error.attempts, httpStatus: error.status ?? null } });
+        await items.finish(imageId, { status: 'failed', error: { code: error.code, message: error.message, attempts: error.attempts, httpStatus: error.status ?? null } });
         this.#options.logger.warn({ job: job.id, image: imageId, code: error.code, status: error.status, attempts: error.attempts }, 'image caption failed');
-        if (error.code === 'auth' && run.fatal === undefined) {
-          // Every other image would fail the same way: stop spending requests.
-          run.fatal = error;
-          controller.abort('fatal' satisfies StopReason);
-        }
+        if (error.code === 'auth') this.#fatal(run, error);
         return;
       }
       this.#options.logger.error({ err: error, job: job.id, image: imageId }, 'image caption failed unexpectedly');
-      await finish({ status: 'failed', error: { code: 'internal', message: 'unexpected server error; see the server log', attempts: 0, httpStatus: null } });
+      await items.finish(imageId, { status: 'failed', error: { code: 'internal', message: 'unexpected server error; see the server log', attempts: 0, httpStatus: null } });
     }
+  }
+
+  /** Every other request would fail the same way (a refused key): stop spending requests. */
+  #fatal(run: JobRun, error: CaptionError): void {
+    if (run.fatal !== undefined) return;
+    run.fatal = error;
+    run.controller.abort('fatal' satisfies StopReason);
   }
 
   /** One more request with every caption of the set; rewrites the machine-written ones it changed. */

@@ -50,9 +50,10 @@ export default fp<CaptioningPluginOptions>(
         blobs,
         logger: fastify.log.child({ component: 'captioning-worker' }),
         concurrency: config.captions.concurrency,
+        batch: { maxRequests: config.captions.batch.maxRequests, pollMs: config.captions.batch.pollMs, request: config.captions.request },
         maxJobs: config.captionWorker.maxJobs,
       });
-    const jobs = createCaptioningJobsService(fastify.db, captioners, {
+    const jobs = createCaptioningJobsService(fastify.db, captioners, config.captions.batch.threshold, {
       created: () => worker?.wake(),
       cancelRequested: (jobId) => worker?.cancel(jobId),
     }, fastify.webhooks.policy);

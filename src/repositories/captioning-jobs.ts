@@ -6,6 +6,7 @@ import { newId } from '../db/ids.js';
 import { leaseInterval as lease, renewLease, type LeasedJobColumns } from './lease-sql.js';
 
 export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
+export type JobMode = 'interactive' | 'batch';
 export type ItemStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'skipped' | 'canceled';
 export const FINISHED_JOB_STATUSES: readonly JobStatus[] = ['succeeded', 'failed', 'canceled'];
 
@@ -14,6 +15,7 @@ export interface JobRow extends LeasedJobColumns {
   tenant_id: string;
   dataset_id: string;
   status: JobStatus;
+  mode: JobMode;
   provider: string;
   model: string;
   prompt_version: string;
@@ -62,6 +64,7 @@ export interface ItemRow {
 
 export interface NewJob {
   datasetId: string;
+  mode: JobMode;
   provider: string;
   model: string;
   promptVersion: string;
@@ -83,7 +86,7 @@ export interface ItemOutcome {
 }
 
 const COLUMNS =
-  'id, tenant_id, dataset_id, status, provider, model, prompt_version, trigger_token, class_word, overwrite, style_hint, image_ids, ' +
+  'id, tenant_id, dataset_id, status, mode, provider, model, prompt_version, trigger_token, class_word, overwrite, style_hint, image_ids, ' +
   'consistency_pass, input_tokens, output_tokens, cost_usd, cost_known, error_code, error_message, cancel_requested_at, ' +
   'lease_owner, lease_expires_at, heartbeat_at, claims, webhook_url, webhook_events, created_at, started_at, finished_at';
 const ITEM_COLUMNS = 'job_id, image_id, status, runs, attempts, cached, error_code, error_message, http_status, caption_id, updated_at';
@@ -114,11 +117,11 @@ export function createCaptioningJobsRepository(db: Queryable) {
     async insert(tenantId: string, job: NewJob): Promise<JobRow> {
       const { rows } = await db.query<JobRow>(
         `INSERT INTO captioning_jobs (id, tenant_id, dataset_id, provider, model, prompt_version, trigger_token, class_word,
-                                      overwrite, style_hint, image_ids, consistency_pass, webhook_url, webhook_events)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text[], $12, $13, $14) RETURNING ${COLUMNS}`,
+                                      overwrite, style_hint, image_ids, consistency_pass, webhook_url, webhook_events, mode)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text[], $12, $13, $14, $15) RETURNING ${COLUMNS}`,
         [
           newId('cj'), tenantId, job.datasetId, job.provider, job.model, job.promptVersion, job.trigger, job.classWord,
-          job.overwrite, job.styleHint, job.imageIds, job.consistencyPass, job.webhook?.url ?? null, job.webhook?.events ?? null,
+          job.overwrite, job.styleHint, job.imageIds, job.consistencyPass, job.webhook?.url ?? null, job.webhook?.events ?? null, job.mode,
         ],
       );
       const row = rows[0]!;
@@ -180,14 +183,20 @@ export function createCaptioningJobsRepository(db: Queryable) {
 
     /**
      * Asks the job to stop. A queued job is canceled at once (with its items); a running
-     * one is marked and its worker stops it. Null when the tenant has no such job.
+     * one is marked and its worker stops it, and so is a queued one with batches in flight
+     * (given back by a stopping worker): the worker that claims it next cancels them at the
+     * provider. Null when the tenant has no such job.
      */
     async requestCancel(tenantId: string, id: string): Promise<JobRow | null> {
       const { rows } = await db.query<JobRow>(
-        `UPDATE captioning_jobs
+        `WITH settle AS (
+           SELECT status = 'queued' AND NOT EXISTS (
+                    SELECT 1 FROM caption_batches b WHERE b.job_id = $2 AND b.status IN ('in_progress', 'canceling', 'ended')) AS at_once
+             FROM captioning_jobs WHERE tenant_id = $1 AND id = $2)
+         UPDATE captioning_jobs
             SET cancel_requested_at = coalesce(cancel_requested_at, now()),
-                status = CASE WHEN status = 'queued' THEN 'canceled' ELSE status END,
-                finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
+                status = CASE WHEN (SELECT at_once FROM settle) THEN 'canceled' ELSE status END,
+                finished_at = CASE WHEN (SELECT at_once FROM settle) THEN now() ELSE finished_at END
           WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'running')
           RETURNING ${COLUMNS}`,
         [tenantId, id],
@@ -231,9 +240,18 @@ export function createCaptioningJobsRepository(db: Queryable) {
       return rows.length > 0;
     },
 
-    /** Items a dead or stopped worker left running go back to the queue. */
+    /**
+     * Items a dead or stopped worker left running go back to the queue, except those a batch
+     * still carries: their answers are on the way, and sending them again would pay twice.
+     */
     async requeueRunningItems(jobId: string): Promise<void> {
-      await db.query("UPDATE captioning_job_items SET status = 'queued', updated_at = now() WHERE job_id = $1 AND status = 'running'", [jobId]);
+      await db.query(
+        `UPDATE captioning_job_items i SET status = 'queued', updated_at = now()
+          WHERE i.job_id = $1 AND i.status = 'running'
+            AND NOT EXISTS (SELECT 1 FROM caption_batches b
+                             WHERE b.job_id = i.job_id AND b.status IN ('in_progress', 'canceling', 'ended') AND i.image_id = ANY(b.image_ids))`,
+        [jobId],
+      );
     },
 
     /** Image ids of the job's queued items, in image order. */

@@ -7,6 +7,8 @@ import { WebhookSubscription, WebhookSubscriptionView } from './webhooks.js';
 
 export const CAPTIONING_JOB_ID_PREFIX = 'cj';
 export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
+export const JOB_MODES = ['interactive', 'batch'] as const;
+export const BATCH_STATUSES = ['in_progress', 'canceling', 'ended', 'collected', 'abandoned'] as const;
 /** Most images one job may name (a dataset holds fewer). */
 export const MAX_JOB_IMAGE_IDS = 1000;
 export const MAX_STYLE_HINT_CHARS = 300;
@@ -15,9 +17,16 @@ const Provider = Type.Enum([...CAPTION_PROVIDERS], {
   description: 'Who writes the captions: anthropic (Claude), openai-compatible (a vision model behind an OpenAI-compatible API) or template (a fixed sentence from the trigger and class word, free and offline)',
 });
 
+const Mode = Type.Enum([...JOB_MODES], {
+  description: 'interactive: one request per image, answered in seconds; batch: the provider\'s batch API (anthropic\'s Message Batches), half the price, answered within 24 hours',
+});
+
 export const CreateCaptioningJobBody = Type.Object(
   {
     provider: Type.Optional(Provider),
+    mode: Type.Optional(Type.Enum([...JOB_MODES], {
+      description: 'How the requests are sent. Default: batch when the provider has a batch API (anthropic) and the job has more than CAPTION_BATCH_THRESHOLD images, else interactive. batch with a provider that has none is refused (422 naming mode).',
+    })),
     overwrite: Type.Boolean({
       default: false,
       description: 'Also replace captions a person wrote (source manual or upload); otherwise those images are skipped. Earlier captions always stay in the history.',
@@ -54,6 +63,7 @@ export const CaptioningJobSchema = Type.Object(
     status: Type.Enum([...JOB_STATUSES], {
       description: 'queued -> running -> succeeded (every image captioned or skipped) | failed (some image failed, or the job could not run; the other images keep their new captions) | canceled',
     }),
+    mode: Mode,
     provider: Provider,
     model: Type.String({ description: 'Model that writes the captions ("template" for the template provider)' }),
     prompt_version: Type.String({ description: 'Version of the provider\'s prompt' }),
@@ -94,14 +104,40 @@ export const CaptioningJobSchema = Type.Object(
       Type.Object(
         {
           image_id: Type.String(),
-          code: Type.String({ description: 'rate_limited, overloaded, server_error, timeout, invalid_output, bad_request, auth, network, image_missing, ...' }),
+          code: Type.String({ description: 'rate_limited, overloaded, server_error, timeout, invalid_output, bad_request, auth, network, expired, image_missing, ...' }),
           message: Type.String(),
-          attempts: Type.Integer({ minimum: 0, description: 'Requests made for the image, retries included' }),
+          attempts: Type.Integer({ minimum: 0, description: 'Requests made for the image, retries included (in batch mode: the batches it was sent in)' }),
           http_status: Type.Union([Type.Integer(), Type.Null()], { description: 'HTTP status of the provider\'s last answer, when there was one' }),
         },
         { additionalProperties: false },
       ),
       { description: 'One entry per failed image; retry them alone with a new job naming their image_ids' },
+    ),
+    batches: Type.Array(
+      Type.Object(
+        {
+          id: ResourceId('cb', 'Caption batch id'),
+          provider_batch_id: Type.String({ description: 'The provider\'s id of the batch (msgbatch_...)' }),
+          status: Type.Enum([...BATCH_STATUSES], {
+            description: 'in_progress | canceling | ended (as the provider said at the last look), collected (ended and every result written), abandoned (canceled with its job)',
+          }),
+          requests: Count('Requests (images) the batch carries'),
+          request_counts: Type.Object(
+            {
+              processing: Count('Requests not answered yet'),
+              succeeded: Count('Requests answered'),
+              errored: Count('Requests that failed (retried in a new batch while the retry budget lasts)'),
+              canceled: Count('Requests canceled before they ran'),
+              expired: Count('Requests the provider did not get to within 24 hours'),
+            },
+            { additionalProperties: false, description: 'As the provider counted them at the last look' },
+          ),
+          submitted_at: Timestamp,
+          ended_at: Type.Union([Timestamp, Type.Null()]),
+        },
+        { additionalProperties: false },
+      ),
+      { description: 'Batch mode: every batch the job submitted, oldest first (empty in interactive mode)' },
     ),
     error: Type.Union(
       [Type.Object({ code: Type.String(), message: Type.String() }, { additionalProperties: false }), Type.Null()],

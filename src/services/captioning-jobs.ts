@@ -1,7 +1,7 @@
-// Captioning job use cases: create (checked: dataset, provider, images), read, list,
+// Captioning job use cases: create (checked: dataset, provider, images, mode), read, list,
 // cancel. The work itself happens in src/jobs/captioning-worker.ts; this file tells the
 // worker when a job was created or asked to stop, so that this process reacts at once.
-import type { CaptionerRegistry, CaptionProvider } from '../captioning/captioner.js';
+import type { Captioner, CaptionerRegistry, CaptionProvider } from '../captioning/captioner.js';
 import type { Database } from '../db/database.js';
 import { idPattern } from '../db/ids.js';
 import { fieldError, invalidInput, notFound, ProblemError } from '../errors.js';
@@ -9,9 +9,11 @@ import {
   createCaptioningJobsRepository,
   FINISHED_JOB_STATUSES,
   type ItemRow,
+  type JobMode,
   type JobProgress,
   type JobRow,
 } from '../repositories/captioning-jobs.js';
+import { createCaptionBatchesRepository, type BatchRow } from '../repositories/caption-batches.js';
 import { createCaptionsRepository } from '../repositories/captions.js';
 import { CAPTIONING_JOB_ID_PREFIX, type CaptioningJob, type CreateCaptioningJobInput } from '../schemas/captioning-jobs.js';
 import { decodeCursor, toPage } from './pagination.js';
@@ -36,11 +38,12 @@ export interface JobEvents {
 
 const iso = (date: Date | null): string | null => (date === null ? null : new Date(date).toISOString());
 
-export function toCaptioningJob(row: JobRow, progress: JobProgress, failed: readonly ItemRow[]): CaptioningJob {
+export function toCaptioningJob(row: JobRow, progress: JobProgress, failed: readonly ItemRow[], batches: readonly BatchRow[]): CaptioningJob {
   return {
     id: row.id,
     dataset_id: row.dataset_id,
     status: row.status,
+    mode: row.mode,
     provider: row.provider as CaptionProvider,
     model: row.model,
     prompt_version: row.prompt_version,
@@ -73,6 +76,15 @@ export function toCaptioningJob(row: JobRow, progress: JobProgress, failed: read
       attempts: Number(item.attempts),
       http_status: item.http_status,
     })),
+    batches: batches.map((b) => ({
+      id: b.id,
+      provider_batch_id: b.provider_batch_id,
+      status: b.status,
+      requests: b.image_ids.length,
+      request_counts: { processing: b.processing, succeeded: b.succeeded, errored: b.errored, canceled: b.canceled, expired: b.expired },
+      submitted_at: new Date(b.submitted_at).toISOString(),
+      ended_at: iso(b.ended_at),
+    })),
     error: row.error_code === null ? null : { code: row.error_code, message: row.error_message ?? '' },
     webhook: row.webhook_url === null ? null : { url: row.webhook_url, events: row.webhook_events ?? [] },
     cancel_requested: row.cancel_requested_at !== null,
@@ -82,19 +94,39 @@ export function toCaptioningJob(row: JobRow, progress: JobProgress, failed: read
   };
 }
 
-export function createCaptioningJobsService(db: Database, captioners: CaptionerRegistry, events: JobEvents, webhookPolicy: AddressPolicy) {
+/**
+ * The mode a job runs in: the one asked for (422 naming `mode` when the provider has no batch
+ * API), else batch when the provider has one and the job has more than `batchThreshold` images.
+ */
+function jobMode(asked: JobMode | undefined, captioner: Captioner, images: number, batchThreshold: number): JobMode {
+  if (asked === 'batch' && captioner.batches === undefined) {
+    const message = `provider ${captioner.provider} has no batch API; use mode interactive (batch mode is anthropic's Message Batches API)`;
+    throw new ProblemError({
+      status: 422,
+      type: 'batch-mode-unsupported',
+      title: 'Batch mode not supported by the provider',
+      detail: `Mode batch: ${message}.`,
+      errors: [fieldError('body', 'mode', message)],
+    });
+  }
+  return asked ?? (captioner.batches !== undefined && images > batchThreshold ? 'batch' : 'interactive');
+}
+
+export function createCaptioningJobsService(db: Database, captioners: CaptionerRegistry, batchThreshold: number, events: JobEvents, webhookPolicy: AddressPolicy) {
   const present = async (rows: JobRow[]): Promise<CaptioningJob[]> => {
     const jobs = createCaptioningJobsRepository(db);
-    const progress = await jobs.progress(rows.map((r) => r.id));
+    const ids = rows.map((r) => r.id);
+    const progress = await jobs.progress(ids);
+    const batches = await createCaptionBatchesRepository(db).forJobs(ids);
     const out: CaptioningJob[] = [];
-    for (const row of rows) out.push(toCaptioningJob(row, progress.get(row.id)!, await jobs.failedItems(row.id)));
+    for (const row of rows) out.push(toCaptioningJob(row, progress.get(row.id)!, await jobs.failedItems(row.id), batches.get(row.id)!));
     return out;
   };
 
   return {
     /**
      * Queues a job for the dataset's images (or the ones named). Refusals: 404 unknown
-     * dataset, 422 provider not configured, 400 an image that is not the dataset's,
+     * dataset, 422 provider not configured or without the batch mode asked for, 400 an image that is not the dataset's,
      * 409 empty dataset or a job already queued or running on it.
      */
     async create(tenantId: string, datasetId: string, input: CreateCaptioningJobInput): Promise<CaptioningJob> {
@@ -138,8 +170,10 @@ export function createCaptioningJobsService(db: Database, captioners: CaptionerR
             detail: `Captioning job ${active.id} is ${active.status} on dataset ${datasetId}; wait for it or cancel it (POST /v1/captioning-jobs/${active.id}/cancel).`,
           });
         }
+        const mode = jobMode(input.mode, captioner, imageIds?.length ?? Number(dataset.image_count), batchThreshold);
         return jobs.insert(tenantId, {
           datasetId,
+          mode,
           provider,
           model: captioner.model,
           promptVersion: captioner.promptVersion,

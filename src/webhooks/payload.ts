@@ -3,6 +3,7 @@
 // trigger that queued the message stored the resource's row then (`snapshot`); it is
 // rendered here by the same functions the routes use.
 import type { Queryable } from '../db/database.js';
+import { createCaptionBatchesRepository } from '../repositories/caption-batches.js';
 import { createCaptioningJobsRepository, type JobRow } from '../repositories/captioning-jobs.js';
 import { createGenerationsRepository, type GenerationRow } from '../repositories/generations.js';
 import type { TrainingRunEventRow } from '../repositories/training-run-events.js';
@@ -36,10 +37,12 @@ async function renderData(db: Queryable, message: WebhookMessageRow): Promise<un
     }
     case 'captioning_job': {
       // Its items are final once the job is (every captioning event is a terminal one).
-      const row = revive<JobRow>(snapshot, ['created_at', 'started_at', 'finished_at', 'cancel_requested_at']);
+      // Snapshots taken before jobs had a mode were interactive ones.
+      const row = revive<JobRow>({ mode: 'interactive', ...snapshot }, ['created_at', 'started_at', 'finished_at', 'cancel_requested_at']);
       const jobs = createCaptioningJobsRepository(db);
       const progress = (await jobs.progress([row.id])).get(row.id)!;
-      return toCaptioningJob(row, progress, await jobs.failedItems(row.id));
+      const batches = (await createCaptionBatchesRepository(db).forJobs([row.id])).get(row.id)!;
+      return toCaptioningJob(row, progress, await jobs.failedItems(row.id), batches);
     }
     case 'generation': {
       // Its images are stored before the status that queues the event.

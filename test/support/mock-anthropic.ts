@@ -20,6 +20,8 @@ export interface MockReply {
   status: number;
   headers?: Record<string, string>;
   body: unknown;
+  /** Sent as is instead of body as JSON (e.g. JSONL), with its content-type in headers. */
+  text?: string;
   /** Wait this long before answering (a slow server). */
   delayMs?: number;
 }
@@ -98,7 +100,7 @@ export class ScriptedServer {
     const send = () => {
       if (res.destroyed) return;
       res.writeHead(reply.status, { 'content-type': 'application/json', ...reply.headers });
-      res.end(JSON.stringify(reply.body));
+      res.end(reply.text ?? JSON.stringify(reply.body));
     };
     if (reply.delayMs === undefined) return send();
     const timer = setTimeout(() => { this.#timers.delete(timer); send(); }, reply.delayMs);
@@ -145,19 +147,31 @@ export function anthropicError(status: number, type: string, message: string, he
   return { status, headers: { 'request-id': 'req_mock_error', ...headers }, body: { type: 'error', error: { type, message }, request_id: 'req_mock_error' } };
 }
 
+/** What every Anthropic API request must carry: credentials and the anthropic-version header. */
+export function headerCheck(request: RecordedRequest): MockReply | undefined {
+  const auth = request.headers['x-api-key'] ?? request.headers.authorization;
+  if (auth === undefined) return anthropicError(401, 'authentication_error', 'missing credentials');
+  if (request.headers['anthropic-version'] === undefined) return anthropicError(400, 'invalid_request_error', 'anthropic-version header is required');
+  return undefined;
+}
+
+/** A Messages request's body check: the API version refuses sampling parameters. */
+export function messageParamsCheck(params: any): MockReply | undefined {
+  for (const field of ['temperature', 'top_p', 'top_k']) {
+    if (params !== undefined && params !== null && field in params) return anthropicError(400, 'invalid_request_error', `${field}: Extra inputs are not permitted`);
+  }
+  return undefined;
+}
+
+/** POST /v1/messages's protocol checks; other routes are 404. */
+export function messagesPrecheck(request: RecordedRequest): MockReply | undefined {
+  if (request.method !== 'POST' || request.path !== '/v1/messages') {
+    return anthropicError(404, 'not_found_error', `no route ${request.method} ${request.path}`);
+  }
+  return headerCheck(request) ?? messageParamsCheck(request.body);
+}
+
 /** Starts a Messages API server; `fallback` answers when the script is empty (default: a 500, so a missing script shows). */
 export function startMockAnthropic(fallback?: (request: RecordedRequest) => MockReply): Promise<ScriptedServer> {
-  const precheck = (request: RecordedRequest): MockReply | undefined => {
-    if (request.method !== 'POST' || request.path !== '/v1/messages') {
-      return anthropicError(404, 'not_found_error', `no route ${request.method} ${request.path}`);
-    }
-    const auth = request.headers['x-api-key'] ?? request.headers.authorization;
-    if (auth === undefined) return anthropicError(401, 'authentication_error', 'missing credentials');
-    if (request.headers['anthropic-version'] === undefined) return anthropicError(400, 'invalid_request_error', 'anthropic-version header is required');
-    for (const field of ['temperature', 'top_p', 'top_k']) {
-      if (request.body !== undefined && field in request.body) return anthropicError(400, 'invalid_request_error', `${field}: Extra inputs are not permitted`);
-    }
-    return undefined;
-  };
-  return new ScriptedServer(precheck, fallback ?? (() => anthropicError(500, 'api_error', 'mock script is empty'))).start();
+  return new ScriptedServer(messagesPrecheck, fallback ?? (() => anthropicError(500, 'api_error', 'mock script is empty'))).start();
 }
