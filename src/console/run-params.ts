@@ -1,8 +1,6 @@
 // The new-run form's controls and the request params they make: a control is sent when it
 // differs from its default or a preset set it, and of a run's two lengths (steps or epochs)
-// only the one chosen is sent. The params of issue 26 (validation_split, max_epochs) are
-// described here from the training contract (/work/briefs/training-contract.md) for as long
-// as openapi/openapi.json lacks them; the document's own take their place once it has them.
+// only the one chosen is sent.
 // Pure (no DOM), so test/console/run-params.test.ts runs it under Node.
 import type { ParamSchema } from 'openapi:training-params';
 import { fromFieldValue, type FieldValue } from './param-values.js';
@@ -28,38 +26,6 @@ export type RunLength = 'steps' | 'epochs';
 
 /** The param each length is given by; the API refuses both at once (a 400 naming params.max_epochs). */
 export const LENGTH_PARAMS: Readonly<Record<RunLength, string>> = { steps: 'max_steps', epochs: 'max_epochs' };
-
-/** The training contract's params (issue 26), as the API validates them. */
-export const LARGE_DATASET_FIELDS: readonly FieldSpec[] = [
-  {
-    key: 'max_epochs',
-    path: ['max_epochs'],
-    schema: {
-      type: 'integer',
-      minimum: 1,
-      maximum: 10000,
-      description: 'Passes over the training images (those not held out); the run trains this many instead of a number of steps',
-    },
-  },
-  {
-    key: 'validation_split',
-    path: ['validation_split'],
-    schema: {
-      type: 'number',
-      minimum: 0,
-      maximum: 0.5,
-      default: 0,
-      description:
-        'The share of the photos held out from training (the same ones on every run of this dataset); ' +
-        'each validation then measures the loss on them. 0: none held out',
-    },
-  },
-];
-
-/** The contract's fields the document does not describe yet (it describes `documented`). */
-export function missingFields(contract: readonly FieldSpec[], documented: Readonly<Record<string, unknown>>): FieldSpec[] {
-  return contract.filter((field) => documented[field.path[0]] === undefined);
-}
 
 /**
  * A nullable scalar param ({ anyOf: [{ type: 'integer', ... }, { type: 'null' }] }) as its

@@ -18,7 +18,7 @@ import { appliesTo, defaultFor, modelLabel } from '../model-family.js';
 import { toFieldValue, type FieldValue } from '../param-values.js';
 import { metricInfosOf, QUALITY_METRICS, type QualityMetricInfo } from '../quality-metrics.js';
 import { Link, navigate } from '../router.js';
-import { fieldsForLength, LARGE_DATASET_FIELDS, LENGTH_PARAMS, missingFields, nonNullSchema, paramsOf, type FieldSpec, type RunLength, type Values } from '../run-params.js';
+import { fieldsForLength, LENGTH_PARAMS, nonNullSchema, paramsOf, type FieldSpec, type RunLength, type Values } from '../run-params.js';
 import { useSession } from '../session.js';
 import { presetById, presetsFor, subjectPrompt, type PresetId, type Subject, type TrainingMethod, type TrainingParamsInput } from '../training-presets.js';
 
@@ -69,7 +69,6 @@ const QUALITY_FIELDS: FieldSpec[] = [
 const FIELDS = [
   ...fieldsOf(paramsSchema),
   ...QUALITY_FIELDS.filter((field) => paramsSchema.properties.validation?.properties?.[field.path[1]!] === undefined),
-  ...missingFields(LARGE_DATASET_FIELDS, paramsSchema.properties),
 ];
 const FIELD_BY_KEY = new Map(FIELDS.map((field) => [field.key, field]));
 /** Shown outside "Advanced settings", in this order. */
