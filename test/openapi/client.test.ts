@@ -137,6 +137,7 @@ test('the client program calls every operation against the real server: typed bo
     'training_run.succeeded', 'training_run.failed', 'training_run.canceled',
     'captioning_job.succeeded', 'captioning_job.failed', 'captioning_job.canceled',
     'generation.succeeded', 'generation.failed', 'generation.canceled',
+    'dataset_import.succeeded', 'dataset_import.failed',
   ]);
   assert.equal(report.ping.event_type, 'ping');
   assert.equal(report.ping.status, 'pending');

@@ -1,0 +1,286 @@
+// Reads one stored archive into its dataset: the work of a dataset import, run by
+// src/jobs/dataset-import-worker.ts under its lease.
+//
+// Two passes over the archive. The first reads only the captions (sidecars name.txt /
+// name.caption, and metadata.jsonl files): small text, kept in maps, so a caption may stand
+// before or after its image in a tar. The second reads the images, one entry at a time, each
+// checked and stored through the same ImagesService path as a synchronous upload.
+//
+// Crash safety: the second pass works in batches of about a second (or CHECKPOINT_ENTRIES
+// entries), each one transaction that stores its images and writes the checkpoint (the
+// counts and the number of entries handled). A worker that dies loses at most its open
+// batch (rolled back: at most orphan blobs, swept like any others); the next one skips the
+// entries the checkpoint counts and goes on, so no image is stored twice and the counts
+// stay right.
+import path from 'node:path';
+import type { Database } from '../db/database.js';
+import { createDatasetImportsRepository, type DatasetImportRow, type ImportCheckpoint, type Refusal } from '../repositories/dataset-imports.js';
+import { createImagesRepository } from '../repositories/images.js';
+import { MAX_LISTED_REFUSALS } from '../schemas/dataset-imports.js';
+import { sha256Hex } from '../storage/fs-blob-store.js';
+import { ArchiveReadError, readArchive, type ArchiveEntry, type ArchiveLimits } from './archive-entries.js';
+import { ImageUploadError } from './image-upload-error.js';
+import { prepareImage } from './image-upload.js';
+import type { ImageLimits } from './image-validation.js';
+import type { ImagesService } from './images.js';
+import { decodeCaption, isSkippedEntry, pathStem } from './zip-extraction.js';
+
+/** A batch ends after this long, so progress is seen about once a second. */
+export const CHECKPOINT_MS = 1000;
+/** ... or after this many entries. */
+export const CHECKPOINT_ENTRIES = 500;
+/** Largest metadata.jsonl read (about 100 bytes a line: a million images). */
+const MAX_METADATA_BYTES = 128 * 1024 * 1024;
+const SIDECAR_EXTENSIONS = ['.txt', '.caption'];
+const METADATA_FILE = 'metadata.jsonl';
+
+export interface ArchiveImportLimits extends ArchiveLimits {
+  image: ImageLimits;
+  maxImagesPerDataset: number;
+  captionMaxBytes: number;
+}
+
+export interface ArchiveImportContext {
+  db: Database;
+  images: ImagesService;
+  limits: ArchiveImportLimits;
+  /** The stored archive. */
+  file: string;
+  /** The import as claimed (its checkpoint is where this run starts). */
+  row: DatasetImportRow;
+  owner: string;
+  /** Aborted when the run must stop: the batch in hand is committed first. */
+  signal: AbortSignal;
+}
+
+/** How the run ended: every entry read, stopped by the signal, or the archive could not be read on. */
+export type ArchiveImportEnd = { kind: 'done' } | { kind: 'stopped' } | { kind: 'unreadable'; error: ArchiveReadError };
+
+/** The lease went to another worker: the batch in hand is rolled back. */
+export class ImportLeaseLostError extends Error {
+  override name = 'ImportLeaseLostError';
+}
+
+/** The dataset was deleted under the import. */
+export class ImportDatasetGoneError extends Error {
+  override name = 'ImportDatasetGoneError';
+}
+
+const isSidecar = (entryPath: string): boolean => SIDECAR_EXTENSIONS.some((ext) => entryPath.toLowerCase().endsWith(ext));
+const isMetadata = (entryPath: string): boolean => path.posix.basename(entryPath).toLowerCase() === METADATA_FILE;
+
+/** Captions found by the first pass, and the refusals it met, by entry index (reported when the second pass reaches them). */
+interface CaptionIndex {
+  /** By the image's path stem, lower-case. */
+  sidecars: Map<string, string>;
+  /** By the image's path, lower-case. */
+  metadata: Map<string, string>;
+  refusals: Map<number, { count: number; listed: Refusal[] }>;
+}
+
+function refusalOf(entry: string, error: ImageUploadError): Refusal {
+  return { entry, code: error.kind, detail: error.message };
+}
+
+async function indexCaptions(context: ArchiveImportContext): Promise<CaptionIndex | ArchiveReadError> {
+  const { file, row, limits } = context;
+  const index: CaptionIndex = { sidecars: new Map(), metadata: new Map(), refusals: new Map() };
+  let listed = 0;
+  const refuse = (at: number, refusal: Refusal): void => {
+    const slot = index.refusals.get(at) ?? { count: 0, listed: [] };
+    slot.count++;
+    // Only as many as the import can list are kept: a garbage metadata file stays cheap.
+    if (listed < MAX_LISTED_REFUSALS) {
+      slot.listed.push(refusal);
+      listed++;
+    }
+    index.refusals.set(at, slot);
+  };
+  let archive;
+  try {
+    archive = await readArchive(file, row.format, row.filename ?? row.id, limits);
+  } catch (error) {
+    if (error instanceof ArchiveReadError) return error;
+    throw error;
+  }
+  try {
+    for await (const entry of archive.entries) {
+      if (context.signal.aborted) break;
+      if (entry.kind !== 'file' || isSkippedEntry(entry.path)) continue;
+      try {
+        if (isSidecar(entry.path)) {
+          const text = decodeCaption(await entry.read(limits.captionMaxBytes), entry.path);
+          if (text !== '') index.sidecars.set(pathStem(entry.path).toLowerCase(), text);
+        } else if (isMetadata(entry.path)) {
+          readMetadata(entry, await entry.read(MAX_METADATA_BYTES), index, refuse);
+        }
+      } catch (error) {
+        if (!(error instanceof ImageUploadError)) throw error;
+        refuse(entry.index, refusalOf(entry.path, error));
+      }
+    }
+  } catch (error) {
+    if (error instanceof ArchiveReadError) return error;
+    throw error;
+  } finally {
+    archive.close();
+  }
+  return index;
+}
+
+/** metadata.jsonl (Hugging Face imagefolder): one {"file_name", "text"} object a line, file_name relative to the file's folder. */
+function readMetadata(entry: ArchiveEntry, bytes: Buffer, index: CaptionIndex, refuse: (at: number, refusal: Refusal) => void): void {
+  const folder = path.posix.dirname(entry.path);
+  const lines = decodeCaption(bytes, entry.path).split(/\r?\n/);
+  for (const [number, line] of lines.entries()) {
+    if (line.trim() === '') continue;
+    const where = `${entry.path}:${number + 1}`;
+    let record: unknown;
+    try {
+      record = JSON.parse(line);
+    } catch {
+      record = undefined;
+    }
+    const fields = record as { file_name?: unknown; text?: unknown } | undefined;
+    if (typeof fields !== 'object' || fields === null || Array.isArray(fields) || typeof fields.file_name !== 'string' || typeof fields.text !== 'string') {
+      refuse(entry.index, { entry: where, code: 'metadata-invalid', detail: `Line ${number + 1} of "${entry.path}" is not a JSON object with string fields file_name and text.` });
+      continue;
+    }
+    const text = fields.text.trim();
+    if (text === '') continue;
+    const image = path.posix.normalize(folder === '.' ? fields.file_name : `${folder}/${fields.file_name}`).replace(/^\.\//, '');
+    index.metadata.set(image.toLowerCase(), text);
+  }
+}
+
+/** What the second pass keeps between entries. */
+interface ImportState {
+  progress: ImportCheckpoint;
+  captions: CaptionIndex;
+}
+
+function refuseEntry(state: ImportState, refusal: Refusal): void {
+  state.progress.refused++;
+  if (state.progress.refusals.length < MAX_LISTED_REFUSALS) state.progress.refusals.push(refusal);
+}
+
+/** Reads the archive into the dataset from the row's checkpoint on. Throws ImportLeaseLostError, ImportDatasetGoneError. */
+export async function importArchive(context: ArchiveImportContext): Promise<ArchiveImportEnd> {
+  const { db, row, owner, signal, limits, file } = context;
+  const captions = await indexCaptions(context);
+  if (captions instanceof ArchiveReadError) return { kind: 'unreadable', error: captions };
+  if (signal.aborted) return { kind: 'stopped' };
+
+  const state: ImportState = {
+    progress: {
+      bytes_read: row.bytes_read,
+      entries_read: row.entries_read,
+      images_stored: row.images_stored,
+      duplicates: row.duplicates,
+      captions_attached: row.captions_attached,
+      refused: row.refused,
+      caption_conflicts: row.caption_conflicts,
+      refusals: [...row.refusals],
+    },
+    captions,
+  };
+  let archive;
+  try {
+    archive = await readArchive(file, row.format, row.filename ?? row.id, limits);
+  } catch (error) {
+    if (error instanceof ArchiveReadError) return { kind: 'unreadable', error };
+    throw error;
+  }
+  const entries = archive.entries[Symbol.asyncIterator]();
+  let end: ArchiveImportEnd | undefined;
+  try {
+    // Entries handled before the checkpoint are passed over (a tar's data is skipped, not kept).
+    let pending: ArchiveEntry | undefined;
+    while (pending === undefined && end === undefined) {
+      const next = await entries.next().catch((error: unknown) => (error instanceof ArchiveReadError ? error : Promise.reject(error)));
+      if (next instanceof ArchiveReadError) end = { kind: 'unreadable', error: next };
+      else if (next.done === true) end = { kind: 'done' };
+      else if (next.value.index >= state.progress.entries_read) pending = next.value;
+    }
+    // At least one batch: an import resumed past its last entry still writes its final checkpoint.
+    do {
+      await db.transaction(async (tx) => {
+        const images = createImagesRepository(tx);
+        const started = Date.now();
+        let count = await images.lockDataset(row.tenant_id, row.dataset_id);
+        if (count === null) throw new ImportDatasetGoneError(row.dataset_id);
+        let handled = 0;
+        while (pending !== undefined) {
+          count = await handleEntry(context, state, images, pending, count);
+          state.progress.entries_read = pending.index + 1;
+          pending = undefined;
+          handled++;
+          if (signal.aborted) {
+            end = { kind: 'stopped' };
+            break;
+          }
+          const next = await entries.next().catch((error: unknown) => (error instanceof ArchiveReadError ? error : Promise.reject(error)));
+          if (next instanceof ArchiveReadError) end = { kind: 'unreadable', error: next };
+          else if (next.done === true) end = { kind: 'done' };
+          else pending = next.value;
+          if (Date.now() - started >= CHECKPOINT_MS || handled >= CHECKPOINT_ENTRIES) break;
+        }
+        state.progress.bytes_read = end?.kind === 'done' ? row.bytes : Math.min(archive.bytesRead(), row.bytes);
+        if (!(await createDatasetImportsRepository(tx).checkpoint(row.id, owner, state.progress))) throw new ImportLeaseLostError(row.id);
+      });
+      if (end?.kind === 'stopped') break;
+    } while (end === undefined || pending !== undefined);
+  } finally {
+    archive.close();
+  }
+  return end ?? { kind: 'stopped' };
+}
+
+/** One entry of the second pass, inside the batch's transaction; the dataset's image count after it. */
+async function handleEntry(
+  context: ArchiveImportContext,
+  state: ImportState,
+  images: ReturnType<typeof createImagesRepository>,
+  entry: ArchiveEntry,
+  count: number,
+): Promise<number> {
+  const { row, limits } = context;
+  const { progress, captions } = state;
+  if (entry.kind === 'directory' || isSkippedEntry(entry.path)) return count;
+  if (entry.kind !== 'file') {
+    refuseEntry(state, { entry: entry.path, code: 'archive-unsafe-path', detail: `Entry "${entry.path}" is a link or a special file; only files are read.` });
+    return count;
+  }
+  if (isSidecar(entry.path) || isMetadata(entry.path)) {
+    // Read by the first pass; what it refused is counted here, once, in archive order.
+    const refused = captions.refusals.get(entry.index);
+    if (refused !== undefined) {
+      progress.refused += refused.count;
+      for (const refusal of refused.listed) if (progress.refusals.length < MAX_LISTED_REFUSALS) progress.refusals.push(refusal);
+    }
+    return count;
+  }
+  try {
+    const bytes = await entry.read(limits.image.maxBytes);
+    if ((await images.findBySha256s(row.tenant_id, row.dataset_id, [sha256Hex(bytes)])).length > 0) {
+      progress.duplicates++;
+      return count;
+    }
+    if (count >= limits.maxImagesPerDataset) {
+      throw new ImageUploadError('dataset-image-limit', 409, `Dataset ${row.dataset_id} holds ${count} images, the most a dataset may hold (DATASET_MAX_IMAGES); "${entry.path}" was not stored.`, { file: entry.path });
+    }
+    const sidecar = captions.sidecars.get(pathStem(entry.path).toLowerCase());
+    const metadata = captions.metadata.get(entry.path.toLowerCase());
+    const caption = sidecar ?? metadata ?? null;
+    const prepared = await prepareImage(bytes, entry.path, entry.path, limits.image, caption);
+    await context.images.storeNew(images, row.tenant_id, row.dataset_id, prepared);
+    progress.images_stored++;
+    if (caption !== null) progress.captions_attached++;
+    if (sidecar !== undefined && metadata !== undefined) progress.caption_conflicts++;
+    return count + 1;
+  } catch (error) {
+    if (!(error instanceof ImageUploadError)) throw error;
+    refuseEntry(state, refusalOf(entry.path, error));
+    return count;
+  }
+}
