@@ -20,7 +20,7 @@ import { MAX_LISTED_REFUSALS } from '../schemas/dataset-imports.js';
 import { sha256Hex } from '../storage/fs-blob-store.js';
 import { ArchiveReadError, readArchive, type ArchiveEntry, type ArchiveLimits } from './archive-entries.js';
 import { ImageUploadError } from './image-upload-error.js';
-import { prepareImage } from './image-upload.js';
+import { prepareImage, type PreparedImage } from './image-upload.js';
 import type { ImageLimits } from './image-validation.js';
 import type { ImagesService } from './images.js';
 import { decodeCaption, isSkippedEntry, pathStem } from './zip-extraction.js';
@@ -193,15 +193,32 @@ export async function importArchive(context: ArchiveImportContext): Promise<Arch
   }
   const entries = archive.entries[Symbol.asyncIterator]();
   let end: ArchiveImportEnd | undefined;
+  /** The next entry of the archive, or how the archive ended. */
+  const nextEntry = async (): Promise<ArchiveEntry | undefined> => {
+    try {
+      const next = await entries.next();
+      if (next.done !== true) return next.value;
+      end = { kind: 'done' };
+    } catch (error) {
+      if (!(error instanceof ArchiveReadError)) throw error;
+      end = { kind: 'unreadable', error };
+    }
+    return undefined;
+  };
+  /** The entry read ahead, or undefined when the archive broke while it was read. */
+  const settle = (ahead: ReadAhead): ReadAhead | undefined => {
+    if (ahead.archiveError === undefined) return ahead;
+    end = { kind: 'unreadable', error: ahead.archiveError };
+    return undefined;
+  };
   try {
     // Entries handled before the checkpoint are passed over (a tar's data is skipped, not kept).
-    let pending: ArchiveEntry | undefined;
-    while (pending === undefined && end === undefined) {
-      const next = await entries.next().catch((error: unknown) => (error instanceof ArchiveReadError ? error : Promise.reject(error)));
-      if (next instanceof ArchiveReadError) end = { kind: 'unreadable', error: next };
-      else if (next.done === true) end = { kind: 'done' };
-      else if (next.value.index >= state.progress.entries_read) pending = next.value;
+    let first: ArchiveEntry | undefined;
+    while (first === undefined && end === undefined) {
+      const entry = await nextEntry();
+      if (entry !== undefined && entry.index >= state.progress.entries_read) first = entry;
     }
+    let ahead = first === undefined ? undefined : settle(await readAhead(context, captions, first));
     // At least one batch: an import resumed past its last entry still writes its final checkpoint.
     do {
       await db.transaction(async (tx) => {
@@ -210,49 +227,90 @@ export async function importArchive(context: ArchiveImportContext): Promise<Arch
         let count = await images.lockDataset(row.tenant_id, row.dataset_id);
         if (count === null) throw new ImportDatasetGoneError(row.dataset_id);
         let handled = 0;
-        while (pending !== undefined) {
-          count = await handleEntry(context, state, images, pending, count);
-          state.progress.entries_read = pending.index + 1;
-          pending = undefined;
+        while (ahead !== undefined) {
+          const current = ahead;
+          // The next entry is read and its image decoded while this one is stored.
+          const following = signal.aborted ? undefined : await nextEntry();
+          const next = following === undefined ? undefined : readAhead(context, captions, following);
+          next?.catch(() => undefined); // awaited below, unless storing this one throws
+          count = await storeEntry(context, state, images, current, count);
+          state.progress.entries_read = current.entry.index + 1;
+          ahead = next === undefined ? undefined : settle(await next);
           handled++;
           if (signal.aborted) {
             end = { kind: 'stopped' };
             break;
           }
-          const next = await entries.next().catch((error: unknown) => (error instanceof ArchiveReadError ? error : Promise.reject(error)));
-          if (next instanceof ArchiveReadError) end = { kind: 'unreadable', error: next };
-          else if (next.done === true) end = { kind: 'done' };
-          else pending = next.value;
           if (Date.now() - started >= CHECKPOINT_MS || handled >= CHECKPOINT_ENTRIES) break;
         }
         state.progress.bytes_read = end?.kind === 'done' ? row.bytes : Math.min(archive.bytesRead(), row.bytes);
         if (!(await createDatasetImportsRepository(tx).checkpoint(row.id, owner, state.progress))) throw new ImportLeaseLostError(row.id);
       });
       if (end?.kind === 'stopped') break;
-    } while (end === undefined || pending !== undefined);
+    } while (end === undefined || ahead !== undefined);
   } finally {
     archive.close();
   }
   return end ?? { kind: 'stopped' };
 }
 
+/** An entry of the second pass, read ahead of the one being stored. */
+interface ReadAhead {
+  entry: ArchiveEntry;
+  /** An image entry's bytes hashed, and the checked image (decoded on the thread pool meanwhile) or why it is refused. */
+  image?: { sha256: string; checked: Promise<PreparedImage | ImageUploadError> } | ImageUploadError;
+  /** The archive broke while the entry was read. */
+  archiveError?: ArchiveReadError;
+}
+
+const isImageEntry = (entry: ArchiveEntry): boolean =>
+  entry.kind === 'file' && !isSkippedEntry(entry.path) && !isSidecar(entry.path) && !isMetadata(entry.path);
+
+async function readAhead(context: ArchiveImportContext, captions: CaptionIndex, entry: ArchiveEntry): Promise<ReadAhead> {
+  if (!isImageEntry(entry)) return { entry };
+  const { limits } = context;
+  let bytes: Buffer;
+  try {
+    bytes = await entry.read(limits.image.maxBytes);
+  } catch (error) {
+    if (error instanceof ArchiveReadError) return { entry, archiveError: error };
+    if (error instanceof ImageUploadError) return { entry, image: error };
+    throw error;
+  }
+  const caption = captionOf(captions, entry).caption;
+  const checked = prepareImage(bytes, entry.path, entry.path, limits.image, caption).catch((error: unknown) => {
+    if (error instanceof ImageUploadError) return error;
+    throw error;
+  });
+  checked.catch(() => undefined); // awaited when the entry is stored
+  return { entry, image: { sha256: sha256Hex(bytes), checked } };
+}
+
+/** An image's caption: its sidecar's, else its metadata.jsonl line's; and whether both named one. */
+function captionOf(captions: CaptionIndex, entry: ArchiveEntry): { caption: string | null; conflict: boolean } {
+  const sidecar = captions.sidecars.get(pathStem(entry.path).toLowerCase());
+  const metadata = captions.metadata.get(entry.path.toLowerCase());
+  return { caption: sidecar ?? metadata ?? null, conflict: sidecar !== undefined && metadata !== undefined };
+}
+
 /** One entry of the second pass, inside the batch's transaction; the dataset's image count after it. */
-async function handleEntry(
+async function storeEntry(
   context: ArchiveImportContext,
   state: ImportState,
   images: ReturnType<typeof createImagesRepository>,
-  entry: ArchiveEntry,
+  ahead: ReadAhead,
   count: number,
 ): Promise<number> {
   const { row, limits } = context;
   const { progress, captions } = state;
+  const { entry, image } = ahead;
   if (entry.kind === 'directory' || isSkippedEntry(entry.path)) return count;
   if (entry.kind !== 'file') {
     refuseEntry(state, { entry: entry.path, code: 'archive-unsafe-path', detail: `Entry "${entry.path}" is a link or a special file; only files are read.` });
     return count;
   }
-  if (isSidecar(entry.path) || isMetadata(entry.path)) {
-    // Read by the first pass; what it refused is counted here, once, in archive order.
+  if (image === undefined) {
+    // A caption file, read by the first pass; what it refused is counted here, once, in archive order.
     const refused = captions.refusals.get(entry.index);
     if (refused !== undefined) {
       progress.refused += refused.count;
@@ -261,22 +319,20 @@ async function handleEntry(
     return count;
   }
   try {
-    const bytes = await entry.read(limits.image.maxBytes);
-    if ((await images.findBySha256s(row.tenant_id, row.dataset_id, [sha256Hex(bytes)])).length > 0) {
+    if (image instanceof ImageUploadError) throw image;
+    if ((await images.findBySha256s(row.tenant_id, row.dataset_id, [image.sha256])).length > 0) {
       progress.duplicates++;
       return count;
     }
     if (count >= limits.maxImagesPerDataset) {
       throw new ImageUploadError('dataset-image-limit', 409, `Dataset ${row.dataset_id} holds ${count} images, the most a dataset may hold (DATASET_MAX_IMAGES); "${entry.path}" was not stored.`, { file: entry.path });
     }
-    const sidecar = captions.sidecars.get(pathStem(entry.path).toLowerCase());
-    const metadata = captions.metadata.get(entry.path.toLowerCase());
-    const caption = sidecar ?? metadata ?? null;
-    const prepared = await prepareImage(bytes, entry.path, entry.path, limits.image, caption);
+    const prepared = await image.checked;
+    if (prepared instanceof ImageUploadError) throw prepared;
     await context.images.storeNew(images, row.tenant_id, row.dataset_id, prepared);
     progress.images_stored++;
-    if (caption !== null) progress.captions_attached++;
-    if (sidecar !== undefined && metadata !== undefined) progress.caption_conflicts++;
+    if (prepared.caption !== null) progress.captions_attached++;
+    if (captionOf(captions, entry).conflict) progress.caption_conflicts++;
     return count + 1;
   } catch (error) {
     if (!(error instanceof ImageUploadError)) throw error;

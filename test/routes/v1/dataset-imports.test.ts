@@ -2,11 +2,13 @@
 // imported in one request (tar.gz, tar, zip; sidecar and metadata.jsonl captions), refusals
 // by entry name, limits, events, cancel, and an import resumed by another app instance.
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, test } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { withTestApp, type TestApp } from '../../helper.js';
+import { DATABASE_MODES, withTestApp, type TestApp } from '../../helper.js';
 import { png } from '../../support/images.js';
 import { createDataset, imageCount } from '../../support/images-api.js';
 import { multipart } from '../../support/multipart.js';
@@ -18,6 +20,16 @@ const SMALL_IMAGES = { IMAGE_MIN_SIDE: '16', UPLOAD_MAX_FILE_BYTES: String(64 * 
 /** The bound on the process's RSS growth while the 2,000-image archive is imported. */
 const RSS_BOUND_BYTES = 200 * 1024 * 1024;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * A DATA_DIR for the tests that store thousands of blobs: on tmpfs where there is one, since
+ * removing thousands of small files from a busy CI disk takes longer than the import itself.
+ */
+async function bulkDataDir(t: TestContext): Promise<string> {
+  const dir = await mkdtemp(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'sdxl-imports-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
 
 let seed = 5000;
 const tiny = (): Promise<Buffer> => png({ width: 16, height: 16, seed: ++seed });
@@ -91,7 +103,7 @@ async function photoEntries(count: number): Promise<{ entries: TarSpec[]; images
 
 describe('dataset imports', () => {
   test('a 2,000-image tar.gz with sidecars: every image stored once, captions attached, refusals by name, RSS bounded', { timeout: 60_000 }, async (t) => {
-    const ctx = await withTestApp(t, { env: SMALL_IMAGES });
+    const ctx = await withTestApp(t, { env: { ...SMALL_IMAGES, DATA_DIR: await bulkDataDir(t) } });
     const datasetId = await createDataset(ctx);
     const { entries, images } = await photoEntries(2000);
     const longName = `photos/${'deep/'.repeat(30)}long-pax.png`;
@@ -156,8 +168,8 @@ describe('dataset imports', () => {
     assert.ok(growth < RSS_BOUND_BYTES, `RSS grew by ${growth} bytes`);
   });
 
-  test('a zip (multipart) and a plain tar with metadata.jsonl: the sidecar wins a conflict, bad lines are refused by line', async (t) => {
-    const ctx = await withTestApp(t, { env: SMALL_IMAGES });
+  for (const mode of DATABASE_MODES) test(`a zip (multipart) and a plain tar with metadata.jsonl on ${mode.name}: the sidecar wins a conflict, bad lines are refused by line`, async (t) => {
+    const ctx = await withTestApp(t, { embedded: mode.embedded, env: SMALL_IMAGES });
     const datasetId = await createDataset(ctx);
     const [a, b, c] = [await tiny(), await tiny(), await tiny()];
     const metadata = [
@@ -227,6 +239,8 @@ describe('dataset imports', () => {
     const notArchive = await postImport(ctx, datasetId, await tiny(), 'application/octet-stream');
     assert.equal(notArchive.statusCode, 415, notArchive.body);
     assert.match(notArchive.json().detail, /PNG/);
+    const json = await ctx.app.inject({ method: 'POST', url: `/v1/datasets/${datasetId}/imports`, headers: ctx.auth, payload: { archive: 'no' } });
+    assert.equal(json.statusCode, 415, json.body);
     const empty = await postImport(ctx, datasetId, Buffer.alloc(0), 'application/zip');
     assert.equal(empty.statusCode, 400, empty.body);
     const unknown = await postImport(ctx, 'ds_01JD3Q5V8Z6ZK2W7M4N1T0X9PA', buildTar([]), 'application/x-tar');
@@ -258,7 +272,7 @@ describe('dataset imports', () => {
   });
 
   test('events: progress while it runs, then the final state, then the stream ends; cancel stops an import and keeps its images', { timeout: 60_000 }, async (t) => {
-    const ctx = await withTestApp(t, { env: SMALL_IMAGES });
+    const ctx = await withTestApp(t, { env: { ...SMALL_IMAGES, DATA_DIR: await bulkDataDir(t) } });
     const datasetId = await createDataset(ctx);
     const { entries } = await photoEntries(200);
     const created = await postImport(ctx, datasetId, gzipSync(buildTar(entries)), 'application/gzip');
@@ -292,20 +306,21 @@ describe('dataset imports', () => {
   });
 
   test('a worker that loses its import mid-way (its lease expired) leaves it to another instance, which finishes with each image stored once', { timeout: 60_000 }, async (t) => {
-    const first = await withTestApp(t, { env: SMALL_IMAGES });
+    const env = { ...SMALL_IMAGES, DATA_DIR: await bulkDataDir(t) };
+    const first = await withTestApp(t, { env });
     const datasetId = await createDataset(first);
-    const { entries } = await photoEntries(800);
+    const { entries } = await photoEntries(500);
     const created = await postImport(first, datasetId, gzipSync(buildTar(entries)), 'application/gzip');
     const id = created.json().id as string;
     const midway = await waitFor(first, id, (current) => current.progress.entries_read > 0);
     assert.equal(midway.status, 'running');
     // As if the first worker had died: its lease runs out, and the second instance claims the import.
     await first.db.query("UPDATE dataset_imports SET lease_owner = 'dead-worker', lease_expires_at = now() - interval '1 second' WHERE id = $1", [id]);
-    const second = await withTestApp(t, { env: SMALL_IMAGES });
+    const second = await withTestApp(t, { env });
     const done = await waitFor(first, id, ended);
     assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
-    assert.deepEqual([done.progress.images_stored, done.progress.duplicates, done.progress.refused, done.progress.captions_attached], [800, 0, 0, 800]);
-    assert.equal(await imageCount(first, datasetId), 800);
+    assert.deepEqual([done.progress.images_stored, done.progress.duplicates, done.progress.refused, done.progress.captions_attached], [500, 0, 0, 500]);
+    assert.equal(await imageCount(first, datasetId), 500);
     const { rows } = await first.db.query<{ claims: number }>('SELECT claims FROM dataset_imports WHERE id = $1', [id]);
     assert.equal(rows[0]!.claims, 2);
   });

@@ -47,7 +47,19 @@ const datasetImportRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   /** The archive of the request: its one multipart file part, or the raw body. */
   async function archiveOf(request: FastifyRequest, filename: string | undefined): Promise<ReceivedArchive> {
-    if (!request.isMultipart()) return { source: request.raw, filename: filename ?? null };
+    if (!request.isMultipart()) {
+      const type = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+      if (!(ARCHIVE_MEDIA_TYPES as readonly string[]).includes(type)) {
+        throw new ProblemError({
+          status: 415,
+          type: 'unsupported-archive',
+          title: 'Not a zip, tar or tar.gz archive',
+          detail: `Content-Type ${type === '' ? '(none)' : type} is not accepted here; send the archive as ${ARCHIVE_MEDIA_TYPES.join(', ')} or as multipart/form-data with one file part named "${ARCHIVE_FIELD}".`,
+          errors: [fieldError('headers', 'content-type', 'must be an archive media type or multipart/form-data')],
+        });
+      }
+      return { source: request.raw, filename: filename ?? null };
+    }
     let part;
     try {
       part = await request.file();
@@ -65,7 +77,6 @@ const datasetImportRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     '/datasets/:id/imports',
     {
       config: { idempotent: true },
-      bodyLimit: maxBytes,
       schema: {
         operationId: 'createDatasetImport',
         tags: TAGS,
