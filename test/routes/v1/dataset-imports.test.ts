@@ -12,6 +12,7 @@ import { DATABASE_MODES, withTestApp, type TestApp } from '../../helper.js';
 import { png } from '../../support/images.js';
 import { createDataset, imageCount } from '../../support/images-api.js';
 import { multipart } from '../../support/multipart.js';
+import { startReceiver, verified } from '../../support/webhook-receiver.js';
 import { buildTar, type TarSpec } from '../../support/tar.js';
 import { buildZip } from '../../support/zip.js';
 
@@ -251,8 +252,14 @@ describe('dataset imports', () => {
     assert.deepEqual(await storedArchives(ctx), []);
   });
 
-  test('DATASET_MAX_IMAGES: entries past it are refused by name; a damaged archive fails the import and keeps what was stored', async (t) => {
-    const ctx = await withTestApp(t, { env: { ...SMALL_IMAGES, DATASET_MAX_IMAGES: '2' } });
+  test('DATASET_MAX_IMAGES: entries past it are refused by name; a damaged archive fails the import and keeps what was stored; webhooks tell both', async (t) => {
+    const ctx = await withTestApp(t, { env: { ...SMALL_IMAGES, DATASET_MAX_IMAGES: '2', WEBHOOK_ALLOW_HTTP: 'true', WEBHOOK_ALLOWED_HOSTS: '127.0.0.1' } });
+    const receiver = await startReceiver(t);
+    const endpoint = await ctx.app.inject({
+      method: 'POST', url: '/v1/webhook-endpoints', headers: ctx.auth,
+      payload: { url: receiver.url, events: ['dataset_import.succeeded', 'dataset_import.failed'] },
+    });
+    assert.equal(endpoint.statusCode, 201, endpoint.body);
     const datasetId = await createDataset(ctx);
     const tar = buildTar([{ name: '1.png', data: await tiny() }, { name: '2.png', data: await tiny() }, { name: '3.png', data: await tiny() }]);
     const created = await postImport(ctx, datasetId, tar, 'application/x-tar');
@@ -269,6 +276,13 @@ describe('dataset imports', () => {
     assert.equal(failed.status, 'failed');
     assert.equal(failed.error?.code, 'archive-invalid');
     assert.deepEqual(await storedArchives(ctx), []);
+
+    const webhooks = (await receiver.waitFor(2)).map((webhook) => verified(endpoint.json().secret, webhook));
+    assert.deepEqual(webhooks.map((w) => [w.type, w.data.id, w.data.status]).sort(), [
+      ['dataset_import.failed', failed.id, 'failed'],
+      ['dataset_import.succeeded', done.id, 'succeeded'],
+    ]);
+    assert.deepEqual(webhooks.find((w) => w.data.id === done.id)!.data.refusals, done.refusals, 'the data is the import as GET shows it');
   });
 
   test('events: progress while it runs, then the final state, then the stream ends; cancel stops an import and keeps its images', { timeout: 60_000 }, async (t) => {
