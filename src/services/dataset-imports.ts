@@ -20,6 +20,8 @@ export type { ImportArchives } from '../storage/import-archives.js';
 const IMPORT_ID = new RegExp(idPattern(DATASET_IMPORT_ID_PREFIX));
 /** How often a follower looks at the import's row (the worker checkpoints about once a second). */
 const FOLLOW_POLL_MS = 250;
+/** A stored archive without an unfinished import is swept once it is older than this. */
+const SWEEP_AFTER_MS = 3_600_000;
 
 /** The worker's side of changes made through the API. */
 export interface ImportEvents {
@@ -188,12 +190,19 @@ export function createDatasetImportsService(db: Database, archives: ImportArchiv
       }
     },
 
-    /** Deletes stored archives whose import has ended or is gone (a process died between the two). */
+    /**
+     * Deletes stored archives whose import has ended or is gone (a process died between the
+     * two, or the dataset was deleted while it was queued). Recent ones stay: another replica
+     * may be about to insert the row of the archive it has just stored.
+     */
     async sweepArchives(): Promise<number> {
+      const ids = await archives.ids();
       const unfinished = await createDatasetImportsRepository(db).unfinishedIds();
+      const cutoff = Date.now() - SWEEP_AFTER_MS;
       let removed = 0;
-      for (const id of await archives.ids()) {
-        if (unfinished.has(id)) continue;
+      for (const id of ids) {
+        const storedAt = await archives.storedAt(id);
+        if (unfinished.has(id) || storedAt === null || storedAt.getTime() > cutoff) continue;
         await archives.remove(id);
         removed++;
       }

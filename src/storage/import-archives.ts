@@ -3,7 +3,7 @@
 // read by the worker, deleted when the import ends.
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -74,6 +74,12 @@ export class ImportArchives {
 
   async remove(id: string): Promise<void> {
     await rm(this.pathOf(id), { force: true });
+  }
+
+  /** When the archive of `id` was stored; null when there is none. */
+  async storedAt(id: string): Promise<Date | null> {
+    const info = await stat(this.pathOf(id)).catch(() => null);
+    return info === null ? null : info.mtime;
   }
 
   /** Ids of the stored archives (not the partial ones: a request may be writing them). */

@@ -3,7 +3,7 @@
 // by entry name, limits, events, cancel, and an import resumed by another app instance.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
@@ -317,6 +317,21 @@ describe('dataset imports', () => {
     assert.deepEqual(await storedArchives(ctx), []);
     const again = await ctx.app.inject({ method: 'POST', url: `/v1/dataset-imports/${running.id}/cancel`, headers: ctx.auth });
     assert.equal(again.statusCode, 409);
+  });
+
+  test('at start-up, stored archives without an unfinished import are deleted once they are an hour old', async (t) => {
+    const dataDir = await bulkDataDir(t);
+    await mkdir(join(dataDir, 'imports'));
+    const stale = join(dataDir, 'imports', 'imp_01JD3Q5V8Z6ZK2W7M4N1T0X9PA.archive');
+    const recent = join(dataDir, 'imports', 'imp_01JD3Q5V8Z6ZK2W7M4N1T0X9PB.archive');
+    await writeFile(stale, 'left by a process that died');
+    await writeFile(recent, 'another replica is about to queue it');
+    const hoursAgo = new Date(Date.now() - 2 * 3_600_000);
+    await utimes(stale, hoursAgo, hoursAgo);
+    const ctx = await withTestApp(t, { env: { DATA_DIR: dataDir } });
+    const deadline = Date.now() + 10_000;
+    while ((await storedArchives(ctx)).length > 1 && Date.now() < deadline) await sleep(50);
+    assert.deepEqual(await storedArchives(ctx), ['imp_01JD3Q5V8Z6ZK2W7M4N1T0X9PB.archive']);
   });
 
   test('a worker that loses its import mid-way (its lease expired) leaves it to another instance, which finishes with each image stored once', { timeout: 60_000 }, async (t) => {
