@@ -57,7 +57,8 @@ export class ImportArchives {
       }
     }
     try {
-      await pipeline(source, counted, createWriteStream(partial, { flags: 'wx' }));
+      // The request is not destroyed when the limit is met: the refusal must still reach the client.
+      await pipeline(counted(source.iterator({ destroyOnReturn: false })), createWriteStream(partial, { flags: 'wx' }));
       const handle = await open(partial, 'r+');
       try {
         await handle.sync();

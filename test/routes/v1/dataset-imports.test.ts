@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { describe, test, type TestContext } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { DATABASE_MODES, withTestApp, type TestApp } from '../../helper.js';
@@ -232,10 +233,14 @@ describe('dataset imports', () => {
     assert.equal(tooLarge.statusCode, 413, tooLarge.body);
     assert.equal(tooLarge.headers['content-type'], 'application/problem+json; charset=utf-8');
     assert.match(tooLarge.json().type, /archive-too-large$/);
-    // Multipart declares no size for its part: the limit is met while streaming.
+    // A body of no declared length (chunked) meets the limit while it is streamed to disk.
+    const chunked = await ctx.app.inject({
+      method: 'POST', url: `/v1/datasets/${datasetId}/imports`, headers: { ...ctx.auth, 'content-type': 'application/x-tar' }, payload: Readable.from([big]),
+    });
+    assert.equal(chunked.statusCode, 413, chunked.body);
     const body = multipart([{ field: 'file', filename: 'big.tar', contentType: 'application/x-tar', data: big }]);
-    const streamed = await ctx.app.inject({ method: 'POST', url: `/v1/datasets/${datasetId}/imports`, headers: { ...ctx.auth, ...body.headers }, payload: body.payload });
-    assert.equal(streamed.statusCode, 413, streamed.body);
+    const parted = await ctx.app.inject({ method: 'POST', url: `/v1/datasets/${datasetId}/imports`, headers: { ...ctx.auth, ...body.headers }, payload: Readable.from([body.payload]) });
+    assert.equal(parted.statusCode, 413, parted.body);
 
     const notArchive = await postImport(ctx, datasetId, await tiny(), 'application/octet-stream');
     assert.equal(notArchive.statusCode, 415, notArchive.body);
