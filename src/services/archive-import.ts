@@ -4,7 +4,9 @@
 // Two passes over the archive. The first reads only the captions (sidecars name.txt /
 // name.caption, and metadata.jsonl files): small text, kept in maps, so a caption may stand
 // before or after its image in a tar. The second reads the images, one entry at a time, each
-// checked and stored through the same ImagesService path as a synchronous upload.
+// checked and stored through the same ImagesService path as a synchronous upload; the next
+// entry is read and decoded (sharp, on the thread pool) while the current one is written, so
+// at most two images are in memory.
 //
 // Crash safety: the second pass works in batches of about a second (or CHECKPOINT_ENTRIES
 // entries), each one transaction that stores its images and writes the checkpoint (the
@@ -31,6 +33,8 @@ export const CHECKPOINT_MS = 1000;
 export const CHECKPOINT_ENTRIES = 500;
 /** Largest metadata.jsonl read (about 100 bytes a line: a million images). */
 const MAX_METADATA_BYTES = 128 * 1024 * 1024;
+/** Most caption text the first pass keeps in all (about 1 KiB for each of 100,000 images); past it, captions are refused. */
+const MAX_CAPTION_INDEX_CHARS = 128 * 1024 * 1024;
 const SIDECAR_EXTENSIONS = ['.txt', '.caption'];
 const METADATA_FILE = 'metadata.jsonl';
 
@@ -76,6 +80,17 @@ interface CaptionIndex {
   /** By the image's path, lower-case. */
   metadata: Map<string, string>;
   refusals: Map<number, { count: number; listed: Refusal[] }>;
+  /** Characters of caption text kept. */
+  chars: number;
+}
+
+/** Keeps one caption, unless the archive's captions would pass MAX_CAPTION_INDEX_CHARS. */
+function keepCaption(index: CaptionIndex, map: Map<string, string>, key: string, text: string, source: string): void {
+  if (index.chars + text.length > MAX_CAPTION_INDEX_CHARS) {
+    throw new ImageUploadError('caption-invalid', 400, `The captions of this archive pass ${MAX_CAPTION_INDEX_CHARS} characters in all; the caption of "${source}" was not kept.`, { file: source });
+  }
+  index.chars += text.length;
+  map.set(key, text);
 }
 
 function refusalOf(entry: string, error: ImageUploadError): Refusal {
@@ -84,7 +99,7 @@ function refusalOf(entry: string, error: ImageUploadError): Refusal {
 
 async function indexCaptions(context: ArchiveImportContext): Promise<CaptionIndex | ArchiveReadError> {
   const { file, row, limits } = context;
-  const index: CaptionIndex = { sidecars: new Map(), metadata: new Map(), refusals: new Map() };
+  const index: CaptionIndex = { sidecars: new Map(), metadata: new Map(), refusals: new Map(), chars: 0 };
   let listed = 0;
   const refuse = (at: number, refusal: Refusal): void => {
     const slot = index.refusals.get(at) ?? { count: 0, listed: [] };
@@ -110,9 +125,9 @@ async function indexCaptions(context: ArchiveImportContext): Promise<CaptionInde
       try {
         if (isSidecar(entry.path)) {
           const text = decodeCaption(await entry.read(limits.captionMaxBytes), entry.path);
-          if (text !== '') index.sidecars.set(pathStem(entry.path).toLowerCase(), text);
+          if (text !== '') keepCaption(index, index.sidecars, pathStem(entry.path).toLowerCase(), text, entry.path);
         } else if (isMetadata(entry.path)) {
-          readMetadata(entry, await entry.read(MAX_METADATA_BYTES), index, refuse);
+          readMetadata(entry, await entry.read(MAX_METADATA_BYTES), limits.captionMaxBytes, index, refuse);
         }
       } catch (error) {
         if (!(error instanceof ImageUploadError)) throw error;
@@ -129,7 +144,9 @@ async function indexCaptions(context: ArchiveImportContext): Promise<CaptionInde
 }
 
 /** metadata.jsonl (Hugging Face imagefolder): one {"file_name", "text"} object a line, file_name relative to the file's folder. */
-function readMetadata(entry: ArchiveEntry, bytes: Buffer, index: CaptionIndex, refuse: (at: number, refusal: Refusal) => void): void {
+function readMetadata(
+  entry: ArchiveEntry, bytes: Buffer, captionMaxBytes: number, index: CaptionIndex, refuse: (at: number, refusal: Refusal) => void,
+): void {
   const folder = path.posix.dirname(entry.path);
   const lines = decodeCaption(bytes, entry.path).split(/\r?\n/);
   for (const [number, line] of lines.entries()) {
@@ -148,8 +165,17 @@ function readMetadata(entry: ArchiveEntry, bytes: Buffer, index: CaptionIndex, r
     }
     const text = fields.text.trim();
     if (text === '') continue;
+    if (Buffer.byteLength(text) > captionMaxBytes) {
+      refuse(entry.index, { entry: where, code: 'caption-invalid', detail: `The caption on line ${number + 1} of "${entry.path}" is longer than ${captionMaxBytes} bytes (CAPTION_MAX_BYTES).` });
+      continue;
+    }
     const image = path.posix.normalize(folder === '.' ? fields.file_name : `${folder}/${fields.file_name}`).replace(/^\.\//, '');
-    index.metadata.set(image.toLowerCase(), text);
+    try {
+      keepCaption(index, index.metadata, image.toLowerCase(), text, where);
+    } catch (error) {
+      if (!(error instanceof ImageUploadError)) throw error;
+      refuse(entry.index, refusalOf(where, error));
+    }
   }
 }
 
