@@ -11,6 +11,7 @@ import type { CaptionerRegistry } from './captioning/index.js';
 import authPlugin from './plugins/auth.js';
 import captioningPlugin from './plugins/captioning.js';
 import databasePlugin from './plugins/database.js';
+import datasetImportsPlugin from './plugins/dataset-imports.js';
 import errorsPlugin from './plugins/errors.js';
 import idempotencyPlugin from './plugins/idempotency.js';
 import repositoriesPlugin from './plugins/repositories.js';
@@ -96,6 +97,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(idempotencyPlugin);
   await app.register(webhooksPlugin, options.webhooks ?? {});
   await app.register(captioningPlugin, options.captioners ? { captioners: options.captioners } : {});
+  await app.register(datasetImportsPlugin);
   // Generations first: training makes prior preservation's class images on its resident models.
   await app.register(generationsPlugin);
   await app.register(trainingPlugin);

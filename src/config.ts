@@ -8,6 +8,8 @@ import { ImageEnvProperties, imageConfigFromEnv, type ImageConfig } from './serv
 // ---- captions (issue 5): providers' variables live in src/captioning/config.ts, the worker's in src/jobs
 import { CaptionConfigError, CaptionEnvProperties, captionConfigFromEnv, SecretFileError, type CaptionConfig } from './captioning/index.js';
 import { CaptionWorkerEnvProperties, type CaptionWorkerConfig } from './jobs/captioning-worker.js';
+// ---- dataset imports (issue 26): the worker's IMPORT_WORKER_JOBS lives with it
+import { ImportWorkerEnvProperties } from './jobs/dataset-import-worker.js';
 // ---- webhooks (issue 12): WEBHOOK_* live in src/webhooks/config.ts
 import { WebhookConfigError, WebhookEnvProperties, webhookConfigFromEnv, type WebhookConfig } from './webhooks/config.js';
 // ---- training devices (issue 24): a worker's pool is at most what one run may take
@@ -84,6 +86,8 @@ export const EnvSchema = Type.Object({
   // ---- captions: ANTHROPIC_*, OPENAI_COMPAT_*, CAPTION_* and the worker's CAPTION_WORKER_JOBS
   ...CaptionEnvProperties,
   ...CaptionWorkerEnvProperties,
+  // ---- dataset imports: the worker's IMPORT_WORKER_JOBS
+  ...ImportWorkerEnvProperties,
   // ---- webhooks: WEBHOOK_ALLOW_HTTP, WEBHOOK_ALLOWED_HOSTS, WEBHOOK_TIMEOUT_MS, WEBHOOK_SLOTS, WEBHOOK_DISABLE_AFTER_MS
   ...WebhookEnvProperties,
 });
@@ -129,6 +133,8 @@ export interface Config {
   captions: CaptionConfig;
   /** ---- captions: the background runner of captioning jobs. */
   captionWorker: CaptionWorkerConfig;
+  /** ---- dataset imports: imports this process reads side by side (0: the worker does not start). */
+  importWorker: { maxJobs: number };
   /** ---- webhooks: where they may go, timeouts, this process's dispatcher. */
   webhooks: WebhookConfig;
 }
@@ -253,6 +259,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     // ---- captions
     captions,
     captionWorker: { maxJobs: api ? 0 : e.CAPTION_WORKER_JOBS },
+    importWorker: { maxJobs: api ? 0 : e.IMPORT_WORKER_JOBS },
     webhooks: api ? { ...webhooks, slots: 0 } : webhooks,
   };
 }

@@ -280,6 +280,84 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/datasets/{id}/imports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List a dataset's imports, newest first */
+        get: operations["listDatasetImports"];
+        put?: never;
+        /**
+         * Import an archive of images (zip, tar or tar.gz) into a dataset in the background
+         * @description The body is the archive: a raw body (Content-Type application/zip, application/x-tar, application/gzip, application/octet-stream; name it with ?filename=) or multipart/form-data with one file part named "file". It is streamed to disk and hashed as it arrives (up to UPLOAD_MAX_REQUEST_BYTES), then answered 202 with the queued import (Location: /v1/dataset-imports/{id}); follow it with GET or its events. Its format is sniffed from the bytes. Every entry gets the checks of a synchronous upload; refused entries are listed by name and do not stop the others; images the dataset already holds are counted as duplicates. Captions: name.txt or name.caption beside name.jpg, or metadata.jsonl lines {"file_name", "text"} (the sidecar wins when both exist). An Idempotency-Key replays the first answer to a retry with the same key to the same dataset (the body is not compared: it is not held). Refusals: 404 dataset, 413 over UPLOAD_MAX_REQUEST_BYTES, 415 not a zip, tar or tar.gz, 400 empty body; nothing is kept.
+         */
+        post: operations["createDatasetImport"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/dataset-imports/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a dataset import: status, progress, refused entries */
+        get: operations["getDatasetImport"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/dataset-imports/{id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Follow a dataset import: Server-Sent Events, or the import as JSON
+         * @description With Accept: text/event-stream: a `progress` event (data: the DatasetImport) each time its progress changes while it is queued or running (about once a second), then one `succeeded`, `failed` or `canceled` event with the final DatasetImport, and the stream ends; a heartbeat comment every SSE_HEARTBEAT_MS. Without that Accept header: the DatasetImport as JSON.
+         */
+        get: operations["getDatasetImportEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/dataset-imports/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel a queued or running dataset import
+         * @description A queued import is canceled at once; a running one stops within moments. Images already stored stay. 409 when it has already finished.
+         */
+        post: operations["cancelDatasetImport"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/models": {
         parameters: {
             query?: never;
@@ -958,7 +1036,7 @@ export interface components {
             id: string;
             url: string;
             description: string;
-            /** @description The event types sent here. All types: `training_run.started` (A worker took the run (status starting), once per run); `training_run.validation` (The run rendered its validation images and measured validation loss (opt-in: one per validation)); `training_run.succeeded` (The run saved its LoRA (a full run: registered its model)); `training_run.failed` (The run stopped with an error); `training_run.canceled` (The run was canceled); `captioning_job.succeeded` (The captioning job finished); `captioning_job.failed` (The captioning job failed); `captioning_job.canceled` (The captioning job was canceled); `generation.started` (A worker took the generation (status starting)); `generation.succeeded` (The generation stored its images); `generation.failed` (The generation stopped with an error); `generation.canceled` (The generation was canceled) */
+            /** @description The event types sent here. All types: `training_run.started` (A worker took the run (status starting), once per run); `training_run.validation` (The run rendered its validation images and measured validation loss (opt-in: one per validation)); `training_run.succeeded` (The run saved its LoRA (a full run: registered its model)); `training_run.failed` (The run stopped with an error); `training_run.canceled` (The run was canceled); `captioning_job.succeeded` (The captioning job finished); `captioning_job.failed` (The captioning job failed); `captioning_job.canceled` (The captioning job was canceled); `generation.started` (A worker took the generation (status starting)); `generation.succeeded` (The generation stored its images); `generation.failed` (The generation stopped with an error); `generation.canceled` (The generation was canceled); `dataset_import.succeeded` (The dataset import read every entry of its archive (refused entries are listed)); `dataset_import.failed` (The dataset import stopped: its archive could not be read on) */
             events: string[];
             enabled: boolean;
             /** @description Why the service disabled it: gone (it answered 410), failing (every attempt failed for WEBHOOK_DISABLE_AFTER_MS, 5 days by default); null otherwise. PATCH enabled: true to resume */
@@ -982,7 +1060,7 @@ export interface components {
              * @example msg_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
              */
             id: string;
-            /** @description One of: training_run.started, training_run.validation, training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, generation.started, generation.succeeded, generation.failed, generation.canceled, ping */
+            /** @description One of: training_run.started, training_run.validation, training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, generation.started, generation.succeeded, generation.failed, generation.canceled, dataset_import.succeeded, dataset_import.failed, ping */
             event_type: string;
             resource_type: string;
             resource_id: string;
@@ -1211,6 +1289,76 @@ export interface components {
             created_at: string;
             started_at: string | null;
             finished_at: string | null;
+        };
+        /** @description An archive of images being read into a dataset */
+        DatasetImport: {
+            /**
+             * @description Dataset import id
+             * @example imp_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+             */
+            id: string;
+            /** @enum {string} */
+            object: "dataset_import";
+            /**
+             * @description Dataset the images go to
+             * @example ds_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
+             */
+            dataset_id: string;
+            /**
+             * @description queued -> running -> succeeded (every entry read; refused ones are listed) | failed (the archive could not be read on; images stored so far stay) | canceled (images stored so far stay)
+             * @enum {unknown}
+             */
+            status: "queued" | "running" | "succeeded" | "failed" | "canceled";
+            /** @description The archive's name: the multipart part's filename or ?filename= */
+            filename: string | null;
+            /**
+             * @description Sniffed from the stored bytes, never from the name
+             * @enum {unknown}
+             */
+            format: "zip" | "tar" | "tar.gz";
+            /** @description Size of the stored archive */
+            bytes: number;
+            /** @description SHA-256 of the archive, hashed while it arrived */
+            sha256: string;
+            /** @description Counts as of the last checkpoint (about once a second while running) */
+            progress: {
+                /** @description Bytes of the archive read so far: draw a bar against `bytes` */
+                bytes_read: number;
+                /** @description Entries of the archive handled (folders and caption files too) */
+                entries_read: number;
+                /** @description New images stored in the dataset */
+                images_stored: number;
+                /** @description Images the dataset already held (same SHA-256), skipped */
+                duplicates: number;
+                /** @description Stored images given a caption from a sidecar or metadata.jsonl */
+                captions_attached: number;
+                /** @description Entries refused (see refusals) */
+                refused: number;
+            };
+            /** @description The first 1000 refused entries, in archive order */
+            refusals: {
+                /** @description The entry's path in the archive (metadata.jsonl:LINE for a line of a metadata file) */
+                entry: string;
+                /** @description unsupported-media-type, corrupt-image, file-too-large, image-too-many-pixels, image-too-small, dataset-image-limit, caption-invalid, metadata-invalid, archive-unsafe-path, ... */
+                code: string;
+                detail: string;
+            }[];
+            /** @description True when more than 1000 entries were refused */
+            refusals_truncated: boolean;
+            /** @description Stored images with both a sidecar and a metadata.jsonl caption (the sidecar won) */
+            caption_conflicts: number;
+            /** @description Why the import as a whole failed (an unreadable archive, ...); null otherwise */
+            error: {
+                code: string;
+                message: string;
+            } | null;
+            /**
+             * Format: date-time
+             * @description RFC 3339 UTC timestamp
+             */
+            created_at: string;
+            started_at: string | null;
+            completed_at: string | null;
         };
         Generation: {
             /**
@@ -3440,6 +3588,349 @@ export interface operations {
             };
         };
     };
+    listDatasetImports: {
+        parameters: {
+            query?: {
+                /** @description Most items to return */
+                limit?: number;
+                /** @description next_cursor of the previous page; omit for the first page */
+                cursor?: string;
+            };
+            header?: never;
+            path: {
+                /** @description Dataset id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of a dataset's imports, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["DatasetImport"][];
+                        /** @description Pass as cursor to get the next page; null when this is the last page */
+                        next_cursor: string | null;
+                    };
+                };
+            };
+            /** @description The request is malformed or a field is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createDatasetImport: {
+        parameters: {
+            query?: {
+                /** @description The archive's name, for a raw body (a multipart part names itself) */
+                filename?: string;
+            };
+            header?: {
+                /**
+                 * @description Makes a retry of this request safe. A request with a key this tenant used in the last 24 hours, with the same method, path and body, creates nothing and gets the first response again (status, body, Location, with `Idempotent-Replayed: true`). The same key with another request: 422 idempotency-key-reused; while the first request is still running: 409 idempotency-key-in-flight (Retry-After: 1). Only 2xx responses are kept: after any other answer the key is free again, so a corrected retry may reuse it. 1 to 255 printable ASCII characters.
+                 * @example 8e03978e-40d5-43e8-bc93-6894a57f9324
+                 */
+                "idempotency-key"?: string;
+            };
+            path: {
+                /** @description Dataset id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": {
+                    /** @description The archive: zip, tar or tar.gz */
+                    file?: string;
+                } | null;
+                "application/zip": string | null;
+                "application/x-tar": string | null;
+                "application/gzip": string | null;
+                "application/octet-stream": string | null;
+            };
+        };
+        responses: {
+            /** @description An archive of images being read into a dataset */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetImport"];
+                };
+            };
+            /** @description The request is malformed or a field is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The resource is in a state that does not allow this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body or an uploaded file is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request has an unsupported Content-Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request is well-formed but cannot be processed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getDatasetImport: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Dataset import id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description An archive of images being read into a dataset */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetImport"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getDatasetImportEvents: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Dataset import id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The import (JSON), or the event stream */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetImport"];
+                    "text/event-stream": string;
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    cancelDatasetImport: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Dataset import id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description An archive of images being read into a dataset */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetImport"];
+                };
+            };
+            /** @description The API key is missing or not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The resource is in a state that does not allow this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     listModels: {
         parameters: {
             query?: never;
@@ -5377,8 +5868,8 @@ export interface operations {
                      * @example https://example.com/webhooks/sdxl
                      */
                     url: string;
-                    /** @description The events to send; default: training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, generation.succeeded, generation.failed, generation.canceled */
-                    events?: ("training_run.started" | "training_run.validation" | "training_run.succeeded" | "training_run.failed" | "training_run.canceled" | "captioning_job.succeeded" | "captioning_job.failed" | "captioning_job.canceled" | "generation.started" | "generation.succeeded" | "generation.failed" | "generation.canceled")[];
+                    /** @description The events to send; default: training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, generation.succeeded, generation.failed, generation.canceled, dataset_import.succeeded, dataset_import.failed */
+                    events?: ("training_run.started" | "training_run.validation" | "training_run.succeeded" | "training_run.failed" | "training_run.canceled" | "captioning_job.succeeded" | "captioning_job.failed" | "captioning_job.canceled" | "generation.started" | "generation.succeeded" | "generation.failed" | "generation.canceled" | "dataset_import.succeeded" | "dataset_import.failed")[];
                     description?: string;
                     /** @default true */
                     enabled?: boolean;
@@ -5400,7 +5891,7 @@ export interface operations {
                         id: string;
                         url: string;
                         description: string;
-                        /** @description The event types sent here. All types: `training_run.started` (A worker took the run (status starting), once per run); `training_run.validation` (The run rendered its validation images and measured validation loss (opt-in: one per validation)); `training_run.succeeded` (The run saved its LoRA (a full run: registered its model)); `training_run.failed` (The run stopped with an error); `training_run.canceled` (The run was canceled); `captioning_job.succeeded` (The captioning job finished); `captioning_job.failed` (The captioning job failed); `captioning_job.canceled` (The captioning job was canceled); `generation.started` (A worker took the generation (status starting)); `generation.succeeded` (The generation stored its images); `generation.failed` (The generation stopped with an error); `generation.canceled` (The generation was canceled) */
+                        /** @description The event types sent here. All types: `training_run.started` (A worker took the run (status starting), once per run); `training_run.validation` (The run rendered its validation images and measured validation loss (opt-in: one per validation)); `training_run.succeeded` (The run saved its LoRA (a full run: registered its model)); `training_run.failed` (The run stopped with an error); `training_run.canceled` (The run was canceled); `captioning_job.succeeded` (The captioning job finished); `captioning_job.failed` (The captioning job failed); `captioning_job.canceled` (The captioning job was canceled); `generation.started` (A worker took the generation (status starting)); `generation.succeeded` (The generation stored its images); `generation.failed` (The generation stopped with an error); `generation.canceled` (The generation was canceled); `dataset_import.succeeded` (The dataset import read every entry of its archive (refused entries are listed)); `dataset_import.failed` (The dataset import stopped: its archive could not be read on) */
                         events: string[];
                         enabled: boolean;
                         /** @description Why the service disabled it: gone (it answered 410), failing (every attempt failed for WEBHOOK_DISABLE_AFTER_MS, 5 days by default); null otherwise. PATCH enabled: true to resume */
@@ -5585,8 +6076,8 @@ export interface operations {
                      * @example https://example.com/webhooks/sdxl
                      */
                     url?: string;
-                    /** @description The events to send; default: training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, generation.succeeded, generation.failed, generation.canceled */
-                    events?: ("training_run.started" | "training_run.validation" | "training_run.succeeded" | "training_run.failed" | "training_run.canceled" | "captioning_job.succeeded" | "captioning_job.failed" | "captioning_job.canceled" | "generation.started" | "generation.succeeded" | "generation.failed" | "generation.canceled")[];
+                    /** @description The events to send; default: training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, generation.succeeded, generation.failed, generation.canceled, dataset_import.succeeded, dataset_import.failed */
+                    events?: ("training_run.started" | "training_run.validation" | "training_run.succeeded" | "training_run.failed" | "training_run.canceled" | "captioning_job.succeeded" | "captioning_job.failed" | "captioning_job.canceled" | "generation.started" | "generation.succeeded" | "generation.failed" | "generation.canceled" | "dataset_import.succeeded" | "dataset_import.failed")[];
                     description?: string;
                     /** @description true also clears disabled_reason and the failure streak */
                     enabled?: boolean;
@@ -5876,7 +6367,7 @@ export interface operations {
                          * @example msg_01JD3Q5V8Z6ZK2W7M4N1T0X9PA
                          */
                         id: string;
-                        /** @description One of: training_run.started, training_run.validation, training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, generation.started, generation.succeeded, generation.failed, generation.canceled, ping */
+                        /** @description One of: training_run.started, training_run.validation, training_run.succeeded, training_run.failed, training_run.canceled, captioning_job.succeeded, captioning_job.failed, captioning_job.canceled, generation.started, generation.succeeded, generation.failed, generation.canceled, dataset_import.succeeded, dataset_import.failed, ping */
                         event_type: string;
                         resource_type: string;
                         resource_id: string;

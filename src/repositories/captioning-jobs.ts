@@ -3,7 +3,7 @@
 // lost its lease to another replica can no longer change the job.
 import type { Queryable } from '../db/database.js';
 import { newId } from '../db/ids.js';
-import { leaseInterval as lease, renewLease, type LeasedJobColumns } from './lease-sql.js';
+import { claimNextJobLike, finishJobLike, releaseJobLike, renewLease, type LeasedJobColumns } from './lease-sql.js';
 
 export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
 export type JobMode = 'interactive' | 'batch';
@@ -214,19 +214,8 @@ export function createCaptioningJobsRepository(db: Queryable) {
      * Takes the oldest job that is queued, or running under an expired lease (its worker
      * died), for `owner` until the lease ends. SKIP LOCKED lets replicas claim side by side.
      */
-    async claimNext(owner: string, leaseMs: number): Promise<JobRow | null> {
-      const { rows } = await db.query<JobRow>(
-        `UPDATE captioning_jobs
-            SET status = 'running', lease_owner = $1, lease_expires_at = now() + ${lease(2)}, heartbeat_at = now(),
-                claims = claims + 1, started_at = coalesce(started_at, now())
-          WHERE id = (SELECT id FROM captioning_jobs
-                       WHERE status = 'queued' OR (status = 'running' AND lease_expires_at < now())
-                       ORDER BY created_at, id LIMIT 1
-                       FOR UPDATE SKIP LOCKED)
-          RETURNING ${COLUMNS}`,
-        [owner, leaseMs],
-      );
-      return rows[0] ?? null;
+    claimNext(owner: string, leaseMs: number): Promise<JobRow | null> {
+      return claimNextJobLike<JobRow>(db, 'captioning_jobs', COLUMNS, owner, leaseMs);
     },
 
     /** Extends the lease; whether cancel was asked, or null when the lease was lost (or the job deleted). */
@@ -318,23 +307,13 @@ export function createCaptioningJobsRepository(db: Queryable) {
     },
 
     /** Ends the job with `status`; false when the lease was lost. */
-    async finish(jobId: string, owner: string, status: Extract<JobStatus, 'succeeded' | 'failed' | 'canceled'>, error?: { code: string; message: string }): Promise<boolean> {
-      const { rowCount } = await db.query(
-        `UPDATE captioning_jobs SET status = $3, error_code = $4, error_message = $5, finished_at = now(),
-                lease_owner = NULL, lease_expires_at = NULL
-          WHERE id = $1 AND lease_owner = $2 AND status = 'running'`,
-        [jobId, owner, status, error?.code ?? null, error?.message ?? null],
-      );
-      return rowCount > 0;
+    finish(jobId: string, owner: string, status: Extract<JobStatus, 'succeeded' | 'failed' | 'canceled'>, error?: { code: string; message: string }): Promise<boolean> {
+      return finishJobLike(db, 'captioning_jobs', 'finished_at', jobId, owner, status, error);
     },
 
     /** Gives the job back to the queue (this process is stopping); any worker may take it at once. */
-    async release(jobId: string, owner: string): Promise<void> {
-      await db.query(
-        `UPDATE captioning_jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL
-          WHERE id = $1 AND lease_owner = $2 AND status = 'running'`,
-        [jobId, owner],
-      );
+    release(jobId: string, owner: string): Promise<void> {
+      return releaseJobLike(db, 'captioning_jobs', jobId, owner);
     },
   };
 }

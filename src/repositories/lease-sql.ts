@@ -40,6 +40,72 @@ export async function renewLease(
   return rows[0] ? { cancelRequested: rows[0].cancel_requested } : null;
 }
 
+/**
+ * Takes the oldest job of a job-like `table` that is queued, or running under an expired
+ * lease (its worker died), for `owner` until the lease ends, returning `columns`. SKIP
+ * LOCKED lets replicas claim side by side.
+ */
+export async function claimNextJobLike<Row>(db: Queryable, table: string, columns: string, owner: string, leaseMs: number): Promise<Row | null> {
+  const { rows } = await db.query(
+    `UPDATE ${table}
+        SET status = 'running', lease_owner = $1, lease_expires_at = now() + ${leaseInterval(2)}, heartbeat_at = now(),
+            claims = claims + 1, started_at = coalesce(started_at, now())
+      WHERE id = (SELECT id FROM ${table}
+                   WHERE status = 'queued' OR (status = 'running' AND lease_expires_at < now())
+                   ORDER BY created_at, id LIMIT 1
+                   FOR UPDATE SKIP LOCKED)
+      RETURNING ${columns}`,
+    [owner, leaseMs],
+  );
+  return (rows[0] as Row | undefined) ?? null;
+}
+
+/**
+ * Ends a job of `table` held by `owner` in status 'running' (a job-like table: captioning
+ * jobs, dataset imports), stamping `endedColumn` (a constant name); false when the lease was lost.
+ */
+export async function finishJobLike(
+  db: Queryable, table: string, endedColumn: 'finished_at' | 'completed_at', id: string, owner: string,
+  status: 'succeeded' | 'failed' | 'canceled', error?: { code: string; message: string },
+): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE ${table} SET status = $3, error_code = $4, error_message = $5, ${endedColumn} = now(),
+            lease_owner = NULL, lease_expires_at = NULL
+      WHERE id = $1 AND lease_owner = $2 AND status = 'running'`,
+    [id, owner, status, error?.code ?? null, error?.message ?? null],
+  );
+  return rowCount > 0;
+}
+
+/**
+ * Asks a job-like job of the tenant to stop: a queued one is canceled at once (stamping
+ * `endedColumn`), a running one is marked for its worker. The row as `columns`, or null
+ * when the tenant has no such unfinished job.
+ */
+export async function requestCancelJobLike<Row>(
+  db: Queryable, table: string, endedColumn: 'finished_at' | 'completed_at', columns: string, tenantId: string, id: string,
+): Promise<Row | null> {
+  const { rows } = await db.query(
+    `UPDATE ${table}
+        SET cancel_requested_at = coalesce(cancel_requested_at, now()),
+            status = CASE WHEN status = 'queued' THEN 'canceled' ELSE status END,
+            ${endedColumn} = CASE WHEN status = 'queued' THEN now() ELSE ${endedColumn} END
+      WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'running')
+      RETURNING ${columns}`,
+    [tenantId, id],
+  );
+  return (rows[0] as Row | undefined) ?? null;
+}
+
+/** Gives a job-like job back to the queue (its process is stopping); any worker may take it at once. */
+export async function releaseJobLike(db: Queryable, table: string, id: string, owner: string): Promise<void> {
+  await db.query(
+    `UPDATE ${table} SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL
+      WHERE id = $1 AND lease_owner = $2 AND status = 'running'`,
+    [id, owner],
+  );
+}
+
 /** claimNextRunLike's `alsoSet` for tables that count interruptions: a claim of a job that was not queued follows a dead process. */
 export const INTERRUPTION_COUNT = ", interruptions = interruptions + (status <> 'queued')::integer";
 

@@ -5,6 +5,7 @@ import type { UploadLimits } from './image-upload.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
 
 /** Environment variables of the images feature, with their defaults (README "Configuration"). */
 export const ImageEnvProperties = {
@@ -13,9 +14,9 @@ export const ImageEnvProperties = {
   /** Smallest accepted shorter side of an image, in pixels, after EXIF orientation. */
   IMAGE_MIN_SIDE: Type.Integer({ minimum: 1, default: 256 }),
   /** Most images one dataset may hold. */
-  DATASET_MAX_IMAGES: Type.Integer({ minimum: 1, default: 100 }),
-  /** Most bytes one upload request may carry in all its files. */
-  UPLOAD_MAX_REQUEST_BYTES: Type.Integer({ minimum: 1024, default: 512 * MiB }),
+  DATASET_MAX_IMAGES: Type.Integer({ minimum: 1, default: 100_000 }),
+  /** Most bytes one upload request may carry: a dataset import's whole archive (streamed to disk); a synchronous upload also stops at SYNC_UPLOAD_MAX_REQUEST_BYTES. */
+  UPLOAD_MAX_REQUEST_BYTES: Type.Integer({ minimum: 1024, default: 50 * GiB }),
   /** Most entries (files and folders) an uploaded zip may list. */
   ZIP_MAX_ENTRIES: Type.Integer({ minimum: 1, default: 1000 }),
   /** Most bytes the entries of one uploaded zip may inflate to in all (counted while inflating). */
@@ -61,6 +62,12 @@ export function imageConfigFromEnv(env: ImageEnv): ImageConfig {
     captionMaxBytes: env.CAPTION_MAX_BYTES,
   };
 }
+
+/**
+ * A synchronous upload (POST /v1/datasets/{id}/images) holds its files in memory: it stays a
+ * small-upload endpoint below this whatever UPLOAD_MAX_REQUEST_BYTES allows imports.
+ */
+export const SYNC_UPLOAD_MAX_REQUEST_BYTES = 512 * MiB;
 
 /** The limits the service enforces, from the whole configuration. */
 export function uploadLimits(config: { uploadMaxFileBytes: number, uploadMaxFiles: number, images: ImageConfig }): UploadLimits {

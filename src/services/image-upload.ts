@@ -98,9 +98,10 @@ export async function prepareUpload(files: UploadedFile[], limits: UploadLimits)
     throw new ImageUploadError('too-many-files', 413, `The request carries ${candidates.length} images; at most ${limits.maxFilesPerRequest} are accepted per request.`, { field: 'files' });
   }
 
-  const validated = await mapWithConcurrency(candidates, availableParallelism(), async (candidate) => {
+  return mapWithConcurrency(candidates, availableParallelism(), async (candidate) => {
+    const caption = captions.get(captionKey(candidate.group, candidate.originalFilename)) || null;
     try {
-      return await validateImage(candidate.bytes, candidate.displayName, limits);
+      return await prepareImage(candidate.bytes, candidate.originalFilename, candidate.displayName, limits, caption);
     } catch (error) {
       if (error instanceof ImageUploadError) {
         throw new ImageUploadError(error.kind, error.status, error.message, { file: candidate.displayName, field: candidate.field });
@@ -108,15 +109,18 @@ export async function prepareUpload(files: UploadedFile[], limits: UploadLimits)
       throw error;
     }
   });
+}
 
-  return candidates.map((candidate, index) => ({
-    originalFilename: cleanFilename(candidate.originalFilename),
-    displayName: candidate.displayName,
-    bytes: candidate.bytes,
-    sha256: sha256Hex(candidate.bytes),
-    image: validated[index]!,
-    caption: captions.get(captionKey(candidate.group, candidate.originalFilename)) || null,
-  }));
+/**
+ * One image as every path stores it (an upload's file, a zip's entry, an import's entry):
+ * checked by validateImage (throws ImageUploadError naming `displayName`), hashed, with its
+ * file name cleaned.
+ */
+export async function prepareImage(
+  bytes: Buffer, originalFilename: string, displayName: string, limits: ImageLimits, caption: string | null,
+): Promise<PreparedImage> {
+  const image = await validateImage(bytes, displayName, limits);
+  return { originalFilename: cleanFilename(originalFilename), displayName, bytes, sha256: sha256Hex(bytes), image, caption };
 }
 
 /**

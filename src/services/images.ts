@@ -16,7 +16,7 @@
 // it), its thumbnail is deleted too, best effort; a left-over one is harmless.
 import type { FastifyBaseLogger } from 'fastify';
 import type { Database } from '../db/database.js';
-import { createImagesRepository, type ImageRow } from '../repositories/images.js';
+import { createImagesRepository, type ImageRow, type ImagesRepository } from '../repositories/images.js';
 import type { Image } from '../schemas/images.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { IMAGE_MEDIA_TYPES } from './file-sniffing.js';
@@ -102,23 +102,9 @@ export class ImagesService {
       }
 
       // Sorted so two uploads sharing blobs take the locks in the same order.
-      for (const sha256 of [...fresh.keys()].sort()) {
-        await images.lockBlob(sha256);
-        await this.blobs.put(fresh.get(sha256)!.bytes);
-      }
+      for (const sha256 of [...fresh.keys()].sort()) await images.lockBlob(sha256);
       const created = new Map<string, ImageRow>();
-      for (const [sha256, image] of fresh) {
-        created.set(sha256, await images.insert(tenantId, datasetId, {
-          sha256,
-          byte_size: image.image.byteSize,
-          format: image.image.format,
-          width: image.image.width,
-          height: image.image.height,
-          original_filename: image.originalFilename === '' ? null : image.originalFilename,
-          caption: image.caption,
-          caption_source: image.caption === null ? null : CAPTION_SOURCE_UPLOAD,
-        }));
-      }
+      for (const [sha256, image] of fresh) created.set(sha256, await this.storeNew(images, tenantId, datasetId, image));
 
       // One answer per uploaded image, in request order; only the first copy of new bytes is "created".
       const answered = new Set<string>();
@@ -130,6 +116,26 @@ export class ImagesService {
         }
         return { row: row ?? existing.get(image.sha256)!, duplicate: true };
       });
+    });
+  }
+
+  /**
+   * Stores one validated image the dataset does not hold yet, inside the caller's
+   * transaction (`images` is its repository, and it holds the dataset's lock): the blob
+   * under its lock, written before the row that names it (see the crash-safety notes above).
+   */
+  async storeNew(images: ImagesRepository, tenantId: string, datasetId: string, image: PreparedImage): Promise<ImageRow> {
+    await images.lockBlob(image.sha256);
+    await this.blobs.put(image.bytes);
+    return images.insert(tenantId, datasetId, {
+      sha256: image.sha256,
+      byte_size: image.image.byteSize,
+      format: image.image.format,
+      width: image.image.width,
+      height: image.image.height,
+      original_filename: image.originalFilename === '' ? null : image.originalFilename,
+      caption: image.caption,
+      caption_source: image.caption === null ? null : CAPTION_SOURCE_UPLOAD,
     });
   }
 

@@ -80,24 +80,14 @@ export async function extractZip(archive: Buffer, archiveName: string, limits: Z
     for (let entry = await nextEntry(zip, archiveName); entry !== null; entry = await nextEntry(zip, archiveName)) {
       const path = entry.fileName;
       const where = { file: `${archiveName}/${path}` };
-      if (((entry.externalFileAttributes >>> UNIX_MODE_SHIFT) & UNIX_TYPE_MASK) === UNIX_SYMLINK) {
-        throw new ImageUploadError('archive-unsafe-path', 400, `Archive "${archiveName}" holds a symbolic link "${path}"; links are not accepted.`, where);
-      }
-      if (path.includes('\0')) {
-        throw new ImageUploadError('archive-unsafe-path', 400, `Archive "${archiveName}" holds an entry name with a NUL character.`, where);
-      }
+      checkZipEntryName(entry, archiveName);
       if (isSkippedEntry(path)) continue;
       const key = path.toLowerCase();
       if (seen.has(key)) {
         throw new ImageUploadError('archive-invalid', 400, `Archive "${archiveName}" holds "${path}" more than once.`, where);
       }
       seen.add(key);
-      if (entry.isEncrypted()) {
-        throw new ImageUploadError('archive-invalid', 400, `Entry "${path}" of "${archiveName}" is encrypted.`, where);
-      }
-      if (entry.compressionMethod !== ZIP_DEFLATE && entry.compressionMethod !== ZIP_STORE) {
-        throw new ImageUploadError('archive-invalid', 400, `Entry "${path}" of "${archiveName}" uses compression method ${entry.compressionMethod}; only stored and deflated entries are read.`, where);
-      }
+      checkZipEntryData(entry, archiveName);
 
       const caption = isCaptionPath(path);
       const entryLimit = caption ? limits.maxCaptionBytes : limits.maxEntryBytes;
@@ -118,6 +108,30 @@ export async function extractZip(archive: Buffer, archiveName: string, limits: Z
   }
 }
 
+/** Refuses an entry that is a symbolic link or whose name holds a NUL. */
+export function checkZipEntryName(entry: yauzl.Entry, archiveName: string): void {
+  const path = entry.fileName;
+  const where = { file: `${archiveName}/${path}` };
+  if (((entry.externalFileAttributes >>> UNIX_MODE_SHIFT) & UNIX_TYPE_MASK) === UNIX_SYMLINK) {
+    throw new ImageUploadError('archive-unsafe-path', 400, `Archive "${archiveName}" holds a symbolic link "${path}"; links are not accepted.`, where);
+  }
+  if (path.includes('\0')) {
+    throw new ImageUploadError('archive-unsafe-path', 400, `Archive "${archiveName}" holds an entry name with a NUL character.`, where);
+  }
+}
+
+/** Refuses an entry whose data cannot be read: encrypted, or compressed with another method than store or deflate. */
+export function checkZipEntryData(entry: yauzl.Entry, archiveName: string): void {
+  const path = entry.fileName;
+  const where = { file: `${archiveName}/${path}` };
+  if (entry.isEncrypted()) {
+    throw new ImageUploadError('archive-invalid', 400, `Entry "${path}" of "${archiveName}" is encrypted.`, where);
+  }
+  if (entry.compressionMethod !== ZIP_DEFLATE && entry.compressionMethod !== ZIP_STORE) {
+    throw new ImageUploadError('archive-invalid', 400, `Entry "${path}" of "${archiveName}" uses compression method ${entry.compressionMethod}; only stored and deflated entries are read.`, where);
+  }
+}
+
 /** Captions are UTF-8 text (a BOM is dropped); anything else is refused rather than guessed. */
 export function decodeCaption(bytes: Uint8Array, name: string): string {
   let text: string;
@@ -130,16 +144,28 @@ export function decodeCaption(bytes: Uint8Array, name: string): string {
   return text.trim();
 }
 
+const ZIP_OPTIONS: yauzl.Options = { lazyEntries: true, decodeStrings: true, validateEntrySizes: true, strictFileNames: true };
+
 function openZip(archive: Buffer, archiveName: string): Promise<yauzl.ZipFile> {
   return new Promise((resolve, reject) => {
-    yauzl.fromBuffer(archive, { lazyEntries: true, decodeStrings: true, validateEntrySizes: true, strictFileNames: true }, (error, zip) => {
+    yauzl.fromBuffer(archive, ZIP_OPTIONS, (error, zip) => {
       if (error !== null || zip === undefined) reject(invalidArchive(archiveName, error));
       else resolve(zip);
     });
   });
 }
 
-function nextEntry(zip: yauzl.ZipFile, archiveName: string): Promise<yauzl.Entry | null> {
+/** Opens a zip stored in a file: only its central directory and the entry being read are in memory. */
+export function openZipFile(file: string, archiveName: string): Promise<yauzl.ZipFile> {
+  return new Promise((resolve, reject) => {
+    yauzl.open(file, ZIP_OPTIONS, (error, zip) => {
+      if (error !== null || zip === undefined) reject(invalidArchive(archiveName, error));
+      else resolve(zip);
+    });
+  });
+}
+
+export function nextEntry(zip: yauzl.ZipFile, archiveName: string): Promise<yauzl.Entry | null> {
   return new Promise((resolve, reject) => {
     const onEntry = (entry: yauzl.Entry): void => {
       cleanup();
@@ -165,7 +191,7 @@ function nextEntry(zip: yauzl.ZipFile, archiveName: string): Promise<yauzl.Entry
   });
 }
 
-interface ReadContext {
+export interface ReadContext {
   archiveName: string;
   path: string;
   entryLimit: number;
@@ -173,7 +199,7 @@ interface ReadContext {
   limits: ZipLimits;
 }
 
-async function readEntry(zip: yauzl.ZipFile, entry: yauzl.Entry, context: ReadContext): Promise<Buffer> {
+export async function readEntry(zip: yauzl.ZipFile, entry: yauzl.Entry, context: ReadContext): Promise<Buffer> {
   const { archiveName, path, entryLimit, budget, limits } = context;
   const where = { file: `${archiveName}/${path}` };
   const tooLarge = (count: number): ImageUploadError => count > entryLimit

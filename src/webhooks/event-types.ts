@@ -6,7 +6,7 @@
 
 export interface WebhookEventType {
   /** The resource whose `data` the body carries. */
-  resource: 'training_run' | 'captioning_job' | 'generation' | 'webhook_endpoint';
+  resource: 'training_run' | 'captioning_job' | 'generation' | 'dataset_import' | 'webhook_endpoint';
   /** Sent to a subscription that names no events. */
   byDefault: boolean;
   description: string;
@@ -25,6 +25,8 @@ export const WEBHOOK_EVENT_TYPES = {
   'generation.succeeded': { resource: 'generation', byDefault: true, description: 'The generation stored its images' },
   'generation.failed': { resource: 'generation', byDefault: true, description: 'The generation stopped with an error' },
   'generation.canceled': { resource: 'generation', byDefault: true, description: 'The generation was canceled' },
+  'dataset_import.succeeded': { resource: 'dataset_import', byDefault: true, description: 'The dataset import read every entry of its archive (refused entries are listed)' },
+  'dataset_import.failed': { resource: 'dataset_import', byDefault: true, description: 'The dataset import stopped: its archive could not be read on' },
 } as const satisfies Record<string, WebhookEventType>;
 
 export type WebhookEventTypeName = keyof typeof WEBHOOK_EVENT_TYPES;

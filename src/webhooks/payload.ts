@@ -5,11 +5,13 @@
 import type { Queryable } from '../db/database.js';
 import { createCaptionBatchesRepository } from '../repositories/caption-batches.js';
 import { createCaptioningJobsRepository, type JobRow } from '../repositories/captioning-jobs.js';
+import type { DatasetImportRow } from '../repositories/dataset-imports.js';
 import { createGenerationsRepository, type GenerationRow } from '../repositories/generations.js';
 import type { TrainingRunEventRow } from '../repositories/training-run-events.js';
 import { createTrainingRunsRepository, type TrainingRunRow } from '../repositories/training-runs.js';
 import type { WebhookMessageRow } from '../repositories/webhook-messages.js';
 import { toCaptioningJob } from '../services/captioning-jobs.js';
+import { toDatasetImport } from '../services/dataset-imports.js';
 import { toGeneration } from '../services/generations.js';
 import { toEvent } from '../services/training-run-events.js';
 import { toTrainingRun } from '../services/training-runs.js';
@@ -50,6 +52,9 @@ async function renderData(db: Queryable, message: WebhookMessageRow): Promise<un
       const images = await createGenerationsRepository(db).images([row.id]);
       return toGeneration(row, images.get(row.id) ?? []);
     }
+    case 'dataset_import':
+      // Its counts are final once it has ended (every import event is a terminal one).
+      return toDatasetImport(revive<DatasetImportRow>(snapshot, ['created_at', 'started_at', 'completed_at', 'cancel_requested_at', 'lease_expires_at', 'heartbeat_at']));
     default:
       return snapshot; // ping: the snapshot is the data
   }

@@ -13,6 +13,7 @@ import { clientSchemaFile, generateClientSchema } from '../../scripts/openapi-cl
 import { openapiFile, projectRoot } from '../../src/paths.js';
 import { withTestApp } from '../helper.js';
 import { jpeg, png } from '../support/images.js';
+import { buildTar } from '../support/tar.js';
 import { callEveryOperation } from './fixtures/every-operation.js';
 import { goldenDir } from '../engine/fixtures.js';
 
@@ -100,6 +101,13 @@ test('the client program calls every operation against the real server: typed bo
     photos,
     sidecar: { name: 'rex1.txt', text: 'a photo of ohwx dog on a beach' },
     lora: { name: 'watercolor.safetensors', bytes: fs.readFileSync(path.join(goldenDir, 'lora', 'tiny_lora_peft.safetensors')) },
+    archive: {
+      name: 'more-rex.tar',
+      bytes: buildTar([
+        { name: 'rex/rex3.jpg', data: await jpeg({ width: 320, height: 320, seed: 13 }) },
+        { name: 'rex/rex3.txt', data: 'a photo of ohwx dog in a field' },
+      ]),
+    },
   });
 
   assert.deepEqual([...new Set(report.called)].sort(), operationIds(), 'every operation of the document is called');
@@ -118,6 +126,11 @@ test('the client program calls every operation against the real server: typed bo
   assert.equal(report.job.status, 'succeeded');
   assert.equal(report.job.options.overwrite, false, 'the server filled in the default');
   assert.equal(report.job.progress.skipped, 1, 'the sidecar caption was kept');
+  assert.equal(report.datasetImport.status, 'succeeded');
+  assert.equal(report.datasetImport.format, 'tar');
+  assert.equal(report.datasetImport.filename, 'more-rex.tar');
+  assert.deepEqual([report.datasetImport.progress.images_stored, report.datasetImport.progress.captions_attached], [1, 1]);
+  assert.equal(report.problems.cancelFinishedImport?.status, 409);
   assert.equal(report.captionAfterEdit, 'a photo of ohwx dog in the snow');
   assert.ok(report.historyLength >= 2);
   assert.ok(report.exportBytes > 22, 'a zip with entries');
@@ -137,6 +150,7 @@ test('the client program calls every operation against the real server: typed bo
     'training_run.succeeded', 'training_run.failed', 'training_run.canceled',
     'captioning_job.succeeded', 'captioning_job.failed', 'captioning_job.canceled',
     'generation.succeeded', 'generation.failed', 'generation.canceled',
+    'dataset_import.succeeded', 'dataset_import.failed',
   ]);
   assert.equal(report.ping.event_type, 'ping');
   assert.equal(report.ping.status, 'pending');

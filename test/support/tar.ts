@@ -1,5 +1,8 @@
 // Reads the entries of a tar archive (ustar, with pax path and size records), for tests
-// that check what a download holds without unpacking it to disk.
+// that check what a download holds without unpacking it to disk; and writes small ones
+// (long names as pax records or GNU long-name entries) for tests that import them.
+import { paxRecords } from '../../src/storage/tar-reader.js';
+
 export interface TarEntry {
   name: string;
   type: 'file' | 'directory';
@@ -12,20 +15,6 @@ function field(block: Buffer, offset: number, length: number): string {
   const raw = block.subarray(offset, offset + length);
   const end = raw.indexOf(0);
   return raw.subarray(0, end === -1 ? length : end).toString('utf8');
-}
-
-function paxRecords(data: Buffer): Map<string, string> {
-  const records = new Map<string, string>();
-  let at = 0;
-  while (at < data.length) {
-    const space = data.indexOf(0x20, at);
-    const length = Number(data.toString('ascii', at, space));
-    const record = data.toString('utf8', space + 1, at + length - 1);
-    const equals = record.indexOf('=');
-    records.set(record.slice(0, equals), record.slice(equals + 1));
-    at += length;
-  }
-  return records;
 }
 
 export function readTar(archive: Buffer): TarEntry[] {
@@ -49,4 +38,62 @@ export function readTar(archive: Buffer): TarEntry[] {
     pax = new Map();
   }
   return entries;
+}
+
+export interface TarSpec {
+  name: string;
+  data: Uint8Array | string;
+  /** How a name too long for ustar is written: a pax `path` record (default) or a GNU long-name entry. */
+  longName?: 'pax' | 'gnu';
+  /** ustar type flag; '0' (a file) by default. */
+  type?: string;
+}
+
+function octal(value: number, width: number): string {
+  return value.toString(8).padStart(width - 1, '0') + '\0';
+}
+
+function tarHeader(name: string, size: number, type: string): Buffer {
+  const block = Buffer.alloc(BLOCK);
+  block.write(name.slice(0, 100), 0, 100, 'utf8');
+  block.write(octal(0o644, 8), 100, 'ascii');
+  block.write(octal(0, 8), 108, 'ascii');
+  block.write(octal(0, 8), 116, 'ascii');
+  block.write(octal(size, 12), 124, 'ascii');
+  block.write(octal(0, 12), 136, 'ascii');
+  block.write(type, 156, 'ascii');
+  block.write('ustar\u000000', 257, 'ascii');
+  block.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const byte of block) sum += byte;
+  block.write(octal(sum, 7) + ' ', 148, 'ascii');
+  return block;
+}
+
+function padded(data: Buffer): Buffer[] {
+  const rest = (BLOCK - (data.length % BLOCK)) % BLOCK;
+  return rest === 0 ? [data] : [data, Buffer.alloc(rest)];
+}
+
+/** A tar of `entries` in order (ustar; long names as pax records or GNU long-name entries), ended by two zero blocks. */
+export function buildTar(entries: TarSpec[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const entry of entries) {
+    const data = typeof entry.data === 'string' ? Buffer.from(entry.data, 'utf8') : Buffer.from(entry.data);
+    if (Buffer.byteLength(entry.name) > 100) {
+      if (entry.longName === 'gnu') {
+        const name = Buffer.from(`${entry.name}\0`, 'utf8');
+        parts.push(tarHeader('././@LongLink', name.length, 'L'), ...padded(name));
+      } else {
+        const body = ` path=${entry.name}\n`;
+        let length = Buffer.byteLength(body);
+        while (String(length).length + Buffer.byteLength(body) !== length) length = String(length).length + Buffer.byteLength(body);
+        const record = Buffer.from(`${length}${body}`, 'utf8');
+        parts.push(tarHeader('PaxHeader', record.length, 'x'), ...padded(record));
+      }
+    }
+    parts.push(tarHeader(entry.name, data.length, entry.type ?? '0'), ...padded(data));
+  }
+  parts.push(Buffer.alloc(BLOCK * 2));
+  return Buffer.concat(parts);
 }

@@ -24,6 +24,7 @@ test('an endpoint is created with its own secret, listed, changed and deleted; a
     'training_run.succeeded', 'training_run.failed', 'training_run.canceled',
     'captioning_job.succeeded', 'captioning_job.failed', 'captioning_job.canceled',
     'generation.succeeded', 'generation.failed', 'generation.canceled',
+    'dataset_import.succeeded', 'dataset_import.failed',
   ], 'the terminal events by default');
   assert.equal(endpoint.enabled, true);
 

@@ -3,6 +3,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import captioningJobRoutes from './captioning-jobs/index.js';
 import captionRoutes from './captions/index.js';
+import datasetImportRoutes from './dataset-imports/index.js';
 import datasetRoutes from './datasets/index.js';
 import generationRoutes from './generations/index.js';
 import imageRoutes from './images/index.js';
@@ -22,6 +23,8 @@ const v1Routes: FastifyPluginAsyncTypebox = async (fastify) => {
   // Captions and captioning jobs: under /v1/datasets/{id}/..., /v1/images/{id}/caption and /v1/captioning-jobs.
   await fastify.register(captionRoutes);
   await fastify.register(captioningJobRoutes);
+  // Dataset imports: /v1/datasets/{id}/imports and /v1/dataset-imports/{id}.
+  await fastify.register(datasetImportRoutes);
   await fastify.register(modelRoutes, { prefix: '/models' });
   await fastify.register(qualityMetricRoutes, { prefix: '/quality-metrics' });
   await fastify.register(trainingRunRoutes, { prefix: '/training-runs' });

@@ -221,5 +221,5 @@ test('the document shows the optional Idempotency-Key header and its 409/422 on 
       assert.ok(operation.responses['409'] && operation.responses['422'], operation.operationId);
     }
   }
-  assert.deepEqual(withHeader.sort(), ['createCaptioningJob', 'createDataset', 'createGeneration', 'createTrainingRun', 'createWebhookEndpoint']);
+  assert.deepEqual(withHeader.sort(), ['createCaptioningJob', 'createDataset', 'createDatasetImport', 'createGeneration', 'createTrainingRun', 'createWebhookEndpoint']);
 });

@@ -21,7 +21,7 @@ import {
 import { ifNoneMatchTag } from '../../http-conditional.js';
 import { problemResponses } from '../../../schemas/problem.js';
 import { ImageUploadError } from '../../../services/image-upload-error.js';
-import { uploadLimits } from '../../../services/image-limits.js';
+import { SYNC_UPLOAD_MAX_REQUEST_BYTES, uploadLimits } from '../../../services/image-limits.js';
 import { DatasetNotFoundError, ImagesService, toImage, type BlobCollection } from '../../../services/images.js';
 import { decodeCursor, toPage } from '../../../services/pagination.js';
 import { THUMBNAIL_MEDIA_TYPE, THUMBNAIL_QUALITY, THUMBNAIL_SIZE, ThumbnailCache } from '../../../services/thumbnails.js';
@@ -139,7 +139,7 @@ const imageRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         const files = await readUploadParts(request, {
           maxFileBytes: config.uploadMaxFileBytes,
           maxFiles: config.uploadMaxFiles,
-          maxRequestBytes: config.images.maxRequestBytes,
+          maxRequestBytes: Math.min(config.images.maxRequestBytes, SYNC_UPLOAD_MAX_REQUEST_BYTES),
         });
         const stored = await images.upload(tenantId, datasetId, files);
         const created = stored.some((image) => !image.duplicate);

@@ -8,15 +8,10 @@ import { fieldError, invalidInput } from '../../../errors.js';
 import { problemResponses } from '../../../schemas/problem.js';
 import { ListTrainingRunEventsQuery, TrainingRunEventPage } from '../../../schemas/training-run-events.js';
 import { TrainingRunParams } from '../../../schemas/training-runs.js';
+import { eventStreams, wantsEventStream } from '../../event-stream.js';
 
 const TAGS = ['training-runs'];
-/** How long a client waits before reconnecting a dropped stream. */
-const RETRY_MS = 2000;
 const EVENT_ID = /^[0-9]{1,19}$/;
-
-function wantsEventStream(request: FastifyRequest): boolean {
-  return (request.headers.accept ?? '').includes('text/event-stream');
-}
 
 /** Where a stream starts: Last-Event-ID (a reconnect) over ?after (the first connection). */
 function streamStart(request: FastifyRequest, after: string | undefined): string {
@@ -33,40 +28,14 @@ function streamStart(request: FastifyRequest, after: string | undefined): string
 const trainingRunEventRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { events } = fastify.training;
   const heartbeatMs = fastify.config.training.sseHeartbeatMs;
-  // Open streams end when the app closes, so a graceful stop does not wait on them.
-  const streams = new Set<AbortController>();
-  fastify.addHook('preClose', async () => {
-    for (const stream of streams) stream.abort();
-  });
+  const openStream = eventStreams(fastify, heartbeatMs);
 
   async function stream(request: FastifyRequest, reply: FastifyReply, runId: string, after: string) {
     const tenantId = request.tenant.id;
     if (await events.isDrained(tenantId, runId, after)) return reply.status(204).send(null); // 404 thrown for an unknown run
-    const controller = new AbortController();
-    streams.add(controller);
-    request.raw.on('close', () => controller.abort());
-    reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, {
-      ...(reply.getHeaders() as Record<string, string>),
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no', // nginx: do not buffer the stream
+    return openStream(request, reply, 'training run', async (write, signal) => {
+      for await (const event of events.follow(tenantId, runId, after, signal)) write({ id: event.id, type: event.type, data: event });
     });
-    res.write(`retry: ${RETRY_MS}\n\n`);
-    const heartbeat = setInterval(() => res.write(': heartbeat\n\n'), heartbeatMs);
-    try {
-      for await (const event of events.follow(tenantId, runId, after, controller.signal)) {
-        res.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
-      }
-    } catch (error) {
-      request.log.warn({ err: error, run: runId }, 'training run event stream failed');
-    } finally {
-      clearInterval(heartbeat);
-      streams.delete(controller);
-      res.end();
-    }
   }
 
   fastify.get(
