@@ -156,8 +156,8 @@ export async function uploadWithProgress(
 }
 
 /**
- * POST /v1/datasets/{id}/imports with an archive as the raw body (the imports contract,
- * /work/briefs/imports-contract.md: no multipart parsing on the way, the name in ?filename=),
+ * POST /v1/datasets/{id}/imports with an archive as the raw body (no multipart parsing on
+ * the way; the name in ?filename=),
  * reporting bytes sent. Resolves with the DatasetImport of the 202 once the bytes are stored.
  */
 export async function uploadArchive(

@@ -1,9 +1,8 @@
 // Dataset imports (issue 26): an archive (zip, tar, tar.gz) uploaded to a dataset and
-// unpacked by a job. The resource and its events are typed here from the contract shared
-// with the API's authors (/work/briefs/imports-contract.md, schema `DatasetImport`) for as
-// long as openapi/openapi.json lacks them; swap these for the generated `Schemas['DatasetImport']`
-// once it has them. Read defensively (an odd field reads as zero or none). Pure (no DOM),
-// so test/console/dataset-imports.test.ts runs it under Node.
+// unpacked by a job. The resource (the API's `DatasetImport` schema) and its events are
+// read defensively here (an odd field reads as zero or none), so a page keeps working
+// against an older or newer service. Pure (no DOM), so test/console/dataset-imports.test.ts
+// runs it under Node.
 import { formatBytes } from './format.js';
 
 /** Contract `DatasetImport.status`. */

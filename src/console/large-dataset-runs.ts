@@ -1,8 +1,6 @@
-// What issue 26 adds to a training run, from the training contract
-// (/work/briefs/training-contract.md): `params.validation_split` and `params.max_epochs`,
-// `progress.epoch` of `progress.epochs`, and `metrics.held_out_images`. Newer than
-// openapi/openapi.json, so read here, defensively, from the run as it came (a service
-// without them reads as no split, no epochs); swap for the generated types once it has them.
+// What issue 26 adds to a training run: `params.validation_split` and `params.max_epochs`,
+// `progress.epoch` of `progress.epochs`, and `metrics.held_out_images`, read defensively
+// from the run as it came (a run stored before them reads as no split, no epochs).
 // Pure (no DOM), so test/console/large-dataset-runs.test.ts runs it under Node.
 
 function isRecord(value: unknown): value is Record<string, unknown> {

@@ -1,5 +1,4 @@
-// src/console/dataset-imports.ts: how the dataset page reads an archive import (issue 26,
-// the imports contract) from its event stream and its list, and what it says about it.
+// src/console/dataset-imports.ts: how the dataset page reads an archive import (issue 26) from its event stream and its list, and what it says about it.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {

@@ -1,5 +1,4 @@
-// src/console/large-dataset-runs.ts and loss-series.ts: what the run page shows of issue 26
-// (the training contract): the epoch in the progress, the held-out share, and the
+// src/console/large-dataset-runs.ts and loss-series.ts: what the run page shows of issue 26: the epoch in the progress, the held-out share, and the
 // validation loss beside the training loss on the chart, named "held-out loss" with a split.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';

@@ -1,7 +1,6 @@
 /// <reference path="../../src/console/openapi-schemas.d.ts" />
 // src/console/run-params.ts: the params the new-run form sends (issue 26): only one of
-// max_steps and max_epochs, validation_split when it is not 0, and the training contract's
-// params described until the OpenAPI document has its own.
+// max_steps and max_epochs, and validation_split when it is not 0.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { toFieldValue } from '../../src/console/param-values.js';

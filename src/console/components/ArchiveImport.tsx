@@ -1,8 +1,8 @@
 // "Import archive": a .zip, .tar or .tar.gz of photos (and their captions: sidecar .txt
 // files, metadata.jsonl) sent as one raw body to POST /v1/datasets/{id}/imports, with the
 // upload's progress, then the import followed through its event stream (progress, then
-// its end) with what it stored and refused; and the dataset's past imports. The routes
-// are the imports contract's (dataset-imports.ts), newer than the generated client.
+// its end) with what it stored and refused; and the dataset's past imports (the routes of
+// the dataset-imports tag; dataset-imports.ts reads what they answer).
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { followEvents } from '../../../openapi/client/index.js';
 import { ApiError, fetchJson, uploadArchive, type UploadProgress } from '../api.js';
