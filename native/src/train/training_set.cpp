@@ -60,10 +60,9 @@ TrainingSet build_training_set(Model& model, const sample::TextConditioner& cond
 
   const double scaling_factor = model.vae->config().scaling_factor;
   const auto vae_dtype = model.vae->parameters().front().scalar_type();
-  // Instance images first, then class images, then held-out ones: without the later
-  // lists the draws are as before.
-  // Held-out latents are drawn from a stream of their own: holding images out leaves
-  // every draw of the training (these latents' and the loop's) as it was.
+  // Instance images first, then class images (without them the draws are as before), then
+  // the held-out ones, whose latents come from a stream of their own: holding images out
+  // leaves every draw of the training (these latents' and the loop's) as it was.
   auto held_out_generator = at::detail::createCPUGenerator(options.seed ^ kHeldOutSeedSalt);
   struct Part {
     const std::vector<TrainImage>& images;
