@@ -3,47 +3,16 @@
 // read defensively here (an odd field reads as zero or none), so a page keeps working
 // against an older or newer service. Pure (no DOM), so test/console/dataset-imports.test.ts
 // runs it under Node.
+import type { components } from '../../openapi/client/index.js';
 import { formatBytes } from './format.js';
 
-/** Contract `DatasetImport.status`. */
-export type DatasetImportStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
-
-/** Contract `DatasetImport.progress`. */
-export interface DatasetImportProgress {
-  bytes_read: number;
-  entries_read: number;
-  images_stored: number;
-  duplicates: number;
-  captions_attached: number;
-  refused: number;
-}
-
-/** Contract `DatasetImport.refusals[]`: an entry of the archive that was not stored, and why. */
-export interface DatasetImportRefusal {
-  entry: string;
-  code: string;
-  detail: string;
-}
-
-/** Contract `DatasetImport` (id prefix imp_). */
-export interface DatasetImport {
-  id: string;
-  object: 'dataset_import';
-  dataset_id: string;
-  status: DatasetImportStatus;
-  filename: string | null;
-  format: 'zip' | 'tar' | 'tar.gz' | null;
-  bytes: number;
-  sha256: string;
-  progress: DatasetImportProgress;
-  refusals: DatasetImportRefusal[];
-  refusals_truncated: boolean;
-  caption_conflicts: number;
-  error: { code: string; message: string } | null;
-  created_at: string;
-  started_at: string | null;
-  completed_at: string | null;
-}
+type ApiDatasetImport = components['schemas']['DatasetImport'];
+/** The API's `DatasetImport` (id prefix imp_) as read here: a format this console does not know reads as null. */
+export type DatasetImport = Omit<ApiDatasetImport, 'format'> & { format: ApiDatasetImport['format'] | null };
+export type DatasetImportStatus = DatasetImport['status'];
+export type DatasetImportProgress = DatasetImport['progress'];
+/** An entry of the archive that was not stored, and why. */
+export type DatasetImportRefusal = DatasetImport['refusals'][number];
 
 /** The events of GET /v1/dataset-imports/{id}/events: `progress` while it runs, then one of the final statuses. */
 export type DatasetImportEventType = 'progress' | 'succeeded' | 'failed' | 'canceled';
