@@ -432,3 +432,96 @@ TEST_CASE(progress_reports_the_epoch_and_epochs_count_in_micro_batches) {
   plan.images.clear();
   CHECK_THROWS_WITH(batches_per_epoch(plan), "images:");
 }
+
+TEST_CASE(a_shared_cache_is_reused_and_pixels_are_loaded_only_for_what_it_lacks) {
+  const fs::path cache = fresh_dir("shared-cache");
+  TrainOptions options = base_options(fresh_dir("cache-first"));
+  options.max_steps = 4;
+  options.random_flip = true; // two entries per image
+  options.cache_dir = cache.string();
+  // The pixels come from the loader, as the service gives them: keyed, sized, no rgb.
+  std::vector<TrainImage> sources = options.images;
+  std::vector<size_t> loaded;
+  for (size_t i = 0; i < options.images.size(); ++i) {
+    options.images[i].key = "image-" + std::to_string(i);
+    options.images[i].rgb.clear();
+  }
+  options.load_pixels = [&](size_t index) {
+    loaded.push_back(index);
+    const TrainImage& source = sources.at(index);
+    return Pixels{source.width, source.height, source.rgb};
+  };
+  const TrainResult first = train_lora(options, nullptr, CancelFlag{});
+  CHECK(first.status == "completed");
+  CHECK(loaded == (std::vector<size_t>{0, 1, 2, 3}));
+  CHECK(first.metrics.at("cache_latents_encoded") == 8);
+  CHECK(first.metrics.at("cache_latents_reused") == 0);
+  CHECK(first.metrics.at("cache_prompts_encoded") == 2); // the caption and the empty prompt
+  CHECK(fs::exists(cache / "latents" / "vae-float32" / "64x64" / "image-0-flip.safetensors"));
+
+  // A second run on the same images encodes nothing and reads no pixels, and trains the same LoRA.
+  loaded.clear();
+  options.output_dir = fresh_dir("cache-second").string();
+  const TrainResult second = train_lora(options, nullptr, CancelFlag{});
+  CHECK(loaded.empty());
+  CHECK(second.metrics.at("cache_latents_encoded") == 0);
+  CHECK(second.metrics.at("cache_latents_reused") == 8);
+  CHECK(second.metrics.at("cache_prompts_encoded") == 0);
+  CHECK(read_bytes(second.lora_path) == read_bytes(first.lora_path));
+
+  // One new image: only it is loaded.
+  options.output_dir = fresh_dir("cache-third").string();
+  options.images.push_back(options.images.front());
+  options.images.back().key = "image-new";
+  sources.push_back(sources.front());
+  options.max_steps = 1;
+  const TrainResult third = train_lora(options, nullptr, CancelFlag{});
+  CHECK(loaded == (std::vector<size_t>{4}));
+  CHECK(third.metrics.at("cache_latents_encoded") == 2);
+  CHECK(third.metrics.at("cache_latents_reused") == 8);
+
+  // An entry torn by a power cut (entries are not synced) is encoded again.
+  loaded.clear();
+  fs::resize_file(cache / "latents" / "vae-float32" / "64x64" / "image-2.safetensors", 20);
+  options.output_dir = fresh_dir("cache-fourth").string();
+  const TrainResult fourth = train_lora(options, nullptr, CancelFlag{});
+  CHECK(loaded == (std::vector<size_t>{2}));
+  CHECK(fourth.metrics.at("cache_latents_encoded") == 1);
+}
+
+TEST_CASE(images_without_pixels_are_refused_and_a_bad_loader_fails_the_run_naming_the_image) {
+  TrainOptions options = base_options(fresh_dir("no-pixels"));
+  options.max_steps = 1;
+  options.images[1].rgb.clear();
+  CHECK_THROWS_WITH(train_lora(options, nullptr, CancelFlag{}), "images[1].rgb");
+
+  options.load_pixels = [](size_t) { return Pixels{8, 8, std::vector<uint8_t>(10)}; };
+  CHECK_THROWS_WITH(train_lora(options, nullptr, CancelFlag{}), "images[1] (\"image-1.png\"): load_pixels gave 10 bytes for 8 x 8 x 3");
+}
+
+TEST_CASE(images_below_min_resolution_are_skipped_and_named) {
+  TrainOptions options = base_options(fresh_dir("min-resolution"));
+  options.max_steps = 2;
+  options.resolution = 128;
+  options.min_resolution = 64;
+  options.images.push_back(make_images(1, 40, 40).front()); // 40^2 pixels: below 64^2
+  options.images.back().name = "tiny.png";
+  options.images.push_back(make_images(1, 160, 128).front()); // the 128 tier
+  CHECK(batches_per_epoch(options) == 5); // 4 images of the 64 tier, 1 of the 128 tier; tiny.png skipped
+  std::vector<Progress> skipping;
+  const TrainResult result = train_lora(
+      options, [&](const Progress& p) { if (p.phase == "skipping") skipping.push_back(p); }, CancelFlag{});
+  CHECK(result.status == "completed");
+  CHECK(result.metrics.at("skipped_images") == 1);
+  CHECK(skipping.size() == 1);
+  CHECK(skipping.front().message.find("1 images below min_resolution (64 px) are not trained on: tiny.png") != std::string::npos);
+  CHECK(fs::exists(fs::path(options.output_dir) / "cache" / "latents" / "vae-float32" / "128x128"));
+
+  TrainOptions none = base_options(fresh_dir("min-resolution-none"));
+  none.resolution = 128;
+  none.min_resolution = 128; // every 80x64 image is below it
+  CHECK_THROWS_WITH(train_lora(none, nullptr, CancelFlag{}), "images: every one of the 4 images is below min_resolution (128)");
+  CHECK_THROWS_WITH(batches_per_epoch(none), "below min_resolution");
+  none.min_resolution = 96; // not a multiple of bucket_step
+  CHECK_THROWS_WITH(train_lora(none, nullptr, CancelFlag{}), "min_resolution: must be 0 or a multiple of bucket_step (64)");
+}

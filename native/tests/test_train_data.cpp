@@ -123,6 +123,37 @@ TEST_CASE(assign_bucket_ties_go_to_the_lower_index) {
   CHECK_THROWS_WITH(assign_bucket(two, 0, 5), "image size must be positive");
 }
 
+TEST_CASE(a_bucket_plan_of_one_resolution_is_make_buckets_and_assign_bucket) {
+  const BucketPlan plan(1024, 0, 64, 256, 2048);
+  const auto buckets = make_buckets(1024, 64, 256, 2048);
+  CHECK(plan.buckets() == buckets);
+  for (const auto& [w, h] : std::vector<std::pair<int64_t, int64_t>>{{1000, 1000}, {64, 64}, {1920, 1080}, {1080, 1920}})
+    CHECK(plan.assign(w, h) == static_cast<int64_t>(assign_bucket(buckets, w, h))); // small images too: none skipped
+}
+
+TEST_CASE(a_multi_resolution_plan_trains_each_image_at_the_largest_tier_it_fills_and_skips_the_smaller) {
+  const BucketPlan plan(1024, 512, 64, 256, 2048);
+  const auto at = [&](int64_t w, int64_t h) { return plan.buckets()[static_cast<size_t>(plan.assign(w, h))]; };
+  CHECK(at(2000, 2000) == (Bucket{1024, 1024})); // above the top tier: the top tier
+  CHECK(at(1000, 1000) == (Bucket{960, 960}));   // 1000^2 holds 960^2, not 1024^2: never enlarged
+  CHECK(at(700, 700) == (Bucket{640, 640}));
+  CHECK(at(512, 512) == (Bucket{512, 512}));
+  CHECK(at(1920, 1080) == (Bucket{1344, 768}));  // 1440^2 pixels: the 1024 tier's 16:9 bucket
+  CHECK(at(960, 540) == (Bucket{896, 512}));     // 720^2 pixels: the 704 tier, its nearest ratio (1.75)
+  CHECK(plan.assign(511, 511) == -1);            // below min_resolution
+  CHECK(plan.assign(1024, 200) == -1);           // 452^2 pixels, however long
+  // Every tier's buckets, once each, sorted.
+  for (int64_t tier = 512; tier <= 1024; tier += 64)
+    for (const Bucket& bucket : make_buckets(tier, 64, 256, 2048))
+      CHECK(std::count(plan.buckets().begin(), plan.buckets().end(), bucket) == 1);
+  CHECK(std::is_sorted(plan.buckets().begin(), plan.buckets().end()));
+  CHECK_THROWS_WITH(BucketPlan(1024, 500, 64, 256, 2048), "min_resolution (500) must be a positive multiple of bucket_step");
+  CHECK_THROWS_WITH(BucketPlan(1024, 1088, 64, 256, 2048), "min_resolution (1088) must lie between 0 and resolution");
+  // Tiers below the smallest bucket side keep their square bucket (make_buckets' rule).
+  const BucketPlan tiny(128, 64, 64, 256, 256);
+  CHECK(tiny.buckets()[static_cast<size_t>(tiny.assign(100, 100))] == (Bucket{64, 64}));
+}
+
 // ----------------------------------------------------------------------------
 // Image preparation
 

@@ -1534,6 +1534,11 @@ export interface components {
                 method: "lora" | "full";
                 /** @description Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (512 for SD 1.x, 768 for SD 2.x v-prediction, 1024 for SDXL) */
                 resolution: number;
+                /**
+                 * @description Multi-resolution training, for datasets of mixed sizes: each image trains at the largest resolution from min_resolution to resolution (in steps of 64) whose square fits in its own pixels, in that resolution's aspect-ratio buckets, so it is never enlarged; images of fewer than min_resolution x min_resolution pixels are skipped (metrics.skipped_images; the run's log names them). At most resolution. null = every image at resolution (smaller ones enlarged)
+                 * @default null
+                 */
+                min_resolution: number | null;
                 /** @description Optimizer steps. Default: lora 1000 (about 100 passes over 10 photos); full 800 (diffusers' DreamBooth with prior preservation) */
                 max_steps: number;
                 /**
@@ -1720,7 +1725,7 @@ export interface components {
             image_count: number;
             /** @description Written at most about once a second while the run trains; null before */
             progress: {
-                /** @description loading, decoding, caching, training, validating, saving */
+                /** @description loading, decoding, caching, skipping (images below params.min_resolution), training, validating, saving */
                 phase: string;
                 step: number;
                 total_steps: number;
@@ -1754,7 +1759,7 @@ export interface components {
                 /** @description With several devices: milliseconds the last step spent summing the ranks' gradients (null when the trainer does not say) */
                 allreduce_ms?: number | null;
             } | null;
-            /** @description When finished: steps, epochs, held_out_images (params.validation_split), devices, final_loss, mean_loss, validation losses, peak_memory_bytes (the most memory the run held on its device, progress.device), with several devices world_size and allreduce_ms_mean (the mean all-reduce time of a step), ... */
+            /** @description When finished: steps, epochs, held_out_images (params.validation_split), cache_latents_encoded and cache_latents_reused (latents the run encoded, and found encoded by an earlier run on the same images and model; an image and its mirrored copy count two), cache_prompts_encoded and cache_prompts_reused, devices, final_loss, mean_loss, validation losses, peak_memory_bytes (the most memory the run held on its device, progress.device), with several devices world_size and allreduce_ms_mean (the mean all-reduce time of a step), ... */
             metrics: {
                 [key: string]: number;
             } | null;
@@ -4291,6 +4296,11 @@ export interface operations {
                         method?: "lora" | "full";
                         /** @description Side of the training images' buckets, a multiple of 64, at most the base model's default_resolution; default: that resolution (512 for SD 1.x, 768 for SD 2.x v-prediction, 1024 for SDXL) */
                         resolution?: number;
+                        /**
+                         * @description Multi-resolution training, for datasets of mixed sizes: each image trains at the largest resolution from min_resolution to resolution (in steps of 64) whose square fits in its own pixels, in that resolution's aspect-ratio buckets, so it is never enlarged; images of fewer than min_resolution x min_resolution pixels are skipped (metrics.skipped_images; the run's log names them). At most resolution. null = every image at resolution (smaller ones enlarged)
+                         * @default null
+                         */
+                        min_resolution?: number | null;
                         /** @description Optimizer steps. Default: lora 1000 (about 100 passes over 10 photos); full 800 (diffusers' DreamBooth with prior preservation) */
                         max_steps?: number;
                         /**

@@ -1,12 +1,16 @@
 // Training (a LoRA, or every weight: method "full") from TypeScript. TrainConfig is engine.h's TrainOptions in
 // camelCase, as a TypeBox schema holding the defaults and limits; train()
 // refuses a bad config with an error naming the field before any native work,
-// decodes the images with sharp, then runs the native trainer on its own thread.
+// names and sizes each image (its key and size as given, else its hash and header),
+// then runs the native trainer on its own thread, which asks for an image's pixels
+// (decoded here with sharp, one at a time) only when its cache lacks the image.
 //
-// Cancelling: before the native run starts (while images decode) the promise
+// Cancelling: before the native run starts (while images are read) the promise
 // rejects with ERR_SDXL_CANCELLED; during the run the trainer writes a
 // checkpoint and the promise resolves with { status: 'cancelled', checkpointPath }.
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 
 import sharp from 'sharp';
 import { Type, type Static, type TSchema } from 'typebox';
@@ -28,7 +32,7 @@ import { failedJob, withCallerStack, type EngineJob } from './jobs.js';
 import { checkMetricNames } from './metrics.js';
 import { loadNativeAddon } from './native.js';
 import { METRIC_NAMES } from './types.js';
-import type { NativeJob, NativeTrainImage, NativeTrainOptions, Progress, ProgressCallback, TrainResult } from './types.js';
+import type { DecodedTrainImage, NativeJob, NativeTrainImage, NativeTrainOptions, Progress, ProgressCallback, TrainResult } from './types.js';
 
 // ----------------------------------------------------------------------------
 // Schema
@@ -52,6 +56,8 @@ const OUTPUT_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'; // a file name
 // Training downsamples every image into a bucket of about resolution^2 pixels;
 // keeping more than twice that side only costs memory on the way there.
 const DECODE_SIDE_FACTOR = 2;
+/** EXIF orientations 5 to 8 turn the image by 90 or 270 degrees: its displayed width is its stored height. */
+const FIRST_TRANSPOSING_ORIENTATION = 5;
 
 const integer = (minimum: number, maximum: number, value: number, description: string) =>
   Type.Integer({ minimum, maximum, default: value, description });
@@ -63,17 +69,39 @@ const names = (value: string[], description: string, minItems = 0) =>
 const seed = (description: string) =>
   Type.Union([Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }), Type.BigInt()], { default: 0, description });
 
-/** One training image: a file, or encoded bytes (any format sharp reads), with its caption. */
+/**
+ * One training image with its caption: a file, encoded bytes (any format sharp reads), or a reader of them.
+ * `key` names what the bytes are (their SHA-256, say): the trainer's disk cache keeps its latents under it
+ * (with the decode size), so a later run on the same bytes reuses them. `width` and `height` are its size as
+ * displayed (after EXIF orientation); they choose its bucket. A file or bytes without them are hashed and
+ * their header read before training; a reader must give all three, and is called only when the image must
+ * be encoded.
+ */
+const identity = {
+  key: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,95}$', description: 'What the bytes are, e.g. their SHA-256' })),
+  width: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_IMAGE_SIDE })),
+  height: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_IMAGE_SIDE })),
+};
 export const TrainImageSource = Type.Union([
   Type.Object({
     name: Type.String({ minLength: 1, description: 'Used in errors and in the dataset hash' }),
     caption: Type.String({ minLength: 1 }),
     path: Type.String({ minLength: 1, description: 'An image file' }),
+    ...identity,
   }),
   Type.Object({
     name: Type.String({ minLength: 1 }),
     caption: Type.String({ minLength: 1 }),
     data: Type.Unsafe<Uint8Array>({ description: 'Encoded image bytes (a Buffer)' }),
+    ...identity,
+  }),
+  Type.Object({
+    name: Type.String({ minLength: 1 }),
+    caption: Type.String({ minLength: 1 }),
+    read: Type.Unsafe<() => Promise<Uint8Array>>({ description: 'Reads the encoded image bytes when they are needed' }),
+    key: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,95}$' }),
+    width: Type.Integer({ minimum: 1, maximum: MAX_IMAGE_SIDE }),
+    height: Type.Integer({ minimum: 1, maximum: MAX_IMAGE_SIDE }),
   }),
 ]);
 export type TrainImageSource = Static<typeof TrainImageSource>;
@@ -89,9 +117,15 @@ export const TrainConfig = Type.Object({
   outputDir: Type.String({ minLength: 1, description: 'Receives the LoRA file(s), checkpoints/ and samples/; created when missing' }),
   outputName: Type.String({ pattern: OUTPUT_NAME_PATTERN, default: 'lora', description: '<outputDir>/<outputName>.safetensors' }),
   resumeFrom: Type.Optional(Type.String({ minLength: 1, description: 'A checkpoint of an earlier run with the same config' })),
+  cacheDir: Type.Optional(Type.String({
+    minLength: 1,
+    description: 'Where latents and prompt embeddings are cached (created when missing); one folder per model shares them between runs. Absent: <outputDir>/cache',
+  })),
   triggerPhrase: Type.String({ default: '', description: 'Recorded as modelspec.trigger_phrase' }),
   // Data
   resolution: integer(LATENT_MULTIPLE, MAX_SIDE, 1024, 'Buckets hold about resolution^2 pixels; a multiple of bucketStep'),
+  minResolution: integer(0, MAX_SIDE, 0,
+    '> 0: multi-resolution: each image trains at the largest resolution from minResolution to resolution (multiples of bucketStep) that fits in its own pixels; images below minResolution are skipped. 0: all at resolution'),
   bucketStep: Type.Integer({ minimum: LATENT_MULTIPLE, maximum: 1024, multipleOf: LATENT_MULTIPLE, default: 64 }),
   minBucketSide: integer(LATENT_MULTIPLE, MAX_SIDE, 256, 'Shortest bucket side, at most resolution'),
   maxBucketSide: integer(LATENT_MULTIPLE, MAX_SIDE, 2048, 'Longest bucket side, at least resolution'),
@@ -226,7 +260,8 @@ function describeSchema(schema: TSchema): string {
   }
 }
 
-const KNOWN_IMAGE_FIELDS = new Set(['name', 'caption', 'path', 'data']);
+const KNOWN_IMAGE_FIELDS = new Set(['name', 'caption', 'path', 'data', 'read', 'key', 'width', 'height']);
+const IMAGE_KEY = /^[A-Za-z0-9][A-Za-z0-9_-]{0,95}$/;
 
 function checkImages(value: unknown, field = 'images', limit = MAX_IMAGES): TrainImageSource[] {
   if (!Array.isArray(value)) expected('an array of images', `config.${field}`, value);
@@ -236,7 +271,7 @@ function checkImages(value: unknown, field = 'images', limit = MAX_IMAGES): Trai
     const at = `config.${field}[${index}]`;
     const image = checkObject(at, entry);
     for (const key of Object.keys(image)) {
-      if (!KNOWN_IMAGE_FIELDS.has(key)) throw new EngineArgumentError(`Unknown field ${at}.${key} (expected name, caption and path or data)`);
+      if (!KNOWN_IMAGE_FIELDS.has(key)) throw new EngineArgumentError(`Unknown field ${at}.${key} (expected name, caption, one of path, data or read, and key, width and height)`);
     }
     const name = checkString(`${at}.name`, image.name, { allowEmpty: false });
     // The engine refuses whitespace-only captions too: they train the empty prompt.
@@ -244,14 +279,32 @@ function checkImages(value: unknown, field = 'images', limit = MAX_IMAGES): Trai
       expected('a non-empty caption', `${at}.caption`, image.caption);
     }
     const caption = image.caption;
-    if ((image.path === undefined) === (image.data === undefined)) {
-      throw new EngineArgumentError(`${at} ("${name}") needs exactly one of path or data`);
+    if ([image.path, image.data, image.read].filter((source) => source !== undefined).length !== 1) {
+      throw new EngineArgumentError(`${at} ("${name}") needs exactly one of path, data or read`);
     }
-    if (image.path !== undefined) return { name, caption, path: checkPath(`${at}.path`, image.path, 'file') };
+    const identity: { key?: string; width?: number; height?: number } = {};
+    if (image.key !== undefined) {
+      if (typeof image.key !== 'string' || !IMAGE_KEY.test(image.key)) expected(`a string matching ${IMAGE_KEY}`, `${at}.key`, image.key);
+      identity.key = image.key;
+    }
+    for (const side of ['width', 'height'] as const) {
+      if (image[side] !== undefined) identity[side] = checkInteger(`${at}.${side}`, image[side], 1, MAX_IMAGE_SIDE);
+    }
+    if ((identity.width === undefined) !== (identity.height === undefined)) {
+      throw new EngineArgumentError(`${at} ("${name}") gives ${identity.width === undefined ? 'height' : 'width'} without ${identity.width === undefined ? 'width' : 'height'}`);
+    }
+    if (image.read !== undefined) {
+      if (typeof image.read !== 'function') expected('a function', `${at}.read`, image.read);
+      if (identity.key === undefined || identity.width === undefined || identity.height === undefined) {
+        throw new EngineArgumentError(`${at} ("${name}") has read but not key, width and height: they are needed before it is read`);
+      }
+      return { name, caption, read: image.read as () => Promise<Uint8Array>, key: identity.key, width: identity.width, height: identity.height! };
+    }
+    if (image.path !== undefined) return { name, caption, path: checkPath(`${at}.path`, image.path, 'file'), ...identity };
     if (!(image.data instanceof Uint8Array) || image.data.length === 0) {
       expected('a non-empty Buffer', `${at}.data`, image.data);
     }
-    return { name, caption, data: image.data };
+    return { name, caption, data: image.data, ...identity };
   });
 }
 
@@ -268,6 +321,9 @@ function checkRelations(config: TrainConfig): void {
   };
   if (config.resolution % config.bucketStep !== 0) {
     refuse(`Expected a multiple of config.bucketStep (${config.bucketStep}) for config.resolution but received ${config.resolution}`);
+  }
+  if (config.minResolution > 0 && (config.minResolution > config.resolution || config.minResolution % config.bucketStep !== 0)) {
+    refuse(`Expected 0 or a multiple of config.bucketStep (${config.bucketStep}) up to config.resolution (${config.resolution}) for config.minResolution but received ${config.minResolution}`);
   }
   if (config.minBucketSide > config.resolution || config.maxBucketSide < config.resolution) {
     refuse(
@@ -382,8 +438,8 @@ export function validateTrainConfig(value: unknown): TrainConfig {
  * Decodes config.images[index] as training wants it: EXIF-rotated, flattened onto white, sRGB,
  * at most `maxSide` on the long side, raw RGB. Throws EngineArgumentError naming the image.
  */
-export async function decodeTrainImage(image: TrainImageSource, index: number, maxSide: number): Promise<NativeTrainImage> {
-  const input = 'path' in image ? image.path : image.data;
+export async function decodeTrainImage(image: TrainImageSource, index: number, maxSide: number): Promise<DecodedTrainImage> {
+  const input = 'path' in image ? image.path : 'data' in image ? image.data : await image.read();
   try {
     const { data, info } = await sharp(input, { autoOrient: true })
       .flatten({ background: '#ffffff' }) // transparent pixels would otherwise train on their hidden colour
@@ -401,6 +457,40 @@ export async function decodeTrainImage(image: TrainImageSource, index: number, m
       { cause: error },
     );
   }
+}
+
+/**
+ * What the trainer is told of config.images[index] before any pixel is decoded: its size as displayed (its
+ * bucket) and a key naming its bytes and the decode size (its cache entries). Given ones are taken as they are;
+ * otherwise the bytes are hashed and their header read. Throws EngineArgumentError naming the image.
+ */
+export async function describeTrainImage(image: TrainImageSource, index: number, maxSide: number): Promise<NativeTrainImage> {
+  let { key, width, height } = image;
+  if (key === undefined || width === undefined || height === undefined) {
+    const bytes = await bytesOf(image);
+    key ??= createHash('sha256').update(bytes).digest('hex');
+    if (width === undefined || height === undefined) {
+      try {
+        const header = await sharp(bytes).metadata();
+        if (header.width === undefined || header.height === undefined) throw new Error('no size in its header');
+        const transposed = (header.orientation ?? 1) >= FIRST_TRANSPOSING_ORIENTATION;
+        width = transposed ? header.height : header.width;
+        height = transposed ? header.width : header.height;
+      } catch (error) {
+        throw new EngineArgumentError(
+          `config.images[${index}] (${describeValue(image.name)}) is not a readable image: ${(error as Error).message}`,
+          { cause: error },
+        );
+      }
+    }
+  }
+  return { name: image.name, caption: image.caption, width, height, key: `${key}-d${maxSide}` };
+}
+
+async function bytesOf(image: TrainImageSource): Promise<Uint8Array> {
+  if ('read' in image) return image.read();
+  if ('path' in image) return readFile(image.path);
+  return image.data;
 }
 
 // ----------------------------------------------------------------------------
@@ -422,6 +512,8 @@ export interface EpochPlan {
   /** Each training image's size as displayed (after its EXIF orientation), as the trainer decodes it. */
   images: Array<{ width: number; height: number }>;
   resolution: number;
+  /** 0 (absent): every image at resolution; else multi-resolution, images below it skipped (TrainConfig.minResolution). */
+  minResolution?: number;
   bucketStep: number;
   minBucketSide: number;
   maxBucketSide: number;
@@ -443,6 +535,7 @@ export function batchesPerEpoch(plan: EpochPlan): number {
   for (const field of ['resolution', 'bucketStep', 'minBucketSide', 'maxBucketSide', 'repeats', 'batchSize'] as const) {
     checkInteger(`plan.${field}`, plan[field], 1, MAX_IMAGE_SIDE);
   }
+  if (plan.minResolution !== undefined) checkInteger('plan.minResolution', plan.minResolution, 0, MAX_IMAGE_SIDE);
   return loadNativeAddon().batchesPerEpoch(plan);
 }
 
@@ -472,20 +565,28 @@ export function train(config: TrainConfigInput, onProgress?: ProgressCallback): 
     const { images, classImages, validationImages, ...options } = checked;
     const maxSide = Math.min(MAX_SIDE, checked.resolution * DECODE_SIDE_FACTOR);
     const all = [...images, ...classImages, ...validationImages];
-    const decoded: NativeTrainImage[] = [];
+    // Only what names and sizes each image: the pixels are decoded when the trainer asks for them.
+    const described: NativeTrainImage[] = [];
     for (const [index, image] of all.entries()) {
       if (cancelled) throw cancelledError();
-      report(progress('decoding', index, all.length, image.name));
-      decoded.push(await decodeTrainImage(image, index, maxSide));
+      const known = image.key !== undefined && image.width !== undefined;
+      if (!known) report(progress('decoding', index, all.length, image.name));
+      described.push(await describeTrainImage(image, index, maxSide));
     }
     report(progress('decoding', all.length, all.length, ''));
     if (cancelled) throw cancelledError();
     mkdirSync(checked.outputDir, { recursive: true });
     const nativeOptions: NativeTrainOptions = {
       ...options,
-      images: decoded.slice(0, images.length),
-      classImages: decoded.slice(images.length, images.length + classImages.length),
-      validationImages: decoded.slice(images.length + classImages.length),
+      images: described.slice(0, images.length),
+      classImages: described.slice(images.length, images.length + classImages.length),
+      validationImages: described.slice(images.length + classImages.length),
+      loadPixels: async (index: number) => {
+        const image = all[index];
+        if (image === undefined) throw new Error(`loadPixels: no image ${index}`);
+        const { width, height, rgb } = await decodeTrainImage(image, index, maxSide);
+        return { width, height, rgb };
+      },
     };
     native = loadNativeAddon().train(nativeOptions, report);
     return native.promise;

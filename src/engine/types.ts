@@ -139,7 +139,7 @@ export interface VerifyOptions extends RuntimeOptions {
 }
 
 export interface Progress {
-  phase: string; // e.g. "loading", "denoising", "decoding", "verifying"; training: "decoding" (in Node),
+  phase: string; // e.g. "loading", "denoising", "decoding", "verifying"; training: "decoding" (in Node: sizes and keys),
   //                "loading", "caching", "training", "validating", "saving"
   step: number;
   total: number; // 0 when unknown
@@ -207,9 +207,22 @@ export interface VerifyReport {
 export interface NativeTrainImage {
   name: string;
   caption: string;
+  width: number; // its size as displayed: chooses its bucket
+  height: number;
+  rgb?: Uint8Array; // width * height * 3, row-major; absent: NativeTrainOptions.loadPixels gives them
+  key?: string; // names its cached latents (engine.h TrainImage::key); absent: the hash of rgb
+}
+
+/** A training image decoded as the trainer takes it. */
+export interface DecodedTrainImage extends NativeTrainImage {
+  rgb: Uint8Array;
+}
+
+/** What NativeTrainOptions.loadPixels answers: an image decoded (maybe scaled down from its stated size). */
+export interface LoadedPixels {
   width: number;
   height: number;
-  rgb: Uint8Array; // width * height * 3, row-major
+  rgb: Uint8Array;
 }
 
 // engine.h's TrainOptions in camelCase; every field but modelPath, images and
@@ -220,11 +233,15 @@ export interface NativeTrainOptions extends RuntimeOptions {
   images: NativeTrainImage[];
   classImages: NativeTrainImage[]; // prior preservation; [] = off
   validationImages: NativeTrainImage[]; // held out: the validation loss is over them; [] = none
+  /** Images given without rgb: their pixels, called from the trainer's thread when it must encode one (index over images, classImages, validationImages). */
+  loadPixels?: (index: number) => Promise<LoadedPixels>;
+  cacheDir?: string; // latents and prompt embeddings (engine.h TrainOptions::cache_dir); absent: <outputDir>/cache
   outputDir: string;
   outputName?: string;
   resumeFrom?: string;
   triggerPhrase?: string;
   resolution?: number;
+  minResolution?: number;
   bucketStep?: number;
   minBucketSide?: number;
   maxBucketSide?: number;
@@ -361,7 +378,7 @@ export interface NativeAddon {
   writeRandomWeights(options: RandomWeightsOptions): Promise<void>;
   verify(options: VerifyOptions, onProgress?: ProgressCallback): NativeJob<VerifyReport>;
   train(options: NativeTrainOptions, onProgress?: ProgressCallback): NativeJob<TrainResult>;
-  batchesPerEpoch(plan: { images: Array<{ width: number; height: number }>; resolution: number; bucketStep: number; minBucketSide: number; maxBucketSide: number; repeats: number; batchSize: number }): number;
+  batchesPerEpoch(plan: { images: Array<{ width: number; height: number }>; resolution: number; minResolution?: number; bucketStep: number; minBucketSide: number; maxBucketSide: number; repeats: number; batchSize: number }): number;
   metricNetworks(modelsDir: string): MetricNetwork[];
   evaluate(options: EvaluateOptions, onProgress?: ProgressCallback): NativeJob<EvaluateResult>;
   Model: abstract new (...args: never[]) => NativeModel;

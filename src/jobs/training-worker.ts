@@ -19,7 +19,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { train, type TrainResult } from '../engine/index.js';
+import { train, type TrainImageSource, type TrainResult } from '../engine/index.js';
 import type { Database } from '../db/database.js';
 import type { ServiceMetrics } from '../metrics/service-metrics.js';
 import { createTrainingRunsRepository, type TrainingRunImage, type TrainingRunRow } from '../repositories/training-runs.js';
@@ -44,6 +44,8 @@ export interface TrainingWorkerOptions {
   blobs: BlobStore;
   /** Prior preservation's class images (made on the resident models, cached). */
   classImages: ClassImagesService;
+  /** The trainer's latent and prompt-embedding caches, a folder per model under it (DATA_DIR/cache/training). */
+  cacheDir: string;
   /** Each run's files: the trainer writes them into the run's work folder and they are published from there. */
   files: RunFileStore;
   bus: RunEventsBus;
@@ -166,17 +168,27 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       .catch((error: unknown) => this.#options.logger.warn({ err: error }, 'could not record this training worker\'s devices'));
   }
 
-  /** Prior preservation: the class images the run trains on beside its own (made now when not cached). */
-  /** The snapshot images' bytes, as the engine takes them. */
-  async #trainImages(snapshot: TrainingRunImage[]) {
-    const images = [];
+  /**
+   * The snapshot images as the engine takes them: named by their hash and sized, their bytes read only when the
+   * trainer must encode one (its cache lacks it). Snapshots taken before they recorded sizes are read now.
+   */
+  async #trainImages(snapshot: TrainingRunImage[]): Promise<TrainImageSource[]> {
+    const images: TrainImageSource[] = [];
     for (const image of snapshot) {
-      const bytes = await this.#options.blobs.get(image.sha256);
-      if (bytes === null) throw new Error(`the bytes of image ${image.image_id} are missing from storage`);
-      images.push({ name: image.original_filename ?? image.image_id, caption: image.caption, data: bytes });
+      const read = async () => {
+        const bytes = await this.#options.blobs.get(image.sha256);
+        if (bytes === null) throw new Error(`the bytes of image ${image.image_id} are missing from storage`);
+        return bytes;
+      };
+      const named = { name: image.original_filename ?? image.image_id, caption: image.caption, key: image.sha256 };
+      images.push(image.width === null || image.height === null
+        ? { ...named, data: await read() }
+        : { ...named, read, width: image.width, height: image.height });
     }
     return images;
   }
+
+  /** Prior preservation: the class images the run trains on beside its own (made now when not cached). */
 
   async #classImages(run: TrainingRunRow, params: ResolvedTrainingParams, reporter: TrainingRunReporter, signal: AbortSignal) {
     // Resolved: every field filled (resolveTrainingParams).
@@ -192,7 +204,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
     for (const image of images) {
       const data = await this.#options.blobs.get(image.sha256);
       if (data === null) throw new Error(`class image ${image.seed} is missing from storage`);
-      sources.push({ name: `class-${image.seed}.png`, caption: prompt, data });
+      sources.push({ name: `class-${image.seed}.png`, caption: prompt, data, key: image.sha256 });
     }
     return sources;
   }
@@ -265,6 +277,8 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
         classImages,
         validationImages,
         outputDir: workDir,
+        // One folder per model: later runs on the same images reuse what this one encodes.
+        cacheDir: path.join(this.#options.cacheDir, encodeURIComponent(run.model_id)),
         ...(full ? { outputName: MODEL_OUTPUT_NAME } : {}),
         triggerPhrase: run.trigger_token,
         ...trainConfigFields(params),

@@ -18,7 +18,7 @@ import { TrainingRunEventsService } from '../services/training-run-events.js';
 import { TrainingRunsService } from '../services/training-runs.js';
 import { FsBlobStore } from '../storage/fs-blob-store.js';
 import { FsRunFileStore } from '../storage/fs-run-file-store.js';
-import { RUNS_SUBDIR } from '../storage/run-file-store.js';
+import { RUNS_SUBDIR, TRAINING_CACHE_SUBDIR } from '../storage/run-file-store.js';
 import { trainingDevices } from './device.js';
 
 export { RUNS_SUBDIR };
@@ -54,6 +54,7 @@ export default fp(
         blobs: new FsBlobStore(path.join(config.dataDir, BLOBS_SUBDIR)),
         classImages: new ClassImagesService(fastify.db, new FsBlobStore(path.join(config.dataDir, BLOBS_SUBDIR)), fastify.generations.resident),
         files,
+        cacheDir: path.join(config.dataDir, TRAINING_CACHE_SUBDIR),
         bus,
         logger: fastify.log.child({ component: 'training-worker' }),
         devices,

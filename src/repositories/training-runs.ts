@@ -54,7 +54,13 @@ export interface TrainingRunImage {
   sha256: string;
   caption: string;
   original_filename: string | null;
+  /** As displayed (after the EXIF orientation); null in snapshots taken before migration 016. */
+  width: number | null;
+  height: number | null;
 }
+
+/** Snapshot images inserted per statement. */
+const SNAPSHOT_SLICE = 1000;
 
 export interface NewTrainingRun {
   tenantId: string;
@@ -99,11 +105,15 @@ export function createTrainingRunsRepository(db: Queryable) {
         [id, run.tenantId, run.datasetId, run.modelId, run.name, JSON.stringify(run.params), JSON.stringify(run.metadata), run.triggerToken, run.classWord,
           run.webhook?.url ?? null, run.webhook?.events ?? null, run.expectedModelBytes ?? null],
       );
-      for (const [position, image] of run.images.entries()) {
+      // In slices of arrays: one statement per SNAPSHOT_SLICE images, not one per image.
+      for (let first = 0; first < run.images.length; first += SNAPSHOT_SLICE) {
+        const slice = run.images.slice(first, first + SNAPSHOT_SLICE);
         await db.query(
-          `INSERT INTO training_run_images (run_id, position, image_id, sha256, caption, original_filename)
-           VALUES ($1, $2, $3, $4, $5, $6)`,
-          [id, position, image.image_id, image.sha256, image.caption, image.original_filename],
+          `INSERT INTO training_run_images (run_id, position, image_id, sha256, caption, original_filename, width, height)
+           SELECT $1, * FROM unnest($2::integer[], $3::text[], $4::text[], $5::text[], $6::text[], $7::integer[], $8::integer[])`,
+          [id, slice.map((_, k) => first + k), slice.map((image) => image.image_id), slice.map((image) => image.sha256),
+            slice.map((image) => image.caption), slice.map((image) => image.original_filename),
+            slice.map((image) => image.width), slice.map((image) => image.height)],
         );
       }
       return rows[0]!;
@@ -168,7 +178,7 @@ export function createTrainingRunsRepository(db: Queryable) {
     /** The run's images in training order. */
     async images(runId: string): Promise<TrainingRunImage[]> {
       const { rows } = await db.query<TrainingRunImage>(
-        'SELECT image_id, sha256, caption, original_filename FROM training_run_images WHERE run_id = $1 ORDER BY position',
+        'SELECT image_id, sha256, caption, original_filename, width, height FROM training_run_images WHERE run_id = $1 ORDER BY position',
         [runId],
       );
       return rows;

@@ -179,6 +179,18 @@ export const TRAINING_PARAMS = {
     train: (value: number) => ({ resolution: value, minBucketSide: Math.min(256, value) }),
     fields: { resolution: '', minBucketSide: '' },
   },
+  // After resolution: its smallest bucket side wins over resolution's.
+  min_resolution: {
+    schema: Type.Union([Type.Integer({ minimum: 64, maximum: 2048, multipleOf: 64 }), Type.Null()], {
+      default: null,
+      description: 'Multi-resolution training, for datasets of mixed sizes: each image trains at the largest resolution from ' +
+        'min_resolution to resolution (in steps of 64) whose square fits in its own pixels, in that resolution\'s aspect-ratio ' +
+        'buckets, so it is never enlarged; images of fewer than min_resolution x min_resolution pixels are skipped ' +
+        '(metrics.skipped_images; the run\'s log names them). At most resolution. null = every image at resolution (smaller ones enlarged)',
+    }),
+    train: (value: number | null) => (value === null ? {} : { minResolution: value, minBucketSide: Math.min(256, value) }),
+    fields: { minResolution: '' },
+  },
   max_steps: direct('maxSteps', Type.Integer({
     minimum: 1, maximum: MAX_STEPS, ...byMethod({ lora: 1000, full: 800 }),
     description: 'Optimizer steps. Default: lora 1000 (about 100 passes over 10 photos); full 800 (diffusers\' DreamBooth with prior preservation)',
@@ -504,6 +516,7 @@ export function storedTrainingParams(stored: unknown): ResolvedTrainingParams {
     devices: has('devices') ? params.devices : 1,
     max_epochs: has('max_epochs') ? params.max_epochs : null,
     validation_split: has('validation_split') ? params.validation_split : 0,
+    min_resolution: has('min_resolution') ? params.min_resolution : null,
     zero_stage: has('zero_stage') ? params.zero_stage : 0,
     // Runs before the quality metrics scored nothing.
     validation: { ...NO_METRICS, ...params.validation },

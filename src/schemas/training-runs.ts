@@ -59,7 +59,7 @@ export const TrainingRunSchema = Type.Object(
     progress: Type.Union([
       Type.Object(
         {
-          phase: Type.String({ description: 'loading, decoding, caching, training, validating, saving' }),
+          phase: Type.String({ description: 'loading, decoding, caching, skipping (images below params.min_resolution), training, validating, saving' }),
           step: Type.Integer({ minimum: 0 }),
           total_steps: Type.Integer({ minimum: 0 }),
           epoch: Type.Optional(nullableNumber('The epoch (pass over the training images, 1-based) the last step was in; null before training')),
@@ -83,7 +83,9 @@ export const TrainingRunSchema = Type.Object(
       Type.Null(),
     ], { description: 'Written at most about once a second while the run trains; null before' }),
     metrics: Type.Union([Type.Record(Type.String(), Type.Number()), Type.Null()], {
-      description: 'When finished: steps, epochs, held_out_images (params.validation_split), devices, final_loss, mean_loss, validation losses, peak_memory_bytes (the most memory the run held on ' +
+      description: 'When finished: steps, epochs, held_out_images (params.validation_split), cache_latents_encoded and cache_latents_reused (latents the run encoded, and found ' +
+        'encoded by an earlier run on the same images and model; an image and its mirrored copy count two), cache_prompts_encoded and cache_prompts_reused, ' +
+        'devices, final_loss, mean_loss, validation losses, peak_memory_bytes (the most memory the run held on ' +
         'its device, progress.device), with several devices world_size and allreduce_ms_mean (the mean all-reduce time of a step), ...',
     }),
     quality_metrics: Type.Union([RunQualityMetrics, Type.Null()], {

@@ -7,7 +7,7 @@ import { fieldError, type FieldError } from '../errors.js';
 import { MAX_STEPS, trainConfigFields, type ResolvedTrainingParams } from '../schemas/training-params.js';
 
 /** A TrainConfig field's default: what the trainer uses for a field no param sets. */
-const configDefault = (field: 'resolution' | 'bucketStep' | 'minBucketSide' | 'maxBucketSide'): number =>
+const configDefault = (field: 'resolution' | 'minResolution' | 'bucketStep' | 'minBucketSide' | 'maxBucketSide'): number =>
   (TrainConfig.properties[field] as unknown as { default: number }).default;
 
 /**
@@ -47,30 +47,57 @@ export function dataPlanConflicts(params: ResolvedTrainingParams, maxStepsGiven:
     errors.push(fieldError('body', 'params.validation_split', `holds images out of training, and the dataset has ${imageCount}: ` +
       'it needs at least 2 (one to train on, one to validate on)'));
   }
+  if (params.min_resolution !== null && params.min_resolution > params.resolution) {
+    errors.push(fieldError('body', 'params.min_resolution', `is ${params.min_resolution}, above resolution (${params.resolution}): ` +
+      'it is the smallest of the resolutions images train at'));
+  }
   if (params.max_epochs !== null && maxStepsGiven) {
     errors.push(fieldError('body', 'params.max_epochs', 'and max_steps both say how long to train: give one of them'));
   }
   return errors;
 }
 
-/**
- * The optimizer steps of `epochs` passes over `training` (sizes as displayed): the trainer's
- * micro-batches per epoch (its buckets, repeats and batch size) times epochs, over the
- * gradient accumulation, rounded up. A field error naming max_epochs when that is beyond MAX_STEPS.
- */
-export function stepsOfEpochs(
-  params: ResolvedTrainingParams, epochs: number, training: Array<{ width: number; height: number }>,
-): number | FieldError {
+/** What the trainer's bucketing is told of a run's params (batchesPerEpoch's plan without its images). */
+function epochPlan(params: ResolvedTrainingParams) {
   const fields = trainConfigFields(params);
-  const batches = batchesPerEpoch({
-    images: training.map(({ width, height }) => ({ width, height })),
+  return {
     resolution: fields.resolution ?? configDefault('resolution'),
+    minResolution: fields.minResolution ?? configDefault('minResolution'),
     bucketStep: fields.bucketStep ?? configDefault('bucketStep'),
     minBucketSide: fields.minBucketSide ?? configDefault('minBucketSide'),
     maxBucketSide: fields.maxBucketSide ?? configDefault('maxBucketSide'),
     repeats: params.repeats,
     batchSize: params.batch_size,
-  });
+  };
+}
+
+/**
+ * A field error naming min_resolution when every one of `training` (sizes as displayed) is below it: the trainer
+ * would skip them all. Asked of the trainer's own bucketing.
+ */
+export function resolutionConflict(params: ResolvedTrainingParams, training: Array<{ width: number; height: number }>): FieldError | undefined {
+  if (params.min_resolution === null || training.length === 0) return undefined;
+  try {
+    batchesPerEpoch({ images: training.map(({ width, height }) => ({ width, height })), ...epochPlan(params) });
+    return undefined;
+  } catch (error) {
+    if (!(error instanceof Error) || !/below min_resolution/.test(error.message)) throw error;
+    const smallest = Math.min(...training.map(({ width, height }) => Math.min(width, height)));
+    return fieldError('body', 'params.min_resolution', `is ${params.min_resolution}, and every one of the ${training.length} images ` +
+      `trained on is smaller (fewer pixels than ${params.min_resolution} x ${params.min_resolution}; the smallest side is ${smallest}): nothing would train`);
+  }
+}
+
+/**
+ * The optimizer steps of `epochs` passes over `training` (sizes as displayed): the trainer's
+ * micro-batches per epoch (its buckets, repeats and batch size, without the images below
+ * min_resolution) times epochs, over the gradient accumulation, rounded up. A field error
+ * naming max_epochs when that is beyond MAX_STEPS.
+ */
+export function stepsOfEpochs(
+  params: ResolvedTrainingParams, epochs: number, training: Array<{ width: number; height: number }>,
+): number | FieldError {
+  const batches = batchesPerEpoch({ images: training.map(({ width, height }) => ({ width, height })), ...epochPlan(params) });
   const steps = Math.ceil((epochs * batches) / params.gradient_accumulation);
   if (steps > MAX_STEPS) {
     return fieldError('body', 'params.max_epochs', `${epochs} epochs of ${batches} batches are ${steps} steps, more than the ` +

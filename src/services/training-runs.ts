@@ -35,7 +35,7 @@ import { decodeCursor, toPage } from './pagination.js';
 import type { AddressPolicy } from '../webhooks/address-policy.js';
 import { defaultEvents } from '../webhooks/event-types.js';
 import { checkWebhookUrl } from './webhook-urls.js';
-import { dataPlanConflicts, splitHeldOut, stepsOfEpochs } from './training-data-plan.js';
+import { dataPlanConflicts, resolutionConflict, splitHeldOut, stepsOfEpochs } from './training-data-plan.js';
 
 const RUN_ID = new RegExp(idPattern(TRAINING_RUN_ID_PREFIX));
 // The trainer's default outputName: <outputDir>/lora.safetensors (+ lora_peft.safetensors).
@@ -291,8 +291,11 @@ export class TrainingRunsService {
     ];
     // max_epochs becomes the steps it takes over the images trained on (the held-out ones excluded).
     let maxSteps = resolved.max_steps;
+    const training = splitHeldOut(images, resolved.validation_split).training;
+    const unresolvable = conflicts.length === 0 ? resolutionConflict(resolved, training) : undefined;
+    if (unresolvable !== undefined) conflicts.push(unresolvable);
     if (conflicts.length === 0 && resolved.max_epochs !== null && images.length > 0) {
-      const steps = stepsOfEpochs(resolved, resolved.max_epochs, splitHeldOut(images, resolved.validation_split).training);
+      const steps = stepsOfEpochs(resolved, resolved.max_epochs, training);
       if (typeof steps === 'number') maxSteps = steps;
       else conflicts.push(steps);
     }
@@ -336,6 +339,8 @@ export class TrainingRunsService {
           sha256: image.sha256,
           caption: image.caption_row?.caption ?? instancePrompt(dataset.trigger_token, dataset.class_word),
           original_filename: image.original_filename,
+          width: image.width,
+          height: image.height,
         })),
       });
     });

@@ -1,7 +1,10 @@
+import path from 'node:path';
 import type { Readable } from 'node:stream';
 
 /** Where the runs' folders are, under DATA_DIR. */
 export const RUNS_SUBDIR = 'runs';
+/** The trainer's latent and prompt-embedding caches, one folder per model (derived data: safe to delete). */
+export const TRAINING_CACHE_SUBDIR = path.join('cache', 'training');
 
 /** A file a training run wrote, as published. */
 export interface RunFileInfo {

@@ -4,6 +4,7 @@
 // mid-run leaves a checkpoint that a resumed run completes from.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
@@ -88,8 +89,12 @@ describe('bad configs are refused naming the field, before any native work', () 
     ['empty caption', { images: [{ ...image, caption: '' }] }, /config\.images\[0\]\.caption but received ""/],
     ['whitespace caption', { images: [{ ...image, caption: ' \t ' }] }, /config\.images\[0\]\.caption/],
     ['image without a name', { images: [{ caption: 'x', path: squarePath }] }, /config\.images\[0\]\.name but received undefined/],
-    ['image with both path and data', { images: [{ ...image, data: squarePng }] }, /config\.images\[0\] \("a"\) needs exactly one of path or data/],
-    ['image with neither path nor data', { images: [{ name: 'a', caption: 'x' }] }, /needs exactly one of path or data/],
+    ['image with both path and data', { images: [{ ...image, data: squarePng }] }, /config\.images\[0\] \("a"\) needs exactly one of path, data or read/],
+    ['image with neither path nor data', { images: [{ name: 'a', caption: 'x' }] }, /needs exactly one of path, data or read/],
+    ['an image reader without its key and size', { images: [{ name: 'a', caption: 'x', read: async () => squarePng, key: 'abc' }] },
+      /^config\.images\[0\] \("a"\) has read but not key, width and height/],
+    ['an image key that is not a file name', { images: [{ ...image, key: '../up' }] }, /for config\.images\[0\]\.key but received "\.\.\/up"/],
+    ['a width without a height', { images: [{ ...image, width: 160 }] }, /^config\.images\[0\] \("a"\) gives width without height$/],
     ['image file missing', { images: [{ ...image, path: path.join(scratch, 'nope.png') }] }, /config\.images\[0\]\.path does not exist/],
     ['image data not bytes', { images: [{ name: 'a', caption: 'x', data: 'base64...' }] }, /non-empty Buffer for config\.images\[0\]\.data/],
     ['unknown image field', { images: [{ ...image, weight: 2 }] }, /Unknown field config\.images\[0\]\.weight/],
@@ -317,6 +322,37 @@ describe('training the tiny model', () => {
     }
     assert.ok(Number.isFinite(result.metrics.final_loss), JSON.stringify(result.metrics));
     assert.ok(Number.isFinite(result.metrics.validation_loss_last), JSON.stringify(result.metrics));
+  });
+
+  test('images given as readers are read only when the cache lacks them; a second run on a shared cache reads none', async () => {
+    const cacheDir = path.join(scratch, 'shared-cache');
+    const reads: string[] = [];
+    const sources = [['square', squarePng, 160, 160], ['landscape', landscapePng, 200, 120], ['portrait', portraitPng, 120, 200]] as const;
+    const images = sources.map(([name, bytes, width, height]) => ({
+      name, caption: `a photo of sks ${name}`, key: `noise-${name}`, width, height,
+      read: async () => {
+        reads.push(name);
+        return bytes;
+      },
+    }));
+    const first = await train(baseConfig({ images, cacheDir, maxSteps: 2 })).promise;
+    assert.equal(first.status, 'completed');
+    assert.deepEqual(reads.sort(), ['landscape', 'portrait', 'square']);
+    assert.equal(first.metrics.cache_latents_encoded, 3);
+    assert.equal(first.metrics.cache_prompts_encoded, 4); // three captions and the empty prompt
+
+    reads.length = 0;
+    const second = await train(baseConfig({ images, cacheDir, maxSteps: 2 })).promise;
+    assert.deepEqual(reads, []);
+    assert.equal(second.metrics.cache_latents_reused, 3);
+    assert.equal(second.metrics.cache_latents_encoded, 0);
+    assert.equal(second.metrics.cache_prompts_encoded, 0);
+    const [a, b] = await Promise.all([readFile(first.loraPath!), readFile(second.loraPath!)]);
+    assert.ok(a.equals(b), 'the run on the cache trained another LoRA');
+
+    // A reader that fails fails the run with its message.
+    const broken = [{ ...images[0]!, key: 'noise-broken', read: async () => { throw new Error('the blob is gone'); } }];
+    await assert.rejects(train(baseConfig({ images: broken, cacheDir, maxSteps: 1 })).promise, /the blob is gone/);
   });
 
   test('cancel mid-run resolves "cancelled" with a checkpoint, and a run resumed from it completes', async () => {

@@ -12,6 +12,7 @@ import { CPU_PRECISION } from '../../src/schemas/training-params.js';
 import { TrainingRunsService } from '../../src/services/training-runs.js';
 import { RunEventsBus } from '../../src/services/run-events-bus.js';
 import { FsRunFileStore } from '../../src/storage/fs-run-file-store.js';
+import { TRAINING_CACHE_SUBDIR } from '../../src/storage/run-file-store.js';
 import { FsBlobStore } from '../../src/storage/fs-blob-store.js';
 import { issueApiKey } from '../../src/services/api-keys.js';
 import { testTenantName, withTestApp, type TestApp } from '../helper.js';
@@ -42,6 +43,7 @@ async function setUp(t: Parameters<typeof withTestApp>[0]) {
       blobs: new FsBlobStore(path.join(ctx.config.dataDir, BLOBS_SUBDIR)),
       classImages: new ClassImagesService(ctx.db, new FsBlobStore(path.join(ctx.config.dataDir, BLOBS_SUBDIR)), ctx.app.generations.resident),
       files: new FsRunFileStore(runsDir),
+      cacheDir: path.join(ctx.config.dataDir, TRAINING_CACHE_SUBDIR),
       bus: new RunEventsBus(),
       logger: ctx.app.log,
       devices: { devices: ['cpu'], runsPerDevice: 1, slots: 1 },

@@ -22,8 +22,8 @@ function run(tenantId: string, name: string, params: Record<string, unknown> = {
     triggerToken: 'ohwx',
     classWord: 'dog',
     images: [
-      { image_id: 'img_1', sha256: 'a'.repeat(64), caption: 'a photo of ohwx dog', original_filename: 'a.jpg' },
-      { image_id: 'img_2', sha256: 'b'.repeat(64), caption: 'a photo of ohwx dog on grass', original_filename: null },
+      { image_id: 'img_1', sha256: 'a'.repeat(64), caption: 'a photo of ohwx dog', original_filename: 'a.jpg', width: 640, height: 480 },
+      { image_id: 'img_2', sha256: 'b'.repeat(64), caption: 'a photo of ohwx dog on grass', original_filename: null, width: null, height: null },
     ],
   };
 }
@@ -51,6 +51,7 @@ for (const mode of DATABASE_MODES) {
       assert.equal(created.attempt, 0);
       assert.deepEqual(created.params, { rank: 16 });
       assert.deepEqual((await runs.images(created.id)).map((image) => image.image_id), ['img_1', 'img_2']);
+      assert.deepEqual((await runs.images(created.id)).map((image) => [image.width, image.height]), [[640, 480], [null, null]]);
       assert.equal((await runs.get(ctx.tenantId, created.id))?.name, 'first');
       assert.equal(await runs.get(await tenant(ctx), created.id), null, "another tenant's run is not found");
     });

@@ -242,14 +242,30 @@ VerifyReport verify(const VerifyOptions& options, const ProgressFn& progress, co
 // ----------------------------------------------------------------------------
 // Training: DreamBooth-style LoRA fine-tuning of any family (native/src/train/)
 
-// One decoded training image (the caller decodes; sharp does it in Node).
+// One training image (the caller decodes; sharp does it in Node).
 struct TrainImage {
   std::string name;         // used in errors and in the dataset hash
+  int64_t width = 0;        // the image's size: it chooses the image's bucket
+  int64_t height = 0;
+  std::vector<uint8_t> rgb; // width * height * 3, row-major; or empty, and TrainOptions::load_pixels gives them
+  std::string caption;
+  // What the pixels are (the source's content hash and how it was decoded): names the image's
+  // cached latents, so a later run on the same pixels reuses them. Empty: the hash of `rgb`.
+  std::string key;
+};
+
+// Pixels a PixelLoader gives: decoded as the caller decodes (a size limit may scale them
+// down from the TrainImage's width x height; the image keeps its bucket).
+struct Pixels {
   int64_t width = 0;
   int64_t height = 0;
-  std::vector<uint8_t> rgb; // width * height * 3, row-major
-  std::string caption;
+  std::vector<uint8_t> rgb; // width * height * 3
 };
+
+// Gives the pixels of image `index` of images, then class_images, then validation_images
+// (one numbering), when the trainer must encode it and its rgb is empty. Called on a
+// training thread, one image at a time; may block. Throws to fail the run.
+using PixelLoader = std::function<Pixels(size_t index)>;
 
 struct TrainOptions {
   LoadOptions model; // runtime.dtype is the frozen weights' dtype: "float32", "bfloat16" or "float16"
@@ -263,9 +279,20 @@ struct TrainOptions {
                                     // method "full": also the folder <output_dir>/<output_name>/
   std::string resume_from; // a checkpoint file written by an earlier run with the same options; empty = fresh
   std::string trigger_phrase; // recorded as modelspec.trigger_phrase
+  // Latents (per image key, bucket and flip) and prompt embeddings (per caption) are cached
+  // here, per VAE and text-encoder dtype, and read back a batch at a time: host memory does
+  // not grow with the dataset. Give one folder per model to share it between runs.
+  // Empty: <output_dir>/cache.
+  std::string cache_dir;
+  PixelLoader load_pixels; // for images whose rgb is empty (see PixelLoader)
 
   // Data
   int64_t resolution = 1024;  // buckets hold about resolution^2 pixels, sides multiples of bucket_step
+  // > 0: multi-resolution (train/buckets.h BucketPlan): each image trains at the largest tier
+  // from min_resolution to resolution (multiples of bucket_step) that fits in its own pixels, and
+  // images below min_resolution are skipped (TrainResult::metrics skipped_images). 0: every
+  // image at resolution.
+  int64_t min_resolution = 0;
   int64_t bucket_step = 64;
   int64_t min_bucket_side = 256;
   int64_t max_bucket_side = 2048;
@@ -370,7 +397,8 @@ struct TrainOptions {
   int64_t validation_loss_samples = 4; // fixed (image, timestep, noise) triples for the validation loss
   // Quality metrics of the validation images (evaluate() below): the per-image ones
   // (clip_t, clip_i, hps) at every validation, every one on the final set. The
-  // references of clip_i, fid and kid are `images`; seeded by validation_seed.
+  // references of clip_i, fid and kid are the held-out images when there are some, else
+  // `images` (at most 1000, spread over the list); seeded by validation_seed.
   std::vector<std::string> validation_metrics;
   int64_t validation_final_images = 0; // > 0: images per prompt sampled at the end and scored
   std::string metrics_models_dir;      // the metric networks (evaluate()'s models_dir)

@@ -6,7 +6,8 @@
 //   inspectModel({ modelPath, configDir }) -> Promise<ModelSummary> (configs and headers only)
 //   writeRandomWeights(options)           -> Promise<void>  (a folder of configs gets seeded random weights)
 //   verify(options, onProgress?)          -> { promise, cancel() }
-//   train(options, onProgress?)           -> { promise, cancel() }  (resolves { status: "cancelled" } when cancelled mid-run)
+//   train(options, onProgress?)           -> { promise, cancel() }  (resolves { status: "cancelled" } when cancelled mid-run;
+//                                           options.loadPixels(index) gives the pixels of images passed without rgb)
 //   evaluate(options, onProgress?)        -> { promise ({ values, unavailable }), cancel() }  (quality metrics)
 //   metricNetworks(modelsDir)             -> [{ metric, network, available, reason }] (file checks only)
 //   Model#describe()                      -> ModelInfo
@@ -25,6 +26,7 @@
 #include "addon/long_job.h"   // start_long_job
 #include "addon/model_wrap.h" // ModelWrap, AddonData
 #include "addon/workers.h"    // LoadModelWorker, InspectSafetensorsWorker, RandomWeightsWorker
+#include "addon/pixel_loader.h" // PixelChannel
 #include "engine/memory_stats.h" // memory_stats
 #include "sdxl/engine.h"      // build_info, verify, train_lora, batches_per_epoch, evaluate, metric_networks
 
@@ -77,9 +79,19 @@ Napi::Value verify_js(const Napi::CallbackInfo& info) {
 // Training loads its own copy of the model (engine.h), so it needs no Model object.
 Napi::Value train_js(const Napi::CallbackInfo& info) {
   TrainOptions options = train_options_from_js(info[0]);
+  std::shared_ptr<PixelChannel> pixels = pixel_channel_from_js(info[0]);
   return start_long_job(info.Env(), "sdxl.train", info[1],
-                        [options = std::move(options)](const ProgressFn& progress, const CancelFlag& cancel) {
-                          auto result = std::make_shared<TrainResult>(sdxl::train_lora(options, progress, cancel));
+                        [options = std::move(options), pixels](const ProgressFn& progress, const CancelFlag& cancel) {
+                          // The channel goes back however the run ends: after it, no rank asks any more.
+                          struct Release {
+                            PixelChannel* channel;
+                            ~Release() {
+                              if (channel != nullptr) channel->release();
+                            }
+                          } release{pixels.get()};
+                          TrainOptions run = options;
+                          if (pixels) run.load_pixels = pixels->loader(cancel);
+                          auto result = std::make_shared<TrainResult>(sdxl::train_lora(run, progress, cancel));
                           return ResultBuilder([result](Napi::Env env) { return train_result_to_js(env, *result); });
                         });
 }

@@ -263,6 +263,8 @@ TrainImage train_image_from_js(const Napi::Value& value, const std::string& path
   if (image.width <= 0 || image.height <= 0)
     throw invalid_argument(value.Env(), "Expected positive width and height for " + path + " but received " +
                                             std::to_string(image.width) + " x " + std::to_string(image.height));
+  image.key = reader.string("key", "");
+  if (reader.raw("rgb").IsUndefined()) return image; // the loader gives them (options.loadPixels)
   image.rgb = reader.bytes("rgb");
   const uint64_t expected_bytes = static_cast<uint64_t>(image.width) * static_cast<uint64_t>(image.height) * 3;
   if (image.rgb.size() != expected_bytes)
@@ -288,6 +290,15 @@ std::vector<TrainImage> optional_train_images(const FieldReader& reader, const c
 
 } // namespace
 
+Pixels pixels_from_js(const Napi::Value& value, const std::string& path) {
+  const FieldReader reader(value, path);
+  Pixels pixels;
+  pixels.width = reader.integer("width");
+  pixels.height = reader.integer("height");
+  pixels.rgb = reader.bytes("rgb");
+  return pixels;
+}
+
 TrainOptions epoch_plan_from_js(const Napi::Value& value) {
   const FieldReader reader(value, "options");
   TrainOptions options;
@@ -300,6 +311,7 @@ TrainOptions epoch_plan_from_js(const Napi::Value& value) {
     options.images.push_back(std::move(size));
   }
   options.resolution = reader.integer("resolution", options.resolution);
+  options.min_resolution = reader.integer("minResolution", options.min_resolution);
   options.bucket_step = reader.integer("bucketStep", options.bucket_step);
   options.min_bucket_side = reader.integer("minBucketSide", options.min_bucket_side);
   options.max_bucket_side = reader.integer("maxBucketSide", options.max_bucket_side);
@@ -325,8 +337,10 @@ TrainOptions train_options_from_js(const Napi::Value& value) {
   options.output_name = reader.string("outputName", options.output_name);
   options.resume_from = reader.string("resumeFrom", "");
   options.trigger_phrase = reader.string("triggerPhrase", "");
+  options.cache_dir = reader.string("cacheDir", "");
   // Data
   options.resolution = reader.integer("resolution", options.resolution);
+  options.min_resolution = reader.integer("minResolution", options.min_resolution);
   options.bucket_step = reader.integer("bucketStep", options.bucket_step);
   options.min_bucket_side = reader.integer("minBucketSide", options.min_bucket_side);
   options.max_bucket_side = reader.integer("maxBucketSide", options.max_bucket_side);

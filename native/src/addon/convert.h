@@ -19,8 +19,11 @@ LoadOptions load_options_from_js(const Napi::Value& value);
 RandomWeightsOptions random_weights_options_from_js(const Napi::Value& value);
 GenerateOptions generate_options_from_js(const Napi::Value& value);
 VerifyOptions verify_options_from_js(const Napi::Value& value);
-// Copies every training image's rgb bytes: the job thread never reads JS memory.
+// Copies every training image's rgb bytes (those given): the job thread never reads JS memory.
+// options.loadPixels is not read here (addon.cpp makes it a PixelLoader).
 TrainOptions train_options_from_js(const Napi::Value& value);
+// What options.loadPixels(index) answered: { width, height, rgb }; `path` names it in errors.
+Pixels pixels_from_js(const Napi::Value& value, const std::string& path);
 // batchesPerEpoch's options: images as {width, height}, and the bucketing and batching fields of train's.
 TrainOptions epoch_plan_from_js(const Napi::Value& value);
 EvaluateOptions evaluate_options_from_js(const Napi::Value& value);

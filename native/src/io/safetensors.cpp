@@ -276,7 +276,7 @@ TensorMap load_safetensors(const std::string& path) { return SafetensorsFile::op
 // Writer
 
 void save_safetensors(const std::string& path, const TensorMap& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+                      const std::map<std::string, std::string>& metadata, Durability durability) {
   std::vector<torch::Tensor> contiguous;
   contiguous.reserve(tensors.size());
   nlohmann::json header = nlohmann::json::object();
@@ -320,7 +320,7 @@ void save_safetensors(const std::string& path, const TensorMap& tensors,
     if (ok && bytes > 0) ok = std::fwrite(tensor.data_ptr(), 1, bytes, out) == bytes;
   }
   // Flushed to the disk before the rename, so a crash leaves the old file or the whole new one.
-  if (ok) ok = std::fflush(out) == 0 && ::fsync(::fileno(out)) == 0;
+  if (ok) ok = std::fflush(out) == 0 && (durability == Durability::kUnsynced || ::fsync(::fileno(out)) == 0);
   const int write_error = errno;
   ok = (std::fclose(out) == 0) && ok;
   if (!ok) {
@@ -332,6 +332,7 @@ void save_safetensors(const std::string& path, const TensorMap& tensors,
     std::remove(temp_path.c_str());
     fail(path, std::string("cannot rename temporary file: ") + std::strerror(rename_error));
   }
+  if (durability == Durability::kUnsynced) return;
   // The rename itself is durable once the directory entry is.
   const auto slash = path.find_last_of('/');
   const std::string directory = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));

@@ -56,9 +56,15 @@ class SafetensorsFile {
 
 TensorMap load_safetensors(const std::string& path);
 
+// kSynced: the file and then its directory entry are flushed to the disk, so a power cut
+// leaves the old file or the whole new one. kUnsynced: the rename alone, whole against a
+// crashed process but not a power cut; for derived data its reader checks (the training cache).
+enum class Durability { kSynced, kUnsynced };
+
 // Writes contiguous CPU copies of the tensors, header sorted by name and padded
 // with spaces to 8 bytes, to a temporary file next to `path`, then renames it.
 void save_safetensors(const std::string& path, const TensorMap& tensors,
-                      const std::map<std::string, std::string>& metadata = {});
+                      const std::map<std::string, std::string>& metadata = {},
+                      Durability durability = Durability::kSynced);
 
 } // namespace sdxl::io

@@ -69,4 +69,33 @@ size_t assign_bucket(const std::vector<Bucket>& buckets, int64_t width, int64_t 
   return best;
 }
 
+BucketPlan::BucketPlan(int64_t resolution, int64_t min_resolution, int64_t step, int64_t min_side, int64_t max_side)
+    : min_resolution_(min_resolution) {
+  require(min_resolution >= 0 && min_resolution <= resolution,
+          "min_resolution (" + std::to_string(min_resolution) + ") must lie between 0 and resolution (" +
+              std::to_string(resolution) + ")");
+  require(min_resolution == 0 || (step > 0 && min_resolution % step == 0),
+          multiple_of_step("min_resolution", min_resolution, step));
+  for (int64_t tier = min_resolution == 0 ? resolution : min_resolution; tier <= resolution; tier += step) {
+    tiers_.push_back(Tier{tier, make_buckets(tier, step, std::min(min_side, tier / step * step), max_side), {}});
+    buckets_.insert(buckets_.end(), tiers_.back().buckets.begin(), tiers_.back().buckets.end());
+  }
+  std::sort(buckets_.begin(), buckets_.end());
+  buckets_.erase(std::unique(buckets_.begin(), buckets_.end()), buckets_.end());
+  for (Tier& tier : tiers_)
+    for (const Bucket& bucket : tier.buckets)
+      tier.index.push_back(static_cast<size_t>(std::lower_bound(buckets_.begin(), buckets_.end(), bucket) - buckets_.begin()));
+}
+
+int64_t BucketPlan::assign(int64_t width, int64_t height) const {
+  const Tier* chosen = &tiers_.front();
+  if (min_resolution_ > 0) {
+    const int64_t area = width * height;
+    if (area < min_resolution_ * min_resolution_) return -1;
+    for (const Tier& tier : tiers_)
+      if (tier.resolution * tier.resolution <= area) chosen = &tier;
+  }
+  return static_cast<int64_t>(chosen->index[assign_bucket(chosen->buckets, width, height)]);
+}
+
 } // namespace sdxl::train

@@ -41,4 +41,32 @@ std::vector<Bucket> make_buckets(int64_t resolution, int64_t step, int64_t min_s
 // Throws std::invalid_argument for an empty list or a non-positive size.
 size_t assign_bucket(const std::vector<Bucket>& buckets, int64_t width, int64_t height);
 
+// The buckets of one run: those of `resolution` alone, or with min_resolution > 0 those of every
+// tier resolution from min_resolution to resolution in steps of `step` (multi-resolution
+// training, buckets per resolution as the FSDP fine-tuner keeps them). An image trains in the
+// largest tier whose square fits in its own pixels (tier^2 <= width * height), so it is never
+// enlarged to a larger tier, among that tier's buckets by assign_bucket's rule; an image below
+// min_resolution has no bucket (the run skips it). Without min_resolution every image has one,
+// exactly make_buckets(resolution, ...) and assign_bucket.
+class BucketPlan {
+ public:
+  // Throws std::invalid_argument as make_buckets does, and for a min_resolution that is not a
+  // multiple of step or lies above resolution.
+  BucketPlan(int64_t resolution, int64_t min_resolution, int64_t step, int64_t min_side, int64_t max_side);
+
+  const std::vector<Bucket>& buckets() const { return buckets_; }
+  // The index into buckets() for an image of width x height, or -1 when it is skipped.
+  int64_t assign(int64_t width, int64_t height) const;
+
+ private:
+  struct Tier {
+    int64_t resolution;
+    std::vector<Bucket> buckets;
+    std::vector<size_t> index; // of each in buckets_
+  };
+  int64_t min_resolution_;
+  std::vector<Tier> tiers_; // ascending
+  std::vector<Bucket> buckets_;
+};
+
 } // namespace sdxl::train

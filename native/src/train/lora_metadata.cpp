@@ -234,7 +234,13 @@ std::string dataset_hash(const std::vector<TrainImage>& images) {
     update_framed(hash, image.name.data(), image.name.size());
     update_u64(hash, static_cast<uint64_t>(image.width));
     update_u64(hash, static_cast<uint64_t>(image.height));
-    update_framed(hash, image.rgb.data(), image.rgb.size());
+    // The pixels, or what names them when the loader gives them (the hash of the same
+    // pixels differs between the two: a run resumes with its images given the same way).
+    if (image.rgb.empty()) {
+      update_framed(hash, image.key.data(), image.key.size());
+    } else {
+      update_framed(hash, image.rgb.data(), image.rgb.size());
+    }
     update_framed(hash, image.caption.data(), image.caption.size());
   }
   return hash.hex_digest();

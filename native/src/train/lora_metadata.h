@@ -55,8 +55,8 @@ std::map<std::string, std::string> model_metadata(const TrainOptions& options, c
 
 // Lowercase hex SHA-256 over the images in order. Each image contributes, as
 // little-endian 64-bit lengths and numbers: len(name), name, width, height,
-// len(rgb), rgb, len(caption), caption; the count of images comes first. Any
-// change of pixels, caption, name or order changes the hash.
+// len(rgb), rgb (or, with no rgb, len(key), key), len(caption), caption; the count of
+// images comes first. Any change of pixels, caption, name or order changes the hash.
 std::string dataset_hash(const std::vector<TrainImage>& images);
 
 // ----------------------------------------------------------------------------

@@ -92,6 +92,12 @@ void check_devices(const TrainOptions& o) {
                       "only, so the run would neither match a one-device run nor resume exactly");
 }
 
+// An image holds its pixels, or leaves them to the loader.
+bool pixels_fit(const TrainImage& image, const TrainOptions& o) {
+  if (image.rgb.empty() && o.load_pixels) return true;
+  return image.rgb.size() == static_cast<size_t>(image.width * image.height * 3);
+}
+
 } // namespace
 
 void check_train_options(const TrainOptions& o) {
@@ -109,7 +115,7 @@ void check_train_options(const TrainOptions& o) {
       const TrainImage& image = (*list)[i];
       const std::string field = std::string(name) + "[" + std::to_string(i) + "]";
       if (image.width <= 0 || image.height <= 0) refuse(field, "width and height must be positive");
-      if (image.rgb.size() != static_cast<size_t>(image.width * image.height * 3))
+      if (!pixels_fit(image, o))
         refuse(field + ".rgb", "must hold width * height * 3 bytes (" + std::to_string(image.width * image.height * 3) +
                                    "), got " + std::to_string(image.rgb.size()));
       if (image.caption.find_first_not_of(" \t\r\n") == std::string::npos) refuse(field + ".caption", "is empty");
@@ -120,8 +126,7 @@ void check_train_options(const TrainOptions& o) {
     const TrainImage& image = o.class_images[i];
     const std::string field = "class_images[" + std::to_string(i) + "]";
     if (image.width <= 0 || image.height <= 0) refuse(field, "width and height must be positive");
-    if (image.rgb.size() != static_cast<size_t>(image.width * image.height * 3))
-      refuse(field + ".rgb", "must hold width * height * 3 bytes");
+    if (!pixels_fit(image, o)) refuse(field + ".rgb", "must hold width * height * 3 bytes");
     if (image.width != o.class_images[0].width || image.height != o.class_images[0].height)
       refuse(field, "class images must all have one size (they are batched together)");
     if (image.caption.find_first_not_of(" \t\r\n") == std::string::npos) refuse(field + ".caption", "is empty");
@@ -135,6 +140,10 @@ void check_train_options(const TrainOptions& o) {
                              std::to_string(o.resolution));
   if (o.min_bucket_side > o.resolution || o.max_bucket_side < o.resolution)
     refuse("resolution", "must lie between min_bucket_side and max_bucket_side");
+  if (o.min_resolution < 0 || o.min_resolution > o.resolution || o.min_resolution % o.bucket_step != 0)
+    refuse("min_resolution", "must be 0 or a multiple of bucket_step (" + std::to_string(o.bucket_step) +
+                                 ") up to resolution (" + std::to_string(o.resolution) + "), got " +
+                                 std::to_string(o.min_resolution));
   require_positive("repeats", o.repeats);
   require_probability("caption_dropout", o.caption_dropout);
 

@@ -42,7 +42,7 @@
 #include "sample/noise_schedule.h"  // train_alphas_cumprod
 #include "sdxl/engine.h"
 #include "train/batch_sampler.h"   // BatchSampler
-#include "train/buckets.h"         // make_buckets, assign_bucket
+#include "train/buckets.h"         // BucketPlan
 #include "train/checkpoint_file.h" // TrainingState, write_checkpoint
 #include "train/ddpm_loss.h"       // add_noise
 #include "train/lora_metadata.h"   // dataset_hash, BaseModelTraits
@@ -179,6 +179,7 @@ class Trainer {
   // The end-of-run set: validation_final_images per prompt, scored with every metric.
   void validate_final(int64_t steps_done);
   metrics::Evaluator& evaluator();
+  std::vector<torch::Tensor> metric_references() const;
   void save_outputs(TrainResult& result, int64_t steps_done);
   bool on_main(const std::function<void()>& work);
 
@@ -226,13 +227,37 @@ void Trainer::load() {
 
 void Trainer::prepare() {
   dataset_hash_ = train::dataset_hash(options_.images);
-  const int64_t image_count = static_cast<int64_t>(options_.images.size());
-  meter_.report("caching", 0, image_count, "latents and prompt embeddings");
   conditioner_ = text_conditioner(*model_, options_.clip_skip);
+  const train::TrainingCache cache(
+      options_.cache_dir.empty() ? (std::filesystem::path(options_.output_dir) / "cache").string() : options_.cache_dir,
+      options_.vae_dtype, options_.model.runtime.dtype + "-skip" + std::to_string(options_.clip_skip));
   set_ = train::build_training_set(
-      *model_, *conditioner_, options_, !encoders_trained_, generator_,
-      [&](int64_t done, int64_t total) { meter_.report("caching", done, total, "latents and prompt embeddings"); },
+      *model_, *conditioner_, options_, cache, !encoders_trained_,
+      [&](int64_t done, int64_t total, const train::CacheCounts& reused) {
+        // The first report says what the cache held: the run's log keeps the phase's first message.
+        meter_.report("caching", done, total,
+                      done > 0 ? "latents and prompt embeddings"
+                               : "latents and prompt embeddings: " + std::to_string(total) +
+                                     " images and prompts to encode, " + std::to_string(reused.latents_reused) +
+                                     " latents and " + std::to_string(reused.prompts_reused) +
+                                     " prompts reused from the cache");
+      },
       cancel_);
+  metrics_["cache_latents_encoded"] = static_cast<double>(set_.counts.latents_encoded);
+  metrics_["cache_latents_reused"] = static_cast<double>(set_.counts.latents_reused);
+  metrics_["cache_prompts_encoded"] = static_cast<double>(set_.counts.prompts_encoded);
+  metrics_["cache_prompts_reused"] = static_cast<double>(set_.counts.prompts_reused);
+  metrics_["skipped_images"] = static_cast<double>(set_.skipped.size());
+  if (!set_.skipped.empty()) {
+    constexpr size_t kNamed = 20;
+    std::string names;
+    for (size_t i = 0; i < std::min(kNamed, set_.skipped.size()); ++i) names += (i == 0 ? "" : ", ") + set_.skipped[i];
+    if (set_.skipped.size() > kNamed) names += ", ... (" + std::to_string(set_.skipped.size() - kNamed) + " more)";
+    meter_.report("skipping", 0, 0,
+                  std::to_string(set_.skipped.size()) + " images below min_resolution (" +
+                      std::to_string(options_.min_resolution) + " px) are not trained on: " + names,
+                  {{"skipped_images", static_cast<double>(set_.skipped.size())}});
+  }
   validation_ = train::make_validation_set(*model_, options_, set_, encoders_trained_ ? nullptr : conditioner_.get());
   if (!encoders_trained_) {
     // Every prompt is cached: the encoders' memory goes back before the loop (the
@@ -376,9 +401,9 @@ MicroBatch Trainer::next_micro_batch(int64_t micro_batch_index) {
   epoch_ = sampler_->state().epoch; // next() may roll over into the next epoch
   for (const train::SampleRef& ref : sampler_->next()) {
     const train::CachedImage& image = set_.images[ref.image];
-    const int orientation = ref.flip ? 1 : 0;
-    latents.push_back(image.latents[orientation]);
-    time_ids.push_back(image.time_ids[orientation]);
+    train::CachedLatents cached = train::read_latents(image, ref.flip);
+    latents.push_back(std::move(cached.latents));
+    time_ids.push_back(std::move(cached.time_ids));
     int64_t prompt = image.caption;
     if (options_.caption_dropout > 0 &&
         torch::rand({1}, generator_, torch::kFloat64).item<double>() < options_.caption_dropout)
@@ -394,8 +419,9 @@ MicroBatch Trainer::next_micro_batch(int64_t micro_batch_index) {
     for (int64_t k = 0; k < batch.latents.size(0); ++k) {
       const int64_t position = (micro_batch_index * options_.batch_size + k) % count;
       const train::CachedImage& image = set_.class_images[class_order_[position]];
-      class_latents.push_back(image.latents[0]);
-      class_time_ids.push_back(image.time_ids[0]);
+      train::CachedLatents cached = train::read_latents(image, false);
+      class_latents.push_back(std::move(cached.latents));
+      class_time_ids.push_back(std::move(cached.time_ids));
       batch.class_prompts.push_back(image.caption);
     }
     batch.class_latents = torch::stack(class_latents);   // [B, 4, h', w']
@@ -587,11 +613,30 @@ void Trainer::validate_final(int64_t steps_done) {
 metrics::Evaluator& Trainer::evaluator() {
   if (!evaluator_) {
     evaluator_ = std::make_unique<metrics::Evaluator>(options_.metrics_models_dir, device_, options_.validation_seed);
-    std::vector<torch::Tensor> references;
-    for (const TrainImage& image : options_.images) references.push_back(metrics::image_tensor(image));
-    evaluator_->set_references(std::move(references));
+    evaluator_->set_references(metric_references());
   }
   return *evaluator_;
+}
+
+// What clip_i, fid and kid compare validation images with: the held-out images when the run
+// has them (images the weights never saw), else the training images; at most
+// kMaxMetricReferences of them, spread evenly over the list, so their pixels stay bounded.
+std::vector<torch::Tensor> Trainer::metric_references() const {
+  constexpr size_t kMaxMetricReferences = 1000;
+  const bool held_out = !options_.validation_images.empty();
+  const size_t count = held_out ? options_.validation_images.size() : options_.images.size();
+  const size_t first = held_out ? options_.images.size() + options_.class_images.size() : 0; // pixels_of's numbering
+  const size_t taken = std::min(count, kMaxMetricReferences);
+  std::vector<torch::Tensor> references;
+  for (size_t k = 0; k < taken; ++k) {
+    const Pixels pixels = train::pixels_of(options_, first + k * count / taken);
+    TrainImage image;
+    image.width = pixels.width;
+    image.height = pixels.height;
+    image.rgb = pixels.rgb;
+    references.push_back(metrics::image_tensor(image));
+  }
+  return references;
 }
 
 void Trainer::save_outputs(TrainResult& result, int64_t steps_done) {
@@ -770,15 +815,19 @@ int64_t batches_per_epoch(const TrainOptions& options) {
   if (options.images.empty()) throw std::invalid_argument("images: at least one image is required");
   if (options.repeats < 1) throw std::invalid_argument("repeats: must be >= 1");
   if (options.batch_size < 1) throw std::invalid_argument("batch_size: must be >= 1");
-  const std::vector<train::Bucket> buckets =
-      train::make_buckets(options.resolution, options.bucket_step, options.min_bucket_side, options.max_bucket_side);
+  const train::BucketPlan plan(options.resolution, options.min_resolution, options.bucket_step, options.min_bucket_side,
+                               options.max_bucket_side);
   std::vector<size_t> bucket_of_image;
   for (size_t i = 0; i < options.images.size(); ++i) {
     const TrainImage& image = options.images[i];
     if (image.width <= 0 || image.height <= 0)
       throw std::invalid_argument("images[" + std::to_string(i) + "]: width and height must be positive");
-    bucket_of_image.push_back(train::assign_bucket(buckets, image.width, image.height));
+    const int64_t bucket = plan.assign(image.width, image.height);
+    if (bucket >= 0) bucket_of_image.push_back(static_cast<size_t>(bucket)); // the others are skipped
   }
+  if (bucket_of_image.empty())
+    throw std::invalid_argument("images: every one of the " + std::to_string(options.images.size()) +
+                                " images is below min_resolution (" + std::to_string(options.min_resolution) + ")");
   return train::BatchSampler(bucket_of_image, options.repeats, options.batch_size, false, 0).batches_per_epoch();
 }
 

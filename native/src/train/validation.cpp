@@ -42,7 +42,6 @@ ValidationSet make_validation_set(Model& model, const TrainOptions& options, con
                                   const sample::TextConditioner* frozen_conditioner) {
   torch::NoGradGuard no_grad;
   ValidationSet validation;
-  auto generator = at::detail::createCPUGenerator(options.seed ^ kValidationSeedSalt);
   const std::vector<CachedImage>& images = validation_images(set);
   // With held-out images, each is measured once (and some again when they are fewer than
   // validation_loss_samples); 0 samples turns the loss off either way.
@@ -55,8 +54,7 @@ ValidationSet make_validation_set(Model& model, const TrainOptions& options, con
     triple.image = k % static_cast<int64_t>(images.size());
     // Midpoints of `count` equal slices of [0, T): every noise level is represented.
     triple.timestep = torch::tensor({(2 * k + 1) * timesteps / (2 * count)}, torch::kInt64);
-    const torch::Tensor& latents = images[triple.image].latents[0];
-    triple.noise = torch::randn({1, latents.size(0), latents.size(1), latents.size(2)}, generator, torch::kFloat32);
+    triple.noise_seed = (options.seed ^ kValidationSeedSalt) + static_cast<uint64_t>(k);
     validation.triples.push_back(std::move(triple));
   }
   validation.prompts = options.validation_prompts;
@@ -77,12 +75,15 @@ double validation_loss(Model& model, const TrainingSet& set, const ValidationSet
   for (const ValidationTriple& triple : validation.triples) {
     const CachedImage& image = validation_images(set)[triple.image];
     DdpmLossInputs inputs;
-    inputs.latents = image.latents[0].unsqueeze(0).to(model.dtype);
-    inputs.noise = triple.noise.to(model.device, model.dtype);
+    const CachedLatents cached = read_latents(image, false);
+    auto generator = at::detail::createCPUGenerator(triple.noise_seed);
+    const torch::Tensor noise = torch::randn(cached.latents.unsqueeze(0).sizes(), generator, torch::kFloat32);
+    inputs.latents = cached.latents.unsqueeze(0).to(model.device, model.dtype);
+    inputs.noise = noise.to(model.device, model.dtype);
     inputs.timesteps = triple.timestep.to(model.device);
     inputs.conditioning = condition_batch(conditioner, set.prompts, {image.caption}).to(model.device, model.dtype);
     if (model.unet->config().has_added_embedding()) // SDXL: the image's own size ids
-      inputs.conditioning.time_ids = image.time_ids[0].unsqueeze(0).to(model.device, model.dtype);
+      inputs.conditioning.time_ids = cached.time_ids.unsqueeze(0).to(model.device, model.dtype);
     inputs.prediction_type = model.scheduler.prediction_type;
     sum += ddpm_loss(model.unet, alphas_cumprod, inputs).loss.item<double>();
   }

@@ -22,7 +22,7 @@ namespace sdxl::train {
 struct ValidationTriple {
   int64_t image = 0; // into validation_images(set): the held-out images, else the training ones
   torch::Tensor timestep; // [1] int64
-  torch::Tensor noise;    // [1, 4, h, w] float32
+  uint64_t noise_seed = 0; // its noise, [1, 4, h, w] float32, drawn on the CPU when used (none held in memory)
 };
 
 struct ValidationSet {

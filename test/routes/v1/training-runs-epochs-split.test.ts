@@ -76,3 +76,41 @@ test('max_epochs beside max_steps, a split of one image, and epochs beyond the s
   }
   assert.equal((await request(ctx, 'GET', '/v1/training-runs')).json().data.length, 0, 'nothing stored');
 });
+
+test('min_resolution: each image trains at the largest resolution it fills, smaller ones are skipped and named, and epochs count without them', async (t) => {
+  const ctx = await withTestApp(t, { env: { IMAGE_MIN_SIDE: '32' } });
+  const datasetId = await createDataset(ctx);
+  const files = [];
+  for (let i = 0; i < 3; i++) files.push({ name: `large-${i}.png`, data: await png({ width: 256, height: 256, seed: 800 + i }) });
+  files.push({ name: 'medium.png', data: await png({ width: 96, height: 96, seed: 810 }) }); // the 64 tier
+  files.push({ name: 'small.png', data: await png({ width: 40, height: 40, seed: 811 }) }); // below 64 x 64 pixels
+  assert.equal((await upload(ctx, datasetId, filesBody(files))).statusCode, 201);
+  const created = await request(ctx, 'POST', '/v1/training-runs', {
+    dataset_id: datasetId, model: 'sdxl-tiny-demo', params: { ...QUICK, resolution: 128, min_resolution: 64, max_epochs: 1 },
+  });
+  assert.equal(created.statusCode, 202, created.body);
+  // One epoch: the three 256 px images in the 128 x 128 bucket and the 96 px one in the 64 x 64 bucket, batch 1.
+  assert.equal(created.json().params.max_steps, 4);
+  const run = await finished(ctx, created.json().id);
+  assert.equal(run.status, 'succeeded', JSON.stringify(run.error));
+  assert.equal(run.metrics.skipped_images, 1);
+  assert.equal(run.metrics.cache_latents_encoded, 4);
+  const log = (await request(ctx, 'GET', `/v1/training-runs/${run.id}/events?type=log&limit=100`)).json().data
+    .map((event: { data: { message: string } }) => event.data.message).join('\n');
+  assert.match(log, /skipping: 1 images below min_resolution \(64 px\) are not trained on: small\.png/);
+
+  // Above resolution, or above every image: refused naming the param, nothing stored.
+  const small = await createDataset(ctx);
+  assert.equal((await upload(ctx, small, filesBody([{ name: 'a.png', data: await png({ width: 40, height: 48, seed: 812 }) }]))).statusCode, 201);
+  for (const [params, dataset, message] of [
+    [{ resolution: 128, min_resolution: 192 }, datasetId, /above resolution \(128\)/],
+    [{ resolution: 128, min_resolution: 64 }, small, /every one of the 1 images trained on is smaller .* the smallest side is 40/],
+  ] as const) {
+    const response = await request(ctx, 'POST', '/v1/training-runs', { dataset_id: dataset, model: 'sdxl-tiny-demo', params: { ...QUICK, ...params } });
+    assert.equal(response.statusCode, 400, response.body);
+    const error = response.json().errors.find((e: { field?: string }) => e.field === 'params.min_resolution');
+    assert.ok(error, response.body);
+    assert.match(error.message ?? error.detail, message);
+  }
+  assert.equal((await request(ctx, 'GET', '/v1/training-runs')).json().data.length, 1, 'only the first run is stored');
+});
