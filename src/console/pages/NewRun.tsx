@@ -72,7 +72,7 @@ const FIELDS = [
 ];
 const FIELD_BY_KEY = new Map(FIELDS.map((field) => [field.key, field]));
 /** Shown outside "Advanced settings", in this order. */
-const TRAINING_KEYS = ['max_steps', 'max_epochs', 'rank', 'learning_rate', 'resolution'];
+const TRAINING_KEYS = ['max_steps', 'max_epochs', 'rank', 'learning_rate', 'resolution', 'min_resolution'];
 const VALIDATION_KEYS = ['validation.prompts', 'validation.every', 'validation_split', 'validation.metrics', 'validation.final_images'];
 const MAIN_KEYS = new Set([...TRAINING_KEYS, ...VALIDATION_KEYS]);
 
@@ -85,6 +85,7 @@ const LABELS: Record<string, string> = {
   alpha: 'Alpha',
   learning_rate: 'Learning rate',
   resolution: 'Resolution',
+  min_resolution: 'Smallest resolution',
   text_encoder_lr: 'Text-encoder learning rate',
   text_encoder_2_lr: 'Second text-encoder learning rate',
   clip_skip: 'Clip skip',
@@ -527,6 +528,12 @@ function NewRunForm({ datasets, models, metrics, initialDatasetId }: FormProps) 
             placeholder: String(resolution),
             maximum: resolution,
             hint: `Side of the training images in pixels, a multiple of 64, at most ${resolution}. Blank: ${resolution}, the model's own.`,
+          })}
+          {paramField('min_resolution', {
+            maximum: resolution,
+            hint:
+              'For photos of mixed sizes: each trains at the largest resolution from this one up to Resolution that it fills ' +
+              "(never enlarged), and smaller photos are skipped (the run's log names them). Blank: every photo at Resolution.",
           })}
         </div>
       </fieldset>
