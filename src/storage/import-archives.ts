@@ -2,6 +2,7 @@
 // from the request as its bytes arrive (hashed and counted on the way, never held whole),
 // read by the worker, deleted when the import ends.
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -56,9 +57,10 @@ export class ImportArchives {
         yield chunk;
       }
     }
+    const file = createWriteStream(partial, { flags: 'wx' });
     try {
       // The request is not destroyed when the limit is met: the refusal must still reach the client.
-      await pipeline(counted(source.iterator({ destroyOnReturn: false })), createWriteStream(partial, { flags: 'wx' }));
+      await pipeline(counted(source.iterator({ destroyOnReturn: false })), file);
       const handle = await open(partial, 'r+');
       try {
         await handle.sync();
@@ -67,6 +69,9 @@ export class ImportArchives {
       }
       await rename(partial, this.pathOf(id));
     } catch (error) {
+      // A stream that failed before its file was open still creates it once the open completes:
+      // wait for its close, or the partial file would appear after this removed it.
+      if (!file.closed) await once(file, 'close').catch(() => undefined);
       await rm(partial, { force: true });
       throw error;
     }
