@@ -13,6 +13,7 @@ import captioningPlugin from './plugins/captioning.js';
 import databasePlugin from './plugins/database.js';
 import datasetImportsPlugin from './plugins/dataset-imports.js';
 import errorsPlugin from './plugins/errors.js';
+import unreadBodiesPlugin from './plugins/unread-bodies.js';
 import idempotencyPlugin from './plugins/idempotency.js';
 import repositoriesPlugin from './plugins/repositories.js';
 import schemasPlugin from './plugins/schemas.js';
@@ -86,6 +87,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   // A worker answers probes and metrics only; the API is the api and all roles'.
   const servesApi = config.role !== 'worker';
   await app.register(errorsPlugin);
+  await app.register(unreadBodiesPlugin);
   await app.register(schemasPlugin);
   if (servesApi) await app.register(swaggerPlugin);
   await app.register(databasePlugin, options.database ? { database: options.database } : {});
