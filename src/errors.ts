@@ -69,3 +69,17 @@ export function fieldError(where: string, field: string, message: string): Field
   const pointer = field === '' ? '' : '/' + field.split('.').map((p) => p.replace(/~/g, '~0').replace(/\//g, '~1')).join('/');
   return { in: where, pointer, field, message };
 }
+
+/** How soon a client may retry a request the database could not serve: a restart or failover takes seconds. */
+export const DATABASE_RETRY_AFTER_S = 5;
+
+/** The database cannot be reached (restart, failover, network cut): 503, and the client retries after Retry-After. */
+export function databaseUnavailable(): ProblemError {
+  return new ProblemError({
+    status: 503,
+    type: 'database-unavailable',
+    title: 'Database unavailable',
+    detail: `The database does not answer; retry in ${DATABASE_RETRY_AFTER_S} s`,
+    headers: { 'retry-after': String(DATABASE_RETRY_AFTER_S) },
+  });
+}

@@ -24,17 +24,27 @@ export interface Queryable {
   exec(script: string): Promise<void>;
 }
 
+/** A LISTEN that `Database.listen` holds open. */
+export interface Listener {
+  /** Whether its connection is open now (notifications arrive). */
+  connected(): boolean;
+  /** Stops listening and closes its connection. */
+  close(): Promise<void>;
+}
+
 export interface Database extends Queryable {
   /** 'postgres' for a server reached through DATABASE_URL, 'pglite' for the embedded one. */
   readonly kind: 'postgres' | 'pglite';
   /** Runs `fn` inside BEGIN/COMMIT on one connection; ROLLBACK when it throws. */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   /**
-   * Calls `onNotify` for each NOTIFY on `channel` (delivered after the notifying transaction
-   * commits, from any process on the database). Best effort: a lost connection is re-opened,
-   * and what it missed meanwhile must be found another way (callers also poll).
+   * Calls `onNotify(payload)` for each NOTIFY on `channel` (delivered after the notifying
+   * transaction commits, from any process on the database). A connection that is lost, or
+   * cannot be opened yet, is opened again with backoff; `onNotify()` without a payload, called
+   * when the connection is lost and again once it is back, says that notifications may have
+   * been missed: read what you watch again.
    */
-  listen(channel: string, onNotify: () => void): Promise<() => Promise<void>>;
+  listen(channel: string, onNotify: (payload?: string) => void): Promise<Listener>;
   /** Connections of the pool (PGlite has one, always open): for /metrics. */
   poolStats(): PoolStats;
   /** Waits for running queries, then releases every connection. */

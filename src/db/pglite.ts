@@ -32,10 +32,13 @@ export async function createPgliteDatabase(dataDir?: string): Promise<Database> 
     poolStats() {
       return { total: 1, idle: 1, waiting: 0, max: 1 };
     },
-    async listen(channel: string, onNotify: () => void) {
-      const unlisten = await pglite.listen(channel, () => onNotify());
-      return async () => {
-        if (!pglite.closed) await unlisten();
+    async listen(channel: string, onNotify: (payload?: string) => void) {
+      const unlisten = await pglite.listen(channel, (payload) => onNotify(payload));
+      return {
+        connected: () => !pglite.closed,
+        async close() {
+          if (!pglite.closed) await unlisten();
+        },
       };
     },
     async close() {

@@ -7,6 +7,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import sharp from 'sharp';
 import type { Database } from '../db/database.js';
+import { isDatabaseUnavailable, retryWhileUnavailable } from '../db/unavailable.js';
 import type { Progress, RgbImage } from '../engine/index.js';
 import { createGenerationsRepository, type GenerationRow } from '../repositories/generations.js';
 import { createImagesRepository } from '../repositories/images.js';
@@ -68,9 +69,11 @@ export class GenerationWorker extends JobRunner<GenerationRow> {
     const generations = createGenerationsRepository(db);
     const owner = this.owner;
     const { params } = row;
+    // Its writes wait out a database outage rather than lose the generation's progress or end.
+    const settle = <T>(write: () => Promise<T>) => retryWhileUnavailable(write, () => log.warn('the database is unavailable: the generation\'s writes wait for it'));
     const end = async (status: 'succeeded' | 'failed' | 'canceled', outcome?: Parameters<typeof generations.finish>[3], phases?: GenerationPhases) => {
       await writes;
-      await generations.finish(row.id, owner, status, outcome);
+      await settle(() => generations.finish(row.id, owner, status, outcome));
       bus.notify(row.id);
       this.#options.metrics?.generationFinished(status, phases);
     };
@@ -82,7 +85,7 @@ export class GenerationWorker extends JobRunner<GenerationRow> {
       if (!force && now - lastWrite < PROGRESS_INTERVAL_MS) return;
       lastWrite = now;
       const progress = { phase, step, total_steps: params.steps, percent: Math.round((1000 * step) / params.steps) / 10 };
-      writes = writes.then(() => generations.progress(row.id, owner, progress, phase === 'loading' ? 'starting' : 'running'))
+      writes = writes.then(() => settle(() => generations.progress(row.id, owner, progress, phase === 'loading' ? 'starting' : 'running')))
         .then(() => bus.notify(row.id), (error: unknown) => log.warn({ err: error }, 'could not record generation progress'));
     };
     bus.notify(row.id);
@@ -137,9 +140,10 @@ export class GenerationWorker extends JobRunner<GenerationRow> {
     } catch (error) {
       const reason = stopReason(controller.signal);
       if (reason === 'lease-lost') return;
-      if (reason === 'shutdown') {
+      // Shutting down, or its model could not be looked up (the database is away): run again by whichever process claims it next.
+      if (reason === 'shutdown' || isDatabaseUnavailable(error)) {
         await writes;
-        await generations.release(row.id, owner); // run again by whichever process claims it next
+        await settle(() => generations.release(row.id, owner));
         return;
       }
       if (reason === 'canceled') {
@@ -166,13 +170,13 @@ export class GenerationWorker extends JobRunner<GenerationRow> {
           return;
         case 'shutdown':
           await writes;
-          await generations.release(row.id, owner);
+          await settle(() => generations.release(row.id, owner));
           return;
         case 'canceled':
           await end('canceled');
           return;
         default:
-          await generations.evaluation(row.id, owner, scored);
+          await settle(() => generations.evaluation(row.id, owner, scored));
       }
     }
 
@@ -186,13 +190,13 @@ export class GenerationWorker extends JobRunner<GenerationRow> {
         const bytes = withPngText(png, PARAMETERS_KEYWORD, text);
         // Written under the blob's lock and referenced in the same transaction, as uploads are
         // (services/images.ts), so the blob collector never sees it unreferenced.
-        await db.transaction(async (tx) => {
+        await settle(() => db.transaction(async (tx) => {
           await createImagesRepository(tx).lockBlob(sha256Hex(bytes));
           const ref = await blobs.put(bytes);
           await createGenerationsRepository(tx).addImage({
             generation_id: row.id, index, seed, width: image.width, height: image.height, sha256: ref.sha256, byte_size: ref.size,
           });
-        });
+        }));
       }
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);

@@ -5,11 +5,13 @@
 // A full run's model files are published by the worker once the run has completed
 // (publishNow). Writes go out one after another, in report order; settled() waits for all
 // of them, so a run is never marked succeeded before its files can be downloaded (a write
-// never queues another: it would land after the run's end).
+// never queues another: it would land after the run's end). While the database is
+// unavailable, the writes wait for it and land, in order, once it is back.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Database } from '../db/database.js';
+import { retryWhileUnavailable } from '../db/unavailable.js';
 import { METRIC_NAMES, reportedScores, type Progress } from '../engine/index.js';
 import { createTrainingRunArtifactsRepository, type ArtifactKind } from '../repositories/training-run-artifacts.js';
 import { createTrainingRunEventsRepository } from '../repositories/training-run-events.js';
@@ -96,6 +98,8 @@ export class TrainingRunReporter {
   #status: 'starting' | 'running' = 'starting';
   #lastTraining: Record<string, unknown> | undefined;
   #peakMemory = 0;
+  /** A write waits for the database: said once in the log, not at every retry. */
+  #waiting = false;
 
   constructor(options: TrainingRunReporterOptions) {
     this.#options = options;
@@ -134,7 +138,7 @@ export class TrainingRunReporter {
       }
       const status = this.#status;
       this.#enqueue(async () => {
-        await createTrainingRunsRepository(db).progress(runId, owner, progress, status);
+        await this.#write(() => createTrainingRunsRepository(db).progress(runId, owner, progress, status));
         await this.#event('progress', progress);
       });
       if (report.phase === 'training' && Number.isFinite(report.metrics.loss)) {
@@ -203,8 +207,20 @@ export class TrainingRunReporter {
   }
 
   async #event(type: 'progress' | 'log' | 'checkpoint' | 'validation' | 'artifact', data: Record<string, unknown>): Promise<void> {
-    await createTrainingRunEventsRepository(this.#options.db).append(this.#options.runId, type, data);
+    const { db, runId, owner } = this.#options;
+    await this.#write(() => createTrainingRunEventsRepository(db).append(runId, owner, type, data));
     this.#options.bus.notify(this.#options.runId);
+  }
+
+  /** One statement, retried while the database is unavailable: the run trains on, and its reports land in order once it is back. */
+  #write<T>(statement: () => Promise<T>): Promise<T> {
+    return retryWhileUnavailable(statement, (error) => {
+      if (this.#waiting) return;
+      this.#waiting = true;
+      this.#options.logger.warn({ err: error }, 'the database is unavailable: the run\'s reports wait for it');
+    }).finally(() => {
+      this.#waiting = false;
+    });
   }
 
   /** Publishes one file (or folder, as a tar) and records it as an artifact; its public description. */
@@ -214,7 +230,7 @@ export class TrainingRunReporter {
       ? await files.publish(runId, output.name)
       : await files.publishTar(runId, output.name, output.tar.prefix);
     const name = output.tar?.name ?? output.name;
-    await createTrainingRunArtifactsRepository(db).record({ run_id: runId, name, kind: output.kind, byte_size: info.byteSize, sha256: info.sha256, step });
+    await this.#write(() => createTrainingRunArtifactsRepository(db).record({ run_id: runId, name, kind: output.kind, byte_size: info.byteSize, sha256: info.sha256, step }));
     return { name, kind: output.kind, byte_size: info.byteSize, sha256: info.sha256, step, content_url: artifactUrl(runId, name) };
   }
 
@@ -245,9 +261,9 @@ export class TrainingRunReporter {
   async #forgetRemovedCheckpoints(): Promise<void> {
     const { db, files, runId } = this.#options;
     const artifacts = createTrainingRunArtifactsRepository(db);
-    for (const checkpoint of await artifacts.ofKind(runId, 'checkpoint')) {
+    for (const checkpoint of await this.#write(() => artifacts.ofKind(runId, 'checkpoint'))) {
       const gone = await fs.access(files.localPath(runId, checkpoint.name)).then(() => false, () => true);
-      if (gone) await artifacts.delete(runId, checkpoint.name);
+      if (gone) await this.#write(() => artifacts.delete(runId, checkpoint.name));
     }
   }
 
@@ -260,7 +276,7 @@ export class TrainingRunReporter {
     const unavailable = Object.fromEntries(Object.entries(scored.unavailable).map(([metric, why]) => [metric, this.#redact(why)]));
     // The run's latest scored set: what the console shows beside the loss chart (the final set last).
     if (Object.keys(values).length > 0 || Object.keys(unavailable).length > 0) {
-      await createTrainingRunsRepository(db).qualityMetrics(runId, owner, { step: report.step, final, values, unavailable });
+      await this.#write(() => createTrainingRunsRepository(db).qualityMetrics(runId, owner, { step: report.step, final, values, unavailable }));
     }
     await this.#event('validation', {
       step: report.step, validation_loss: Number.isFinite(loss) ? loss : null, images, metrics: values, unavailable, final,

@@ -21,6 +21,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { train, type TrainImageSource, type TrainResult } from '../engine/index.js';
 import type { Database } from '../db/database.js';
+import { isDatabaseUnavailable, retryWhileUnavailable } from '../db/unavailable.js';
 import type { ServiceMetrics } from '../metrics/service-metrics.js';
 import { createTrainingRunsRepository, type TrainingRunImage, type TrainingRunRow } from '../repositories/training-runs.js';
 import { createTrainingWorkersRepository } from '../repositories/training-workers.js';
@@ -226,9 +227,11 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       ...(full ? { unreported: MODEL_OUTPUT_NAMES } : {}),
       redactions: [[workDir + path.sep, ''], [workDir, '.']],
     });
+    // The run's last writes wait out a database outage (as its reports do) rather than lose how it ended.
+    const settle = <T>(write: () => Promise<T>) => retryWhileUnavailable(write, () => log.warn('the database is unavailable: the run\'s end waits for it'));
     const end = async (status: 'succeeded' | 'failed' | 'canceled', outcome?: Parameters<typeof runs.finish>[3]) => {
       await reporter.settled();
-      await runs.finish(run.id, owner, status, outcome);
+      await settle(() => runs.finish(run.id, owner, status, outcome));
       bus.notify(run.id);
     };
     bus.notify(run.id); // the claim recorded a status event (starting): wake this replica's streams
@@ -308,9 +311,12 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
     } catch (error) {
       const reason = stopReason(controller.signal);
       if (reason === 'lease-lost') return;
-      if (reason === 'shutdown') {
+      // Stopped before its first checkpoint (shutting down), or its inputs could not be read
+      // (the database is away): not the run's failure; it starts again once claimed.
+      if (reason === 'shutdown' || isDatabaseUnavailable(error)) {
+        if (reason !== 'shutdown') log.warn({ err: error }, 'the database is unavailable: the run is handed back to the queue');
         await reporter.settled();
-        await runs.release(run.id, owner); // stopped before its first checkpoint: it starts again elsewhere
+        await settle(() => runs.release(run.id, owner));
         return;
       }
       if (reason === 'canceled') {
@@ -335,7 +341,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       case 'shutdown':
         reporter.log(`stopped at step ${result.steps} (the process is shutting down); handed back to the queue to resume`, 'warn');
         await reporter.settled();
-        await runs.release(run.id, owner);
+        await settle(() => runs.release(run.id, owner));
         bus.notify(run.id);
         log.info({ checkpoint: result.checkpointPath }, 'training run checkpointed and handed back (shutting down)');
         return;
@@ -359,7 +365,8 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
         reporter.log(`succeeded: ${result.steps} steps`);
         await reporter.settled();
         if (result.loraPath === undefined) throw new Error('the trainer succeeded without a LoRA file');
-        await this.#results.completeLoraRun(run, owner, params, result.loraPath, metrics);
+        const loraPath = result.loraPath;
+        await settle(() => this.#results.completeLoraRun(run, owner, params, loraPath, metrics));
         bus.notify(run.id);
         log.info({ steps: result.steps }, 'training run succeeded');
       }
@@ -380,7 +387,7 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
     const storedBytes = await this.#results.storedModelBytes(run.id);
     reporter.log(`succeeded: ${result.steps} steps; the model keeps ${storedBytes} bytes`);
     await reporter.settled();
-    const registered = await this.#results.completeModelRun(run, this.owner, model, storedBytes, metrics);
+    const registered = await retryWhileUnavailable(() => this.#results.completeModelRun(run, this.owner, model, storedBytes, metrics));
     this.#options.bus.notify(run.id);
     this.#options.logger.info({ run: run.id, tenant: run.tenant_id, model: registered, steps: result.steps, storedBytes, method: params.method }, 'training run succeeded');
   }

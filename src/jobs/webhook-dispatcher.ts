@@ -7,6 +7,7 @@
 // of retries without waiting for it.
 import type { FastifyBaseLogger } from 'fastify';
 import type { Database } from '../db/database.js';
+import { retryWhileUnavailable } from '../db/unavailable.js';
 import type { ServiceMetrics } from '../metrics/service-metrics.js';
 import { createWebhookEndpointsRepository } from '../repositories/webhook-endpoints.js';
 import { createWebhookMessagesRepository, recordAttempt, type AttemptOutcome, type WebhookMessageRow } from '../repositories/webhook-messages.js';
@@ -136,7 +137,10 @@ export class WebhookDispatcher extends JobRunner<WebhookMessageRow> {
       }
     }
 
-    if (!(await recordAttempt(db, message.id, this.owner, outcome))) {
+    // Made while the database is away, the attempt waits for it: a message delivered is not sent again.
+    const recorded = await retryWhileUnavailable(() => recordAttempt(db, message.id, this.owner, outcome),
+      () => log.warn('the database is unavailable: the attempt\'s record waits for it'));
+    if (!recorded) {
       log.warn('webhook attempt finished after its lease was lost; another dispatcher has the message');
       return;
     }

@@ -47,14 +47,10 @@ export default fp(
     const cache = new ApiKeyCache({ ttlMs: fastify.config.apiKeyCacheMs });
     // A worker authenticates no request: it needs no cache to empty, nor the connection LISTEN holds.
     if (fastify.config.apiKeyCacheMs > 0 && fastify.config.role !== 'worker') {
-      let unlisten: (() => Promise<void>) | undefined;
-      try {
-        unlisten = await fastify.db.listen('api_keys', () => cache.clear());
-      } catch (error) {
-        fastify.log.warn({ err: error }, `could not LISTEN for API key changes; a revoked key is refused after ${fastify.config.apiKeyCacheMs} ms`);
-      }
+      // While its connection is down, a revoked key is refused once its cache entry expires (API_KEY_CACHE_MS).
+      const listener = await fastify.db.listen('api_keys', () => cache.clear());
       fastify.addHook('onClose', async () => {
-        await unlisten?.();
+        await listener.close();
       });
     }
     fastify.decorate('authenticate', async (request: FastifyRequest) => {

@@ -1,11 +1,15 @@
 // Every error leaves as RFC 9457 application/problem+json: route errors, validation
 // failures, body-parser errors (bad JSON 400, too large 413, unsupported type 415),
-// unknown routes (404). 5xx details stay in the log, never in the response.
+// unknown routes (404), the database out of reach (503 with Retry-After). 5xx details stay
+// in the log, never in the response.
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { STATUS_CODES } from 'node:http';
-import { ProblemError, fieldError, problemType, type FieldError } from '../errors.js';
+import { isDatabaseUnavailable } from '../db/unavailable.js';
+import { ProblemError, databaseUnavailable, fieldError, problemType, type FieldError } from '../errors.js';
 import { PROBLEM_CONTENT_TYPE } from '../schemas/problem.js';
+
+const DATABASE_UNAVAILABLE_TYPE = problemType('database-unavailable');
 
 interface AjvLikeError {
   instancePath?: string;
@@ -54,7 +58,8 @@ function statusProblem(status: number, slug: string | undefined, detail: string)
   return { type: slug ? problemType(slug) : 'about:blank', title: STATUS_CODES[status] ?? 'Error', status, detail };
 }
 
-function toProblem(error: FastifyError | ProblemError | Error, request: FastifyRequest): Problem {
+function toProblem(thrown: FastifyError | ProblemError | Error, request: FastifyRequest): Problem {
+  const error = isDatabaseUnavailable(thrown) ? databaseUnavailable() : thrown;
   if (error instanceof ProblemError) {
     return { type: error.type, title: error.title, status: error.status, detail: error.detail, errors: error.errors, headers: error.headers };
   }
@@ -132,7 +137,8 @@ export default fp(
 
     fastify.setErrorHandler((error: FastifyError | ProblemError, request, reply) => {
       const problem = toProblem(error, request);
-      if (problem.status >= 500) request.log.error({ err: error }, 'request failed');
+      if (problem.type === DATABASE_UNAVAILABLE_TYPE) request.log.warn({ err: error }, 'request refused: the database is unavailable');
+      else if (problem.status >= 500) request.log.error({ err: error }, 'request failed');
       else request.log.info({ status: problem.status, detail: problem.detail }, 'request rejected');
       return sendProblem(reply, request, problem);
     });

@@ -3,6 +3,7 @@
 // once; started when the app is ready, stopped before the database closes). Publishes
 // Generation and Lora.
 import fp from 'fastify-plugin';
+import type { Listener } from '../db/database.js';
 import path from 'node:path';
 import { DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MS, DEFAULT_POLL_MS } from '../jobs/job-runner.js';
 import { GenerationWorker } from '../jobs/generation-worker.js';
@@ -79,10 +80,17 @@ export default fp(
       resident,
       worker,
     });
+    let unfollow: (() => Promise<void>) | undefined;
+    let queued: Listener | undefined;
     fastify.addHook('onReady', async () => {
       worker?.start();
+      unfollow = await bus.follow(fastify.db, 'generations');
+      // Queued on any replica: claimed now rather than at the next poll (after a lost connection too: it may have missed one).
+      if (worker !== undefined) queued = await fastify.db.listen('generations_queued', () => worker.wake());
     });
     fastify.addHook('onClose', async () => {
+      await queued?.close();
+      await unfollow?.();
       await worker?.stop();
       resident.close();
     });

@@ -3,6 +3,7 @@
 // its devices, TRAIN_DEVICES or TRAIN_DEVICE; started when the app is ready, stopped, with its
 // runs checkpointed and handed back, before the database closes). Publishes TrainingRun, TrainingRunEvent and TrainingRunArtifact.
 import fp from 'fastify-plugin';
+import type { Listener } from '../db/database.js';
 import path from 'node:path';
 import { DEFAULT_HEARTBEAT_MS, DEFAULT_POLL_MS } from '../jobs/job-runner.js';
 import { TrainingWorker } from '../jobs/training-worker.js';
@@ -82,10 +83,17 @@ export default fp(
       artifacts: new TrainingRunArtifactsService(fastify.db, files),
       worker,
     });
+    let unfollow: (() => Promise<void>) | undefined;
+    let queued: Listener | undefined;
     fastify.addHook('onReady', async () => {
       worker?.start();
+      unfollow = await bus.follow(fastify.db, 'training_run_events');
+      // Queued on any replica: claimed now rather than at the next poll (after a lost connection too: it may have missed one).
+      if (worker !== undefined) queued = await fastify.db.listen('training_runs_queued', () => worker.wake());
     });
     fastify.addHook('onClose', async () => {
+      await queued?.close();
+      await unfollow?.();
       await worker?.stop();
     });
   },

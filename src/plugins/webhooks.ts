@@ -3,6 +3,7 @@
 // messages at once; woken by the NOTIFY that queuing a message sends, and polling besides).
 // Publishes WebhookEndpoint, WebhookMessage and WebhookSecret.
 import fp from 'fastify-plugin';
+import type { Listener } from '../db/database.js';
 import { DEFAULT_HEARTBEAT_MS } from '../jobs/job-runner.js';
 import { WebhookDispatcher, type Clock } from '../jobs/webhook-dispatcher.js';
 import { WebhookEndpointSchema, WebhookMessageSchema, WebhookSecretSchema } from '../schemas/webhooks.js';
@@ -70,18 +71,15 @@ export default fp<WebhooksPluginOptions>(
       wake,
     });
 
-    let unlisten: (() => Promise<void>) | undefined;
+    let listener: Listener | undefined;
     fastify.addHook('onReady', async () => {
       if (dispatcher === undefined) return;
       dispatcher.start();
-      try {
-        unlisten = await fastify.db.listen('webhook_messages', wake);
-      } catch (error) {
-        fastify.log.warn({ err: error }, `could not LISTEN for webhook messages; they are found by polling every ${WEBHOOK_POLL_MS} ms`);
-      }
+      // While its connection is down, messages are found by polling (WEBHOOK_POLL_MS).
+      listener = await fastify.db.listen('webhook_messages', wake);
     });
     fastify.addHook('onClose', async () => {
-      await unlisten?.();
+      await listener?.close();
       await dispatcher?.stop();
     });
   },

@@ -17,8 +17,14 @@ const COLUMNS = 'id::text AS id, run_id, type, data, created_at';
 
 export function createTrainingRunEventsRepository(db: Queryable) {
   return {
-    async append(runId: string, type: Exclude<TrainingRunEventType, 'status'>, data: Record<string, unknown>): Promise<void> {
-      await db.query('INSERT INTO training_run_events (run_id, type, data) VALUES ($1, $2, $3)', [runId, type, JSON.stringify(data)]);
+    /** Appends an event of a run that `owner` holds; false when it does not (its lease was taken: the new owner's run is left alone). */
+    async append(runId: string, owner: string, type: Exclude<TrainingRunEventType, 'status'>, data: Record<string, unknown>): Promise<boolean> {
+      const { rowCount } = await db.query(
+        `INSERT INTO training_run_events (run_id, type, data)
+         SELECT $1, $2, $3 FROM training_runs WHERE id = $1 AND lease_owner = $4`,
+        [runId, type, JSON.stringify(data), owner],
+      );
+      return rowCount > 0;
     },
 
     /** Up to `limit` events of the run after event `afterId` (0: from the first), oldest first; only `types` when given. */

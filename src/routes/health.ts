@@ -1,10 +1,12 @@
-// Probes for orchestrators: /healthz (the process answers) and /readyz (the database
-// answers, every shipped migration is applied, and a worker has loaded its engine and
-// PRELOAD_MODELS). No API key.
+// Probes for orchestrators: /healthz (the process answers; it stays 200 while the database
+// is away, since a restarted pod would lose its in-flight work for nothing) and /readyz (the
+// database answers, every shipped migration is applied, and a worker has loaded its engine
+// and PRELOAD_MODELS). No API key.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { pendingMigrations } from '../db/migrator.js';
-import { ProblemError } from '../errors.js';
+import { isDatabaseUnavailable } from '../db/unavailable.js';
+import { ProblemError, databaseUnavailable } from '../errors.js';
 import { problemResponses } from '../schemas/problem.js';
 
 const HealthStatus = Type.Object({ status: Type.Literal('ok') }, { additionalProperties: false });
@@ -48,8 +50,8 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       try {
         pending = await pendingMigrations(fastify.db, fastify.migrations);
       } catch (error) {
-        request.log.warn({ err: error }, 'readiness: database unreachable');
-        throw new ProblemError({ status: 503, type: 'not-ready', title: 'Not ready', detail: 'The database does not answer' });
+        if (isDatabaseUnavailable(error)) throw databaseUnavailable();
+        throw error;
       }
       if (pending.length > 0) {
         throw new ProblemError({

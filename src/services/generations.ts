@@ -225,7 +225,7 @@ export class GenerationsService {
       const row = await this.get(tenantId, id);
       const left = deadline - Date.now();
       if (FINISHED.has(row.status) || left <= 0 || signal.aborted) return row;
-      await this.options.bus.wait(id, Math.min(left, WAIT_POLL_MS), signal);
+      await this.options.bus.wait(id, WAIT_POLL_MS, signal, left);
     }
   }
 

@@ -1,8 +1,9 @@
 // The training-run queue (migrations/004): fair between tenants, one claim per run across
-// workers (SKIP LOCKED), runs of a dead worker claimed again after their lease, and every
+// workers (SKIP LOCKED), runs of a dead worker claimed again after their lease, what every replica hears of a run (migration 017), and every
 // worker statement scoped by its lease; a run is claimed only when the devices it asks are free. On Postgres and on embedded PGlite.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { createTrainingRunEventsRepository } from '../../src/repositories/training-run-events.js';
 import { createTrainingRunsRepository, type NewTrainingRun } from '../../src/repositories/training-runs.js';
 import { DATABASE_MODES, testTenantName, withTestApp, type TestApp } from '../helper.js';
 import { issueApiKey } from '../../src/services/api-keys.js';
@@ -131,6 +132,35 @@ for (const mode of DATABASE_MODES) {
       assert.ok(done?.completed_at instanceof Date);
       assert.equal(done?.lease_owner, null);
       assert.equal(await runs.claimNext('w3', 60_000, 1), null, 'a finished run is not claimed');
+    });
+
+    test('every replica hears a run queued or handed back, and each of its events, with the run id; an event of a run held by another worker is not recorded', async (t) => {
+      const ctx = await appWithEmptyQueue(t, mode.embedded);
+      const heard: string[] = [];
+      for (const channel of ['training_runs_queued', 'training_run_events']) {
+        const listener = await ctx.db.listen(channel, (payload) => heard.push(`${channel} ${payload ?? '(reconnected)'}`));
+        t.after(() => listener.close());
+      }
+      const until = async (entry: string) => {
+        for (let i = 0; i < 200 && !heard.includes(entry); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+        assert.ok(heard.includes(entry), `heard ${entry}: ${heard.join('; ')}`);
+      };
+      const runs = createTrainingRunsRepository(ctx.db);
+      const events = createTrainingRunEventsRepository(ctx.db);
+      const created = await queue(ctx, ctx.tenantId, 'notified');
+      await until('training_runs_queued ');
+      await until(`training_run_events ${created.id}`); // its status event (queued)
+      heard.length = 0;
+      await runs.claimNext('w1', 60_000, 1);
+      await until(`training_run_events ${created.id}`); // starting
+      heard.length = 0;
+      assert.equal(await events.append(created.id, 'w1', 'log', { level: 'info', message: 'hello' }), true);
+      await until(`training_run_events ${created.id}`);
+      assert.equal(await events.append(created.id, 'w2', 'log', { level: 'info', message: 'not the owner' }), false);
+      await runs.release(created.id, 'w1');
+      await until('training_runs_queued ');
+      const logs = (await events.list(created.id, '0', 100, ['log'])).map((event) => event.data.message);
+      assert.deepEqual(logs, ['hello']);
     });
   });
 }

@@ -5,6 +5,7 @@ import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { migrate } from '../../src/db/migrator.js';
 import { migrationsDir } from '../../src/paths.js';
+import { API_KEY_PREFIX } from '../../src/services/api-keys.js';
 import { createScratchDatabase, fileTempDir, withTestApp } from '../helper.js';
 
 test('healthz and readyz answer without an API key', async (t) => {
@@ -40,7 +41,7 @@ test('readyz answers 503 until the migrations are applied, then 200', async (t) 
   assert.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
 });
 
-test('readyz answers 503 when the database does not answer', async (t) => {
+test('while the database does not answer, readyz and the API answer 503 with Retry-After and healthz stays 200', async (t) => {
   const config = loadConfig({
     LOG_LEVEL: 'silent',
     DATA_DIR: fileTempDir(),
@@ -51,7 +52,16 @@ test('readyz answers 503 when the database does not answer', async (t) => {
   const app = await buildApp(config, { logger: false });
   t.after(() => app.close());
   await app.ready();
-  const response = await app.inject({ method: 'GET', url: '/readyz' });
-  assert.equal(response.statusCode, 503);
-  assert.equal(response.json().detail, 'The database does not answer');
+  for (const [url, headers] of [
+    ['/readyz', {}],
+    ['/v1/datasets', { authorization: `Bearer ${API_KEY_PREFIX}not-looked-up-until-the-database-answers` }],
+  ] as const) {
+    const response = await app.inject({ method: 'GET', url, headers });
+    assert.equal(response.statusCode, 503, url);
+    assert.match(String(response.headers['content-type']), /^application\/problem\+json/, url);
+    assert.equal(response.headers['retry-after'], '5', url);
+    assert.equal(response.json().type, 'tag:sdxl-lora-service,2026:problem:database-unavailable', url);
+    assert.match(response.json().detail, /The database does not answer/, url);
+  }
+  assert.equal((await app.inject({ method: 'GET', url: '/healthz' })).statusCode, 200, 'alive while the database is away');
 });
