@@ -15,8 +15,8 @@
 //      is canceled, with nothing training.
 // With Postgres it also starts an API-only replica (TRAINING_SLOTS=0) on the same database
 // and repeats (1) with --replica-runs runs posted to and followed through it, and (2) for
-// the long run's stream read through it: there nothing wakes the worker or the stream, so
-// these show the worker's 2 s poll and the stream's 500 ms poll.
+// the long run's stream read through it: there the worker and the stream are woken by
+// NOTIFY (migration 017), so these show what crossing replicas costs.
 // Options (all optional):
 //   --runs N          short runs timed for (1) (default 10)
 //   --steps N         max_steps of a short run (default 2)

@@ -31,6 +31,8 @@ export const EnvSchema = Type.Object({
   DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
   /** Directory for local state: embedded database, uploaded images, adapters. */
   DATA_DIR: Type.String({ minLength: 1, default: './data' }),
+  /** Free bytes DATA_DIR's file system keeps: below them, uploads, imports and new training runs are refused with 507 (0: no floor). */
+  DATA_DIR_MIN_FREE_BYTES: Type.Integer({ minimum: 0, default: 1024 * MiB }),
   /** Base models: diffusers folders and SGM .safetensors files; empty means DATA_DIR/models. */
   MODELS_DIR: Type.String({ default: '' }),
   /** The networks of the image-quality metrics (inception/, lpips/, clip/, hps/); empty = no metric available. */
@@ -105,6 +107,8 @@ export interface Config {
   databasePoolMax: number;
   /** Absolute path. */
   dataDir: string;
+  /** DATA_DIR_MIN_FREE_BYTES. */
+  dataDirMinFreeBytes: number;
   /** Absolute path of the base models (the built-in demo model is written here too when it is DATA_DIR/models). */
   modelsDir: string;
   /** Absolute path of the quality metrics' networks (METRICS_MODELS_DIR); undefined: no metric is available. */
@@ -227,6 +231,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     databaseUrl: e.DATABASE_URL === '' ? undefined : e.DATABASE_URL,
     databasePoolMax: e.DATABASE_POOL_MAX,
     dataDir: path.resolve(e.DATA_DIR),
+    dataDirMinFreeBytes: e.DATA_DIR_MIN_FREE_BYTES,
     modelsDir: path.resolve(e.MODELS_DIR === '' ? path.join(e.DATA_DIR, 'models') : e.MODELS_DIR),
     metricsModelsDir: e.METRICS_MODELS_DIR === '' ? undefined : path.resolve(e.METRICS_MODELS_DIR),
     logLevel: e.LOG_LEVEL,

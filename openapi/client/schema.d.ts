@@ -292,7 +292,7 @@ export interface paths {
         put?: never;
         /**
          * Import an archive of images (zip, tar or tar.gz) into a dataset in the background
-         * @description The body is the archive: a raw body (Content-Type application/zip, application/x-tar, application/gzip, application/octet-stream; name it with ?filename=) or multipart/form-data with one file part named "file". It is streamed to disk and hashed as it arrives (up to UPLOAD_MAX_REQUEST_BYTES), then answered 202 with the queued import (Location: /v1/dataset-imports/{id}); follow it with GET or its events. Its format is sniffed from the bytes. Every entry gets the checks of a synchronous upload; refused entries are listed by name and do not stop the others; images the dataset already holds are counted as duplicates. Captions: name.txt or name.caption beside name.jpg, or metadata.jsonl lines {"file_name", "text"} (the sidecar wins when both exist). An Idempotency-Key replays the first answer to a retry with the same key to the same dataset (the body is not compared: it is not held). Refusals: 404 dataset, 413 over UPLOAD_MAX_REQUEST_BYTES, 415 not a zip, tar or tar.gz, 400 empty body; nothing is kept.
+         * @description The body is the archive: a raw body (Content-Type application/zip, application/x-tar, application/gzip, application/octet-stream; name it with ?filename=) or multipart/form-data with one file part named "file". It is streamed to disk and hashed as it arrives (up to UPLOAD_MAX_REQUEST_BYTES), then answered 202 with the queued import (Location: /v1/dataset-imports/{id}); follow it with GET or its events. Its format is sniffed from the bytes. Every entry gets the checks of a synchronous upload; refused entries are listed by name and do not stop the others; images the dataset already holds are counted as duplicates. Captions: name.txt or name.caption beside name.jpg, or metadata.jsonl lines {"file_name", "text"} (the sidecar wins when both exist). An Idempotency-Key replays the first answer to a retry with the same key to the same dataset (the body is not compared: it is not held). Refusals: 404 dataset, 413 over UPLOAD_MAX_REQUEST_BYTES, 415 not a zip, tar or tar.gz, 400 empty body, 507 the server's storage is full or below DATA_DIR_MIN_FREE_BYTES; nothing is kept.
          */
         post: operations["createDatasetImport"];
         delete?: never;
@@ -434,7 +434,7 @@ export interface paths {
         put?: never;
         /**
          * Train a LoRA (or fine-tune the whole model) on a dataset
-         * @description Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. The run trains on the dataset's images and current captions as they are now (an image without a caption uses "a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. Params follow the model's family: clip_skip is for SD 1.x/2.x models, text_encoder_2_lr for SDXL; the one a family does not have is null in the run. params.method full fine-tunes every weight (DreamBooth) instead of a LoRA: its defaults differ (learning_rate 5e-6, prior preservation on), rank, alpha and save_peft are refused, and the succeeded run registers a model of yours (GET /v1/models); ema_decay, ema_start_step, ema_on_cpu, validation_weights and full_bf16 are for full runs only. params.devices trains on several devices of one worker (batch_size a multiple of it; zero_stage shards the optimizer over them); the run stays queued until a worker has that many free, and queue_reason says what it waits for. Refusals: 404 unknown dataset, 400 an unknown or invalid param (named; devices not dividing batch_size, zero_stage on one device), 409 empty dataset, 422 unknown or unusable model, or a param the model cannot take (named: a resolution above its default_resolution, a param of another family, clip_skip above its clip_skip_max; unsupported-by-method: a param of the other method), or more devices than the largest running training worker has (devices-unavailable, naming params.devices), or a quality metric whose network this server does not have (metric-unavailable, naming params.validation.metrics.N; 400 when the validation images cannot give one: no prompts, fewer than 10 final images for fid, kid or is), 429 the tenant has TENANT_MAX_QUEUED_RUNS runs queued or running (training-queue-full), or a full run would pass TENANT_MAX_MODEL_BYTES (model-storage-full).
+         * @description Answers at once with the queued run (202, Location: /v1/training-runs/{id}); poll it for status and progress. The run trains on the dataset's images and current captions as they are now (an image without a caption uses "a photo of <trigger> <class>"). Every param left out takes its default; the run shows them all. Params follow the model's family: clip_skip is for SD 1.x/2.x models, text_encoder_2_lr for SDXL; the one a family does not have is null in the run. params.method full fine-tunes every weight (DreamBooth) instead of a LoRA: its defaults differ (learning_rate 5e-6, prior preservation on), rank, alpha and save_peft are refused, and the succeeded run registers a model of yours (GET /v1/models); ema_decay, ema_start_step, ema_on_cpu, validation_weights and full_bf16 are for full runs only. params.devices trains on several devices of one worker (batch_size a multiple of it; zero_stage shards the optimizer over them); the run stays queued until a worker has that many free, and queue_reason says what it waits for. Refusals: 404 unknown dataset, 400 an unknown or invalid param (named; devices not dividing batch_size, zero_stage on one device), 409 empty dataset, 422 unknown or unusable model, or a param the model cannot take (named: a resolution above its default_resolution, a param of another family, clip_skip above its clip_skip_max; unsupported-by-method: a param of the other method), or more devices than the largest running training worker has (devices-unavailable, naming params.devices), or a quality metric whose network this server does not have (metric-unavailable, naming params.validation.metrics.N; 400 when the validation images cannot give one: no prompts, fewer than 10 final images for fid, kid or is), 429 the tenant has TENANT_MAX_QUEUED_RUNS runs queued or running (training-queue-full), or a full run would pass TENANT_MAX_MODEL_BYTES (model-storage-full), 507 the server's storage is below DATA_DIR_MIN_FREE_BYTES (insufficient-storage).
          */
         post: operations["createTrainingRun"];
         delete?: never;
@@ -1778,7 +1778,7 @@ export interface components {
                     [key: string]: string;
                 };
             } | null;
-            /** @description When failed: training_failed (the trainer stopped with an error; see message and /logs) or attempts_exhausted */
+            /** @description When failed: training_failed (the trainer stopped with an error; see message and /logs), disk_full (the server's storage had no room for a checkpoint or the LoRA; the file was removed, earlier checkpoints are whole) or attempts_exhausted */
             error: {
                 code: string;
                 message: string;
@@ -1928,7 +1928,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The service is not ready, or the native engine is not built */
+            /** @description The database is unavailable (retry after Retry-After), the service is not ready, or the native engine is not built */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2614,6 +2614,24 @@ export interface operations {
             };
             /** @description Unexpected server error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database is unavailable (retry after Retry-After), the service is not ready, or the native engine is not built */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The server's storage is full, or below its free-space floor (DATA_DIR_MIN_FREE_BYTES) */
+            507: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3774,6 +3792,24 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database is unavailable (retry after Retry-After), the service is not ready, or the native engine is not built */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The server's storage is full, or below its free-space floor (DATA_DIR_MIN_FREE_BYTES) */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     getDatasetImport: {
@@ -3975,7 +4011,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The service is not ready, or the native engine is not built */
+            /** @description The database is unavailable (retry after Retry-After), the service is not ready, or the native engine is not built */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4043,7 +4079,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The service is not ready, or the native engine is not built */
+            /** @description The database is unavailable (retry after Retry-After), the service is not ready, or the native engine is not built */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4118,7 +4154,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The service is not ready, or the native engine is not built */
+            /** @description The database is unavailable (retry after Retry-After), the service is not ready, or the native engine is not built */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4184,7 +4220,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The service is not ready, or the native engine is not built */
+            /** @description The database is unavailable (retry after Retry-After), the service is not ready, or the native engine is not built */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4587,8 +4623,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The service is not ready, or the native engine is not built */
+            /** @description The database is unavailable (retry after Retry-After), the service is not ready, or the native engine is not built */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The server's storage is full, or below its free-space floor (DATA_DIR_MIN_FREE_BYTES) */
+            507: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5171,6 +5216,24 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database is unavailable (retry after Retry-After), the service is not ready, or the native engine is not built */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The server's storage is full, or below its free-space floor (DATA_DIR_MIN_FREE_BYTES) */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     getLora: {
@@ -5611,7 +5674,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The service is not ready, or the native engine is not built */
+            /** @description The database is unavailable (retry after Retry-After), the service is not ready, or the native engine is not built */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -8,6 +8,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import sharp from 'sharp';
 import type { Database } from '../db/database.js';
 import { isDatabaseUnavailable, retryWhileUnavailable } from '../db/unavailable.js';
+import { isDiskFull } from '../storage/disk-space.js';
 import type { Progress, RgbImage } from '../engine/index.js';
 import { createGenerationsRepository, type GenerationRow } from '../repositories/generations.js';
 import { createImagesRepository } from '../repositories/images.js';
@@ -201,7 +202,7 @@ export class GenerationWorker extends JobRunner<GenerationRow> {
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       log.warn({ err: error }, 'storing the generated images failed');
-      await end('failed', { error: { code: 'storage_failed', message } });
+      await end('failed', { error: { code: isDiskFull(error) ? 'disk_full' : 'storage_failed', message } });
       return;
     }
     const metrics = {

@@ -22,6 +22,7 @@ import { createHash } from 'node:crypto';
 import { train, type TrainImageSource, type TrainResult } from '../engine/index.js';
 import type { Database } from '../db/database.js';
 import { isDatabaseUnavailable, retryWhileUnavailable } from '../db/unavailable.js';
+import { isDiskFull } from '../storage/disk-space.js';
 import type { ServiceMetrics } from '../metrics/service-metrics.js';
 import { createTrainingRunsRepository, type TrainingRunImage, type TrainingRunRow } from '../repositories/training-runs.js';
 import { createTrainingWorkersRepository } from '../repositories/training-workers.js';
@@ -326,7 +327,8 @@ export class TrainingWorker extends JobRunner<TrainingRunRow> {
       }
       const message = error instanceof Error ? error.message : String(error);
       reporter.log(`failed: ${message}`, 'error');
-      await end('failed', { error: { code: 'training_failed', message } });
+      // A full disk: the file being written was removed and the checkpoints before it are whole.
+      await end('failed', { error: { code: isDiskFull(error) ? 'disk_full' : 'training_failed', message } });
       log.warn({ err: error }, 'training run failed');
       return;
     }

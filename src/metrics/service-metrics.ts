@@ -6,6 +6,7 @@
 // the validation metrics of the runs training in this process carry their run_id (a few
 // series per running run, gone when the run stops), so runs side by side can be told apart.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { DiskSpace } from '../storage/disk-space.js';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Database } from '../db/database.js';
 import { memoryStats, reportedScores, type Progress } from '../engine/index.js';
@@ -65,6 +66,8 @@ export interface MetricsSources {
   devices?: readonly string[];
   /** This process's training devices and how many are busy (absent: it trains nothing). */
   trainingPool?: TrainingPool;
+  /** DATA_DIR's free space and its floor. */
+  diskSpace?: DiskSpace;
   logger: FastifyBaseLogger;
 }
 
@@ -180,6 +183,25 @@ export class ServiceMetrics {
         },
       });
     }
+    new Gauge({
+      name: `${PREFIX}data_dir_free_bytes`,
+      help: "Bytes free on DATA_DIR's file system (what this process may still write)",
+      registers: [this.registry],
+      async collect() {
+        const disk = metrics.#sources?.diskSpace;
+        if (disk === undefined) return;
+        this.set(await disk.freeBytes().catch(() => Number.NaN));
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}data_dir_min_free_bytes`,
+      help: 'DATA_DIR_MIN_FREE_BYTES: below this free space, uploads, imports and new training runs are refused (507)',
+      registers: [this.registry],
+      collect() {
+        const disk = metrics.#sources?.diskSpace;
+        if (disk !== undefined) this.set(disk.minFreeBytes);
+      },
+    });
     this.#databaseGauges();
     this.#residentGauges();
   }

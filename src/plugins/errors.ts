@@ -1,13 +1,14 @@
 // Every error leaves as RFC 9457 application/problem+json: route errors, validation
 // failures, body-parser errors (bad JSON 400, too large 413, unsupported type 415),
-// unknown routes (404), the database out of reach (503 with Retry-After). 5xx details stay
-// in the log, never in the response.
+// unknown routes (404), the database out of reach (503 with Retry-After), a full disk (507).
+// 5xx details stay in the log, never in the response.
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { STATUS_CODES } from 'node:http';
 import { isDatabaseUnavailable } from '../db/unavailable.js';
 import { ProblemError, databaseUnavailable, fieldError, problemType, type FieldError } from '../errors.js';
 import { PROBLEM_CONTENT_TYPE } from '../schemas/problem.js';
+import { insufficientStorage, isDiskFull } from '../storage/disk-space.js';
 
 const DATABASE_UNAVAILABLE_TYPE = problemType('database-unavailable');
 
@@ -59,7 +60,9 @@ function statusProblem(status: number, slug: string | undefined, detail: string)
 }
 
 function toProblem(thrown: FastifyError | ProblemError | Error, request: FastifyRequest): Problem {
-  const error = isDatabaseUnavailable(thrown) ? databaseUnavailable() : thrown;
+  const error = isDatabaseUnavailable(thrown) ? databaseUnavailable()
+    : isDiskFull(thrown) ? insufficientStorage("The server's storage is full; nothing of this request was stored")
+    : thrown;
   if (error instanceof ProblemError) {
     return { type: error.type, title: error.title, status: error.status, detail: error.detail, errors: error.errors, headers: error.headers };
   }

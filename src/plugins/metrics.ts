@@ -44,6 +44,7 @@ export default fp(
         db: fastify.db,
         resident: fastify.generations.resident,
         devices: trainingDevices(fastify.config.training).devices,
+        diskSpace: fastify.services.diskSpace,
         // Registered after this plugin (it reports here); its worker exists by now.
         ...(fastify.training.worker === undefined ? {} : { trainingPool: fastify.training.worker.devicePool }),
         logger: fastify.log,

@@ -7,6 +7,7 @@ import { createTenantsRepository, type TenantsRepository } from '../repositories
 import { createDatasetsService, type DatasetsService } from '../services/datasets.js';
 import { ModelsService } from '../services/models.js';
 import { QualityMetricsService } from '../services/quality-metrics.js';
+import { DiskSpace } from '../storage/disk-space.js';
 import { FsRunFileStore } from '../storage/fs-run-file-store.js';
 import { RUNS_SUBDIR } from '../storage/run-file-store.js';
 
@@ -21,6 +22,8 @@ export interface Services {
   models: ModelsService;
   /** Which quality metrics this server has the networks of (METRICS_MODELS_DIR). */
   qualityMetrics: QualityMetricsService;
+  /** DATA_DIR's free space, and its floor (DATA_DIR_MIN_FREE_BYTES). */
+  diskSpace: DiskSpace;
 }
 
 declare module 'fastify' {
@@ -49,6 +52,7 @@ export default fp(
         { db: fastify.db, runFiles: new FsRunFileStore(path.join(fastify.config.dataDir, RUNS_SUBDIR)) },
       ),
       qualityMetrics: new QualityMetricsService(fastify.config.metricsModelsDir),
+      diskSpace: new DiskSpace(fastify.config.dataDir, fastify.config.dataDirMinFreeBytes),
     });
   },
   { name: 'repositories', dependencies: ['database'] },

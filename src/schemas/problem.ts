@@ -42,7 +42,8 @@ const DESCRIPTIONS: Record<number, string> = {
   415: 'The request has an unsupported Content-Type',
   422: 'The request is well-formed but cannot be processed',
   500: 'Unexpected server error',
-  503: 'The service is not ready, or the native engine is not built',
+  503: 'The database is unavailable (retry after Retry-After), the service is not ready, or the native engine is not built',
+  507: "The server's storage is full, or below its free-space floor (DATA_DIR_MIN_FREE_BYTES)",
 };
 
 /** Response schemas for the listed error statuses, each answered with application/problem+json. */

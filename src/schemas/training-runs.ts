@@ -94,7 +94,8 @@ export const TrainingRunSchema = Type.Object(
         'also has each final value as final_<key>. Null before the first, and on runs that ask no metric',
     }),
     error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }, { additionalProperties: false }), Type.Null()], {
-      description: 'When failed: training_failed (the trainer stopped with an error; see message and /logs) or attempts_exhausted',
+      description: 'When failed: training_failed (the trainer stopped with an error; see message and /logs), disk_full (the ' +
+        "server's storage had no room for a checkpoint or the LoRA; the file was removed, earlier checkpoints are whole) or attempts_exhausted",
     }),
     output: Type.Union([
       Type.Object(

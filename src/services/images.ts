@@ -19,6 +19,7 @@ import type { Database } from '../db/database.js';
 import { createImagesRepository, type ImageRow, type ImagesRepository } from '../repositories/images.js';
 import type { Image } from '../schemas/images.js';
 import type { BlobStore } from '../storage/blob-store.js';
+import { insufficientStorage, isDiskFull } from '../storage/disk-space.js';
 import { IMAGE_MEDIA_TYPES } from './file-sniffing.js';
 import { ImageUploadError } from './image-upload-error.js';
 import { prepareUpload, type PreparedImage, type UploadedFile, type UploadLimits } from './image-upload.js';
@@ -126,7 +127,14 @@ export class ImagesService {
    */
   async storeNew(images: ImagesRepository, tenantId: string, datasetId: string, image: PreparedImage): Promise<ImageRow> {
     await images.lockBlob(image.sha256);
-    await this.blobs.put(image.bytes);
+    try {
+      await this.blobs.put(image.bytes);
+    } catch (error) {
+      // The blob store removed its partial file; the caller's transaction rolls back the rest.
+      if (!isDiskFull(error)) throw error;
+      const name = image.originalFilename === '' ? `image ${image.sha256.slice(0, 12)}` : image.originalFilename;
+      throw insufficientStorage(`The server's storage is full: ${name} could not be stored, and nothing of this request was`, name);
+    }
     return images.insert(tenantId, datasetId, {
       sha256: image.sha256,
       byte_size: image.image.byteSize,

@@ -90,11 +90,12 @@ const datasetImportRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           'holds are counted as duplicates. Captions: name.txt or name.caption beside name.jpg, or metadata.jsonl lines ' +
           '{"file_name", "text"} (the sidecar wins when both exist). An Idempotency-Key replays the first answer to a retry ' +
           'with the same key to the same dataset (the body is not compared: it is not held). ' +
-          'Refusals: 404 dataset, 413 over UPLOAD_MAX_REQUEST_BYTES, 415 not a zip, tar or tar.gz, 400 empty body; nothing is kept.',
+          'Refusals: 404 dataset, 413 over UPLOAD_MAX_REQUEST_BYTES, 415 not a zip, tar or tar.gz, 400 empty body, 507 the ' +
+          "server's storage is full or below DATA_DIR_MIN_FREE_BYTES; nothing is kept.",
         params: DatasetImagesParams,
         querystring: CreateDatasetImportQuery,
         body: ImportBody,
-        response: { 202: DatasetImportRef, ...problemResponses(400, 401, 404, 413, 415, 500) },
+        response: { 202: DatasetImportRef, ...problemResponses(400, 401, 404, 413, 415, 500, 503, 507) },
       },
     },
     async (request, reply) => {
@@ -102,6 +103,7 @@ const datasetImportRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       const datasetId = request.params.id;
       const length = request.headers['content-length'];
       imports.checkDeclaredLength(length === undefined ? undefined : Number(length));
+      await fastify.services.diskSpace.assertRoomFor('an import');
       if (!(await imports.datasetExists(tenantId, datasetId))) throw notFound('dataset', datasetId);
       const created = await imports.create(tenantId, datasetId, await archiveOf(request, request.query.filename));
       request.log.info({ import: created.id, dataset: datasetId, format: created.format, bytes: created.bytes }, 'dataset import queued');

@@ -118,13 +118,14 @@ const imageRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         response: {
           200: UploadResult,
           201: UploadResult,
-          ...problemResponses(400, 401, 404, 409, 413, 415, 422, 500),
+          ...problemResponses(400, 401, 404, 409, 413, 415, 422, 500, 503, 507),
         },
       },
     },
     async (request, reply) => {
       const tenantId = request.tenant.id;
       const datasetId = request.params.id;
+      await fastify.services.diskSpace.assertRoomFor('an upload');
       if (!request.isMultipart()) {
         throw new ProblemError({
           status: 415,

@@ -85,12 +85,13 @@ const loraRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           'SD 1.x LoRA for an SDXL model, or the reverse), is refused (422) with the keys named.',
         consumes: ['multipart/form-data'],
         body: UploadLoraBody,
-        response: { 201: LoraRef, ...problemResponses(400, 401, 413, 415, 422, 500) },
+        response: { 201: LoraRef, ...problemResponses(400, 401, 413, 415, 422, 500, 503, 507) },
       },
       // The parts are read as they stream (readUpload), not validated as a parsed body.
       validatorCompiler: () => () => true,
     },
     async (request, reply) => {
+      await fastify.services.diskSpace.assertRoomFor('an upload');
       if (!request.isMultipart()) {
         throw new ProblemError({ status: 415, type: 'unsupported-media-type', title: 'Unsupported Media Type', detail: 'Upload a LoRA as multipart/form-data' });
       }

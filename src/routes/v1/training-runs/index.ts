@@ -45,12 +45,13 @@ const trainingRunRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
           'whose network this server does not have (metric-unavailable, naming params.validation.metrics.N; 400 when the ' +
           'validation images cannot give one: no prompts, fewer than 10 final images for fid, kid or is), 429 the tenant has ' +
           'TENANT_MAX_QUEUED_RUNS runs queued or running (training-queue-full), or a full run would pass TENANT_MAX_MODEL_BYTES ' +
-          '(model-storage-full).',
+          "(model-storage-full), 507 the server's storage is below DATA_DIR_MIN_FREE_BYTES (insufficient-storage).",
         body: CreateTrainingRunBody,
-        response: { 202: TrainingRunRef, ...problemResponses(400, 401, 404, 409, 413, 415, 422, 429, 500, 503) },
+        response: { 202: TrainingRunRef, ...problemResponses(400, 401, 404, 409, 413, 415, 422, 429, 500, 503, 507) },
       },
     },
     async (request, reply) => {
+      await fastify.services.diskSpace.assertRoomFor('a new training run');
       const run = await runs.create(request.tenant.id, request.body);
       request.log.info({ run: run.id, dataset: run.dataset_id, model: run.model_id }, 'training run queued');
       return reply.status(202).header('location', `/v1/training-runs/${run.id}`).send(toTrainingRun(run));
