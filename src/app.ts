@@ -21,6 +21,7 @@ import swaggerPlugin from './plugins/swagger.js';
 import generationsPlugin from './plugins/generations.js';
 import metricsPlugin from './plugins/metrics.js';
 import readinessPlugin from './plugins/readiness.js';
+import maintenancePlugin from './plugins/maintenance.js';
 import trainingPlugin from './plugins/training.js';
 import webhooksPlugin, { type WebhooksPluginOptions } from './plugins/webhooks.js';
 import consoleRoutes, { type ConsoleRoutesOptions } from './routes/console.js';
@@ -103,6 +104,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   // Generations first: training makes prior preservation's class images on its resident models.
   await app.register(generationsPlugin);
   await app.register(trainingPlugin);
+  await app.register(maintenancePlugin);
   await app.register(readinessPlugin);
   await app.register(healthRoutes);
   if (servesApi) await app.register(v1Routes, { prefix: '/v1' });

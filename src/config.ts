@@ -10,6 +10,7 @@ import { CaptionConfigError, CaptionEnvProperties, captionConfigFromEnv, SecretF
 import { CaptionWorkerEnvProperties, type CaptionWorkerConfig } from './jobs/captioning-worker.js';
 // ---- dataset imports (issue 26): the worker's IMPORT_WORKER_JOBS lives with it
 import { ImportWorkerEnvProperties } from './jobs/dataset-import-worker.js';
+import { MaintenanceEnvProperties } from './services/maintenance.js';
 // ---- webhooks (issue 12): WEBHOOK_* live in src/webhooks/config.ts
 import { WebhookConfigError, WebhookEnvProperties, webhookConfigFromEnv, type WebhookConfig } from './webhooks/config.js';
 // ---- training devices (issue 24): a worker's pool is at most what one run may take
@@ -92,6 +93,8 @@ export const EnvSchema = Type.Object({
   ...ImportWorkerEnvProperties,
   // ---- webhooks: WEBHOOK_ALLOW_HTTP, WEBHOOK_ALLOWED_HOSTS, WEBHOOK_TIMEOUT_MS, WEBHOOK_SLOTS, WEBHOOK_DISABLE_AFTER_MS
   ...WebhookEnvProperties,
+  // ---- maintenance: MAINTENANCE_INTERVAL_MS, WEBHOOK_RETENTION_DAYS, GENERATION_RETENTION_DAYS, KEEP_CHECKPOINTS
+  ...MaintenanceEnvProperties,
 });
 export type Env = Static<typeof EnvSchema>;
 
@@ -139,6 +142,8 @@ export interface Config {
   captionWorker: CaptionWorkerConfig;
   /** ---- dataset imports: imports this process reads side by side (0: the worker does not start). */
   importWorker: { maxJobs: number };
+  /** ---- the maintenance sweep: how often (0: not in this process), and what it keeps. */
+  maintenance: { intervalMs: number; webhookRetentionDays: number; generationRetentionDays: number | undefined; keepCheckpoints: number };
   /** ---- webhooks: where they may go, timeouts, this process's dispatcher. */
   webhooks: WebhookConfig;
 }
@@ -265,6 +270,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     captions,
     captionWorker: { maxJobs: api ? 0 : e.CAPTION_WORKER_JOBS },
     importWorker: { maxJobs: api ? 0 : e.IMPORT_WORKER_JOBS },
+    maintenance: {
+      intervalMs: e.MAINTENANCE_INTERVAL_MS,
+      webhookRetentionDays: e.WEBHOOK_RETENTION_DAYS,
+      generationRetentionDays: e.GENERATION_RETENTION_DAYS,
+      keepCheckpoints: e.KEEP_CHECKPOINTS,
+    },
     webhooks: api ? { ...webhooks, slots: 0 } : webhooks,
   };
 }

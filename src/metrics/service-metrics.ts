@@ -121,6 +121,13 @@ export class ServiceMetrics {
     registers: [this.registry],
   });
 
+  readonly #maintenanceRemoved = new Counter({
+    name: `${PREFIX}maintenance_removed_total`,
+    help: 'What the maintenance sweeps of this process removed, by kind (webhook_messages, idempotency_keys, generations, checkpoints, blobs)',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+
   readonly #webhookLag = new Histogram({
     name: `${PREFIX}webhook_delivery_lag_seconds`,
     help: 'From the event to its delivery (2xx), retries included',
@@ -270,6 +277,11 @@ export class ServiceMetrics {
   }
 
   /** One attempt; `lagSeconds` (event to delivery) when it delivered. */
+  /** What a maintenance sweep of this process removed, by kind. */
+  maintenanceRemoved(removed: Record<string, number>): void {
+    for (const [kind, count] of Object.entries(removed)) this.#maintenanceRemoved.inc({ kind }, count);
+  }
+
   webhookAttempt(result: WebhookAttemptResult, lagSeconds?: number): void {
     this.#webhookAttempts.inc({ result });
     if (result === 'delivered' && lagSeconds !== undefined) this.#webhookLag.observe(Math.max(0, lagSeconds));

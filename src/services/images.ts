@@ -203,11 +203,15 @@ export class ImagesService {
 
   /**
    * Unlinks every stored blob that no row references (left behind by a request that
-   * failed, or a process that died, between writing a blob and committing its row).
+   * failed, or a process that died, between writing a blob and committing its row) and
+   * was written more than `graceMs` ago; stops once `deadline` (ms since the epoch) passes.
    */
-  async sweepOrphanBlobs(): Promise<number> {
+  async sweepOrphanBlobs(graceMs = 0, deadline = Infinity): Promise<number> {
     let unlinked = 0;
     for await (const sha256 of this.blobs.list()) {
+      if (Date.now() >= deadline) break;
+      const writtenAt = await this.blobs.writtenAt(sha256);
+      if (writtenAt === null || Date.now() - writtenAt.getTime() < graceMs) continue;
       if (await this.releaseBlob(sha256, false)) unlinked++;
     }
     return unlinked;

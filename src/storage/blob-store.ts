@@ -21,6 +21,8 @@ export interface BlobStore {
   /** A stream of the blob, or null when it does not exist. */
   stream(sha256: string): Promise<Readable | null>;
   exists(sha256: string): Promise<boolean>;
+  /** When the blob was written, or null when it does not exist. */
+  writtenAt(sha256: string): Promise<Date | null>;
   /** Removes the blob; true when something was removed. */
   delete(sha256: string): Promise<boolean>;
   /** Every stored address (used by the orphan sweep). */

@@ -85,6 +85,11 @@ export class FsBlobStore implements BlobStore {
     return info?.isFile() === true;
   }
 
+  async writtenAt(sha256: string): Promise<Date | null> {
+    const info = await stat(this.pathOf(sha256)).catch(() => null);
+    return info?.isFile() === true ? info.mtime : null;
+  }
+
   async delete(sha256: string): Promise<boolean> {
     try {
       await unlink(this.pathOf(sha256));
