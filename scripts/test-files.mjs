@@ -19,6 +19,7 @@ const ENGINE_BOUND = new Set([
   'test/engine/concurrency.test.ts',
   'test/engine/lora-concurrency.test.ts',
   'test/engine/train.test.ts',
+  'test/process/backup-restore.test.ts',
   'test/process/database-outage.test.ts',
   'test/process/large-dataset-training.test.ts',
   'test/routes/v1/full-finetune-flow.test.ts',

@@ -6,12 +6,14 @@
 // process stays alive (/healthz 200, /readyz 503). Once the server is back: the run finishes
 // on its first attempt with the same LoRA bytes as a run without the outage, its events are
 // all there once and in order, the generation succeeds, every webhook arrives once per
-// message id, and an upload refused during the outage stored nothing.
+// message id, an upload refused during the outage stored nothing, and fsck is clean.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
+import { projectRoot } from '../../src/paths.js';
 import { OwnPostgres } from '../support/own-postgres.js';
 import { png } from '../support/images.js';
 import { filesBody } from '../support/multipart.js';
@@ -178,4 +180,12 @@ test('Postgres crashes for twice the lease while a run trains: the API answers 5
   const received = receiver.received.map((webhook) => webhook.id);
   assert.deepEqual([...received].sort(), messages.map((m) => m.id).sort(), 'each message delivered once, none twice');
   for (const webhook of receiver.received) verified(secret, webhook);
+
+  // The database and DATA_DIR agree: no row without its file, no file without its row.
+  const fsck = await new Promise<{ code: number | null; output: string }>((resolve) => {
+    execFile('npm', ['run', '--silent', 'fsck'], { cwd: projectRoot, env: { ...process.env, DATABASE_URL: postgres.url, DATA_DIR: dataDir, LOG_LEVEL: 'silent' } },
+      (error, stdout, stderr) => resolve({ code: error === null ? 0 : (error as { code?: number }).code ?? null, output: stdout + stderr }));
+  });
+  assert.equal(fsck.code, 0, fsck.output);
+  assert.match(fsck.output, /: clean/);
 });
