@@ -21,6 +21,7 @@ const ENGINE_BOUND = new Set([
   'test/engine/train.test.ts',
   'test/process/backup-restore.test.ts',
   'test/process/database-outage.test.ts',
+  'test/process/kill-storm.test.ts',
   'test/process/large-dataset-training.test.ts',
   'test/routes/v1/full-finetune-flow.test.ts',
   'test/routes/v1/generation-evaluation.test.ts',
