@@ -70,7 +70,6 @@ export class FsckService {
   /** Every blob's bytes against its name, and whether a row references it. */
   async #checkBlobs({ repair, orphanGraceMs }: FsckOptions, report: FsckReport): Promise<void> {
     const images = createImagesRepository(this.#db);
-    const orphans: string[] = [];
     for await (const sha256 of this.#blobs.list()) {
       report.checked.blobs++;
       const file = this.#blobs.pathOf(sha256);
@@ -87,13 +86,10 @@ export class FsckService {
       }
       const writtenAt = await this.#blobs.writtenAt(sha256);
       const old = writtenAt !== null && Date.now() - writtenAt.getTime() >= orphanGraceMs;
-      if (old && !(await images.isBlobReferenced(sha256))) orphans.push(sha256);
-    }
-    // Released under each blob's lock, re-checking the references: a row committed meanwhile keeps it.
-    if (repair && orphans.length > 0) await this.#images.sweepOrphanBlobs(orphanGraceMs);
-    for (const sha256 of orphans) {
-      const gone = repair && !(await this.#blobs.exists(sha256));
-      report.problems.push({ kind: 'orphan-blob', what: `blob ${sha256}`, repaired: gone, note: gone ? 'no row references it: removed' : 'no row references it' });
+      if (!old || (await images.isBlobReferenced(sha256))) continue;
+      // Released under the blob's lock, re-checking the references: a row committed meanwhile keeps it.
+      const removed = repair && (await this.#images.releaseOrphanBlob(sha256));
+      report.problems.push({ kind: 'orphan-blob', what: `blob ${sha256}`, repaired: removed, note: removed ? 'no row references it: removed' : 'no row references it' });
     }
   }
 

@@ -212,9 +212,14 @@ export class ImagesService {
       if (Date.now() >= deadline) break;
       const writtenAt = await this.blobs.writtenAt(sha256);
       if (writtenAt === null || Date.now() - writtenAt.getTime() < graceMs) continue;
-      if (await this.releaseBlob(sha256, false)) unlinked++;
+      if (await this.releaseOrphanBlob(sha256)) unlinked++;
     }
     return unlinked;
+  }
+
+  /** Unlinks one blob (and its thumbnail) if no row references it, checked under its lock; whether it was unlinked. */
+  releaseOrphanBlob(sha256: string): Promise<boolean> {
+    return this.releaseBlob(sha256, false);
   }
 
   private async releaseBlob(sha256: string, queued: boolean): Promise<boolean> {
